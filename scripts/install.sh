@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install zoo, the bundled plugins and everything the
+# zoo works with, pinned by constraints.txt. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# onnxruntime-gpu only: the CPU package `onnxruntime` would overwrite the same files.
+.venv/bin/python -m pip install --quiet -c constraints.txt \
+    -e ".[torch,test]" \
+    -e plugins/zoo-torchvision \
+    -e plugins/zoo-digits \
+    onnx onnxruntime-gpu netron
+if .venv/bin/python -m pip show --quiet onnxruntime >/dev/null 2>&1; then
+    echo "install.sh: the CPU package onnxruntime is installed beside onnxruntime-gpu; remove it" >&2
+    exit 1
+fi

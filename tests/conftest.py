@@ -1,0 +1,94 @@
+"""Shared fixtures: catalogs on SQLite and on the PostgreSQL server of this machine.
+
+``ZOO_TEST_POSTGRES_URL`` points the PostgreSQL tests at a server (default: the
+local one); each test gets a database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("ZOO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ALL_PLUGINS = "digits,torchvision"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"zoo_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        from zoo.catalog.engine import _engine_for, catalog_url
+
+        _engine_for(catalog_url(admin.url.set(database=name).render_as_string(hide_password=False))).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh catalog, once on SQLite and once on PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def use_catalog(monkeypatch: pytest.MonkeyPatch):
+    """Point zoo at a catalog URL and a plugin selection, for this test only."""
+
+    def use(url: str, plugins: str | None = ALL_PLUGINS) -> str:
+        monkeypatch.setenv("ZOO_REGISTRY_URL", url)
+        if plugins is None:
+            monkeypatch.delenv("ZOO_LOAD_PLUGINS", raising=False)
+        else:
+            monkeypatch.setenv("ZOO_LOAD_PLUGINS", plugins)
+        return url
+
+    return use
+
+
+@pytest.fixture(scope="session")
+def synced_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One SQLite catalog synced with the bundled plugins, shared by read-only tests.
+
+    The environment points at it for the whole session of tests that ask for it.
+    """
+    url = f"sqlite:///{tmp_path_factory.mktemp('catalog') / 'registry.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_REGISTRY_URL", url)
+        mp.setenv("ZOO_LOAD_PLUGINS", ALL_PLUGINS)
+        mp.setenv("ZOO_STRICT_PLUGINS", "1")
+        run_zoo("sync")
+        yield url
+
+
+def run_zoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, check: bool = True):
+    """Run the ``zoo`` command line in a child process, as a user would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo", *args],
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"zoo {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done

@@ -1,0 +1,76 @@
+"""zoo: a plugin-based model zoo and registry for PyTorch vision models.
+
+The public API is re-exported here lazily: ``import zoo`` loads nothing heavy, and
+torch is imported only when a model is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it
+_EXPORTS = {
+    "list_models": "zoo.registry",
+    "find_models": "zoo.registry",
+    "get_model": "zoo.registry",
+    "get_model_builder": "zoo.registry",
+    "get_model_weights": "zoo.registry",
+    "get_weight": "zoo.registry",
+    "describe": "zoo.registry",
+    "list_plugins": "zoo.registry",
+    "sync": "zoo.catalog.sync",
+    "hookimpl": "zoo.hookspecs",
+    "ModelSpec": "zoo.specs",
+    "WeightsSpec": "zoo.specs",
+    "ZooError": "zoo.errors",
+    "UsageError": "zoo.errors",
+    "UnknownNameError": "zoo.errors",
+    "UnknownModelError": "zoo.errors",
+    "UnknownWeightsError": "zoo.errors",
+    "PluginError": "zoo.errors",
+    "CatalogError": "zoo.errors",
+    "WeightsError": "zoo.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from zoo.catalog.sync import sync
+    from zoo.errors import (
+        CatalogError,
+        PluginError,
+        UnknownModelError,
+        UnknownNameError,
+        UnknownWeightsError,
+        UsageError,
+        WeightsError,
+        ZooError,
+    )
+    from zoo.hookspecs import hookimpl
+    from zoo.registry import (
+        describe,
+        find_models,
+        get_model,
+        get_model_builder,
+        get_model_weights,
+        get_weight,
+        list_models,
+        list_plugins,
+    )
+    from zoo.specs import ModelSpec, WeightsSpec

@@ -1,0 +1,196 @@
+"""The ``zoo`` command line: tables for people, ``--json`` for scripts.
+
+A user mistake ends in one line on stderr (``zoo: error: ...``) and exit code 1
+(2 for a malformed command line, as argparse does); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from zoo.errors import ZooError
+
+_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ZooError as exc:
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-based model zoo for PyTorch vision models.")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("list", help="list registered models", description=(
+        "List registered models. PATTERNs are fnmatch patterns (quote them), as in "
+        "torchvision.models.list_models(include=...)."))
+    p.add_argument("patterns", nargs="*", metavar="PATTERN")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="leave out matching names")
+    p.add_argument("--task", help="e.g. classification, detection, segmentation, video, optical_flow")
+    p.add_argument("--plugin", help="plugin or distribution name")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="only models with (--pretrained) or without (--no-pretrained) weights")
+    p.add_argument("--max-params", type=_count, metavar="N", help="at most N parameters, e.g. 10M, 500k, 25557032")
+    p.add_argument("--min-metric", type=_metric, action="append", default=[], metavar="NAME=VALUE",
+                   help="some weights reach at least VALUE on metric NAME, e.g. acc@1=75 (repeatable)")
+    _add_json(p)
+    p.set_defaults(run=_list)
+
+    p = commands.add_parser("show", help="show a model, its weights, metadata and transforms")
+    p.add_argument("name", metavar="NAME")
+    _add_json(p)
+    p.set_defaults(run=_show)
+
+    p = commands.add_parser("plugins", help="list installed plugins and whether they loaded")
+    _add_json(p)
+    p.set_defaults(run=_plugins)
+
+    p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
+    p.set_defaults(run=_sync)
+    return parser
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _count(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGbB]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use e.g. 10M, 500k or 25557032")
+    return int(float(match[1]) * _SUFFIXES[match[2].lower()])
+
+
+def _metric(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE; use e.g. acc@1=75") from None
+
+
+def _list(args: argparse.Namespace) -> int:
+    from zoo.registry import find_models
+
+    rows = find_models(
+        args.patterns or None,
+        args.exclude,
+        task=args.task,
+        plugin=args.plugin,
+        pretrained=args.pretrained,
+        max_params=args.max_params,
+        min_metric=dict(args.min_metric),
+    )
+    records = [
+        {
+            "name": m.name,
+            "task": m.task,
+            "plugin": m.plugin.name,
+            "num_params": m.num_params,
+            "weights": [w.full_name for w in m.weights],
+            "default_weights": next((w.full_name for w in m.weights if w.is_default), None),
+        }
+        for m in rows
+    ]
+    _emit(args, records, lambda: _table(
+        ["NAME", "TASK", "PARAMS", "WEIGHTS", "PLUGIN"],
+        [[r["name"], r["task"], _human(r["num_params"]), len(r["weights"]), r["plugin"]] for r in records],
+    ) + f"\n{len(records)} model(s)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from zoo.registry import describe
+
+    record = describe(args.name)
+    _emit(args, record, lambda: _show_text(record))
+    return 0
+
+
+def _show_text(r: dict[str, Any]) -> str:
+    plugin = r["plugin"]
+    lines = [
+        f"{r['name']}  [{r['task']}]",
+        f"  plugin:       {plugin['name']} ({plugin['distribution']} {plugin['version']})",
+        f"  builder:      {r['builder']}",
+        f"  weights enum: {r['weights_enum'] or '-'}",
+        f"  parameters:   {r['num_params']:,}" if r["num_params"] is not None else "  parameters:   -",
+        f"  tags:         {', '.join(r['tags']) or '-'}",
+    ]
+    if not r["weights"]:
+        return "\n".join([*lines, "  no pretrained weights"])
+    rows = []
+    for w in r["weights"]:
+        metrics = " ".join(
+            f"{dataset} {name}={value}"
+            for dataset, values in (w["meta"].get("_metrics") or {}).items()
+            for name, value in values.items()
+        )
+        size = f"{w['file_size'] / 1e6:.1f} MB" if w["file_size"] else (
+            f"{w['meta']['_file_size']:.1f} MB" if "_file_size" in w["meta"] else "-")
+        rows.append([w["name"], "*" if w["is_default"] else "", metrics or "-", size,
+                     (w["sha256"] or "")[:16] or "-"])
+    lines += ["", _table(["WEIGHTS", "DEFAULT", "METRICS", "FILE", "SHA256"], rows)]
+    for w in r["weights"]:
+        spec = w["transforms"]
+        if spec:
+            settings = " ".join(f"{k}={v}" for k, v in spec.items() if k != "preset")
+            lines.append(f"\n  {w['member']} transforms: {spec['preset'].rpartition(':')[2]} {settings}")
+    return "\n".join(lines)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from zoo.registry import list_plugins
+
+    records = list_plugins()
+    _emit(args, records, lambda: _table(
+        ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "MODELS", "ERROR"],
+        [[p["name"], p["distribution"], p["version"], p["status"], p["models"], p["error"] or ""] for p in records],
+    ))
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from zoo.catalog.sync import sync
+
+    report = sync(strict=args.strict)
+    failed = [p for p in report.plugins if not p.ok]
+    print(f"synced {report.model_count} model(s) from {len(report.plugins) - len(failed)} plugin(s)")
+    for p in failed:
+        print(f"zoo: warning: plugin {p.info.name} failed: {p.error}", file=sys.stderr)
+    return 0
+
+
+def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    print(json.dumps(data, indent=2) if args.json else text())
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers, *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _human(count: int | None) -> str:
+    if count is None:
+        return "-"
+    for limit, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if count >= limit:
+            return f"{count / limit:.1f}{suffix}"
+    return str(count)

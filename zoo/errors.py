@@ -1,0 +1,63 @@
+"""The exceptions zoo raises: one base class, `ZooError`, and a subclass per kind of failure.
+
+Catch `ZooError` to handle anything zoo reports on purpose; anything else is a bug.
+Lookup failures also subclass `ValueError`, as torchvision's do, so code written for
+torchvision's `get_model` keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error zoo raises on purpose."""
+
+
+class UsageError(ZooError, ValueError):
+    """An argument or setting has a value zoo does not accept."""
+
+
+class UnknownNameError(ZooError, ValueError):
+    """A name is not in the catalog; the message lists the closest known names."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        known = list(known)
+        close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=5, cutoff=0.5)
+        by_lower = {k.lower(): k for k in known}
+        if close:
+            hint = f"; did you mean: {', '.join(by_lower[c] for c in close)}?"
+        elif known:
+            hint = f"; known: {', '.join(sorted(known)[:10])}{', ...' if len(known) > 10 else ''}"
+        else:
+            hint = "; none registered"
+        super().__init__(f"unknown {kind} {name!r}{hint}")
+        self.name = name
+        self.suggestions = [by_lower[c] for c in close]
+
+
+class UnknownModelError(UnknownNameError):
+    """No model of that name is registered."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__("model", name, known)
+
+
+class UnknownWeightsError(UnknownNameError):
+    """No weights entry of that name is registered."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__("weights", name, known)
+
+
+class PluginError(ZooError):
+    """A plugin failed to import or register, or two plugins claim one model name."""
+
+
+class CatalogError(ZooError):
+    """The catalog database cannot be opened, migrated or synced."""
+
+
+class WeightsError(ZooError):
+    """A weights file is missing, unreadable or does not match its recorded hash."""
