@@ -27,7 +27,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgresql_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     name = f"zoo_test_{uuid.uuid4().hex[:12]}"

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 # name -> module that defines it
 _EXPORTS = {
     "list_models": "zoo.registry",
-    "find_models": "zoo.registry",
+    "summarize_models": "zoo.registry",
     "get_model": "zoo.registry",
     "get_model_builder": "zoo.registry",
     "get_model_weights": "zoo.registry",
@@ -65,12 +65,12 @@ if TYPE_CHECKING:
     from zoo.hookspecs import hookimpl
     from zoo.registry import (
         describe,
-        find_models,
         get_model,
         get_model_builder,
         get_model_weights,
         get_weight,
         list_models,
         list_plugins,
+        summarize_models,
     )
     from zoo.specs import ModelSpec, WeightsSpec

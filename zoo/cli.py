@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="only models with (--pretrained) or without (--no-pretrained) weights")
     p.add_argument("--max-params", type=_count, metavar="N", help="at most N parameters, e.g. 10M, 500k, 25557032")
     p.add_argument("--min-metric", type=_metric, action="append", default=[], metavar="NAME=VALUE",
-                   help="some weights reach at least VALUE on metric NAME, e.g. acc@1=75 (repeatable)")
+                   help="some weights reach at least VALUE on metric NAME, e.g. acc@1=75 or ImageNet-1K:acc@1=75 (repeatable)")
     _add_json(p)
     p.set_defaults(run=_list)
 
@@ -86,9 +86,9 @@ def _metric(text: str) -> tuple[str, float]:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from zoo.registry import find_models
+    from zoo.registry import summarize_models
 
-    rows = find_models(
+    records = summarize_models(
         args.patterns or None,
         args.exclude,
         task=args.task,
@@ -97,17 +97,6 @@ def _list(args: argparse.Namespace) -> int:
         max_params=args.max_params,
         min_metric=dict(args.min_metric),
     )
-    records = [
-        {
-            "name": m.name,
-            "task": m.task,
-            "plugin": m.plugin.name,
-            "num_params": m.num_params,
-            "weights": [w.full_name for w in m.weights],
-            "default_weights": next((w.full_name for w in m.weights if w.is_default), None),
-        }
-        for m in rows
-    ]
     _emit(args, records, lambda: _table(
         ["NAME", "TASK", "PARAMS", "WEIGHTS", "PLUGIN"],
         [[r["name"], r["task"], _human(r["num_params"]), len(r["weights"]), r["plugin"]] for r in records],

@@ -1,0 +1,145 @@
+"""Plugin loading with real plugin distributions, pip-installed into a directory of their own.
+
+Each test puts that directory on PYTHONPATH for a child ``zoo`` process, so the
+plugins are discovered through their entry points exactly as a user's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_zoo
+
+FIXTURES = ROOT / "tests" / "plugins"
+
+
+def pip_install(source: Path, target: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All fixture plugin distributions, installed into one directory."""
+    target = tmp_path_factory.mktemp("site")
+    for source in sorted(FIXTURES.iterdir()):
+        pip_install(source, target)
+    return target
+
+
+def env_for(plugin_dir: Path, tmp_path: Path, plugins: str) -> dict[str, str]:
+    """Environment of a child process that sees the fixture plugins and a catalog in `tmp_path`."""
+    return {"PYTHONPATH": str(plugin_dir), "ZOO_LOAD_PLUGINS": plugins,
+            "ZOO_REGISTRY_URL": f"sqlite:///{tmp_path / 'registry.db'}", "ZOO_STRICT_PLUGINS": ""}
+
+
+def zoo_with(plugin_dir: Path, tmp_path: Path, plugins: str, *args: str, check: bool = False):
+    return run_zoo(*args, env=env_for(plugin_dir, tmp_path, plugins), check=check)
+
+
+def plugins_json(plugin_dir: Path, tmp_path: Path, plugins: str) -> dict[str, dict]:
+    done = zoo_with(plugin_dir, tmp_path, plugins, "plugins", "--json", check=True)
+    return {p["name"]: p for p in json.loads(done.stdout)}
+
+
+def models_json(plugin_dir: Path, tmp_path: Path, plugins: str) -> list[str]:
+    done = zoo_with(plugin_dir, tmp_path, plugins, "list", "--json", check=True)
+    return [m["name"] for m in json.loads(done.stdout)]
+
+
+def test_third_party_plugin_is_discovered_and_builds(plugin_dir: Path, tmp_path: Path) -> None:
+    assert models_json(plugin_dir, tmp_path, "digits,fixture-good") == ["digits_cnn", "tiny_mlp"]
+    info = plugins_json(plugin_dir, tmp_path, "digits,fixture-good")["fixture-good"]
+    assert info == {"name": "fixture-good", "distribution": "zoo-fixture-good", "version": "1.0.0",
+                    "status": "loaded", "models": 1, "error": None}
+    code = "import zoo; m = zoo.get_model('TINY_MLP', num_classes=5); print(type(m).__name__, m[1].out_features)"
+    env = {**os.environ, **env_for(plugin_dir, tmp_path, "digits,fixture-good")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.split() == ["Sequential", "5"]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "error"),
+    [
+        ("fixture-import-error", "RuntimeError: fixture plugin broken on import"),
+        ("fixture-hook-error", "ValueError: fixture plugin broken in its hook"),
+    ],
+)
+def test_failing_plugin_is_recorded_and_others_load(plugin_dir: Path, tmp_path: Path, plugin: str, error: str) -> None:
+    selection = f"digits,fixture-good,{plugin}"
+    plugins = plugins_json(plugin_dir, tmp_path, selection)
+    assert plugins[plugin]["status"] == "failed"
+    assert plugins[plugin]["error"] == error
+    assert plugins[plugin]["models"] == 0
+    assert plugins["digits"]["status"] == plugins["fixture-good"]["status"] == "loaded"
+    assert models_json(plugin_dir, tmp_path, selection) == ["digits_cnn", "tiny_mlp"]
+
+    shown = zoo_with(plugin_dir, tmp_path, selection, "plugins", check=True).stdout
+    assert plugin in shown and error in shown
+
+
+@pytest.mark.parametrize("plugin", ["fixture-import-error", "fixture-hook-error", "fixture-duplicate"])
+def test_strict_mode_fails_and_leaves_catalog_unchanged(plugin_dir: Path, tmp_path: Path, plugin: str) -> None:
+    before = models_json(plugin_dir, tmp_path, "digits,fixture-good")
+    done = zoo_with(plugin_dir, tmp_path, f"digits,fixture-good,{plugin}", "sync", "--strict")
+    assert done.returncode == 1
+    assert done.stderr.startswith("zoo: error: 1 plugin(s) failed to load (strict mode)")
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    # The catalog still answers for the old selection without re-syncing.
+    assert models_json(plugin_dir, tmp_path, "digits,fixture-good") == before
+
+
+def test_duplicate_model_name_names_both_distributions(plugin_dir: Path, tmp_path: Path) -> None:
+    plugins = plugins_json(plugin_dir, tmp_path, "digits,fixture-duplicate")
+    error = plugins["fixture-duplicate"]["error"]
+    assert plugins["fixture-duplicate"]["status"] == "failed"
+    assert "'digits_cnn'" in error and "zoo-digits 0.1.0" in error and "zoo-fixture-duplicate 1.0.0" in error
+    # The failing plugin registers nothing, not even its names that were free.
+    assert models_json(plugin_dir, tmp_path, "digits,fixture-duplicate") == ["digits_cnn"]
+    described = json.loads(zoo_with(plugin_dir, tmp_path, "digits,fixture-duplicate", "show", "digits_cnn", "--json",
+                                    check=True).stdout)
+    assert described["plugin"]["distribution"] == "zoo-digits"
+
+
+def test_load_plugins_selection(plugin_dir: Path, tmp_path: Path) -> None:
+    assert models_json(plugin_dir, tmp_path, "zoo-fixture-good") == ["tiny_mlp"]  # distribution names work too
+    assert models_json(plugin_dir, tmp_path, "") == []
+    done = zoo_with(plugin_dir, tmp_path, "digits,nosuchplugin", "list")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "zoo: error: ZOO_LOAD_PLUGINS names plugins that are not installed: nosuchplugin; installed plugins: "
+        + ", ".join(sorted(["digits", "torchvision", "fixture-good", "fixture-import-error", "fixture-hook-error",
+                            "fixture-duplicate"]))
+    ]
+
+
+def test_catalog_resyncs_when_a_plugin_version_changes(plugin_dir: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(plugin_dir, site)
+    db = tmp_path / "db"
+    db.mkdir()
+    assert models_json(site, db, "digits,fixture-good") == ["digits_cnn", "tiny_mlp"]
+
+    # Release 2.0.0 of the plugin renames its model; installing it must show in the next lookup.
+    source = tmp_path / "zoo-fixture-good"
+    shutil.copytree(FIXTURES / "zoo-fixture-good", source)
+    pyproject = source / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "1.0.0"', 'version = "2.0.0"'))
+    module = source / "zoo_fixture_good" / "__init__.py"
+    module.write_text(module.read_text().replace('name="tiny_mlp"', 'name="tiny_mlp_v2"'))
+    for old in site.glob("zoo_fixture_good*"):
+        shutil.rmtree(old)
+    pip_install(source, site)
+
+    assert models_json(site, db, "digits,fixture-good") == ["digits_cnn", "tiny_mlp_v2"]
+    assert plugins_json(site, db, "digits,fixture-good")["fixture-good"]["version"] == "2.0.0"

@@ -1,0 +1,82 @@
+"""Is the catalog in step with the installed plugins? Answered without loading any.
+
+The catalog stores a fingerprint of the plugins it was built from (names, targets,
+distributions, versions) and of its schema revision. Lookups compare it with the
+installed plugins and, when they differ, re-sync in a child process, so the caller
+never imports torch or a plugin just to list models. Light: Core only, no ORM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import DBAPIError
+
+from zoo import __version__
+from zoo.catalog import tables
+from zoo.catalog.engine import URL_ENV, open_engine
+from zoo.errors import CatalogError
+from zoo.plugins import PluginInfo, fingerprint, installed_plugins
+
+#: The Alembic head revision; a test checks that it matches ``migrations/versions``.
+SCHEMA_REVISION = "0001"
+FINGERPRINT_KEY = "plugins_fingerprint"
+
+
+def catalog_fingerprint(plugins: list[PluginInfo]) -> str:
+    """The fingerprint a catalog built from `plugins` by this zoo version would carry."""
+    parts = f"{fingerprint(plugins)}|schema={SCHEMA_REVISION}|zoo={__version__}"
+    return hashlib.sha256(parts.encode()).hexdigest()
+
+
+def fingerprint_in(conn: Connection) -> str | None:
+    state = tables.catalog_state
+    return conn.scalar(select(state.c.value).where(state.c.key == FINGERPRINT_KEY))
+
+
+def stored_fingerprint(engine: Engine) -> str | None:
+    """The fingerprint the catalog holds, or None when it has none (new or unmigrated)."""
+    try:
+        with engine.connect() as conn:
+            return fingerprint_in(conn)
+    except DBAPIError as exc:
+        if _is_missing_table(exc):
+            return None
+        raise unreachable(engine, exc) from None
+
+
+def ensure_current(url: str | None = None) -> Engine:
+    """The catalog's engine, after re-syncing it in a child process if it is stale."""
+    engine = open_engine(url)
+    if stored_fingerprint(engine) != catalog_fingerprint(installed_plugins()):
+        _sync_in_child(engine)
+    return engine
+
+
+def unreachable(engine: Engine, exc: DBAPIError) -> CatalogError:
+    """The one-line error for a database that refused a query."""
+    where = engine.url.render_as_string(hide_password=True)
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    return CatalogError(f"cannot use the catalog at {where}: {reason}")
+
+
+def _sync_in_child(engine: Engine) -> None:
+    env = dict(os.environ)
+    env[URL_ENV] = engine.url.render_as_string(hide_password=False)
+    # The child must see the same distributions (and so the same plugins) as we do.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.catalog.sync"], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise CatalogError(f"syncing the catalog failed: {lines[-1]}")
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)

@@ -1,0 +1,88 @@
+"""The catalog's tables, in SQLAlchemy Core: the one definition of the schema.
+
+Lookups query these tables directly, so a process that only lists models never
+imports the ORM (about a third of a cold ``zoo list``); the sync writes through the
+typed ORM classes in `zoo.catalog.schema`, which map these same tables. Changing a
+table needs a migration in ``migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+plugins = Table(
+    "plugins",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("target", String(400), nullable=False),
+    Column("distribution", String(200)),
+    Column("version", String(100)),
+    Column("status", String(20), nullable=False),  # "loaded" or "failed"
+    Column("error", Text),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),  # stored lowercase
+    Column("plugin_id", ForeignKey("plugins.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("task", String(100), nullable=False, index=True),
+    Column("builder", String(400), nullable=False),
+    Column("weights_enum", String(400)),
+    Column("num_params", BigInteger),
+    Column("tags", JSON, nullable=False),
+    # "metadata" is reserved on ORM classes, hence the key
+    Column("metadata", JSON, nullable=False, key="meta"),
+)
+
+weights = Table(
+    "weights",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_id", ForeignKey("models.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("enum_name", String(200), nullable=False, index=True),
+    Column("member_name", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("sha256", String(64)),
+    Column("file_size", BigInteger),
+    Column("transforms", JSON),
+    Column("metadata", JSON, nullable=False, key="meta"),
+    Column("is_default", Boolean, nullable=False),
+    UniqueConstraint("model_id", "member_name"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("weights_id", ForeignKey("weights.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("dataset", String(200), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("value", Float, nullable=False),
+    Index("ix_metrics_name_value", "name", "value"),
+)
+
+catalog_state = Table(
+    "catalog_state",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
