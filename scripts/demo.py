@@ -22,8 +22,8 @@ def main() -> int:
         print(f"  plugin {p['name']:<12} {p['distribution']} {p['version']}: {p['status']}, {p['models']} models{error}")
     tasks = collections.Counter(model["task"] for model in zoo.summarize_models())
     print(f"  {sum(tasks.values())} models: " + ", ".join(f"{n} {t}" for t, n in tasks.most_common()))
-    small = zoo.list_models(task="classification", max_params=10_000_000, min_metric={"acc@1": 75})
-    print(f"  classification under 10M parameters with acc@1 >= 75: {', '.join(small)}")
+    small = zoo.list_models(task="classification", max_params=10_000_000, min_metric={"ImageNet-1K:acc@1": 75})
+    print(f"  classification, under 10M parameters, ImageNet-1K acc@1 >= 75: {', '.join(small)}")
 
     print("\n== digits_cnn")
     record = zoo.describe("digits_cnn")

@@ -33,12 +33,13 @@ def postgresql_url() -> Iterator[str]:
     name = f"zoo_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
     try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        from zoo.catalog.engine import _engine_for, catalog_url
+        from zoo.catalog.engine import open_engine
 
-        _engine_for(catalog_url(admin.url.set(database=name).render_as_string(hide_password=False))).dispose()
+        open_engine(url).dispose()  # close this process's pooled connections before dropping
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

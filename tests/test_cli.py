@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torchvision.models as tvm
+from sqlalchemy import create_engine, text
 
 from conftest import run_zoo
 
@@ -98,3 +99,18 @@ def test_eight_processes_sync_one_fresh_registry_at_once(tmp_path: Path) -> None
         assert db.execute("SELECT name, status FROM plugins ORDER BY name").fetchall() == [
             ("digits", "loaded"), ("torchvision", "loaded")]
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_processes_syncing_one_postgresql_catalog_at_once(postgresql_url: str) -> None:
+    env = {"ZOO_REGISTRY_URL": postgresql_url, "ZOO_LOAD_PLUGINS": "digits"}
+    commands = [("sync",)] * 3 + [("list", "--json")] * 3
+    with ThreadPoolExecutor(len(commands)) as pool:
+        results = list(pool.map(lambda args: run_zoo(*args, env=env, check=False), commands))
+    for done in results:
+        assert done.returncode == 0, done.stderr
+    for done in results[3:]:
+        assert [m["name"] for m in json.loads(done.stdout)] == ["digits_cnn"]
+    with create_engine(postgresql_url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM models")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM plugins")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM weights")).scalar() == 1

@@ -10,6 +10,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+#: How zoo's command lines start the one line that reports a user mistake on stderr.
+ERROR_PREFIX = "zoo: error: "
+
 
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose."""

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from zoo import __version__
 from zoo.catalog import tables
 from zoo.catalog.engine import URL_ENV, open_engine
-from zoo.errors import CatalogError
+from zoo.errors import ERROR_PREFIX, CatalogError
 from zoo.plugins import PluginInfo, fingerprint, installed_plugins
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
@@ -74,7 +74,7 @@ def _sync_in_child(engine: Engine) -> None:
     )
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
-        raise CatalogError(f"syncing the catalog failed: {lines[-1]}")
+        raise CatalogError(f"syncing the catalog failed: {lines[-1].removeprefix(ERROR_PREFIX)}")
 
 
 def _is_missing_table(exc: DBAPIError) -> bool:

@@ -27,7 +27,7 @@ from zoo.catalog.fingerprint import (
     unreachable,
 )
 from zoo.catalog.schema import MetricRow, ModelRow, PluginRow, WeightsRow
-from zoo.errors import ZooError
+from zoo.errors import ERROR_PREFIX, ZooError
 from zoo.plugins import LoadedPlugin, installed_plugins, load_plugins, strict_from_env
 from zoo.specs import ModelSpec
 
@@ -138,7 +138,7 @@ def main() -> int:
     try:
         sync(force=False)
     except ZooError as exc:
-        print(f"zoo: error: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 1
     return 0
 
