@@ -138,8 +138,8 @@ def test_unknown_names_list_the_closest(synced: str) -> None:
 def test_get_model_builds_with_config(synced: str) -> None:
     model = zoo.get_model("resnet18", weights=None, num_classes=7)
     assert model.fc.out_features == 7
-    with pytest.raises(ValueError):  # torchvision refuses a num_classes that contradicts the weights
-        zoo.get_model("resnet18", weights="DEFAULT", num_classes=7)
+    with pytest.raises(ValueError, match="num_classes"):  # as torchvision, when it contradicts the weights
+        zoo.get_model("digits_cnn", weights="DEFAULT", num_classes=7)
 
 
 def test_sync_is_skipped_when_current_and_redone_when_forced(synced: str) -> None:

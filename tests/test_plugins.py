@@ -119,7 +119,7 @@ def test_load_plugins_selection(plugin_dir: Path, tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "zoo: error: ZOO_LOAD_PLUGINS names plugins that are not installed: nosuchplugin; installed plugins: "
         + ", ".join(sorted(["digits", "torchvision", "fixture-good", "fixture-import-error", "fixture-hook-error",
-                            "fixture-duplicate"]))
+                            "fixture-duplicate", "fixture-remote"]))
     ]
 
 

@@ -33,6 +33,10 @@ _EXPORTS = {
     "PluginError": "zoo.errors",
     "CatalogError": "zoo.errors",
     "WeightsError": "zoo.errors",
+    "HashMismatchError": "zoo.errors",
+    "fetch_weights": "zoo.registry",
+    "weights_path": "zoo.registry",
+    "verify_weights": "zoo.registry",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from zoo.catalog.sync import sync
     from zoo.errors import (
         CatalogError,
+        HashMismatchError,
         PluginError,
         UnknownModelError,
         UnknownNameError,
@@ -65,6 +70,7 @@ if TYPE_CHECKING:
     from zoo.hookspecs import hookimpl
     from zoo.registry import (
         describe,
+        fetch_weights,
         get_model,
         get_model_builder,
         get_model_weights,
@@ -72,5 +78,7 @@ if TYPE_CHECKING:
         list_models,
         list_plugins,
         summarize_models,
+        verify_weights,
+        weights_path,
     )
     from zoo.specs import ModelSpec, WeightsSpec

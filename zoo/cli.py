@@ -57,6 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=_plugins)
 
+    p = commands.add_parser("weights", help="fetch, locate and verify weights files")
+    actions = p.add_subparsers(title="actions", required=True, metavar="ACTION")
+    names_help = "weights (ResNet50_Weights.IMAGENET1K_V2, resnet50.IMAGENET1K_V2) or a model (its default)"
+    a = actions.add_parser("fetch", help="download (or copy from the mirror) and verify, with progress")
+    a.add_argument("names", nargs="+", metavar="NAME", help=names_help)
+    a.add_argument("--offline", action="store_true", default=None, help="never use the network (also $ZOO_OFFLINE=1)")
+    a.set_defaults(run=_weights_fetch)
+    a = actions.add_parser("path", help="print where a weights file is")
+    a.add_argument("names", nargs="+", metavar="NAME", help=names_help)
+    a.set_defaults(run=_weights_path)
+    a = actions.add_parser("verify", help="re-hash cached weights files (all, or those named) and report")
+    a.add_argument("names", nargs="*", metavar="NAME", help=names_help)
+    _add_json(a)
+    a.set_defaults(run=_weights_verify)
+
     p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
@@ -153,6 +168,40 @@ def _plugins(args: argparse.Namespace) -> int:
         [[p["name"], p["distribution"], p["version"], p["status"], p["models"], p["error"] or ""] for p in records],
     ))
     return 0
+
+
+def _weights_fetch(args: argparse.Namespace) -> int:
+    from zoo.registry import fetch_weights
+
+    for name in args.names:
+        print(fetch_weights(name, offline=args.offline))
+    return 0
+
+
+def _weights_path(args: argparse.Namespace) -> int:
+    from zoo.registry import weights_path
+
+    status = 0
+    for name in args.names:
+        path = weights_path(name)
+        if path.is_file():
+            print(path)
+        else:
+            print(f"{ERROR_PREFIX}{name} is not fetched yet (it would be {path}); run: zoo weights fetch {name}",
+                  file=sys.stderr)
+            status = 1
+    return status
+
+
+def _weights_verify(args: argparse.Namespace) -> int:
+    from zoo.registry import verify_weights
+
+    report = verify_weights(args.names)
+    _emit(args, report, lambda: _table(
+        ["WEIGHTS", "STATUS", "SHA256", "PATH"],
+        [[r["weights"], r["status"], r["sha256"] or "-", r["path"]] for r in report],
+    ) if report else "no weights files are cached")
+    return 0 if all(r["status"] == "ok" for r in report) else 1
 
 
 def _sync(args: argparse.Namespace) -> int:

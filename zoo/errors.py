@@ -63,4 +63,12 @@ class CatalogError(ZooError):
 
 
 class WeightsError(ZooError):
-    """A weights file is missing, unreadable or does not match its recorded hash."""
+    """A weights file is missing, cannot be fetched, or does not match its recorded hash."""
+
+
+class HashMismatchError(WeightsError):
+    """A weights file's SHA-256 is not the one recorded for it."""
+
+    def __init__(self, message: str, *, path: str, actual: str, expected: str) -> None:
+        super().__init__(message)
+        self.path, self.actual, self.expected = path, actual, expected

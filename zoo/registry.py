@@ -9,15 +9,20 @@ Names are case-insensitive.
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, exists, func, select
+from pathlib import Path
 
+from sqlalchemy import Connection, Row, Select, delete, exists, func, select
+
+from zoo.catalog.engine import write_transaction
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.tables import metrics, models, plugins, weights
-from zoo.errors import UnknownModelError, UnknownWeightsError, UsageError
+from zoo.catalog.tables import metrics, models, plugins, weight_files, weights
+from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError
+from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, verify
 from zoo.targets import load_target, target_of
 
 Patterns = str | Iterable[str] | None
@@ -82,6 +87,7 @@ def describe(name: str) -> dict[str, Any]:
         model = _model(conn, name)
         plugin = conn.execute(select(plugins).where(plugins.c.id == model.plugin_id)).one()
         rows = _weights_of(conn, model)
+        learned = _learned_files(conn, [w.url for w in rows])
     default = next((w for w in rows if w.is_default), None)
     return {
         "name": model.name,
@@ -100,8 +106,8 @@ def describe(name: str) -> dict[str, Any]:
                 "member": w.member_name,
                 "is_default": w.is_default,
                 "url": w.url,
-                "sha256": w.sha256,
-                "file_size": w.file_size,
+                "sha256": w.sha256 or learned.get(w.url, (None, None))[0],
+                "file_size": w.file_size or learned.get(w.url, (None, None))[1],
                 "transforms": w.transforms,
                 "meta": w.meta,
             }
@@ -160,22 +166,132 @@ def get_weight(name: str | enum.Enum | None, *, model: str | None = None) -> enu
         return name
     if not isinstance(name, str):
         raise UsageError(f"weights must be a name, an enum member or None, not {type(name).__name__}")
-    owner, _, member = name.rpartition(".")
     with ensure_current().connect() as conn:
-        if owner:
-            row, enum_target = _weights_by_owner(conn, owner, member)
-        elif model is not None:
-            found = _model(conn, model)
-            row, enum_target = _member_of_model(conn, found, member), found.weights_enum
-        else:
-            raise UsageError(f"weights {name!r} needs a model: write 'MODEL.{name}' or pass model=")
+        row, enum_target = _resolve_weights(conn, name, model)
     return load_target(enum_target)[row.member_name]
 
 
 def get_model(name: str, *, weights: str | enum.Enum | None = None, **config: Any) -> Any:
     """Build model `name`, with `weights` (any form `get_weight` accepts) and builder `config`."""
     member = get_weight(weights, model=name)
-    return get_model_builder(name)(weights=member, **config)
+    builder = get_model_builder(name)
+    # Fetched and verified here, so the builder (torchvision's too) finds its files in
+    # the torch.hub cache and never downloads or trusts one on its own.
+    for needed in (member, None if member is not None else _backbone_weights(builder, config)):
+        if needed is not None:
+            _fetch_url(needed.url, offline=None, progress=config.get("progress", True))
+    return builder(weights=member, **config)
+
+
+def fetch_weights(
+    weights: str | enum.Enum, *, model: str | None = None, offline: bool | None = None, progress: bool = True
+) -> Path:
+    """Fetch the file of `weights` (a `get_weight` name, or a model name for its default) and verify it.
+
+    Sources in order: the file itself (``file://``), the cache, ``$ZOO_WEIGHTS_MIRROR``,
+    the URL; `offline` (default ``$ZOO_OFFLINE``) never uses the network. Returns the
+    verified file's path. The first verified download of a file whose full hash was
+    not known records it in the catalog.
+    """
+    return _fetch_url(_url_of(weights, model), offline=offline, progress=progress).path
+
+
+def weights_path(weights: str | enum.Enum, *, model: str | None = None) -> Path:
+    """Where the file of `weights` is used from (it may not have been fetched yet)."""
+    with ensure_current().connect() as conn:
+        url = _url_of(weights, model)
+        return cached_path(WeightsFile(url, _known_sha256(conn, url)))
+
+
+def verify_weights(names: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Re-hash weights files: those of `names`, or every cached file of the catalog's weights.
+
+    One record per file: weights, path, status ("ok", "mismatch" or "missing"),
+    sha256 (actual) and expected; never raises for a bad file, it reports it.
+    """
+    with ensure_current().connect() as conn:
+        if names:
+            rows = [_resolve_weights(conn, *_as_weights_name(n, None))[0] for n in names]
+        else:
+            rows = list(conn.execute(select(weights).order_by(weights.c.id)))
+        learned = _learned_files(conn, [w.url for w in rows])
+    report = []
+    for w in rows:
+        file = WeightsFile(w.url, w.sha256 or learned.get(w.url, (None, None))[0])
+        path = cached_path(file)
+        record = {"weights": _full_name(w), "path": str(path), "expected": file.sha256 or file.hash_prefix}
+        if not path.is_file():
+            if names:
+                report.append({**record, "status": "missing", "sha256": None})
+            continue
+        try:
+            fetched = verify(path, file, force=True)
+            report.append({**record, "status": "ok", "sha256": fetched.sha256})
+        except HashMismatchError as exc:
+            report.append({**record, "status": "mismatch", "sha256": exc.actual})
+    return report
+
+
+def _backbone_weights(builder: Callable[..., Any], config: Mapping[str, Any]) -> enum.Enum | None:
+    """The backbone weights a torchvision-style builder loads when it gets no `weights`.
+
+    torchvision's detection and segmentation builders default ``weights_backbone`` to
+    ImageNet weights; they are fetched through the zoo like any other weights.
+    """
+    param = inspect.signature(builder).parameters.get("weights_backbone")
+    if param is None:
+        return None
+    value = config.get("weights_backbone", param.default)
+    if isinstance(value, str) and isinstance(param.default, enum.Enum):
+        value = type(param.default).verify(value)
+    return value if isinstance(value, enum.Enum) else None
+
+
+def _resolve_weights(conn: Connection, name: str, model: str | None) -> tuple[Row, str]:
+    """The weights row of a `get_weight` name, and its enum's import target."""
+    owner, _, member = name.rpartition(".")
+    if owner:
+        return _weights_by_owner(conn, owner, member)
+    if model is None:
+        raise UsageError(f"weights {name!r} needs a model: write 'MODEL.{name}' or pass model=")
+    found = _model(conn, model)
+    return _member_of_model(conn, found, member), found.weights_enum
+
+
+def _as_weights_name(name: str, model: str | None) -> tuple[str, str | None]:
+    """A bare model name stands for its default weights."""
+    return (name, model) if "." in name or model is not None else ("DEFAULT", name)
+
+
+def _url_of(weights_name: str | enum.Enum, model: str | None) -> str:
+    if isinstance(weights_name, enum.Enum):
+        return weights_name.url
+    with ensure_current().connect() as conn:
+        return _resolve_weights(conn, *_as_weights_name(weights_name, model))[0].url
+
+
+def _known_sha256(conn: Connection, url: str) -> str | None:
+    """The full SHA-256 of the file at `url`: declared by its plugin, or learned by verifying it."""
+    declared = conn.scalar(select(weights.c.sha256).where(weights.c.url == url, weights.c.sha256.is_not(None)))
+    return declared or _learned_files(conn, [url]).get(url, (None, None))[0]
+
+
+def _learned_files(conn: Connection, urls: list[str]) -> dict[str, tuple[str, int]]:
+    rows = conn.execute(select(weight_files).where(weight_files.c.url.in_(urls))) if urls else []
+    return {row.url: (row.sha256, row.file_size) for row in rows}
+
+
+def _fetch_url(url: str, *, offline: bool | None, progress: bool) -> Fetched:
+    engine = ensure_current()
+    with engine.connect() as conn:
+        known = _known_sha256(conn, url)
+    fetched = fetch(WeightsFile(url, known), offline=offline, progress=progress)
+    if known is None:
+        with write_transaction(engine) as conn:
+            conn.execute(delete(weight_files).where(weight_files.c.url == url))
+            conn.execute(weight_files.insert().values(url=url, sha256=fetched.sha256,
+                                                      file_size=fetched.path.stat().st_size))
+    return fetched
 
 
 def _model(conn: Connection, name: str) -> Row:

@@ -1,25 +1,21 @@
 """Pretrained weights that are checked by their full SHA-256 before they are loaded.
 
 `Weights` and `WeightsEnum` extend torchvision's with the file's full hash and size;
-plugins that ship or publish weights declare their enums with them, and builders get
-the state dict through `load_state_dict`, which refuses a file whose hash differs.
+plugins that ship or publish weights declare their enums with them, and their
+builders get the state dict through `load_state_dict`: fetched and verified by
+`zoo.fetch`, read with ``torch.load(weights_only=True)`` or safetensors.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import torch
 import torchvision.models
 
-from zoo.errors import WeightsError
-
-HASH_CHUNK = 1 << 20
+from zoo.fetch import WeightsFile, fetch
 
 
 @dataclass(eq=False)  # keep torchvision's __eq__, which compares transforms sensibly
@@ -37,33 +33,18 @@ class WeightsEnum(torchvision.models.WeightsEnum):
         return load_state_dict(self, progress=kwargs.get("progress", True))
 
 
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def load_state_dict(
+    weights: torchvision.models.WeightsEnum, *, offline: bool | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """The state dict of `weights`, from a file verified by its SHA-256 (see `zoo.fetch`)."""
+    file = WeightsFile(weights.url, getattr(weights.value, "sha256", None))
+    return read_state_dict(fetch(file, offline=offline, progress=progress).path)
 
 
-def load_state_dict(weights: torchvision.models.WeightsEnum, *, progress: bool = True) -> dict[str, Any]:
-    """The state dict of `weights`, verified by full SHA-256 when the hash is known.
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """A state dict from a ``.safetensors`` file or a ``torch.save`` file (tensors only, no code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-    ``file://`` URLs (weights shipped inside a plugin) are read in place; other URLs go
-    through torch.hub's download cache.
-    """
-    url = weights.url
-    if urlparse(url).scheme != "file":
-        return torch.hub.load_state_dict_from_url(url, progress=progress, check_hash=True, map_location="cpu")
-    path = Path(url2pathname(urlparse(url).path))
-    if not path.is_file():
-        raise WeightsError(f"weights file of {weights} is missing: {path}; reinstall the plugin that ships it")
-    expected = getattr(weights.value, "sha256", None)
-    if expected is not None:
-        actual = sha256_of(path)
-        if actual != expected:
-            raise WeightsError(
-                f"weights file {path} of {weights} has SHA-256 {actual}, expected {expected}; "
-                f"the file is corrupted or was replaced: reinstall the plugin that ships it"
-            )
+        return load_file(path, device="cpu")
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -86,3 +86,13 @@ catalog_state = Table(
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Facts learned about weights files by verifying them, kept across syncs: the full
+# SHA-256 of a file whose plugin declared only a hash prefix (torchvision's do).
+weight_files = Table(
+    "weight_files",
+    metadata,
+    Column("url", String(1000), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("file_size", BigInteger, nullable=False),
+)

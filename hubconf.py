@@ -1,0 +1,24 @@
+"""torch.hub entry points: one for every model in the zoo's catalog.
+
+    torch.hub.load("path/to/zoo", "resnet50", source="local", weights="DEFAULT")
+    torch.hub.list("path/to/zoo", source="local")
+
+Each entry is `zoo.get_model` for one registered name, so torch.hub and the zoo's
+own lookups give the same model, with weights fetched and verified the same way.
+"""
+
+import zoo as _zoo
+
+dependencies = ["torch", "torchvision", "zoo"]
+
+
+def _entry(name):
+    def entry(*, weights=None, **config):
+        return _zoo.get_model(name, weights=weights, **config)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = f"{name} from the zoo; `weights` is any name `zoo.get_weight` accepts, an enum member or None."
+    return entry
+
+
+globals().update({_name: _entry(_name) for _name in _zoo.list_models()})

@@ -1,0 +1,54 @@
+"""torch.hub compatibility: ``hubconf.py`` offers every registered model, built as the zoo builds it."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+
+import torch
+
+import zoo
+from conftest import ROOT
+
+
+def hub_load(name: str, **kwargs):
+    return torch.hub.load(str(ROOT), name, source="local", **kwargs)
+
+
+def test_hub_offers_every_registered_model(synced_catalog: str) -> None:
+    # torch.hub.list reads GitHub repos only; it lists a hubconf's public callables, as here.
+    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    entries = [n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")]
+    assert sorted(entries) == zoo.list_models()
+    assert hubconf.dependencies == ["torch", "torchvision", "zoo"]
+
+
+def test_hub_and_zoo_build_the_same_model_for_every_name(synced_catalog: str) -> None:
+    for name in zoo.list_models():
+        # No backbone download: these machines have no model hub.
+        params = inspect.signature(zoo.get_model_builder(name)).parameters
+        config = {"weights_backbone": None} if "weights_backbone" in params else {}
+        try:
+            with torch.device("meta"):  # architecture only, no memory or init time
+                models = [hub_load(name, **config), zoo.get_model(name, **config)]
+        except NotImplementedError:  # RegNet's constructor reads tensor values: build for real
+            models = []
+            for build in (hub_load, zoo.get_model):
+                torch.manual_seed(0)
+                models.append(build(name, **config))
+            hub_state, zoo_state = (m.state_dict() for m in models)
+            assert all(torch.equal(hub_state[k], zoo_state[k]) for k in zoo_state), name
+        hub_model, zoo_model = models
+        assert type(hub_model) is type(zoo_model), name
+        assert [(k, v.shape) for k, v in hub_model.state_dict().items()] == [
+            (k, v.shape) for k, v in zoo_model.state_dict().items()], name
+
+
+def test_hub_loads_the_same_pretrained_weights(synced_catalog: str) -> None:
+    for weights in ("DEFAULT", "DigitsCNN_Weights.SKLEARN_DIGITS_V1", zoo.get_weight("digits_cnn.DEFAULT")):
+        hub_state = hub_load("digits_cnn", weights=weights).state_dict()
+        zoo_state = zoo.get_model("digits_cnn", weights=weights).state_dict()
+        assert hub_state.keys() == zoo_state.keys()
+        assert all(torch.equal(hub_state[k], zoo_state[k]) for k in zoo_state)

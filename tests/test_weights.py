@@ -1,0 +1,292 @@
+"""Weights as verified artifacts: a real HTTP server on 127.0.0.1 serves files the tests make.
+
+Covers: a good download lands in the cache; corrupted bytes or a dropped connection
+leave nothing in the cache; a cached file altered on disk is caught before it is
+loaded; offline mode; the mirror directory; eight processes fetching at once; the
+catalog learning a full hash; and torchvision-style enums going through the zoo's path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from zoo.fetch import WeightsFile, cache_dir, fetch, verify
+from zoo.weights import Weights, WeightsEnum, load_state_dict, read_state_dict
+
+from conftest import run_zoo
+from test_plugins import pip_install, FIXTURES
+
+
+class WeightsServer:
+    """Serves ``files`` by name; ``modes`` makes a file arrive corrupted, cut off or slowly."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.modes: dict[str, str] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                name = self.path.lstrip("/")
+                server.requests.append(name)
+                if name not in server.files:
+                    self.send_error(404)
+                    return
+                body, mode = server.files[name], server.modes.get(name, "ok")
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if mode == "corrupt":
+                    body = body[: len(body) // 2] + bytes([body[len(body) // 2] ^ 0xFF]) + body[len(body) // 2 + 1:]
+                if mode == "drop":  # promise the whole file, send half, hang up
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                step = max(1, len(body) // 20) if mode == "slow" else len(body)
+                for start in range(0, len(body), step):
+                    self.wfile.write(body[start:start + step])
+                    if mode == "slow":
+                        time.sleep(0.05)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+
+@pytest.fixture
+def server() -> Iterator[WeightsServer]:
+    s = WeightsServer()
+    s.thread.start()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    monkeypatch.delenv("ZOO_WEIGHTS_MIRROR", raising=False)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def state_dict_bytes(seed: int = 0) -> bytes:
+    torch.manual_seed(seed)
+    buffer = io.BytesIO()
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def publish(server: WeightsServer, stem: str = "net", mode: str = "ok") -> WeightsFile:
+    """Put a real state dict on the server under a torch.hub-style name; return what to fetch."""
+    data = state_dict_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    name = f"{stem}-{sha[:10]}.pth"
+    server.files[name], server.modes[name] = data, mode
+    return WeightsFile(server.url(name), sha)
+
+
+def leftovers(cache: Path) -> list[str]:
+    """Files in the cache other than lock files: what a failed fetch must not leave."""
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) if cache.exists() else []
+
+
+def test_good_download_lands_in_cache_and_is_reused(server: WeightsServer, isolated_cache: Path) -> None:
+    file = publish(server)
+    fetched = fetch(file, progress=False)
+    assert fetched.path == isolated_cache / file.name == cache_dir() / file.name
+    assert hashlib.sha256(fetched.path.read_bytes()).hexdigest() == file.sha256 == fetched.sha256
+    assert not [n for n in leftovers(isolated_cache) if n.endswith(".part")]
+    again = fetch(file, progress=False)
+    assert again.path == fetched.path and again.rehashed is False  # the size+mtime stamp stood in
+    assert server.requests == [file.name]
+
+
+def test_corrupted_download_leaves_nothing(server: WeightsServer, isolated_cache: Path) -> None:
+    file = publish(server, mode="corrupt")
+    with pytest.raises(zoo.HashMismatchError) as caught:
+        fetch(file, progress=False)
+    message = str(caught.value)
+    assert file.name in message and file.sha256 in message and caught.value.actual in message
+    assert "nothing was cached" in message and caught.value.actual != file.sha256
+    assert leftovers(isolated_cache) == []
+
+
+def test_prefix_only_name_is_checked_like_torch_hub(server: WeightsServer, isolated_cache: Path) -> None:
+    file = publish(server, mode="corrupt")
+    with pytest.raises(zoo.HashMismatchError, match="its file name says it starts with"):
+        fetch(WeightsFile(file.url), progress=False)
+    assert leftovers(isolated_cache) == []
+    server.modes[file.name] = "ok"
+    assert fetch(WeightsFile(file.url), progress=False).sha256 == file.sha256
+
+
+def test_dropped_connection_leaves_nothing(server: WeightsServer, isolated_cache: Path) -> None:
+    file = publish(server, mode="drop")
+    with pytest.raises(zoo.WeightsError, match="nothing was cached") as caught:
+        fetch(file, progress=False)
+    assert not isinstance(caught.value, zoo.HashMismatchError)
+    assert leftovers(isolated_cache) == []
+
+
+def test_unreachable_server_is_a_clear_error(isolated_cache: Path) -> None:
+    with pytest.raises(zoo.WeightsError, match=r"downloading http://127.0.0.1:9/x-0123456789.pth failed"):
+        fetch(WeightsFile("http://127.0.0.1:9/x-0123456789.pth"), progress=False)
+    assert leftovers(isolated_cache) == []
+
+
+def served_enum(file: WeightsFile) -> type[WeightsEnum]:
+    """A zoo weights enum whose one member points at `file`."""
+    return WeightsEnum("ServedWeights", {"V1": Weights(url=file.url, transforms=None, meta={}, sha256=file.sha256)})
+
+
+def test_altered_cached_file_is_caught_before_loading(server: WeightsServer, isolated_cache: Path) -> None:
+    file = publish(server)
+    member = served_enum(file).V1
+    expected = load_state_dict(member, progress=False)
+    assert set(expected) == {"1.weight", "1.bias"}
+
+    path = isolated_cache / file.name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(zoo.HashMismatchError, match="delete it and fetch it again") as caught:
+        load_state_dict(member, progress=False)
+    assert str(path) in str(caught.value) and file.sha256 in str(caught.value)
+
+    # Even with size and mtime put back, a forced check (zoo weights verify) re-hashes.
+    stamp = json.loads((isolated_cache / f".{file.name}.zoo-verified").read_text())
+    os.utime(path, ns=(stamp["mtime_ns"], stamp["mtime_ns"]))
+    with pytest.raises(zoo.HashMismatchError):
+        verify(path, file, force=True)
+    assert len(server.requests) == 1
+
+
+def test_offline_mode_uses_the_cache_and_never_the_network(server: WeightsServer, isolated_cache: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cached, missing = publish(server, "cached"), publish(server, "missing")
+    fetch(cached, progress=False)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    assert fetch(cached).path == isolated_cache / cached.name
+    with pytest.raises(zoo.WeightsError, match=rf"offline mode: {missing.name} is not in the cache"):
+        fetch(missing)
+    with pytest.raises(zoo.WeightsError, match="offline mode"):
+        fetch(missing, offline=None)
+    assert fetch(missing, offline=False, progress=False).path.is_file()  # the argument wins over the variable
+    assert server.requests == [cached.name, missing.name]
+
+
+def test_mirror_directory_seeds_the_cache(server: WeightsServer, isolated_cache: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    file = publish(server)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / file.name).write_bytes(server.files[file.name])
+    monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", str(mirror))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    fetched = fetch(file)
+    assert fetched.path == isolated_cache / file.name and fetched.sha256 == file.sha256
+    assert server.requests == []
+
+    bad = publish(server, "bad")
+    (mirror / bad.name).write_bytes(b"not the weights")
+    with pytest.raises(zoo.HashMismatchError, match=str(mirror / bad.name)):
+        fetch(bad)
+    assert bad.name not in leftovers(isolated_cache)
+
+
+def test_safetensors_files_load_without_pickle(server: WeightsServer, tmp_path: Path) -> None:
+    from safetensors.torch import save
+
+    tensors = {"weight": torch.arange(6.0).reshape(2, 3), "bias": torch.ones(2)}
+    data = save(tensors)
+    name = f"net-{hashlib.sha256(data).hexdigest()[:10]}.safetensors"
+    server.files[name] = data
+    member = served_enum(WeightsFile(server.url(name), hashlib.sha256(data).hexdigest())).V1
+    loaded = load_state_dict(member, progress=False)
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    assert torch.equal(read_state_dict(cache_dir() / name)["weight"], tensors["weight"])
+
+
+def test_eight_processes_fetch_one_file_at_once(server: WeightsServer, isolated_cache: Path) -> None:
+    file = publish(server, mode="slow")
+    code = ("import sys; from zoo.fetch import WeightsFile, fetch; "
+            "print(fetch(WeightsFile(sys.argv[1], sys.argv[2]), progress=False).sha256)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, file.url, file.sha256], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [err for _, err in outputs]
+    assert [out.strip() for out, _ in outputs] == [file.sha256] * 8
+    assert leftovers(isolated_cache) == sorted([file.name, f".{file.name}.zoo-verified"])
+    assert hashlib.sha256((isolated_cache / file.name).read_bytes()).hexdigest() == file.sha256
+    assert server.requests == [file.name]  # one process downloaded; the others found it cached
+
+
+@pytest.fixture
+def remote_catalog(server: WeightsServer, tmp_path: Path, isolated_cache: Path) -> dict[str, str]:
+    """A catalog with the fixture plugin whose torchvision-style weights come from the server."""
+    site = tmp_path / "site"
+    pip_install(FIXTURES / "zoo-fixture-remote", site)
+    file = publish(server, "remote_net")
+    return {
+        "PYTHONPATH": str(site), "ZOO_LOAD_PLUGINS": "fixture-remote", "ZOO_FIXTURE_REMOTE_URL": file.url,
+        "ZOO_REGISTRY_URL": f"sqlite:///{tmp_path / 'registry.db'}", "TORCH_HOME": str(tmp_path / "torch"),
+        "SHA256": file.sha256, "NAME": file.name,
+    }
+
+
+def test_torchvision_style_weights_go_through_the_zoo(server: WeightsServer, remote_catalog: dict[str, str],
+                                                      isolated_cache: Path) -> None:
+    env = remote_catalog
+    before = json.loads(run_zoo("show", "remote_net", "--json", env=env).stdout)["weights"][0]
+    assert before["sha256"] is None  # the plugin declares only the prefix in the file name
+
+    fetched = run_zoo("weights", "fetch", "remote_net", env=env)
+    assert fetched.stdout.strip() == str(isolated_cache / env["NAME"])
+    after = json.loads(run_zoo("show", "remote_net", "--json", env=env).stdout)["weights"][0]
+    assert after["sha256"] == env["SHA256"]  # learned by the first verified download
+    assert after["file_size"] == len(server.files[env["NAME"]])
+    assert run_zoo("weights", "path", "RemoteNet_Weights.V1", env=env).stdout.strip() == fetched.stdout.strip()
+
+    # The builder is torchvision-style (torch.hub loads the file); it finds the zoo-verified copy.
+    code = "import zoo; m = zoo.get_model('remote_net', weights='DEFAULT'); print(float(m[1].weight.sum()))"
+    built = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    torch.manual_seed(0)
+    assert float(built.stdout) == pytest.approx(nn.Sequential(nn.Flatten(), nn.Linear(4, 3))[1].weight.sum().item())
+    assert server.requests == [env["NAME"]]
+
+    verified = json.loads(run_zoo("weights", "verify", "--json", env=env).stdout)
+    assert [(r["weights"], r["status"], r["sha256"]) for r in verified] == [("RemoteNet_Weights.V1", "ok", env["SHA256"])]
+
+    # Tampered in the cache: the zoo refuses it before torchvision's loader sees it.
+    path = isolated_cache / env["NAME"]
+    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    built = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert built.returncode != 0 and "zoo.errors.HashMismatchError" in built.stderr
+    done = run_zoo("weights", "verify", env=env, check=False)
+    assert done.returncode == 1 and "mismatch" in done.stdout
+    done = run_zoo("weights", "path", "nosuch_model", env=env, check=False)
+    assert done.returncode == 1 and done.stderr.startswith("zoo: error: unknown model 'nosuch_model'")
