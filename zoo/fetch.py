@@ -103,7 +103,10 @@ def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool =
             raise WeightsError(f"weights file {weights.local_path} is missing; reinstall the package that ships it")
         return verify(weights.local_path, weights)
     target = cache_dir() / weights.name
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(f"cannot create the weights cache {target.parent} ({exc}); set TORCH_HOME") from None
     with _lock(target):  # one process fetches; the others then find it cached
         if target.is_file():
             return verify(target, weights)
@@ -246,9 +249,12 @@ def _write_stamp(stamp: Path, sha256: str, size: int, mtime_ns: int) -> None:
 
 @contextlib.contextmanager
 def _lock(target: Path) -> Iterator[None]:
-    with open(target.with_name(f".{target.name}.lock"), "a") as handle:
+    """Hold an exclusive lock per cache file; a read-only cache is used without one."""
+    try:
+        handle = open(target.with_name(f".{target.name}.lock"), "a")
+    except OSError:
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
