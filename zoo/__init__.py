@@ -16,6 +16,8 @@ _EXPORTS = {
     "list_models": "zoo.registry",
     "summarize_models": "zoo.registry",
     "get_model": "zoo.registry",
+    "build_model": "zoo.registry",
+    "BuiltModel": "zoo.registry",
     "get_model_builder": "zoo.registry",
     "get_model_weights": "zoo.registry",
     "get_weight": "zoo.registry",
@@ -69,6 +71,8 @@ if TYPE_CHECKING:
     )
     from zoo.hookspecs import hookimpl
     from zoo.registry import (
+        BuiltModel,
+        build_model,
         describe,
         fetch_weights,
         get_model,

@@ -25,8 +25,14 @@ def model_spec(
     task: str,
     tags: Iterable[str] = (),
     metadata: dict[str, Any] | None = None,
+    classifier: Iterable[str] = (),
+    first_conv: str | None = None,
 ) -> ModelSpec:
-    """The record of one model; `num_params` comes from its default weights' meta."""
+    """The record of one model; `num_params` comes from its default weights' meta.
+
+    `classifier` (output layer paths, main head first) and `first_conv` tell the zoo
+    where to cut for ``num_classes=`` and ``in_channels=`` (see `ModelSpec`).
+    """
     weights = weights_specs(weights_enum) if weights_enum is not None else ()
     default = next((w for w in weights if w.is_default), None)
     return ModelSpec(
@@ -38,6 +44,8 @@ def model_spec(
         tags=tuple(tags),
         num_params=default.meta.get("num_params") if default else None,
         metadata=metadata or {},
+        classifier=tuple(classifier),
+        first_conv=first_conv,
     )
 
 

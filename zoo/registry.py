@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Row, Select, delete, exists, func, select
@@ -98,6 +99,8 @@ def describe(name: str) -> dict[str, Any]:
         "num_params": model.num_params,
         "tags": model.tags,
         "metadata": model.meta,
+        "classifier": model.classifier,
+        "first_conv": model.first_conv,
         "default_weights": _full_name(default) if default else None,
         "weights": [
             {
@@ -171,16 +174,82 @@ def get_weight(name: str | enum.Enum | None, *, model: str | None = None) -> enu
     return load_target(enum_target)[row.member_name]
 
 
+@dataclass(frozen=True)
+class BuiltModel:
+    """A model from `build_model`, and what happened to the pretrained tensors (None without weights)."""
+
+    model: Any
+    report: Any  # zoo.surgery.LoadReport | None
+
+
 def get_model(name: str, *, weights: str | enum.Enum | None = None, **config: Any) -> Any:
-    """Build model `name`, with `weights` (any form `get_weight` accepts) and builder `config`."""
+    """Build model `name`, with `weights` (any form `get_weight` accepts) and builder `config`.
+
+    Unlike torchvision, ``num_classes`` works with pretrained weights (a fresh head)
+    and ``in_channels`` adapts the first convolution; `build_model` also says which
+    tensors were loaded, adapted or left new.
+    """
+    return build_model(name, weights=weights, **config).model
+
+
+def build_model(
+    name: str,
+    *,
+    weights: str | enum.Enum | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    **config: Any,
+) -> BuiltModel:
+    """Build model `name` with pretrained `weights`, a head of `num_classes` and a stem for `in_channels`.
+
+    With weights, the pretrained model is built first (as its builder knows how), then
+    the heads the catalog lists for it are replaced by fresh ones of `num_classes`
+    outputs and its first convolution adapted to `in_channels` (`zoo.surgery`); the
+    report of `zoo.surgery.load_partial` accounts for every pretrained tensor.
+    """
+    from zoo import surgery
+
     member = get_weight(weights, model=name)
-    builder = get_model_builder(name)
+    with ensure_current().connect() as conn:
+        row = _model(conn, name)
+    builder = load_target(row.builder)
+    _check_surgery(row, num_classes=num_classes, in_channels=in_channels, pretrained=member is not None)
     # Fetched and verified here, so the builder (torchvision's too) finds its files in
     # the torch.hub cache and never downloads or trusts one on its own.
     for needed in (member, None if member is not None else _backbone_weights(builder, config)):
         if needed is not None:
             _fetch_url(needed.url, offline=None, progress=config.get("progress", True))
-    return builder(weights=member, **config)
+
+    if member is None:
+        model = builder(weights=None, **config, **({} if num_classes is None else {"num_classes": num_classes}))
+        if in_channels is not None:
+            surgery.replace_first_conv(model, row.first_conv, in_channels)
+        return BuiltModel(model, None)
+
+    model = builder(weights=member, **config)
+    pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
+    if num_classes is not None and num_classes != len(member.meta.get("categories") or ()):
+        surgery.replace_head(model, row.classifier[0], num_classes)
+        for path in row.classifier[1:]:  # auxiliary heads, which some builders drop with weights
+            if surgery.has_submodule(model, path):
+                surgery.replace_head(model, path, num_classes)
+    adapters = {}
+    if in_channels is not None:
+        surgery.replace_first_conv(model, row.first_conv, in_channels)
+        adapters[f"{row.first_conv}.weight"] = surgery.adapt_conv_weight
+    return BuiltModel(model, surgery.load_partial(model, pretrained, adapters))
+
+
+def _check_surgery(row: Row, *, num_classes: int | None, in_channels: int | None, pretrained: bool) -> None:
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise UsageError(f"num_classes must be a positive integer, not {num_classes!r}")
+    if in_channels is not None and (not isinstance(in_channels, int) or in_channels < 1):
+        raise UsageError(f"in_channels must be a positive integer, not {in_channels!r}")
+    if num_classes is not None and pretrained and not row.classifier:
+        raise UsageError(f"model {row.name} declares no classifier, so num_classes cannot change "
+                         f"its pretrained head; build it with weights=None or set the head with zoo.surgery")
+    if in_channels is not None and not row.first_conv:
+        raise UsageError(f"model {row.name} declares no first convolution, so in_channels cannot adapt it")
 
 
 def fetch_weights(

@@ -18,6 +18,7 @@ MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 IMPORT_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 TASK = re.compile(r"^[a-z][a-z0-9_]*$")
 MEMBER = re.compile(r"^[A-Za-z_]\w*$")
+MODULE_PATH = re.compile(r"^\w+(\.\w+)*$")
 
 #: Tasks the bundled plugins use; plugins may add others (any lower_snake_case word).
 KNOWN_TASKS = (
@@ -62,7 +63,9 @@ class ModelSpec:
 
     `builder` is called as ``builder(weights=<enum member or None>, **config)``, the
     torchvision convention. `weights_enum` names the enum class whose members are
-    listed in `weights`.
+    listed in `weights`. `classifier` lists the module paths of the model's output
+    layers (main head first, then auxiliary heads) and `first_conv` the path of its
+    first convolution: the zoo swaps them for ``num_classes=`` and ``in_channels=``.
     """
 
     name: str
@@ -73,6 +76,8 @@ class ModelSpec:
     tags: tuple[str, ...] = ()
     num_params: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    classifier: tuple[str, ...] = ()
+    first_conv: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not MODEL_NAME.match(self.name):
@@ -94,6 +99,9 @@ class ModelSpec:
         if sum(w.is_default for w in self.weights) > 1:
             raise PluginError(f"model {self.name}: more than one weights entry is the default")
         _require_json(f"model {self.name} metadata", self.metadata)
+        for path in (*self.classifier, *([self.first_conv] if self.first_conv else [])):
+            if not MODULE_PATH.match(path):
+                raise PluginError(f"model {self.name}: {path!r} is not a dotted module path such as 'classifier.6'")
 
     @property
     def weights_enum_name(self) -> str | None:

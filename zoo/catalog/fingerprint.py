@@ -23,7 +23,7 @@ from zoo.errors import ERROR_PREFIX, CatalogError
 from zoo.plugins import PluginInfo, fingerprint, installed_plugins
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 FINGERPRINT_KEY = "plugins_fingerprint"
 
 

@@ -46,6 +46,8 @@ class ModelRow(Base):
     num_params: Mapped[int | None]
     tags: Mapped[list[str]]
     meta: Mapped[dict[str, Any]]
+    classifier: Mapped[list[str]]
+    first_conv: Mapped[str | None]
     plugin: Mapped[PluginRow] = relationship(back_populates="models")
     weights: Mapped[list[WeightsRow]] = relationship(back_populates="model", cascade="all, delete-orphan")
 

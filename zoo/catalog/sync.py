@@ -111,6 +111,8 @@ def _model_row(spec: ModelSpec) -> ModelRow:
         num_params=spec.num_params,
         tags=list(spec.tags),
         meta=spec.metadata,
+        classifier=list(spec.classifier),
+        first_conv=spec.first_conv,
     )
     for w in spec.weights:
         weights = WeightsRow(

@@ -51,6 +51,8 @@ models = Table(
     Column("tags", JSON, nullable=False),
     # "metadata" is reserved on ORM classes, hence the key
     Column("metadata", JSON, nullable=False, key="meta"),
+    Column("classifier", JSON, nullable=False),  # module paths of the output layers
+    Column("first_conv", String(200)),
 )
 
 weights = Table(

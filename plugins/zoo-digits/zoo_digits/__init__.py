@@ -15,4 +15,7 @@ from zoo.introspect import model_spec
 def zoo_register_models() -> list[zoo.ModelSpec]:
     from zoo_digits.model import DigitsCNN_Weights, digits_cnn
 
-    return [model_spec("digits_cnn", digits_cnn, DigitsCNN_Weights, task="classification", tags=["cnn", "digits"])]
+    return [
+        model_spec("digits_cnn", digits_cnn, DigitsCNN_Weights, task="classification", tags=["cnn", "digits"],
+                   classifier=["classifier"], first_conv="features.0")
+    ]

@@ -22,6 +22,27 @@ _TASKS_BY_PACKAGE = {
 }
 # detection builders whose outputs go beyond boxes
 _TASKS_BY_FAMILY = {"keypoint_rcnn": "keypoints", "mask_rcnn": "instance_segmentation"}
+# classification family -> (output layers, main head first; first convolution), for
+# num_classes= and in_channels= surgery. A test checks every entry against the models.
+_HEADS_AND_STEMS = {
+    "alexnet": (["classifier.6"], "features.0"),
+    "convnext": (["classifier.2"], "features.0.0"),
+    "densenet": (["classifier"], "features.conv0"),
+    "efficientnet": (["classifier.1"], "features.0.0"),
+    "googlenet": (["fc", "aux1.fc2", "aux2.fc2"], "conv1.conv"),
+    "inception": (["fc", "AuxLogits.fc"], "Conv2d_1a_3x3.conv"),
+    "maxvit": (["classifier.5"], "stem.0.0"),
+    "mnasnet": (["classifier.1"], "layers.0"),
+    "mobilenetv2": (["classifier.1"], "features.0.0"),
+    "mobilenetv3": (["classifier.3"], "features.0.0"),
+    "regnet": (["fc"], "stem.0"),
+    "resnet": (["fc"], "conv1"),
+    "shufflenetv2": (["fc"], "conv1.0"),
+    "squeezenet": (["classifier.1"], "features.0"),
+    "swin_transformer": (["head"], "features.0.0"),
+    "vgg": (["classifier.6"], "features.0"),
+    "vision_transformer": (["heads.head"], "conv_proj"),
+}
 
 
 @zoo.hookimpl
@@ -31,7 +52,9 @@ def zoo_register_models() -> Iterator[zoo.ModelSpec]:
     for name in models.list_models():
         builder = models.get_model_builder(name)
         task, tags = _task_and_tags(builder.__module__)
-        yield model_spec(name, builder, models.get_model_weights(name), task=task, tags=tags)
+        classifier, first_conv = _HEADS_AND_STEMS.get(builder.__module__.split(".", 2)[2], ((), None))
+        yield model_spec(name, builder, models.get_model_weights(name), task=task, tags=tags,
+                         classifier=classifier, first_conv=first_conv)
 
 
 def _task_and_tags(module: str) -> tuple[str, list[str]]:
