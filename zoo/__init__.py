@@ -36,6 +36,12 @@ _EXPORTS = {
     "CatalogError": "zoo.errors",
     "WeightsError": "zoo.errors",
     "HashMismatchError": "zoo.errors",
+    "freeze": "zoo.freezing",
+    "unfreeze": "zoo.freezing",
+    "FreezeReport": "zoo.freezing",
+    "FrozenBatchNorm": "zoo.freezing",
+    "GradualUnfreezer": "zoo.freezing",
+    "param_groups": "zoo.optim",
     "fetch_weights": "zoo.registry",
     "weights_path": "zoo.registry",
     "verify_weights": "zoo.registry",
@@ -69,7 +75,9 @@ if TYPE_CHECKING:
         WeightsError,
         ZooError,
     )
+    from zoo.freezing import FreezeReport, FrozenBatchNorm, GradualUnfreezer, freeze, unfreeze
     from zoo.hookspecs import hookimpl
+    from zoo.optim import param_groups
     from zoo.registry import (
         BuiltModel,
         build_model,
