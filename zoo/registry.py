@@ -27,6 +27,7 @@ from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, verify
 from zoo.targets import load_target, target_of
 
 Patterns = str | Iterable[str] | None
+_UNKNOWN = (None, None)  # sha256 and size of a file never verified
 
 
 def list_models(
@@ -109,8 +110,8 @@ def describe(name: str) -> dict[str, Any]:
                 "member": w.member_name,
                 "is_default": w.is_default,
                 "url": w.url,
-                "sha256": w.sha256 or learned.get(w.url, (None, None))[0],
-                "file_size": w.file_size or learned.get(w.url, (None, None))[1],
+                "sha256": w.sha256 or learned.get(w.url, _UNKNOWN)[0],
+                "file_size": w.file_size or learned.get(w.url, _UNKNOWN)[1],
                 "transforms": w.transforms,
                 "meta": w.meta,
             }
@@ -286,7 +287,7 @@ def verify_weights(names: Iterable[str] = ()) -> list[dict[str, Any]]:
         learned = _learned_files(conn, [w.url for w in rows])
     report = []
     for w in rows:
-        file = WeightsFile(w.url, w.sha256 or learned.get(w.url, (None, None))[0])
+        file = WeightsFile(w.url, w.sha256 or learned.get(w.url, _UNKNOWN)[0])
         path = cached_path(file)
         record = {"weights": _full_name(w), "path": str(path), "expected": file.sha256 or file.hash_prefix}
         if not path.is_file():
@@ -342,7 +343,7 @@ def _url_of(weights_name: str | enum.Enum, model: str | None) -> str:
 def _known_sha256(conn: Connection, url: str) -> str | None:
     """The full SHA-256 of the file at `url`: declared by its plugin, or learned by verifying it."""
     declared = conn.scalar(select(weights.c.sha256).where(weights.c.url == url, weights.c.sha256.is_not(None)))
-    return declared or _learned_files(conn, [url]).get(url, (None, None))[0]
+    return declared or _learned_files(conn, [url]).get(url, _UNKNOWN)[0]
 
 
 def _learned_files(conn: Connection, urls: list[str]) -> dict[str, tuple[str, int]]:
