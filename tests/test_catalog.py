@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torchvision.models as tvm
+from torchvision.transforms._presets import ImageClassification
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -97,12 +98,13 @@ def test_describe_resnet50(synced: str) -> None:
         assert w["meta"]["categories"] == member.meta["categories"]
         assert w["meta"]["_metrics"] == member.meta["_metrics"]
         assert w["meta"]["min_size"] == list(member.meta["min_size"])
-        preset = member.transforms()
-        assert w["transforms"]["preset"] == "torchvision.transforms._presets:ImageClassification"
-        assert w["transforms"]["resize_size"] == preset.resize_size
-        assert w["transforms"]["crop_size"] == preset.crop_size
-        assert w["transforms"]["mean"] == preset.mean and w["transforms"]["std"] == preset.std
-        assert w["transforms"]["interpolation"] == preset.interpolation.value
+        preset, spec = member.transforms(), w["transforms"]
+        assert isinstance(preset, ImageClassification) and spec["kind"] == "classification"
+        assert spec["resize_size"] == preset.resize_size and spec["resize_mode"] == "shorter_side"
+        assert spec["crop_size"] == preset.crop_size * 2  # [n] is an n x n crop
+        assert spec["mean"] == preset.mean and spec["std"] == preset.std
+        assert spec["interpolation"] == preset.interpolation.value and spec["antialias"] is preset.antialias
+        assert (spec["channel_order"], spec["value_range"], spec["layout"]) == ("RGB", [0.0, 1.0], "CHW")
 
 
 def test_get_weight_accepts_every_torchvision_spelling(synced: str) -> None:
@@ -138,8 +140,8 @@ def test_unknown_names_list_the_closest(synced: str) -> None:
 def test_get_model_builds_with_config(synced: str) -> None:
     model = zoo.get_model("resnet18", weights=None, num_classes=7)
     assert model.fc.out_features == 7
-    with pytest.raises(ValueError, match="num_classes"):  # as torchvision, when it contradicts the weights
-        zoo.get_model("digits_cnn", weights="DEFAULT", num_classes=7)
+    # torchvision refuses num_classes with pretrained weights; the zoo gives a fresh head
+    assert zoo.get_model("digits_cnn", weights="DEFAULT", num_classes=7).classifier.out_features == 7
 
 
 def test_sync_is_skipped_when_current_and_redone_when_forced(synced: str) -> None:

@@ -40,7 +40,9 @@ def test_show_json_has_both_resnet50_weights(synced_catalog: str) -> None:
         assert w["meta"]["_metrics"] == member.meta["_metrics"]
         assert w["meta"]["num_params"] == member.meta["num_params"]
         assert w["meta"]["recipe"] == member.meta["recipe"]
+        assert w["transforms"]["kind"] == "classification"
         assert w["transforms"]["resize_size"] == member.transforms().resize_size
+        assert w["transforms"]["crop_size"] == member.transforms().crop_size * 2
     text = run_zoo("show", "resnet50").stdout
     assert "ResNet50_Weights.IMAGENET1K_V2  *" in text and "acc@1=80.858" in text
 
@@ -114,3 +116,34 @@ def test_processes_syncing_one_postgresql_catalog_at_once(postgresql_url: str) -
         assert conn.execute(text("SELECT count(*) FROM models")).scalar() == 1
         assert conn.execute(text("SELECT count(*) FROM plugins")).scalar() == 1
         assert conn.execute(text("SELECT count(*) FROM weights")).scalar() == 1
+
+
+def test_summary_table_json_and_mistakes(synced_catalog: str) -> None:
+    lines = run_zoo("summary", "resnet18", "--input", "1,3,224,224", "--depth", "0").stdout.splitlines()
+    assert lines[0].split() == ["Layer", "Output", "shape", "Params", "Trainable"]
+    assert "Params: 11,689,512 (44.6 MiB)" in lines
+    data = json.loads(run_zoo("summary", "digits_cnn", "--input", "1,1,8,8", "--weights", "DEFAULT", "--json").stdout)
+    assert data["name"] == "digits_cnn" and data["totals"]["params"] == 24_058
+    bad = run_zoo("summary", "resnet18", "--input", "1,3,22x", check=False)
+    assert bad.returncode == 2 and "bad input size '1,3,22x'" in bad.stderr
+    wrong = run_zoo("summary", "digits_cnn", "--input", "1,3,8,8", check=False)
+    assert wrong.returncode == 1 and wrong.stderr.startswith("zoo: error: DigitsCNN does not run on input 1,3,8,8")
+    assert len(wrong.stderr.splitlines()) == 1
+
+
+def test_features_lists_extracts_and_explains(synced_catalog: str) -> None:
+    assert "features.5" in run_zoo("features", "digits_cnn").stdout.split()
+    shapes = json.loads(run_zoo("features", "resnet18", "--nodes", "layer1,layer4", "--input", "1,3,224,224",
+                                "--json").stdout)
+    assert shapes == {"layer1": [1, 64, 56, 56], "layer4": [1, 512, 7, 7]}
+    untraceable = run_zoo("features", "fasterrcnn_mobilenet_v3_large_320_fpn", check=False)
+    assert untraceable.returncode == 1 and "--module backbone" in untraceable.stderr
+    assert "fpn" in run_zoo("features", "fasterrcnn_mobilenet_v3_large_320_fpn", "--module", "backbone").stdout.split()
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(synced_catalog: str) -> None:
+    # ~90 KB of node names: more than a pipe holds, so the writer sees the reader leave.
+    command = f"{sys.executable} -m zoo features maxvit_t | head -1; echo rc=${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert done.stdout.split() == ["x", "rc=0"]
+    assert done.stderr == ""

@@ -42,6 +42,11 @@ _EXPORTS = {
     "FrozenBatchNorm": "zoo.freezing",
     "GradualUnfreezer": "zoo.freezing",
     "param_groups": "zoo.optim",
+    "PreprocessSpec": "zoo.preprocessing",
+    "summarize": "zoo.summary",
+    "feature_nodes": "zoo.summary",
+    "features_model": "zoo.summary",
+    "extract_features": "zoo.summary",
     "fetch_weights": "zoo.registry",
     "weights_path": "zoo.registry",
     "verify_weights": "zoo.registry",
@@ -78,6 +83,8 @@ if TYPE_CHECKING:
     from zoo.freezing import FreezeReport, FrozenBatchNorm, GradualUnfreezer, freeze, unfreeze
     from zoo.hookspecs import hookimpl
     from zoo.optim import param_groups
+    from zoo.preprocessing import PreprocessSpec
+    from zoo.summary import extract_features, feature_nodes, features_model, summarize
     from zoo.registry import (
         BuiltModel,
         build_model,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from zoo.errors import ERROR_PREFIX, ZooError
+from zoo.errors import ERROR_PREFIX, UsageError, ZooError
 
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 
@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `zoo list | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +74,35 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("names", nargs="*", metavar="NAME", help=names_help)
     _add_json(a)
     a.set_defaults(run=_weights_verify)
+
+    p = commands.add_parser("summary", help="per-layer output shapes, parameters and memory of one forward pass",
+                            description=("Build NAME (no weights unless --weights; backbone weights never) and run "
+                                         "one forward pass in eval mode on random input of --input size: one row "
+                                         "per module, then parameter, buffer, input and activation totals."))
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--input", type=_input_size, required=True, metavar="SIZE",
+                   help="input size, e.g. 1,3,224,224 (images) or 1,3,16,112,112 (video); two inputs "
+                        "(optical flow) as '1,3,224,224;1,3,224,224'")
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="show modules at most N dots deep (0: top-level children only); deeper ones' "
+                        "parameters are added to their shown ancestor")
+    p.add_argument("--weights", metavar="WEIGHTS", help="load these weights first, e.g. DEFAULT")
+    _add_json(p)
+    p.set_defaults(run=_summary)
+
+    p = commands.add_parser("features", help="list a model's torch.fx feature nodes, or extract some",
+                            description=("Without --nodes, list the nodes torch.fx finds in NAME (eval mode) for "
+                                         "feature extraction. With --nodes, run one forward pass on random input "
+                                         "of --input size and print each node's output shape. Detection models "
+                                         "and RAFT cannot be traced whole: use --module (e.g. backbone)."))
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--nodes", type=_comma_list, metavar="NODE,...",
+                   help="extract these nodes: names from the listing or module paths, e.g. layer1,layer4")
+    p.add_argument("--module", metavar="PATH", help="trace this submodule, e.g. backbone or backbone.body")
+    p.add_argument("--input", type=_input_size, metavar="SIZE", help="input size for extraction, e.g. 1,3,224,224")
+    p.add_argument("--weights", metavar="WEIGHTS", help="load these weights before extracting, e.g. DEFAULT")
+    _add_json(p)
+    p.set_defaults(run=_features)
 
     p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
     p.add_argument("--strict", action="store_true", default=None,
@@ -154,8 +186,8 @@ def _show_text(r: dict[str, Any]) -> str:
     for w in r["weights"]:
         spec = w["transforms"]
         if spec:
-            settings = " ".join(f"{k}={v}" for k, v in spec.items() if k != "preset")
-            lines.append(f"\n  {w['member']} transforms: {spec['preset'].rpartition(':')[2]} {settings}")
+            settings = " ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and v is not None)
+            lines.append(f"\n  {w['member']} transforms: {spec['kind']} {settings}")
     return "\n".join(lines)
 
 
@@ -202,6 +234,47 @@ def _weights_verify(args: argparse.Namespace) -> int:
         [[r["weights"], r["status"], r["sha256"] or "-", r["path"]] for r in report],
     ) if report else "no weights files are cached")
     return 0 if all(r["status"] == "ok" for r in report) else 1
+
+
+def _input_size(text: str) -> list[list[int]]:
+    from zoo.summary import parse_input_size
+
+    try:
+        return parse_input_size(text)
+    except ZooError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",")]
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from zoo.summary import catalog_model, summarize
+
+    summary = summarize(catalog_model(args.name, weights=args.weights), args.input, depth=args.depth)
+    _emit(args, {"name": args.name, **summary.to_json()}, summary.table)
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    import torch
+
+    from zoo.summary import extract_features, feature_nodes, shape_of, shape_text
+
+    if not args.nodes:
+        train, evaluation = feature_nodes(args.name, submodule=args.module)
+        extra = [node for node in train if node not in evaluation]
+        _emit(args, {"eval": evaluation, "train": train}, lambda: "\n".join(
+            evaluation + ([f"(train mode adds: {', '.join(extra)})"] if extra else [])))
+        return 0
+    if args.input is None:
+        raise UsageError("extracting features needs --input, e.g. --input 1,3,224,224")
+    inputs = [torch.rand(size) for size in args.input]
+    features = extract_features(args.name, args.nodes, inputs, submodule=args.module, weights=args.weights)
+    shapes = {node: shape_of(value) for node, value in features.items()}
+    _emit(args, shapes, lambda: _table(["NODE", "SHAPE"], [[n, shape_text(s)] for n, s in shapes.items()]))
+    return 0
 
 
 def _sync(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from zoo.preprocessing import spec_from_transforms
 from zoo.specs import ModelSpec, WeightsSpec
 from zoo.targets import target_of
 
@@ -67,20 +68,13 @@ def weights_specs(weights_enum: type[enum.Enum]) -> tuple[WeightsSpec, ...]:
 
 
 def transforms_spec(transforms: Callable[..., Any] | None) -> dict[str, Any] | None:
-    """The preprocessing a weights entry declares, as data: its preset and the preset's settings.
+    """The preprocessing a weights entry declares, as `zoo.preprocessing.PreprocessSpec` JSON.
 
-    `transforms` is a preset factory such as ``partial(ImageClassification, crop_size=224)``;
-    building it (cheap) gives the settings with the preset's defaults filled in.
+    `transforms` is a torchvision preset factory such as
+    ``partial(ImageClassification, crop_size=224)``; anything else raises `UsageError`.
     """
-    if transforms is None:
-        return None
-    preset = transforms()
-    settings = {
-        key: to_json(value)
-        for key, value in vars(preset).items()
-        if not key.startswith("_") and key != "training"
-    }
-    return {"preset": target_of(type(preset)), **settings}
+    spec = spec_from_transforms(transforms)
+    return spec.to_json() if spec is not None else None
 
 
 def to_json(value: Any) -> Any:

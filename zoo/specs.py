@@ -37,7 +37,8 @@ class WeightsSpec:
     """One member of a model's weights enum, e.g. ``ResNet50_Weights.IMAGENET1K_V2``.
 
     `meta` is the member's torchvision-style metadata (categories, num_params,
-    ``_metrics``, ``_ops``, recipe, ...); `transforms` is its preprocessing as plain data.
+    ``_metrics``, ``_ops``, recipe, ...); `transforms` is its preprocessing as plain
+    data, `zoo.preprocessing.PreprocessSpec.to_json()`.
     """
 
     member: str

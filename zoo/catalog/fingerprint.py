@@ -25,11 +25,13 @@ from zoo.plugins import PluginInfo, fingerprint, installed_plugins
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
 SCHEMA_REVISION = "0003"
 FINGERPRINT_KEY = "plugins_fingerprint"
+#: Bump when what a sync writes changes without a schema change (e.g. the transforms format).
+DATA_FORMAT = 2
 
 
 def catalog_fingerprint(plugins: list[PluginInfo]) -> str:
     """The fingerprint a catalog built from `plugins` by this zoo version would carry."""
-    parts = f"{fingerprint(plugins)}|schema={SCHEMA_REVISION}|zoo={__version__}"
+    parts = f"{fingerprint(plugins)}|schema={SCHEMA_REVISION}|data={DATA_FORMAT}|zoo={__version__}"
     return hashlib.sha256(parts.encode()).hexdigest()
 
 

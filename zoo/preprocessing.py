@@ -1,0 +1,399 @@
+"""Preprocessing as data: what a weights entry does to an image before the model sees it.
+
+A `PreprocessSpec` is the typed, JSON-serialisable description of one torchvision
+preset (``weights.transforms()``): the catalog stores ``spec.to_json()`` for every
+weights entry, and exported models will carry it in their metadata. From a spec,
+`to_torchvision` builds the preset's equivalent on torchvision's transforms v2, and
+`preprocess_numpy` does the same with numpy and Pillow alone, for deployments
+without torch. Importing this module does not import torch.
+
+The steps, in order: convert to `channel_order`; resize; center crop (padding with
+zeros where the crop is larger); scale uint8 pixels to `value_range`; subtract
+`mean` and divide by `std` per channel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from zoo.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+#: What the spec's inputs and outputs are; the task of the model may differ (keypoint
+#: and instance-segmentation models take detection preprocessing).
+KINDS = ("classification", "detection", "segmentation", "video", "optical_flow")
+#: Output layout of one sample per kind: a clip is channels first, then frames.
+LAYOUTS = {kind: "CTHW" if kind == "video" else "CHW" for kind in KINDS}
+#: torchvision's `InterpolationMode` values that its presets can use on tensors.
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
+RESIZE_MODES = {1: "shorter_side", 2: "exact"}
+CHANNEL_ORDERS = ("RGB", "L")
+
+# torchvision resizes PIL images with these Pillow filters (its `pil_modes_mapping`)
+_PIL_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """One weights entry's preprocessing. Field names and values are a stored contract.
+
+    - `kind`: one of `KINDS`. Classification, detection and segmentation take one
+      image; video one clip of frames; optical_flow a pair of images.
+    - `resize_size`: ``(n,)`` resizes the shorter side to n keeping the aspect ratio
+      (the longer side rounded down, as torchvision does); ``(h, w)`` resizes to
+      exactly that; None does not resize. `resize_mode` names which:
+      ``"shorter_side"``, ``"exact"`` or None.
+    - `crop_size`: ``(h, w)`` of a center crop, or None.
+    - `interpolation` (one of `INTERPOLATIONS`) and `antialias`: how to resize; both
+      None when there is no resize. PIL images are always antialiased, as in torchvision.
+    - `mean`, `std`: per channel, on values in `value_range`; both None: no normalisation.
+    - `channel_order`: ``"RGB"`` (3 channels) or ``"L"`` (1 channel, grey).
+    - `value_range`: ``(low, high)`` that uint8 0..255 maps to before normalising.
+    - `layout`: output axes of one sample, ``"CHW"`` or (video) ``"CTHW"``; a batch adds N.
+    """
+
+    kind: str
+    resize_size: tuple[int, ...] | None = None
+    resize_mode: str | None = None
+    crop_size: tuple[int, int] | None = None
+    interpolation: str | None = None
+    antialias: bool | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: str = "RGB"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    layout: str = "CHW"
+
+    def __post_init__(self) -> None:
+        for name in ("resize_size", "crop_size", "mean", "std", "value_range"):
+            value = getattr(self, name)
+            if value is None and name != "value_range":
+                continue
+            if not isinstance(value, (list, tuple)):
+                raise _invalid(name, value, "a list of numbers")
+            object.__setattr__(self, name, tuple(value))
+        _check_choice("kind", self.kind, KINDS)
+        _check_choice("channel_order", self.channel_order, CHANNEL_ORDERS)
+        _check_choice("layout", self.layout, (LAYOUTS[self.kind],))
+        resizes = self.resize_size is not None
+        if resizes and not (len(self.resize_size) in RESIZE_MODES and _positive_ints(self.resize_size)):
+            raise _invalid("resize_size", self.resize_size, "[n] (shorter side), [h, w] or null")
+        _check_choice("resize_mode", self.resize_mode,
+                      (RESIZE_MODES[len(self.resize_size)],) if resizes else (None,))
+        _check_choice("interpolation", self.interpolation, INTERPOLATIONS if resizes else (None,))
+        _check_choice("antialias", self.antialias, (True, False) if resizes else (None,))
+        if self.crop_size is not None and not (len(self.crop_size) == 2 and _positive_ints(self.crop_size)):
+            raise _invalid("crop_size", self.crop_size, "[h, w] of positive integers or null")
+        channels = f"{len(self.channel_order)} numbers, one per channel of {self.channel_order!r}"
+        if (self.mean is None) != (self.std is None):
+            missing = "mean" if self.mean is None else "std"
+            raise _invalid(missing, None, f"{channels}: mean and std come together")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _floats(name, value, len(self.channel_order), channels))
+        if self.std is not None and min(self.std) <= 0:
+            raise _invalid("std", self.std, "positive numbers")
+        low, high = _floats("value_range", self.value_range, 2, "[low, high]")
+        if not low < high:
+            raise _invalid("value_range", self.value_range, "[low, high] with low < high")
+        object.__setattr__(self, "value_range", (low, high))
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data, every field present: tuples become lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PreprocessSpec:
+        """The spec `to_json` wrote; missing optional fields take their defaults.
+
+        An unknown field is an error rather than ignored: it would be a step this
+        version does not know how to apply.
+        """
+        if not isinstance(data, dict):
+            raise UsageError(f"preprocessing spec: expected a JSON object, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise UsageError(f"preprocessing spec: unknown field {unknown[0]!r}; fields: {', '.join(known)}")
+        if "kind" not in data:
+            raise UsageError(f"preprocessing spec: field 'kind' is missing; use one of {', '.join(KINDS)}")
+        return cls(**data)
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``(mean, std)`` such that ``(pixel / 255 - mean) / std`` scales to `value_range` and normalises.
+
+        None when that is the identity. With the default value range these are
+        `mean` and `std` exactly, so the arithmetic is the preset's.
+        """
+        low, high = self.value_range
+        if self.mean is None and (low, high) == (0.0, 1.0):
+            return None
+        channels = len(self.channel_order)
+        mean, std = self.mean or (0.0,) * channels, self.std or (1.0,) * channels
+        return tuple((m - low) / (high - low) for m in mean), tuple(s / (high - low) for s in std)
+
+
+def _invalid(name: str, value: Any, accepted: str) -> UsageError:
+    shown = json.dumps(list(value) if isinstance(value, tuple) else value, default=repr)
+    return UsageError(f"preprocessing spec: {name}={shown} is not accepted; use {accepted}")
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    # comparing types too keeps 1 from passing for true
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise _invalid(name, value, " or ".join(json.dumps(c) for c in choices))
+
+
+def _positive_ints(values: tuple[Any, ...]) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+def _floats(name: str, values: tuple[Any, ...], count: int, accepted: str) -> tuple[float, ...]:
+    ok = len(values) == count and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    if not ok:
+        raise _invalid(name, values, accepted)
+    return tuple(float(v) for v in values)
+
+
+# -- from torchvision's presets -------------------------------------------------------
+
+
+def spec_from_transforms(transforms: Callable[[], Any] | None) -> PreprocessSpec | None:
+    """The spec of a weights entry's `transforms`, e.g. ``partial(ImageClassification, crop_size=224)``.
+
+    Builds the preset (cheap) so that its defaults are filled in, and reads its
+    settings; the constants its ``forward`` hard-codes (video: no antialiasing,
+    channels-first clips; optical flow: [-1, 1]) are written out. Raises `UsageError`
+    for anything but torchvision's five presets (subclasses included: they may do
+    something else).
+    """
+    if transforms is None:
+        return None
+    from torchvision.transforms import _presets
+
+    preset = transforms()
+    kind = {
+        _presets.ImageClassification: "classification",
+        _presets.ObjectDetection: "detection",
+        _presets.SemanticSegmentation: "segmentation",
+        _presets.VideoClassification: "video",
+        _presets.OpticalFlow: "optical_flow",
+    }.get(type(preset))
+    if kind is None:
+        cls = type(preset)
+        raise UsageError(
+            f"cannot describe transforms {cls.__module__}.{cls.__qualname__}: not one of "
+            "torchvision's presets ImageClassification, ObjectDetection, SemanticSegmentation, "
+            "VideoClassification, OpticalFlow"
+        )
+    if kind == "detection":
+        return PreprocessSpec(kind=kind)
+    if kind == "optical_flow":
+        return PreprocessSpec(kind=kind, mean=(0.5,) * 3, std=(0.5,) * 3)
+    resize = tuple(preset.resize_size) if preset.resize_size is not None else None
+    crop = getattr(preset, "crop_size", None)
+    # video's forward resizes without antialiasing; torchvision's None means off for tensors
+    antialias = False if kind == "video" else bool(preset.antialias)
+    channels = {1: "L", 3: "RGB"}.get(len(preset.mean))
+    if channels is None:
+        raise UsageError(f"cannot describe transforms with {len(preset.mean)}-channel mean {preset.mean}")
+    return PreprocessSpec(
+        kind=kind,
+        resize_size=resize,
+        resize_mode=RESIZE_MODES[len(resize)] if resize else None,
+        crop_size=(crop[0], crop[-1]) if crop else None,  # [n] means n x n
+        interpolation=preset.interpolation.value if resize else None,
+        antialias=antialias if resize else None,
+        mean=tuple(preset.mean),
+        std=tuple(preset.std),
+        channel_order=channels,
+        layout=LAYOUTS[kind],
+    )
+
+
+# -- torchvision transforms v2 --------------------------------------------------------
+
+
+def to_torchvision(spec: PreprocessSpec) -> Callable[..., Any]:
+    """The preset's equivalent on torchvision's transforms v2.
+
+    Takes what the preset takes (a PIL image or a uint8 tensor, batched or not; a
+    T x C x H x W clip for video; two images for optical flow) and returns the same
+    float tensor(s). Images are first converted to `channel_order`, which the presets
+    leave to the caller.
+    """
+    import torch
+    from torchvision.transforms import InterpolationMode, v2
+
+    steps: list[Callable[[Any], Any]] = [v2.RGB() if spec.channel_order == "RGB" else v2.Grayscale(1)]
+    if spec.resize_size is not None:
+        mode = InterpolationMode(spec.interpolation)
+        steps.append(partial(_resize_like_presets, list(spec.resize_size), mode, spec.antialias))
+    if spec.crop_size is not None:
+        steps.append(v2.CenterCrop(list(spec.crop_size)))
+    steps += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
+    normalisation = spec.normalisation()
+    if normalisation is not None:
+        steps.append(v2.Normalize(*normalisation))
+    if spec.layout == "CTHW":
+        steps.append(_frames_after_channels)
+    pipeline = v2.Compose(steps)
+    return partial(_each_of_pair, pipeline) if spec.kind == "optical_flow" else pipeline
+
+
+def _resize_like_presets(size: list[int], mode: Any, antialias: bool, image: Any) -> Any:
+    """Resize as the presets' (v1) functional does: uint8 tensors in float32, rounded back.
+
+    v2 resizes uint8 tensors with kernels of its own that round differently (and,
+    for bicubic, clip between the two passes as Pillow does).
+    """
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+        resized = F.resize(image.float(), size, interpolation=mode, antialias=antialias)
+        return resized.clamp_(0, 255).round_().to(torch.uint8)
+    return F.resize(image, size, interpolation=mode, antialias=antialias)
+
+
+def _frames_after_channels(clip: torch.Tensor) -> torch.Tensor:
+    return clip.transpose(-4, -3)  # (..., T, C, H, W) -> (..., C, T, H, W)
+
+
+def _each_of_pair(pipeline: Callable[[Any], Any], image1: Any, image2: Any) -> tuple[Any, Any]:
+    return pipeline(image1).contiguous(), pipeline(image2).contiguous()
+
+
+# -- numpy and Pillow -----------------------------------------------------------------
+
+
+def preprocess_numpy(spec: PreprocessSpec, *images: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+    """`to_torchvision`'s result as float32 numpy, from numpy and Pillow alone.
+
+    One image (PIL, or uint8 H x W / H x W x C array) gives C x H x W; for video, one
+    clip (a T x H x W x C array or a sequence of frames) gives C x T x H x W; for
+    optical flow, two images give a pair. Resizing uses Pillow's filter for the
+    interpolation, as torchvision does for PIL images; where `antialias` is off
+    (video), which Pillow cannot do, it interpolates as torch does a tensor.
+    """
+    expected = 2 if spec.kind == "optical_flow" else 1
+    if len(images) != expected:
+        raise UsageError(f"{spec.kind} preprocessing takes {expected} input(s), got {len(images)}")
+    if spec.kind == "optical_flow":
+        return tuple(_preprocess_image(spec, image) for image in images)
+    if spec.kind == "video":
+        return np.stack([_preprocess_image(spec, frame) for frame in images[0]], axis=1)
+    return _preprocess_image(spec, images[0])
+
+
+def _preprocess_image(spec: PreprocessSpec, image: Image.Image | np.ndarray) -> np.ndarray:
+    pixels = _resize(_pil_image(image, spec.channel_order), spec)
+    if spec.crop_size is not None:
+        pixels = _center_crop(pixels, spec.crop_size)
+    out = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    normalisation = spec.normalisation()
+    if normalisation is not None:
+        mean, std = (np.asarray(v, dtype=np.float32)[:, None, None] for v in normalisation)
+        out = (out - mean) / std
+    return out
+
+
+def _pil_image(image: Image.Image | np.ndarray, mode: str) -> Image.Image:
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise UsageError(f"expected a uint8 H x W or H x W x C image, got {image.dtype} {image.shape}")
+        image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    elif not isinstance(image, Image.Image):
+        raise UsageError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _resize(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """`image` resized per `spec`, as uint8 H x W x C."""
+    size = _resized_size(image.height, image.width, spec)
+    if size == (image.height, image.width):
+        return _hwc(image)
+    height, width = size
+    if spec.antialias or spec.interpolation not in ("bilinear", "bicubic"):
+        return _hwc(image.resize((width, height), _PIL_RESAMPLE[spec.interpolation]))
+    pixels = _hwc(image).astype(np.float64)
+    rows = _interpolation_matrix(image.height, height, spec.interpolation)
+    cols = _interpolation_matrix(image.width, width, spec.interpolation)
+    resized = np.einsum("oh,hwc->owc", rows, pixels, optimize=True)
+    resized = np.einsum("pw,hwc->hpc", cols, resized, optimize=True)
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+def _hwc(image: Image.Image) -> np.ndarray:
+    pixels = np.asarray(image)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _resized_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """torchvision's `_compute_resized_output_size`: the longer side is rounded down."""
+    if spec.resize_size is None:
+        return height, width
+    if spec.resize_mode == "exact":
+        return spec.resize_size[0], spec.resize_size[1]
+    short_side = spec.resize_size[0]
+    if width <= height:
+        return int(short_side * height / width), short_side
+    return short_side, int(short_side * width / height)
+
+
+def _interpolation_matrix(size_in: int, size_out: int, interpolation: str) -> np.ndarray:
+    """size_out x size_in weights of torch's interpolation without antialiasing (align_corners=False)."""
+    source = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+    if interpolation == "bilinear":
+        source = np.maximum(source, 0.0)  # torch clamps linear (not cubic) source positions at 0
+        taps, kernel = range(0, 2), lambda d: 1.0 - d
+    else:
+        taps, kernel = range(-1, 3), _cubic
+    base = np.floor(source)
+    weights = np.zeros((size_out, size_in))
+    for tap in taps:
+        index = base + tap
+        # taps beyond the border read the edge pixel, as torch does
+        np.add.at(weights, (np.arange(size_out), np.clip(index, 0, size_in - 1).astype(int)),
+                  kernel(np.abs(source - index)))
+    return weights
+
+
+def _cubic(d: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys' cubic convolution kernel at distance `d` in [0, 2], with torch's a = -0.75."""
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, far)
+
+
+def _center_crop(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """torchvision's `center_crop`: pad with zeros where the crop is larger, then crop.
+
+    On each axis a larger crop pads (c - n) // 2 before and the rest after; a smaller
+    one starts at ``round((n - c) / 2)`` (Python's rounding, half to even).
+    """
+    starts, padding = [], []
+    for n, c in zip(pixels.shape[:2], size):
+        start = -((c - n) // 2) if c > n else int(round((n - c) / 2.0))
+        starts.append(max(start, 0))
+        padding.append((max(-start, 0), max(start + c - n, 0)))
+    pixels = np.pad(pixels, [*padding, (0, 0)])
+    (top, left), (height, width) = starts, size
+    return pixels[top : top + height, left : left + width]
