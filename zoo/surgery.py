@@ -95,18 +95,13 @@ def insert_submodule(model: nn.Module, path: str, new: nn.Module, *, before: boo
 def truncate(model: nn.Module, after: str) -> nn.Module:
     """A model that runs `model` up to and including the module at `after` and returns its output.
 
-    Traced with torch.fx (torchvision's feature extraction), so the parts after `after`
+    Traced with torch.fx (`zoo.summary.features_model`), so the parts after `after`
     are gone, not just unused; the result shares its parameters with `model`.
     """
-    from torchvision.models.feature_extraction import create_feature_extractor
+    from zoo.summary import features_model
 
     get_submodule(model, after)  # a clear error for a wrong path
-    try:
-        extractor = create_feature_extractor(model, return_nodes={after: "out"})
-    except Exception as exc:  # fx raises many kinds of errors for untraceable code
-        raise UsageError(f"cannot truncate {type(model).__name__} after {after!r}: torch.fx cannot trace it "
-                         f"({type(exc).__name__}); truncate a traceable submodule instead") from None
-    return _FirstOutput(extractor)
+    return _FirstOutput(features_model(model, {after: "out"}))
 
 
 class _FirstOutput(nn.Module):
