@@ -8,10 +8,10 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # onnxruntime-gpu only: the CPU package `onnxruntime` would overwrite the same files.
 .venv/bin/python -m pip install --quiet -c constraints.txt \
-    -e ".[torch,test]" \
+    -e ".[torch,onnx,test]" \
     -e plugins/zoo-torchvision \
     -e plugins/zoo-digits \
-    onnx onnxruntime-gpu netron
+    netron
 if .venv/bin/python -m pip show --quiet onnxruntime >/dev/null 2>&1; then
     echo "install.sh: the CPU package onnxruntime is installed beside onnxruntime-gpu; remove it" >&2
     exit 1

@@ -44,6 +44,10 @@ _EXPORTS = {
     "param_groups": "zoo.optim",
     "PreprocessSpec": "zoo.preprocessing",
     "summarize": "zoo.summary",
+    "export_onnx": "zoo.export",
+    "read_metadata": "zoo.export",
+    "ExportResult": "zoo.export",
+    "ExportVerificationError": "zoo.export",
     "feature_nodes": "zoo.summary",
     "features_model": "zoo.summary",
     "extract_features": "zoo.summary",
@@ -69,6 +73,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from zoo.catalog.sync import sync
+    from zoo.export import ExportResult, ExportVerificationError, export_onnx, read_metadata
     from zoo.errors import (
         CatalogError,
         HashMismatchError,

@@ -104,6 +104,25 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=_features)
 
+    p = commands.add_parser("export", help="export a model to ONNX, checked and verified against PyTorch",
+                            description=(
+                                "Build NAME (no weights unless --weights; backbone weights never), export it "
+                                "to ONNX (torch.export-based exporter, TorchScript as fallback), run shape "
+                                "inference and the ONNX checker, and compare ONNX Runtime's outputs with "
+                                "PyTorch's at the export batch size and (unless --static) another one. The "
+                                "file is written only if all of that passes; the weights, preprocessing and "
+                                "categories travel in its metadata."))
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write, e.g. model.onnx")
+    p.add_argument("--weights", metavar="WEIGHTS", help="load these weights first, e.g. DEFAULT")
+    p.add_argument("--opset", type=int, metavar="N",
+                   help="ONNX opset (default: the highest the exporter and onnxruntime both support)")
+    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
+                   help="example input shape, e.g. 1,3,224,224 (default: from the weights' preprocessing)")
+    p.add_argument("--static", action="store_true", help="fixed batch size instead of a dynamic batch dimension")
+    _add_json(p)
+    p.set_defaults(run=_export)
+
     p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
@@ -275,6 +294,41 @@ def _features(args: argparse.Namespace) -> int:
     shapes = {node: shape_of(value) for node, value in features.items()}
     _emit(args, shapes, lambda: _table(["NODE", "SHAPE"], [[n, shape_text(s)] for n, s in shapes.items()]))
     return 0
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) < 2 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; use e.g. 1,3,224,224")
+    return dims
+
+
+def _export(args: argparse.Namespace) -> int:
+    from zoo.export import export_onnx
+
+    result = export_onnx(args.name, args.output, weights=args.weights, input_shape=args.input_shape,
+                         dynamic_batch=not args.static, opset=args.opset)
+    _emit(args, result.to_json(), lambda: _export_text(result))
+    return 0
+
+
+def _export_text(r: Any) -> str:
+    lines = [
+        f"wrote {r.path} ({r.size / 1e6:.1f} MB, sha256 {r.sha256[:16]})",
+        f"  model:     {r.model}  weights: {r.weights or 'none'}",
+        f"  exporter:  {r.exporter}, opset {r.opset}, IR {r.ir_version}"
+        + (f" (dynamo exporter failed: {r.fallback_reason})" if r.fallback_reason else ""),
+        f"  input:     {r.input_names[0]} {'x'.join(map(str, r.input_shape))}"
+        + (f", dynamic axes {r.dynamic_axes}" if r.dynamic_axes else ", static"),
+        f"  shapes:    {r.intermediate_tensors - len(r.tensors_without_shape)}/{r.intermediate_tensors} "
+        "intermediate tensors shaped",
+    ]
+    rows = [[c.name, "x".join(map(str, c.input_shape)), f"{c.max_abs_error:.2e}", f"{c.max_rel_error:.2e}",
+             f"rtol={c.rtol:g} atol={c.atol:g}", "ok" if c.passed else "FAIL"] for c in r.verification]
+    return "\n".join(lines) + "\n\n" + _table(["OUTPUT", "INPUT", "MAX ABS", "MAX REL", "TOLERANCE", ""], rows)
 
 
 def _sync(args: argparse.Namespace) -> int:

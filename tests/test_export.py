@@ -1,0 +1,226 @@
+"""ONNX export: real exports, checked by onnx and run by ONNX Runtime (CPU) against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import zoo
+from zoo.errors import UnknownModelError, UsageError, ZooError
+from zoo.export import ExportResult, ExportVerificationError, export_onnx, read_metadata
+
+CPU = ["CPUExecutionProvider"]
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=CPU)
+
+
+def _batch_dim(path: Path) -> onnx.TensorShapeProto.Dimension:
+    return onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+
+
+def _only_the_export(directory: Path, name: str) -> None:
+    """No temporary files are left next to an export."""
+    assert sorted(p.name for p in directory.iterdir()) == [name]
+
+
+@pytest.fixture(scope="module")
+def digits(synced_catalog: str, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    directory = tmp_path_factory.mktemp("digits")
+    return export_onnx("digits_cnn", directory / "digits.onnx", weights="DEFAULT")
+
+
+def test_digits_export_is_checked_inferred_and_verified(digits: ExportResult) -> None:
+    assert digits.path.is_file()
+    _only_the_export(digits.path.parent, "digits.onnx")
+    proto = onnx.load(str(digits.path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert digits.opset == max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    assert proto.ir_version == digits.ir_version
+    assert digits.exporter in ("dynamo", "torchscript")
+    assert (digits.fallback_reason is None) == (digits.exporter == "dynamo")
+    # every intermediate tensor has a shape, stored in the file
+    assert digits.shape_inference_complete and digits.tensors_without_shape == []
+    assert digits.intermediate_tensors > 5
+    assert len(proto.graph.value_info) >= digits.intermediate_tensors
+    assert digits.input_shape == (1, 1, 8, 8)  # from the weights' crop size and grey channel order
+    assert [(c.input_shape[0], c.passed) for c in digits.verification] == [(1, True), (5, True)]
+    assert max(c.max_abs_error for c in digits.verification) < 1e-4
+    assert _batch_dim(digits.path).dim_param  # symbolic batch
+    assert digits.dynamic_axes["input"] == {0: _batch_dim(digits.path).dim_param}
+    assert digits.weights == "DigitsCNN_Weights.SKLEARN_DIGITS_V1"
+    import hashlib
+
+    assert digits.sha256 == hashlib.sha256(digits.path.read_bytes()).hexdigest()
+    assert digits.size == digits.path.stat().st_size
+
+
+def test_digits_metadata_round_trips(digits: ExportResult) -> None:
+    meta = read_metadata(digits.path)
+    record = zoo.describe("digits_cnn")["weights"][0]
+    assert meta["model"] == "digits_cnn" and meta["task"] == "classification"
+    assert meta["weights"] == record["name"] and meta["weights_sha256"] == record["sha256"]
+    assert meta["preprocessing"] == record["transforms"]
+    assert zoo.PreprocessSpec.from_json(meta["preprocessing"]).channel_order == "L"
+    assert meta["categories"] == [str(d) for d in range(10)]
+    assert meta["inputs"] == [{"name": "input", "layout": "NCHW", "export_shape": [1, 1, 8, 8]}]
+    assert meta["outputs"] == [{"name": "output", "layout": "NC"}]
+    assert meta["exporter"] == digits.exporter and meta["opset"] == digits.opset
+    assert set(meta["versions"]) >= {"torch", "torchvision", "onnx"}
+    assert [c["passed"] for c in meta["verification"]] == [True, True]
+    assert meta == digits.metadata
+    # every value is a string in the file; structured ones are JSON
+    raw = {p.key: p.value for p in onnx.load(str(digits.path)).metadata_props}
+    assert json.loads(raw["zoo.categories"]) == meta["categories"]
+
+
+def test_read_metadata_needs_no_torch(digits: ExportResult) -> None:
+    code = ("import sys; from zoo.export import read_metadata; "
+            f"m = read_metadata({str(digits.path)!r}); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(m['model'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "digits_cnn"
+
+
+def test_digits_onnx_agrees_with_pytorch_on_the_heldout_split(digits: ExportResult) -> None:
+    from zoo.preprocessing import preprocess_numpy
+    from zoo_digits.data import load_heldout
+
+    images, labels = load_heldout()
+    spec = zoo.PreprocessSpec.from_json(read_metadata(digits.path)["preprocessing"])
+    batch = np.stack([preprocess_numpy(spec, image) for image in images])  # numpy and Pillow only
+    onnx_pred = _session(digits.path).run(None, {"input": batch})[0].argmax(1)
+
+    model = zoo.get_model("digits_cnn", weights="DEFAULT").eval()
+    weights = zoo.get_weight("digits_cnn.DEFAULT")
+    with torch.inference_mode():
+        torch_pred = model(weights.transforms()(torch.from_numpy(images).unsqueeze(1))).argmax(1).numpy()
+    agreement = float((onnx_pred == torch_pred).mean())
+    assert len(images) > 400
+    assert agreement >= 0.995, agreement
+    assert float((onnx_pred == labels).mean()) > 0.9  # the shipped weights really are in the file
+
+
+def test_torchvision_classifier_with_dynamic_batch(synced_catalog: str, tmp_path: Path) -> None:
+    # resnet18, not mobilenet_v3: a freshly initialised mobilenet_v3 outputs logits of ~1e-13,
+    # which any atol passes; resnet18's are of order 1, so the comparison means something
+    path = tmp_path / "resnet18.onnx"
+    result = export_onnx("resnet18", path, input_shape=(1, 3, 112, 112))
+    assert (result.exporter, result.fallback_reason) == ("dynamo", None)  # the current exporter by default
+    assert result.max_abs_error > 0  # real float differences, within tolerance
+    assert [(c.input_shape[0], c.passed) for c in result.verification] == [(1, True), (5, True)]
+    assert all(c.rtol == 1e-3 and c.atol == 1e-5 for c in result.verification)
+    assert result.shape_inference_complete
+    assert result.weights is None and read_metadata(path)["weights"] is None
+    assert _batch_dim(path).dim_param and not _batch_dim(path).HasField("dim_value")
+    x = np.random.default_rng(0).standard_normal((3, 3, 112, 112), dtype=np.float32)
+    (logits,) = _session(path).run(None, {"input": x})
+    assert logits.shape == (3, 1000)
+
+
+def test_static_batch(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.zeros(2, 3, 6, 6))
+    result = export_onnx(model, tmp_path / "s.onnx", input_shape=(2, 3, 6, 6), dynamic_batch=False)
+    assert _batch_dim(result.path).dim_value == 2
+    assert result.dynamic_axes == {}
+    assert [c.input_shape for c in result.verification] == [(2, 3, 6, 6)]
+
+
+def test_segmentation_model(synced_catalog: str, tmp_path: Path) -> None:
+    path = tmp_path / "lraspp.onnx"
+    result = export_onnx("lraspp_mobilenet_v3_large", path, input_shape=(1, 3, 128, 128))
+    assert result.output_names == ["out"]
+    assert result.exporter == "dynamo"
+    assert all(c.passed for c in result.verification), result.verification
+    assert all(c.atol == 1e-4 for c in result.verification)
+    assert [c.output_shape for c in result.verification] == [(1, 21, 128, 128), (5, 21, 128, 128)]
+    assert result.shape_inference_complete, result.tensors_without_shape
+    assert read_metadata(path)["outputs"] == [{"name": "out", "layout": "NCHW"}]
+
+
+class _CountsCalls(torch.nn.Module):
+    """Scales by how often it has run: an exporter freezes the Python counter into a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x * self.calls
+
+
+def test_export_that_does_not_match_pytorch_fails_loudly_and_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "wrong.onnx"
+    with pytest.raises(ExportVerificationError, match=r"does not match PyTorch.*max abs error") as info:
+        export_onnx(_CountsCalls(), path, input_shape=(1, 3, 4, 4))
+    assert isinstance(info.value, ZooError)
+    failed = [c for c in info.value.checks if not c.passed]
+    assert failed and failed[0].max_abs_error > 1e-3
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_zero_tolerance_fails_on_float_differences(synced_catalog: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"an older export")
+    with pytest.raises(ExportVerificationError, match="rtol=0, atol=0"):
+        export_onnx("digits_cnn", path, rtol=0, atol=0)
+    assert path.read_bytes() == b"an older export"  # replaced only by a verified file
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda p: export_onnx("no_such_model", p), UnknownModelError, "unknown model 'no_such_model'"),
+        (lambda p: export_onnx("digits_cnn", p, input_shape="1,a,8"), UsageError, "input_shape"),
+        (lambda p: export_onnx("digits_cnn", p, input_shape=(1, 0, 8, 8)), UsageError, "input_shape"),
+        (lambda p: export_onnx("digits_cnn", p, input_shape=(1, 3, 8, 8)), UsageError,
+         "cannot run on an input of shape 1x3x8x8"),
+        (lambda p: export_onnx(torch.nn.ReLU(), p), UsageError, "pass input_shape"),
+        (lambda p: export_onnx("fasterrcnn_resnet50_fpn", p), UsageError, "detection export is not supported yet"),
+        (lambda p: export_onnx("digits_cnn", p, opset=99), UsageError, "opset 99"),
+        (lambda p: export_onnx("digits_cnn", p.parent / "missing" / "m.onnx"), UsageError, "does not exist"),
+    ],
+    ids=["unknown-name", "shape-text", "shape-zero", "wrong-channels", "module-no-shape", "detection",
+         "opset", "no-dir"],
+)
+def test_bad_input_is_one_clear_line(synced_catalog: str, tmp_path: Path, call, error, message) -> None:
+    with pytest.raises(error, match=message) as info:
+        call(tmp_path / "m.onnx")
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_external_data_path(synced_catalog: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The >2 GB code path, forced on a small model: tensors in <name>.data next to the file."""
+    import zoo.export
+
+    monkeypatch.setattr(zoo.export, "_EXTERNAL_DATA_BYTES", 0)
+    path = tmp_path / "big.onnx"
+    result = export_onnx("digits_cnn", path, weights="DEFAULT")
+    assert result.external_data == tmp_path / "big.onnx.data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    data = tmp_path / "big.onnx.data"
+    assert path.stat().st_size + data.stat().st_size == result.size
+    assert data.stat().st_size > 4 * 20_000 > path.stat().st_size  # the (BN-folded) weights live in the sidecar
+    initializers = onnx.load(str(path), load_external_data=False).graph.initializer
+    large = [t for t in initializers if 4 * int(np.prod(t.dims)) >= 1024]  # onnx keeps tiny tensors inline
+    assert large and all(t.data_location == onnx.TensorProto.EXTERNAL for t in large)
+    assert all(c.passed for c in result.verification)
+    assert read_metadata(path)["model"] == "digits_cnn"
+    x = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    assert _session(path).run(None, {"input": x})[0].shape == (2, 10)

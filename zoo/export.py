@@ -1,0 +1,616 @@
+"""ONNX export: one verified ``.onnx`` file per model, with its provenance inside.
+
+`export_onnx` builds a catalog model (or takes an ``nn.Module``), exports it with
+PyTorch's ``torch.export``-based exporter (``dynamo=True``) and falls back to the
+TorchScript exporter when that fails, then, before the file appears at its path:
+
+- runs ONNX shape inference and stores the result, so that every intermediate
+  tensor carries its shape (``value_info``), and runs the full ONNX checker;
+- runs the file in ONNX Runtime (CPU) and compares every output with eager PyTorch
+  (eval mode, inference mode) at the export batch size and, with a dynamic batch,
+  at another one; a mismatch raises `ExportVerificationError` and leaves no file;
+- writes the provenance (model, weights and their SHA-256, preprocessing spec,
+  categories, task, input/output names and layouts, library versions, exporter,
+  opset, verification) into the model's ``metadata_props``.
+
+`read_metadata` reads that provenance back with the ``onnx`` package alone.
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import UsageError, ZooError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ExportResult", "ExportVerificationError", "OutputCheck", "export_onnx", "read_metadata",
+           "default_opset", "TOLERANCES"]
+
+#: (rtol, atol) per task for float32; passing means |onnx - torch| <= atol + rtol * |torch|
+#: everywhere. Classification: torchvision's test_onnx (rtol 1e-3, atol 1e-5).
+#: Segmentation keeps rtol and loosens atol to 1e-4: its outputs are full-resolution
+#: maps made by bilinear upsampling of low-resolution logits, so many elements sit
+#: near zero between logits of opposite sign, where rtol gives no room and the
+#: differently ordered float32 sums of the two runtimes show up as absolute error.
+#: 1e-4 is still far below anything that changes a per-pixel argmax.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "classification": (1e-3, 1e-5),
+    "segmentation": (1e-3, 1e-4),
+    "video": (1e-3, 1e-5),
+}
+_DEFAULT_TOLERANCE = (1e-3, 1e-5)
+#: The batch size of the second verification run when the batch is dynamic.
+SECOND_BATCH = 5
+#: Above this many bytes of parameters and buffers, tensors go to external data
+#: (``<name>.data`` next to the file): protobuf cannot serialise 2 GiB.
+_EXTERNAL_DATA_BYTES = 1_800_000_000
+_UNSUPPORTED_TASKS = {
+    "detection": "detection export is not supported yet (variable-length box outputs need matched "
+                 "comparison); export the backbone, or a classification or segmentation model",
+    "instance_segmentation": "instance segmentation export is not supported yet (it is a detection model)",
+    "keypoints": "keypoint detection export is not supported yet (it is a detection model)",
+    "optical_flow": "optical flow export is not supported yet (the model takes two images)",
+}
+_INPUT_NAME = "input"
+_OUTPUT_LAYOUTS = {"classification": "NC", "segmentation": "NCHW", "video": "NC"}
+_META_PREFIX = "zoo."
+
+
+class ExportVerificationError(ZooError):
+    """The exported model does not reproduce PyTorch's outputs; no file was left."""
+
+    def __init__(self, message: str, checks: Sequence[OutputCheck]) -> None:
+        super().__init__(message)
+        self.checks = list(checks)
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output compared at one input shape: ONNX Runtime against eager PyTorch."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    max_abs_error: float
+    max_rel_error: float  # |onnx - torch| / |torch|, over elements where torch != 0
+    rtol: float
+    atol: float
+    passed: bool  # every element: |onnx - torch| <= atol + rtol * |torch|
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Everything about one export: the file, how it was made, and how it was checked."""
+
+    path: Path
+    sha256: str  # of the .onnx file
+    size: int  # bytes, .onnx plus external data
+    external_data: Path | None
+    model: str
+    task: str | None
+    weights: str | None
+    opset: int
+    ir_version: int
+    exporter: str  # "dynamo" or "torchscript"
+    fallback_reason: str | None  # why the dynamo exporter was not used
+    input_names: list[str]
+    output_names: list[str]
+    input_shape: tuple[int, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+    shape_inference_complete: bool
+    intermediate_tensors: int
+    tensors_without_shape: list[str]
+    verification: list[OutputCheck] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_abs_error(self) -> float:
+        return max((c.max_abs_error for c in self.verification), default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            path=str(self.path),
+            external_data=str(self.external_data) if self.external_data else None,
+            input_shape=list(self.input_shape),
+            dynamic_axes={k: {str(a): n for a, n in v.items()} for k, v in self.dynamic_axes.items()},
+            verification=[c.to_json() for c in self.verification],
+        )
+        return data
+
+
+# -- opset ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _onnxruntime_limits() -> tuple[int, int]:
+    """The highest default-domain opset and IR version the installed ONNX Runtime loads.
+
+    ONNX Runtime has no API for these, so one tiny Relu model is loaded per candidate,
+    from what the installed ``onnx`` knows downwards (a few milliseconds).
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    def loads(opset: int, ir: int) -> bool:
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])], "probe",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = ir
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            return True
+        except Exception:
+            return False
+
+    ir = next((v for v in range(onnx.IR_VERSION, 6, -1) if loads(7, v)), 7)
+    opset = next((v for v in range(onnx.defs.onnx_opset_version(), 6, -1) if loads(v, ir)), 7)
+    return opset, ir
+
+
+def _exporter_max_opset(exporter: str) -> int:
+    from torch.onnx import _constants
+
+    if exporter == "torchscript":
+        return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
+    return _constants.ONNX_MAX_OPSET
+
+
+def default_opset(exporter: str = "dynamo") -> int:
+    """The highest opset that `exporter`, the installed ``onnx`` and ONNX Runtime all support."""
+    import onnx
+
+    return min(_exporter_max_opset(exporter), _onnxruntime_limits()[0], onnx.defs.onnx_opset_version())
+
+
+# -- the export -----------------------------------------------------------------------
+
+
+def export_onnx(
+    model_or_name: str | torch.nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    weights: Any = None,
+    input_shape: Sequence[int] | None = None,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> ExportResult:
+    """Export a catalog model (by name, with `weights`) or an ``nn.Module`` to ONNX at `path`, verified.
+
+    `input_shape` (N, C, H, W) defaults, for a catalog model, to the preprocessing of
+    its weights (or of its default weights when `weights` is None): the crop size,
+    else the resize size, else the weights' ``min_size``, batch 1. `dynamic_batch`
+    makes the batch dimension symbolic. `opset` defaults to `default_opset`.
+    `rtol`/`atol` default to `TOLERANCES` of the model's task.
+
+    The file appears at `path` only once it is checked and verified; on any failure
+    nothing is left there. Raises `UsageError` for bad arguments or unsupported models
+    and `ExportVerificationError` (a `ZooError`) when ONNX Runtime's outputs differ
+    from PyTorch's beyond the tolerances.
+    """
+    import torch
+
+    path = Path(path)
+    if path.is_dir() or not path.name:
+        raise UsageError(f"export path {str(path)!r} is a directory; give a file name such as model.onnx")
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
+    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < 7):
+        raise UsageError(f"opset must be an integer of at least 7, not {opset!r}")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise UsageError(f"{name} must be a non-negative number, not {value!r}")
+    shape = _parse_shape(input_shape) if input_shape is not None else None
+
+    info = _model_info(model_or_name, weights)
+    if info["task"] in _UNSUPPORTED_TASKS:
+        raise UsageError(f"cannot export {info['name']}: {_UNSUPPORTED_TASKS[info['task']]}")
+    shape = shape or _default_shape(info)
+    if opset is not None:
+        ort_max = _onnxruntime_limits()[0]
+        if opset > ort_max:
+            raise UsageError(f"opset {opset} is above {ort_max}, the highest the installed onnxruntime runs")
+
+    model = info.pop("module")
+    model.eval()
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        try:
+            eager = model(example)
+        except Exception as exc:
+            raise UsageError(f"{info['name']} cannot run on an input of shape {_shape_text(shape)}: "
+                             f"{_first_line(exc)}") from exc
+    output_names, flatten = _output_names(eager)
+    wrapped = _make_flat(model, flatten)
+    rtol_, atol_ = TOLERANCES.get(info["task"], _DEFAULT_TOLERANCE)
+    rtol = rtol_ if rtol is None else float(rtol)
+    atol = atol_ if atol is None else float(atol)
+    large = _tensor_bytes(model) > _EXTERNAL_DATA_BYTES
+
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        raw = work / "exported.onnx"
+        exporter, reason, used_opset = _export(wrapped, example, raw, output_names, dynamic_batch, opset)
+        inferred = work / "inferred.onnx"
+        import onnx
+
+        onnx.shape_inference.infer_shapes_path(str(raw), str(inferred), check_type=True, data_prop=True)
+        proto = onnx.load(str(inferred), load_external_data=True)
+        ir_version = min(proto.ir_version, _onnxruntime_limits()[1])
+        proto.ir_version = ir_version
+        intermediate, missing = _shape_coverage(proto)
+        dynamic_axes = _dynamic_axes(proto)
+        if dynamic_batch and not dynamic_axes.get(_INPUT_NAME):
+            raise ZooError(f"the {exporter} exporter made the batch dimension of {info['name']} static")
+
+        meta = _provenance(info, shape, output_names, exporter, used_opset, reason)
+        staged = work / path.name
+        _save(proto, staged, large, meta)
+        onnx.checker.check_model(str(staged), full_check=True)
+
+        batches = [shape[0]] + ([SECOND_BATCH if shape[0] != SECOND_BATCH else 2] if dynamic_batch else [])
+        checks = _verify(model, staged, shape, batches, output_names, flatten, rtol, atol)
+        if not all(c.passed for c in checks):
+            worst = [c for c in checks if not c.passed]
+            detail = "; ".join(
+                f"{c.name} at {_shape_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
+                f"max rel error {c.max_rel_error:.3g}" for c in worst)
+            raise ExportVerificationError(
+                f"exported {info['name']} does not match PyTorch (rtol={rtol:g}, atol={atol:g}): {detail}; "
+                f"no file written", checks)
+
+        meta[_META_PREFIX + "verification"] = json.dumps([c.to_json() for c in checks])
+        _save(proto, staged, large, meta)
+        data_file = staged.with_name(staged.name + ".data")
+        final_data = path.with_name(path.name + ".data") if data_file.exists() else None
+        if final_data is not None:
+            os.replace(data_file, final_data)
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    return ExportResult(
+        path=path,
+        sha256=_sha256(path),
+        size=path.stat().st_size + (final_data.stat().st_size if final_data else 0),
+        external_data=final_data,
+        model=info["name"],
+        task=info["task"],
+        weights=info["weights"],
+        opset=used_opset,
+        ir_version=ir_version,
+        exporter=exporter,
+        fallback_reason=reason,
+        input_names=[_INPUT_NAME],
+        output_names=output_names,
+        input_shape=shape,
+        dynamic_axes=dynamic_axes,
+        shape_inference_complete=not missing,
+        intermediate_tensors=intermediate,
+        tensors_without_shape=missing,
+        verification=checks,
+        metadata=read_metadata(path),
+    )
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The zoo provenance in an exported model's ``metadata_props``, JSON values decoded.
+
+    Keys without the ``zoo.`` prefix: model, weights, weights_sha256, task,
+    preprocessing, categories, inputs, outputs, versions, exporter, opset, verification.
+    Needs only the ``onnx`` package; external data is not read.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no ONNX file at {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise UsageError(f"{path} is not an ONNX model: {_first_line(exc)}") from exc
+    out: dict[str, Any] = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith(_META_PREFIX):
+            key = prop.key[len(_META_PREFIX):]
+            try:
+                out[key] = json.loads(prop.value)
+            except ValueError:
+                out[key] = prop.value
+    return out
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def _parse_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, str):
+        try:
+            shape = [int(p) for p in shape.replace("x", ",").split(",")]
+        except ValueError:
+            raise UsageError(f"input_shape {shape!r} is not a list of integers; use e.g. 1,3,224,224") from None
+    if (not isinstance(shape, Sequence) or len(shape) < 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise UsageError(f"input_shape must be positive integers (N, C, H, W), e.g. (1, 3, 224, 224), not {shape!r}")
+    return tuple(shape)
+
+
+def _model_info(model_or_name: Any, weights: Any) -> dict[str, Any]:
+    """The module to export and what the catalog says about it."""
+    import torch
+
+    if isinstance(model_or_name, torch.nn.Module):
+        if weights is not None:
+            raise UsageError("weights= applies to a model name; load them into the module yourself")
+        return {"module": model_or_name, "name": type(model_or_name).__name__, "task": None, "weights": None,
+                "sha256": None, "categories": None, "spec": None, "min_size": None}
+    if not isinstance(model_or_name, str):
+        raise UsageError(f"export_onnx takes a model name or a torch.nn.Module, not {type(model_or_name).__name__}")
+
+    from zoo.registry import describe, get_model, get_model_builder, get_weight
+
+    record = describe(model_or_name)  # unknown names raise UnknownModelError (one line)
+    task = record["task"]
+    if task in _UNSUPPORTED_TASKS:  # before building: detection builders are slow
+        raise UsageError(f"cannot export {record['name']}: {_UNSUPPORTED_TASKS[task]}")
+    member = get_weight(weights, model=record["name"])
+    if member is not None:
+        entry = next((w for w in record["weights"] if w["member"] == member.name
+                      and w["enum"] == type(member).__name__), None)
+    else:
+        entry = next((w for w in record["weights"] if w["is_default"]), None)
+    config: dict[str, Any] = {}
+    if member is None and "weights_backbone" in inspect.signature(get_model_builder(record["name"])).parameters:
+        config["weights_backbone"] = None
+    module = get_model(record["name"], weights=member, **config)
+    meta = (entry or {}).get("meta") or {}
+    return {
+        "module": module,
+        "name": record["name"],
+        "task": task,
+        "weights": entry["name"] if member is not None and entry else None,
+        "sha256": entry["sha256"] if member is not None and entry else None,
+        "categories": meta.get("categories") if member is not None else None,
+        "spec": (entry or {}).get("transforms"),
+        "min_size": meta.get("min_size"),
+    }
+
+
+def _default_shape(info: Mapping[str, Any]) -> tuple[int, ...]:
+    spec, min_size = info["spec"], info["min_size"]
+    if info["task"] == "video" or (spec and spec.get("layout") == "CTHW"):
+        raise UsageError(f"{info['name']} takes video clips: pass input_shape, e.g. (1, 3, 16, 112, 112)")
+    channels = 1 if spec and spec.get("channel_order") == "L" else 3
+    if spec and spec.get("crop_size"):
+        size = spec["crop_size"]
+    elif spec and spec.get("resize_size"):
+        # exact: (h, w); shorter side n: a square n x n stands for any image it makes
+        size = spec["resize_size"] * (1 if spec.get("resize_mode") == "exact" else 2)
+    elif min_size:
+        size = min_size
+    else:
+        raise UsageError(f"{info['name']} declares no input size: pass input_shape, e.g. (1, 3, 224, 224)")
+    return (1, channels, int(size[0]), int(size[1]))
+
+
+def _output_names(eager: Any) -> tuple[list[str], Any]:
+    """Output names and how to flatten the model's output into a tuple of tensors."""
+    import torch
+
+    if isinstance(eager, torch.Tensor):
+        return ["output"], None
+    if isinstance(eager, Mapping) and all(isinstance(v, torch.Tensor) for v in eager.values()):
+        return [str(k) for k in eager], list(eager)
+    if isinstance(eager, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in eager):
+        return [f"output_{i}" for i in range(len(eager))], len(eager)
+    raise UsageError(f"cannot export a model whose output is {type(eager).__name__}: "
+                     "expected a tensor, or a tuple or dict of tensors")
+
+
+def _flatten(out: Any, flatten: Any) -> tuple[Any, ...]:
+    if flatten is None:
+        return (out,)
+    if isinstance(flatten, list):
+        return tuple(out[k] for k in flatten)
+    return tuple(out)
+
+
+def _make_flat(model: Any, flatten: Any) -> Any:
+    import torch
+
+    class Flat(torch.nn.Module):
+        """The model with its output as a plain tuple of tensors (dict outputs by key order)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002
+            return _flatten(self.model(input), flatten)
+
+    return Flat().eval()
+
+
+
+
+def _export(model: Any, example: Any, target: Path, output_names: list[str], dynamic_batch: bool,
+            opset: int | None) -> tuple[str, str | None, int]:
+    """Export with the dynamo exporter, else TorchScript: (exporter, fallback reason, opset)."""
+    import warnings
+
+    import torch
+
+    kwargs = dict(input_names=[_INPUT_NAME], output_names=output_names, external_data=True)
+    dynamo_opset = opset or default_opset("dynamo")
+    try:
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+        traced = example
+        if dynamic_batch and example.shape[0] == 1:
+            # torch.export specialises a size-1 dimension to the constant 1 ("0/1
+            # specialisation") and then rejects it as dynamic: trace at batch 2
+            traced = torch.cat([example, example])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (traced,), str(target), dynamo=True, opset_version=dynamo_opset,
+                              dynamic_shapes=dynamic_shapes, optimize=True, verify=False, **kwargs)
+        return "dynamo", None, dynamo_opset
+    except Exception as exc:  # noqa: BLE001 - any failure moves to the other exporter
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    for leftover in target.parent.iterdir():
+        if leftover.is_file():
+            leftover.unlink()
+
+    ts_max = min(_exporter_max_opset("torchscript"), default_opset("torchscript"))
+    if opset is not None and opset > ts_max:
+        raise UsageError(f"opset {opset} needs the dynamo exporter (the TorchScript exporter stops at "
+                         f"{ts_max}), which failed: {reason}")
+    ts_opset = opset or ts_max
+    axes = {name: {0: "batch"} for name in [_INPUT_NAME, *output_names]} if dynamic_batch else None
+    kwargs.pop("external_data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(target), dynamo=False, opset_version=ts_opset,
+                              dynamic_axes=axes, do_constant_folding=True, **kwargs)
+    except Exception as exc:
+        raise ZooError(f"ONNX export failed with both exporters: dynamo: {reason}; "
+                       f"torchscript: {type(exc).__name__}: {_first_line(exc)}") from exc
+    return "torchscript", reason, ts_opset
+
+
+def _shape_coverage(proto: Any) -> tuple[int, list[str]]:
+    """How many intermediate tensors there are, and which lack a full (static or symbolic) shape."""
+    graph = proto.graph
+    graph_io = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    shaped = set()
+    for value in graph.value_info:
+        t = value.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") or d.HasField("dim_param") for d in t.shape.dim):
+            shaped.add(value.name)
+    intermediate = [o for node in graph.node for o in node.output if o and o not in graph_io]
+    return len(intermediate), [name for name in intermediate if name not in shaped]
+
+
+def _dynamic_axes(proto: Any) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = {i: d.dim_param for i, d in enumerate(value.type.tensor_type.shape.dim) if d.HasField("dim_param")}
+        if dims:
+            axes[value.name] = dims
+    return axes
+
+
+def _provenance(info: Mapping[str, Any], shape: tuple[int, ...], output_names: list[str], exporter: str,
+                opset: int, reason: str | None) -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import torchvision
+
+    spec = info["spec"]
+    layout = "N" + (spec or {}).get("layout", "CHW") if len(shape) in (4, 5) else None
+    out_layout = _OUTPUT_LAYOUTS.get(info["task"] or "")
+    values: dict[str, Any] = {
+        "model": info["name"],
+        "weights": info["weights"],
+        "weights_sha256": info["sha256"],
+        "task": info["task"],
+        "preprocessing": spec,
+        "categories": info["categories"],
+        "inputs": [{"name": _INPUT_NAME, "layout": layout, "export_shape": list(shape)}],
+        "outputs": [{"name": n, "layout": out_layout} for n in output_names],
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "exporter": exporter,
+        "fallback_reason": reason,
+        "opset": opset,
+    }
+    return {_META_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def _save(proto: Any, target: Path, large: bool, meta: Mapping[str, str]) -> None:
+    import onnx
+
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    if large:
+        onnx.save_model(proto, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=target.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(target))
+
+
+def _verify(model: Any, onnx_path: Path, shape: tuple[int, ...], batches: list[int], output_names: list[str],
+            flatten: Any, rtol: float, atol: float) -> list[OutputCheck]:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    checks = []
+    for i, batch in enumerate(batches):
+        x = torch.randn((batch, *shape[1:]), generator=torch.Generator().manual_seed(i))
+        with torch.inference_mode():
+            expected = _flatten(model(x), flatten)
+        got = session.run(output_names, {_INPUT_NAME: x.numpy()})
+        for name, want, have in zip(output_names, expected, got):
+            want = want.detach().numpy().astype(np.float64)
+            have = np.asarray(have, dtype=np.float64)
+            if want.shape != have.shape:
+                checks.append(OutputCheck(name, tuple(x.shape), tuple(have.shape), float("inf"), float("inf"),
+                                          rtol, atol, False))
+                continue
+            diff = np.abs(have - want)
+            nonzero = np.abs(want) > 0
+            rel = float((diff[nonzero] / np.abs(want[nonzero])).max()) if nonzero.any() else 0.0
+            passed = bool(np.all(diff <= atol + rtol * np.abs(want)))  # NaN anywhere fails
+            checks.append(OutputCheck(name, tuple(x.shape), tuple(have.shape), float(diff.max(initial=0.0)),
+                                      rel, rtol, atol, passed))
+    return checks
+
+
+def _tensor_bytes(model: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
