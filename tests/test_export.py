@@ -16,6 +16,8 @@ import torch
 import zoo
 from zoo.errors import UnknownModelError, UsageError, ZooError
 from zoo.export import ExportResult, ExportVerificationError, export_onnx, read_metadata
+from zoo.fetch import sha256_of
+from conftest import run_zoo
 
 CPU = ["CPUExecutionProvider"]
 
@@ -224,3 +226,29 @@ def test_external_data_path(synced_catalog: str, tmp_path: Path, monkeypatch: py
     assert read_metadata(path)["model"] == "digits_cnn"
     x = np.zeros((2, 1, 8, 8), dtype=np.float32)
     assert _session(path).run(None, {"input": x})[0].shape == (2, 10)
+
+
+def test_exports_are_recorded_and_reused_while_valid(synced_catalog: str, tmp_path: Path) -> None:
+    path = tmp_path / "digits.onnx"
+    first = export_onnx("digits_cnn", path, weights="DEFAULT")
+    written = path.stat().st_mtime_ns
+    assert first.reused is False
+    record = next(r for r in zoo.list_exports() if r["path"] == str(path.resolve()))
+    assert (record["model"], record["weights"], record["sha256"]) == (
+        "digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1", first.sha256)
+    assert record["verification"] == [c.to_json() for c in first.verification] and record["exists"]
+
+    again = export_onnx("DIGITS_CNN", path, weights="digits_cnn.DEFAULT")  # the same request, spelled otherwise
+    assert again.reused is True and again.sha256 == first.sha256 and again.verification == first.verification
+    assert path.stat().st_mtime_ns == written  # not rewritten
+
+    static = export_onnx("digits_cnn", path, weights="DEFAULT", dynamic_batch=False)  # other options
+    assert static.reused is False and static.dynamic_axes == {}
+
+    path.write_bytes(path.read_bytes() + b"\0")  # changed on disk
+    assert export_onnx("digits_cnn", path, weights="DEFAULT", dynamic_batch=False).reused is False
+    path.unlink()  # gone
+    assert export_onnx("digits_cnn", path, weights="DEFAULT", dynamic_batch=False).reused is False
+
+    listed = json.loads(run_zoo("exports", "--json").stdout)
+    assert [r["sha256"] for r in listed if r["path"] == str(path.resolve())] == [sha256_of(path)]

@@ -46,6 +46,7 @@ _EXPORTS = {
     "summarize": "zoo.summary",
     "export_onnx": "zoo.export",
     "read_metadata": "zoo.export",
+    "list_exports": "zoo.export",
     "ExportResult": "zoo.export",
     "ExportVerificationError": "zoo.export",
     "feature_nodes": "zoo.summary",
@@ -73,7 +74,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from zoo.catalog.sync import sync
-    from zoo.export import ExportResult, ExportVerificationError, export_onnx, read_metadata
+    from zoo.export import ExportResult, ExportVerificationError, export_onnx, list_exports, read_metadata
     from zoo.errors import (
         CatalogError,
         HashMismatchError,

@@ -123,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=_export)
 
+    p = commands.add_parser("exports", help="list the verified ONNX exports the catalog recorded")
+    _add_json(p)
+    p.set_defaults(run=_exports)
+
     p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
@@ -315,9 +319,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exports(args: argparse.Namespace) -> int:
+    from zoo.export import list_exports
+
+    records = list_exports()
+    _emit(args, records, lambda: _table(
+        ["MODEL", "WEIGHTS", "OPSET", "EXPORTER", "MAX ABS ERROR", "SIZE", "CREATED", "PATH"],
+        [[r["model"], r["weights"] or "-", r["opset"], r["exporter"],
+          f"{max((c['max_abs_error'] for c in r['verification']), default=0.0):.2e}", f"{r['size'] / 1e6:.1f} MB",
+          r["created_at"][:19], r["path"] + ("" if r["exists"] else " (gone)")] for r in records],
+    ) if records else "no exports recorded")
+    return 0
+
+
 def _export_text(r: Any) -> str:
     lines = [
-        f"wrote {r.path} ({r.size / 1e6:.1f} MB, sha256 {r.sha256[:16]})",
+        f"{'reused' if r.reused else 'wrote'} {r.path} ({r.size / 1e6:.1f} MB, sha256 {r.sha256[:16]})",
         f"  model:     {r.model}  weights: {r.weights or 'none'}",
         f"  exporter:  {r.exporter}, opset {r.opset}, IR {r.ir_version}"
         + (f" (dynamo exporter failed: {r.fallback_reason})" if r.fallback_reason else ""),

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +118,21 @@ class ExportResult:
     tensors_without_shape: list[str]
     verification: list[OutputCheck] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # an earlier export with the same request, still valid, was returned
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExportResult:
+        """The inverse of `to_json`."""
+        return cls(**{
+            **data,
+            "path": Path(data["path"]),
+            "external_data": Path(data["external_data"]) if data["external_data"] else None,
+            "input_shape": tuple(data["input_shape"]),
+            "dynamic_axes": {k: {int(a): n for a, n in v.items()} for k, v in data["dynamic_axes"].items()},
+            "verification": [OutputCheck(**{**c, "input_shape": tuple(c["input_shape"]),
+                                            "output_shape": tuple(c["output_shape"])})
+                             for c in data["verification"]],
+        })
 
     @property
     def max_abs_error(self) -> float:
@@ -224,6 +239,12 @@ def export_onnx(
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise UsageError(f"{name} must be a non-negative number, not {value!r}")
     shape = _parse_shape(input_shape) if input_shape is not None else None
+    request = None
+    if isinstance(model_or_name, str):
+        request = _request(model_or_name, weights, shape, dynamic_batch, opset, rtol, atol)
+        earlier = _reusable(path, request)
+        if earlier is not None:
+            return earlier
 
     info = _model_info(model_or_name, weights)
     if info["task"] in _UNSUPPORTED_TASKS:
@@ -292,7 +313,7 @@ def export_onnx(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    return ExportResult(
+    result = ExportResult(
         path=path,
         sha256=_sha256(path),
         size=path.stat().st_size + (final_data.stat().st_size if final_data else 0),
@@ -314,6 +335,80 @@ def export_onnx(
         verification=checks,
         metadata=read_metadata(path),
     )
+    if request is not None:
+        _record(result, request)
+    return result
+
+
+def list_exports() -> list[dict[str, Any]]:
+    """The catalog's record of every verified export of a catalog model, newest first, as plain data."""
+    from sqlalchemy import select
+
+    from zoo.catalog.fingerprint import ensure_current
+    from zoo.catalog.tables import exports
+
+    with ensure_current().connect() as conn:
+        rows = conn.execute(select(exports).order_by(exports.c.created_at.desc())).all()
+    return [
+        {
+            "path": row.path, "model": row.model, "weights": row.weights, "sha256": row.sha256, "size": row.size,
+            "opset": row.opset, "exporter": row.exporter, "dynamic_axes": row.dynamic_axes,
+            "verification": row.verification, "created_at": row.created_at.isoformat(),
+            "exists": Path(row.path).is_file(),
+        }
+        for row in rows
+    ]
+
+
+def _request(name: str, weights: Any, shape: tuple[int, ...] | None, dynamic_batch: bool, opset: int | None,
+             rtol: float | None, atol: float | None) -> dict[str, Any]:
+    """What an export of a catalog model was asked for, resolved to canonical names."""
+    from zoo.registry import describe, get_weight
+
+    member = get_weight(weights, model=name)
+    return {
+        "model": describe(name)["name"],
+        "weights": f"{type(member).__name__}.{member.name}" if member is not None else None,
+        "input_shape": list(shape) if shape else None,
+        "dynamic_batch": dynamic_batch, "opset": opset, "rtol": rtol, "atol": atol,
+    }
+
+
+def _reusable(path: Path, request: dict[str, Any]) -> ExportResult | None:
+    """The recorded export at `path` if it was made for the same request and its file is unchanged."""
+    from sqlalchemy import select
+
+    from zoo.catalog.fingerprint import ensure_current
+    from zoo.catalog.tables import exports
+
+    with ensure_current().connect() as conn:
+        row = conn.execute(select(exports).where(exports.c.path == str(path.resolve()))).first()
+    if row is None or row.options != request or not path.is_file() or _sha256(path) != row.sha256:
+        return None
+    earlier = ExportResult.from_json(row.result)
+    if earlier.external_data is not None and not earlier.external_data.is_file():
+        return None
+    return replace(earlier, reused=True)
+
+
+def _record(result: ExportResult, request: dict[str, Any]) -> None:
+    from datetime import datetime, timezone
+
+    from sqlalchemy import delete
+
+    from zoo.catalog.engine import write_transaction
+    from zoo.catalog.fingerprint import ensure_current
+    from zoo.catalog.tables import exports
+
+    key = str(result.path.resolve())
+    with write_transaction(ensure_current()) as conn:
+        conn.execute(delete(exports).where(exports.c.path == key))
+        conn.execute(exports.insert().values(
+            path=key, model=result.model, weights=result.weights, sha256=result.sha256, size=result.size,
+            opset=result.opset, exporter=result.exporter, dynamic_axes=result.to_json()["dynamic_axes"],
+            verification=[c.to_json() for c in result.verification], options=request, result=result.to_json(),
+            created_at=datetime.now(timezone.utc),
+        ))
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -475,7 +570,8 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (traced,), str(target), dynamo=True, opset_version=dynamo_opset,
-                              dynamic_shapes=dynamic_shapes, optimize=True, verify=False, **kwargs)
+                              dynamic_shapes=dynamic_shapes, optimize=True, verify=False, verbose=False,
+                              **kwargs)
         return "dynamo", None, dynamo_opset
     except Exception as exc:  # noqa: BLE001 - any failure moves to the other exporter
         reason = f"{type(exc).__name__}: {_first_line(exc)}"

@@ -23,7 +23,7 @@ from zoo.errors import ERROR_PREFIX, CatalogError
 from zoo.plugins import PluginInfo, fingerprint, installed_plugins
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 FINGERPRINT_KEY = "plugins_fingerprint"
 #: Bump when what a sync writes changes without a schema change (e.g. the transforms format).
 DATA_FORMAT = 2

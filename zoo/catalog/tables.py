@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -97,4 +98,23 @@ weight_files = Table(
     Column("url", String(1000), primary_key=True),
     Column("sha256", String(64), nullable=False),
     Column("file_size", BigInteger, nullable=False),
+)
+
+# Every verified ONNX export of a catalog model, by file path, so that the same
+# export asked for again reuses a file that is still there and unchanged.
+exports = Table(
+    "exports",
+    metadata,
+    Column("path", String(1000), primary_key=True),  # absolute
+    Column("model", String(200), nullable=False, index=True),
+    Column("weights", String(400)),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("opset", Integer, nullable=False),
+    Column("exporter", String(20), nullable=False),
+    Column("dynamic_axes", JSON, nullable=False),
+    Column("verification", JSON, nullable=False),
+    Column("options", JSON, nullable=False),  # what was asked for: shape, batch, opset, tolerances
+    Column("result", JSON, nullable=False),  # ExportResult.to_json()
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
