@@ -127,6 +127,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=_exports)
 
+    p = commands.add_parser("view", help="show an ONNX model's graph in the browser (netron)",
+                            description=("Serve FILE with netron on 127.0.0.1 (a free port unless --port), print "
+                                         "the address and open it in the web browser; Ctrl-C stops. Other "
+                                         "machines can reach it only with --host (netron also answers for "
+                                         "other files in FILE's directory)."))
+    p.add_argument("file", metavar="FILE", help="an ONNX model, e.g. written by zoo export")
+    p.add_argument("--port", type=int, default=0, metavar="N", help="port to serve on (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1", metavar="H",
+                   help="address to serve on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--no-browser", dest="browse", action="store_false", help="only serve and print the address")
+    p.set_defaults(run=_view)
+
     p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
@@ -346,6 +358,13 @@ def _export_text(r: Any) -> str:
     rows = [[c.name, "x".join(map(str, c.input_shape)), f"{c.max_abs_error:.2e}", f"{c.max_rel_error:.2e}",
              f"rtol={c.rtol:g} atol={c.atol:g}", "ok" if c.passed else "FAIL"] for c in r.verification]
     return "\n".join(lines) + "\n\n" + _table(["OUTPUT", "INPUT", "MAX ABS", "MAX REL", "TOLERANCE", ""], rows)
+
+
+def _view(args: argparse.Namespace) -> int:
+    from zoo.view import view
+
+    view(args.file, host=args.host, port=args.port, browse=args.browse)
+    return 0
 
 
 def _sync(args: argparse.Namespace) -> int:

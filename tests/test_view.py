@@ -1,0 +1,280 @@
+"""`zoo view`: netron serves an exported model on loopback, and a real Chromium renders its graph.
+
+Chromium (Debian's ``chromium`` package, installed by scripts/install.sh) runs headless and is
+driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``, stdlib only): netron's
+page waits behind a cookie notice when it cannot reach the internet, so the test sets netron's
+``consent`` cookie first, as a user's click on "Accept" would.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import UsageError
+
+CHROMIUM = os.environ.get("ZOO_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,800",
+]
+
+
+def _chromium() -> str:
+    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if not path:
+        pytest.fail(f"Chromium is not installed (no {CHROMIUM}, no chromium on PATH): run scripts/install.sh, "
+                    "which installs Debian's chromium package", pytrace=False)
+    return path
+
+
+# -- a minimal DevTools-protocol client over --remote-debugging-pipe (fd 3: to Chromium, fd 4: from it)
+
+class _DevTools:
+    def __init__(self, chromium: str, profile: Path) -> None:
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+
+        def fds() -> None:  # runs in the child: put the pipe ends at fds 3 and 4
+            os.dup2(to_child_r, 3)
+            os.dup2(from_child_w, 4)
+
+        self.proc = subprocess.Popen(
+            [chromium, *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=fds, close_fds=False, start_new_session=True)  # Python's own fds are non-inheritable
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buffer = b""
+        self._id = 0
+
+    def call(self, method: str, session: str | None = None, timeout: float = 20, **params):
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_child, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" not in self._buffer:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no answer from Chromium to {method} within {timeout} s")
+                chunk = os.read(self._from_child, 1 << 16)
+                if not chunk:
+                    raise AssertionError(f"Chromium closed the DevTools pipe during {method}: "
+                                         f"{self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise AssertionError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except (AssertionError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        os.close(self._to_child)
+        os.close(self._from_child)
+        self.proc.stderr.close()
+
+
+def _render(url: str, profile: Path, wait_for: str, timeout: float = 30) -> tuple[bytes, str, int]:
+    """Open `url` in headless Chromium; once the graph is drawn return (PNG screenshot, DOM, node count)."""
+    devtools = _DevTools(_chromium(), profile)
+    try:
+        devtools.call("Storage.setCookies", cookies=[{"name": "consent", "value": str(int(time.time() * 1000)),
+                                                      "url": url, "path": "/"}])
+        target = devtools.call("Target.createTarget", url="about:blank")["targetId"]
+        session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        devtools.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=800,
+                      deviceScaleFactor=1, mobile=False)
+        devtools.call("Page.navigate", session, url=url)
+        probe = f"document.querySelectorAll({wait_for!r}).length"
+        deadline, nodes = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            nodes = devtools.call("Runtime.evaluate", session, expression=probe)["result"].get("value", 0)
+            if nodes:
+                break
+            time.sleep(0.25)
+        time.sleep(0.5)  # let the layout settle before the screenshot
+        png = base64.b64decode(devtools.call("Page.captureScreenshot", session, format="png")["data"])
+        dom = devtools.call("Runtime.evaluate", session,
+                            expression="document.documentElement.outerHTML")["result"]["value"]
+        return png, dom, nodes
+    finally:
+        devtools.close()
+
+
+# -- the server
+
+@pytest.fixture(scope="module")
+def digits_onnx(synced_catalog: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import zoo
+
+    path = tmp_path_factory.mktemp("view") / "digits.onnx"
+    zoo.export_onnx("digits_cnn", path, weights="DEFAULT")
+    return path
+
+
+def _start_view(path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    # SIGINT back to Python's default handler: a test run started in the background (CI, `&`) may
+    # have inherited SIGINT as ignored, and then Ctrl-C would never reach the server.
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from zoo.view import view; "
+            "view(sys.argv[1], port=int(sys.argv[2]), browse=False" + "".join(extra) + ")")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    line = proc.stdout.readline()
+    match = re.fullmatch(r"netron: serving (.+) at (http://127\.0\.0\.1:(\d+)) \(Ctrl-C to stop\)\n", line)
+    if not match:
+        proc.kill()
+        raise AssertionError(f"unexpected first line {line!r}; stderr: {proc.communicate()[1]}")
+    assert match[1] == str(path)
+    return proc, match[2]
+
+
+def _listening_addresses(port: int) -> list[str]:
+    """Local addresses with a TCP socket listening on `port` (from /proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                if len(raw) == 4:
+                    found.append(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:
+                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                    found.append(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+def _outside_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent; this only picks a route
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_view_serves_on_loopback_and_chromium_renders_the_graph(digits_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+
+    chromium = _chromium()  # fail early, with the install hint, before starting anything
+    assert chromium
+    node_names = [n.name for n in onnx.load(str(digits_onnx)).graph.node]
+    proc, url = _start_view(digits_onnx)
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        assert _listening_addresses(port) == ["127.0.0.1"], "netron must listen on loopback only"
+        outside = _outside_address()
+        if outside:
+            with pytest.raises(OSError):  # refused: nothing listens on the machine's other address
+                socket.create_connection((outside, port), timeout=2).close()
+
+        png, dom, nodes = _render(url, tmp_path / "chromium-profile", "#canvas .node")
+        (tmp_path / "shot.png").write_bytes(png)
+        assert nodes >= len(node_names), f"netron drew {nodes} graph nodes; the DOM starts {dom[:500]!r}"
+        for op in ("Conv", "Relu", "MaxPool", "Gemm"):
+            assert f">{op}<" in dom, f"operator {op} is not in the rendered graph"
+        missing = [name for name in node_names if f'id="node-name-{name}"' not in dom]
+        assert not missing, f"nodes of the model not drawn by netron: {missing}"
+
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(png)).convert("RGB")
+        assert image.size == (1280, 800)
+        colours = image.getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 8, "the screenshot is (nearly) one colour"
+        background = max(colours)[1]
+        differ = sum(count for count, colour in colours if colour != background) / (image.width * image.height)
+        assert differ > 0.01, f"only {differ:.2%} of the screenshot differs from the background"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"zoo view did not stop within 10 s of Ctrl-C; stderr: {err}") from None
+    assert proc.returncode == 0, f"exit {proc.returncode}; stderr: {err}"
+    assert "Traceback" not in err, err
+    assert _listening_addresses(port) == []
+
+
+def test_serve_returns_an_address_and_stop_frees_it(digits_onnx: Path) -> None:
+    import urllib.request
+
+    from zoo.view import serve, stop, url
+
+    address = serve(digits_onnx, browse=False)
+    try:
+        assert address[0] == "127.0.0.1" and address[1] > 0
+        with urllib.request.urlopen(url(address), timeout=5) as response:
+            assert response.status == 200 and b"netron" in response.read().lower()
+        assert _listening_addresses(address[1]) == ["127.0.0.1"]
+    finally:
+        stop(address)
+    assert _listening_addresses(address[1]) == []
+
+
+def test_port_in_use_is_a_usage_error(digits_onnx: Path) -> None:
+    from zoo.view import serve
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UsageError, match=f"cannot serve on 127.0.0.1:{port}"):
+            serve(digits_onnx, port=port, browse=False)
+
+
+@pytest.mark.parametrize("make", ["missing", "directory", "text", "empty"])
+def test_not_an_onnx_file_is_a_one_line_usage_error(tmp_path: Path, make: str) -> None:
+    from zoo.view import serve
+
+    path = tmp_path / "model.onnx"
+    if make == "directory":
+        path.mkdir()
+    elif make == "text":
+        path.write_text("this is not a model\n" * 10)
+    elif make == "empty":
+        path.write_bytes(b"")
+    with pytest.raises(UsageError) as info:
+        serve(path, browse=False)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "ONNX model file" in message
+
+
+def test_bad_port_is_a_usage_error(digits_onnx: Path) -> None:
+    from zoo.view import serve
+
+    with pytest.raises(UsageError, match="port must be"):
+        serve(digits_onnx, port=70000, browse=False)
