@@ -14,6 +14,12 @@ from collections.abc import Iterable
 ERROR_PREFIX = "zoo: error: "
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ZooError(Exception):
     """Base class of every error zoo raises on purpose."""
 

@@ -20,7 +20,6 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import json
 import os
@@ -31,7 +30,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError, ZooError, first_line
+from zoo.fetch import sha256_of
 
 if TYPE_CHECKING:
     import torch
@@ -263,7 +263,7 @@ def export_onnx(
             eager = model(example)
         except Exception as exc:
             raise UsageError(f"{info['name']} cannot run on an input of shape {_shape_text(shape)}: "
-                             f"{_first_line(exc)}") from exc
+                             f"{first_line(exc)}") from exc
     output_names, flatten = _output_names(eager)
     wrapped = _make_flat(model, flatten)
     rtol_, atol_ = TOLERANCES.get(info["task"], _DEFAULT_TOLERANCE)
@@ -315,7 +315,7 @@ def export_onnx(
 
     result = ExportResult(
         path=path,
-        sha256=_sha256(path),
+        sha256=sha256_of(path),
         size=path.stat().st_size + (final_data.stat().st_size if final_data else 0),
         external_data=final_data,
         model=info["name"],
@@ -383,7 +383,7 @@ def _reusable(path: Path, request: dict[str, Any]) -> ExportResult | None:
 
     with ensure_current().connect() as conn:
         row = conn.execute(select(exports).where(exports.c.path == str(path.resolve()))).first()
-    if row is None or row.options != request or not path.is_file() or _sha256(path) != row.sha256:
+    if row is None or row.options != request or not path.is_file() or sha256_of(path) != row.sha256:
         return None
     earlier = ExportResult.from_json(row.result)
     if earlier.external_data is not None and not earlier.external_data.is_file():
@@ -426,7 +426,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise UsageError(f"{path} is not an ONNX model: {_first_line(exc)}") from exc
+        raise UsageError(f"{path} is not an ONNX model: {first_line(exc)}") from exc
     out: dict[str, Any] = {}
     for prop in proto.metadata_props:
         if prop.key.startswith(_META_PREFIX):
@@ -574,7 +574,7 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
                               **kwargs)
         return "dynamo", None, dynamo_opset
     except Exception as exc:  # noqa: BLE001 - any failure moves to the other exporter
-        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
     for leftover in target.parent.iterdir():
         if leftover.is_file():
             leftover.unlink()
@@ -593,7 +593,7 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
                               dynamic_axes=axes, do_constant_folding=True, **kwargs)
     except Exception as exc:
         raise ZooError(f"ONNX export failed with both exporters: dynamo: {reason}; "
-                       f"torchscript: {type(exc).__name__}: {_first_line(exc)}") from exc
+                       f"torchscript: {type(exc).__name__}: {first_line(exc)}") from exc
     return "torchscript", reason, ts_opset
 
 
@@ -693,19 +693,6 @@ def _verify(model: Any, onnx_path: Path, shape: tuple[int, ...], batches: list[i
 
 def _tensor_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _shape_text(shape: Sequence[int]) -> str:

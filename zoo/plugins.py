@@ -17,7 +17,7 @@ from importlib.metadata import EntryPoint, entry_points
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginError, UsageError
+from zoo.errors import PluginError, UsageError, first_line
 from zoo.specs import ModelSpec
 
 LOAD_PLUGINS_ENV = "ZOO_LOAD_PLUGINS"
@@ -158,7 +158,6 @@ def _claim_names(owners: dict[str, PluginInfo], info: PluginInfo, models: tuple[
 
 def _describe(exc: Exception) -> str:
     """One line saying what went wrong: the message alone for our own errors."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, PluginError):
-        return message
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if isinstance(exc, PluginError) or not str(exc).strip():
+        return first_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from zoo import __version__
 from zoo.catalog import tables
 from zoo.catalog.engine import URL_ENV, open_engine
-from zoo.errors import ERROR_PREFIX, CatalogError
+from zoo.errors import ERROR_PREFIX, CatalogError, first_line
 from zoo.plugins import PluginInfo, fingerprint, installed_plugins
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
@@ -62,8 +62,7 @@ def ensure_current(url: str | None = None) -> Engine:
 def unreachable(engine: Engine, exc: DBAPIError) -> CatalogError:
     """The one-line error for a database that refused a query."""
     where = engine.url.render_as_string(hide_password=True)
-    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
-    return CatalogError(f"cannot use the catalog at {where}: {reason}")
+    return CatalogError(f"cannot use the catalog at {where}: {first_line(exc.orig)}")
 
 
 def _sync_in_child(engine: Engine) -> None:
