@@ -17,7 +17,7 @@ from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Row, Select, delete, exists, func, select
+from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, select
 
 from zoo.catalog.engine import write_transaction
 from zoo.catalog.fingerprint import ensure_current
@@ -211,7 +211,8 @@ def build_model(
     from zoo import surgery
 
     member = get_weight(weights, model=name)
-    with ensure_current().connect() as conn:
+    engine = ensure_current()
+    with engine.connect() as conn:
         row = _model(conn, name)
     builder = load_target(row.builder)
     _check_surgery(row, num_classes=num_classes, in_channels=in_channels, pretrained=member is not None)
@@ -219,7 +220,7 @@ def build_model(
     # the torch.hub cache and never downloads or trusts one on its own.
     for needed in (member, None if member is not None else _backbone_weights(builder, config)):
         if needed is not None:
-            _fetch_url(needed.url, offline=None, progress=config.get("progress", True))
+            _fetch_url(engine, needed.url, offline=None, progress=config.get("progress", True))
 
     if member is None:
         model = builder(weights=None, **config, **({} if num_classes is None else {"num_classes": num_classes}))
@@ -263,13 +264,16 @@ def fetch_weights(
     verified file's path. The first verified download of a file whose full hash was
     not known records it in the catalog.
     """
-    return _fetch_url(_url_of(weights, model), offline=offline, progress=progress).path
+    engine = ensure_current()
+    with engine.connect() as conn:
+        url = _url_of(conn, weights, model)
+    return _fetch_url(engine, url, offline=offline, progress=progress).path
 
 
 def weights_path(weights: str | enum.Enum, *, model: str | None = None) -> Path:
     """Where the file of `weights` is used from (it may not have been fetched yet)."""
     with ensure_current().connect() as conn:
-        url = _url_of(weights, model)
+        url = _url_of(conn, weights, model)
         return cached_path(WeightsFile(url, _known_sha256(conn, url)))
 
 
@@ -333,11 +337,10 @@ def _as_weights_name(name: str, model: str | None) -> tuple[str, str | None]:
     return (name, model) if "." in name or model is not None else ("DEFAULT", name)
 
 
-def _url_of(weights_name: str | enum.Enum, model: str | None) -> str:
+def _url_of(conn: Connection, weights_name: str | enum.Enum, model: str | None) -> str:
     if isinstance(weights_name, enum.Enum):
         return weights_name.url
-    with ensure_current().connect() as conn:
-        return _resolve_weights(conn, *_as_weights_name(weights_name, model))[0].url
+    return _resolve_weights(conn, *_as_weights_name(weights_name, model))[0].url
 
 
 def _known_sha256(conn: Connection, url: str) -> str | None:
@@ -351,8 +354,7 @@ def _learned_files(conn: Connection, urls: list[str]) -> dict[str, tuple[str, in
     return {row.url: (row.sha256, row.file_size) for row in rows}
 
 
-def _fetch_url(url: str, *, offline: bool | None, progress: bool) -> Fetched:
-    engine = ensure_current()
+def _fetch_url(engine: Engine, url: str, *, offline: bool | None, progress: bool) -> Fetched:
     with engine.connect() as conn:
         known = _known_sha256(conn, url)
     fetched = fetch(WeightsFile(url, known), offline=offline, progress=progress)
