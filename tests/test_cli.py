@@ -61,6 +61,12 @@ def test_user_mistakes_are_one_line_and_nonzero(synced_catalog: str) -> None:
         ("list", "--task", "nope"): "zoo: error: unknown task 'nope'; tasks in the catalog:",
         ("list", "--max-params", "lots"): "argument --max-params: 'lots' is not a count; use e.g. 10M",
         ("list", "--min-metric", "acc@1"): "argument --min-metric: 'acc@1' is not NAME=VALUE",
+        ("export", "ssd300_vgg16", "-o", "m.onnx", "--builder-arg", "min_size"):
+            "argument --builder-arg: 'min_size' is not KEY=VALUE; use e.g. min_size=320",
+        ("export", "digits_cnn", "-o", "m.onnx", "--static", "--dynamic-image-size"):
+            "zoo: error: --static and --dynamic-image-size contradict each other; give one",
+        ("export", "ssd300_vgg16", "-o", "m.onnx", "--input-shape", "2,3,300,300"):
+            "zoo: error: ssd300_vgg16 takes one image: input_shape must start with 1, not 2",
     }
     for args, message in cases.items():
         done = run_zoo(*args, check=False)

@@ -153,6 +153,54 @@ def test_segmentation_model(synced_catalog: str, tmp_path: Path) -> None:
     assert read_metadata(path)["outputs"] == [{"name": "out", "layout": "NCHW"}]
 
 
+@pytest.fixture(scope="module")
+def detector(synced_catalog: str, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """Faster R-CNN, random weights, made smaller through its own builder arguments (as torchvision's tests)."""
+    path = tmp_path_factory.mktemp("detection") / "frcnn.onnx"
+    return export_onnx("fasterrcnn_resnet50_fpn", path, builder_kwargs={"min_size": 200, "max_size": 300})
+
+
+def test_detection_model_is_exported_for_any_image_size_and_verified_after_matching(
+        detector: ExportResult) -> None:
+    assert detector.exporter == "torchscript"  # torch.export cannot trace the data-dependent NMS
+    assert "dynamo" not in detector.fallback_reason and detector.fallback_reason  # why, recorded
+    onnx.checker.check_model(str(detector.path), full_check=True)
+    assert detector.shape_inference_complete and detector.intermediate_tensors > 1000
+    assert detector.output_names == ["boxes", "labels", "scores"]
+    assert detector.input_shape == (1, 3, 200, 200)  # a square of the model's own min_size
+    assert detector.dynamic_axes["input"] == {2: "height", 3: "width"}
+    assert detector.dynamic_axes["boxes"] == {0: "detections"}
+    # three images: the export size, another size, and a uniform grey image with no detections
+    by_input = {}
+    for check in detector.verification:
+        by_input.setdefault(check.input_shape, []).append(check)
+    assert list(by_input) == [(1, 3, 200, 200), (1, 3, 150, 200)]
+    found = [c.detections for c in detector.verification if c.name == "boxes"]
+    assert found[0] > 10 and found[1] > 10 and found[2] == 0
+    assert all(c.passed for c in detector.verification)
+    assert [c.unmatched for c in detector.verification if c.name == "boxes"] == [0, 0, 0]
+    assert {c.output_shape for c in detector.verification if c.name == "boxes"} >= {(0, 4)}
+    assert 0 < max(c.max_abs_error for c in detector.verification) < 0.1
+    meta = read_metadata(detector.path)
+    assert meta["task"] == "detection" and meta["preprocessing"]["kind"] == "detection"
+    assert [o["name"] for o in meta["outputs"]] == ["boxes", "labels", "scores"]
+    assert meta["outputs"][0]["layout"].startswith("K4")
+
+
+def test_detection_export_runs_at_a_size_it_never_saw(detector: ExportResult) -> None:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # export_onnx seeds random weights with 0, so this is the exported model
+        model = zoo.get_model("fasterrcnn_resnet50_fpn", weights_backbone=None, min_size=200, max_size=300)
+    image = torch.rand((3, 170, 260), generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        expected = model.eval()([image])[0]
+    boxes, labels, scores = _session(detector.path).run(None, {"input": image[None].numpy()})
+    assert labels.dtype == np.int64 and boxes.shape == (len(labels), 4) and len(labels) > 10
+    assert sorted(labels.tolist()) == sorted(expected["labels"].tolist())
+    np.testing.assert_allclose(np.sort(scores), np.sort(expected["scores"].numpy()), rtol=5e-3, atol=1e-3)
+    assert boxes[:, 2].max() <= 260 and boxes[:, 3].max() <= 170  # in this image's pixels
+
+
 class _CountsCalls(torch.nn.Module):
     """Scales by how often it has run: an exporter freezes the Python counter into a constant."""
 
@@ -193,12 +241,15 @@ def test_zero_tolerance_fails_on_float_differences(synced_catalog: str, tmp_path
         (lambda p: export_onnx("digits_cnn", p, input_shape=(1, 3, 8, 8)), UsageError,
          "cannot run on an input of shape 1x3x8x8"),
         (lambda p: export_onnx(torch.nn.ReLU(), p), UsageError, "pass input_shape"),
-        (lambda p: export_onnx("fasterrcnn_resnet50_fpn", p), UsageError, "detection export is not supported yet"),
+        (lambda p: export_onnx("raft_small", p), UsageError, "optical flow export is not supported yet"),
+        (lambda p: export_onnx("ssd300_vgg16", p, dynamic_batch=True), UsageError, "cannot have a dynamic batch"),
+        (lambda p: export_onnx("ssd300_vgg16", p, builder_kwargs=["min_size"]), UsageError,
+         "builder_kwargs must be a mapping"),
         (lambda p: export_onnx("digits_cnn", p, opset=99), UsageError, "opset 99"),
         (lambda p: export_onnx("digits_cnn", p.parent / "missing" / "m.onnx"), UsageError, "does not exist"),
     ],
-    ids=["unknown-name", "shape-text", "shape-zero", "wrong-channels", "module-no-shape", "detection",
-         "opset", "no-dir"],
+    ids=["unknown-name", "shape-text", "shape-zero", "wrong-channels", "module-no-shape", "optical-flow",
+         "detection-batch", "builder-argument", "opset", "no-dir"],
 )
 def test_bad_input_is_one_clear_line(synced_catalog: str, tmp_path: Path, call, error, message) -> None:
     with pytest.raises(error, match=message) as info:

@@ -119,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="ONNX opset (default: the highest the exporter and onnxruntime both support)")
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                    help="example input shape, e.g. 1,3,224,224 (default: from the weights' preprocessing)")
-    p.add_argument("--static", action="store_true", help="fixed batch size instead of a dynamic batch dimension")
+    p.add_argument("--static", action="store_true",
+                   help="fixed input shape: no dynamic batch (nor image size, which detection models have)")
+    p.add_argument("--dynamic-image-size", action="store_true",
+                   help="symbolic height and width, verified at a second size (the default for detection)")
+    p.add_argument("--builder-arg", action="append", type=_builder_arg, default=[], metavar="KEY=VALUE",
+                   help="pass to the model builder, e.g. min_size=320 (VALUE read as JSON, else text); repeatable")
     _add_json(p)
     p.set_defaults(run=_export)
 
@@ -322,11 +327,25 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _builder_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE; use e.g. min_size=320")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _export(args: argparse.Namespace) -> int:
     from zoo.export import export_onnx
 
+    if args.static and args.dynamic_image_size:
+        raise UsageError("--static and --dynamic-image-size contradict each other; give one")
     result = export_onnx(args.name, args.output, weights=args.weights, input_shape=args.input_shape,
-                         dynamic_batch=not args.static, opset=args.opset)
+                         dynamic_batch=False if args.static else None,
+                         dynamic_image_size=False if args.static else args.dynamic_image_size or None,
+                         opset=args.opset, builder_kwargs=dict(args.builder_arg))
     _emit(args, result.to_json(), lambda: _export_text(result))
     return 0
 
@@ -355,9 +374,12 @@ def _export_text(r: Any) -> str:
         f"  shapes:    {r.intermediate_tensors - len(r.tensors_without_shape)}/{r.intermediate_tensors} "
         "intermediate tensors shaped",
     ]
+    detection = any(c.detections is not None for c in r.verification)
     rows = [[c.name, "x".join(map(str, c.input_shape)), f"{c.max_abs_error:.2e}", f"{c.max_rel_error:.2e}",
-             f"rtol={c.rtol:g} atol={c.atol:g}", "ok" if c.passed else "FAIL"] for c in r.verification]
-    return "\n".join(lines) + "\n\n" + _table(["OUTPUT", "INPUT", "MAX ABS", "MAX REL", "TOLERANCE", ""], rows)
+             f"rtol={c.rtol:g} atol={c.atol:g}", *([f"{c.detections} ({c.unmatched} at the cut)"] if detection else []),
+             "ok" if c.passed else "FAIL"] for c in r.verification]
+    return "\n".join(lines) + "\n\n" + _table(
+        ["OUTPUT", "INPUT", "MAX ABS", "MAX REL", "TOLERANCE", *(["DETECTIONS"] if detection else []), ""], rows)
 
 
 def _view(args: argparse.Namespace) -> int:

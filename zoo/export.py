@@ -19,13 +19,16 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import io
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,26 +49,36 @@ __all__ = ["ExportResult", "ExportVerificationError", "OutputCheck", "export_onn
 #: near zero between logits of opposite sign, where rtol gives no room and the
 #: differently ordered float32 sums of the two runtimes show up as absolute error.
 #: 1e-4 is still far below anything that changes a per-pixel argmax.
+#: Detection models run two stages (proposals, then RoIAlign on the regressed boxes),
+#: so float differences compound: on fasterrcnn_resnet50_fpn boxes differ by up to
+#: 1.3e-3 relative (0.02 px) and scores by 3e-4, hence rtol 5e-3, atol 1e-3.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "classification": (1e-3, 1e-5),
     "segmentation": (1e-3, 1e-4),
     "video": (1e-3, 1e-5),
+    **dict.fromkeys(("detection", "instance_segmentation", "keypoints"), (5e-3, 1e-3)),
 }
 _DEFAULT_TOLERANCE = (1e-3, 1e-5)
+#: Models that take a list of images and return, per image, a dict of variable-length
+#: tensors (boxes, labels, scores, and masks or keypoints). They are exported for one
+#: image (batch 1) of any height and width, outputs flattened by key; verification
+#: matches detections between the runtimes before comparing them.
+DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")
 #: The batch size of the second verification run when the batch is dynamic.
 SECOND_BATCH = 5
 #: Above this many bytes of parameters and buffers, tensors go to external data
 #: (``<name>.data`` next to the file): protobuf cannot serialise 2 GiB.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 _UNSUPPORTED_TASKS = {
-    "detection": "detection export is not supported yet (variable-length box outputs need matched "
-                 "comparison); export the backbone, or a classification or segmentation model",
-    "instance_segmentation": "instance segmentation export is not supported yet (it is a detection model)",
-    "keypoints": "keypoint detection export is not supported yet (it is a detection model)",
     "optical_flow": "optical flow export is not supported yet (the model takes two images)",
 }
 _INPUT_NAME = "input"
 _OUTPUT_LAYOUTS = {"classification": "NC", "segmentation": "NCHW", "video": "NC"}
+#: Per output of a detection model; K counts detections, J keypoints.
+_DETECTION_LAYOUTS = {
+    "boxes": "K4 (x1, y1, x2, y2 in input pixels)", "labels": "K", "scores": "K", "masks": "K1HW",
+    "keypoints": "KJ3 (x, y, visibility)", "keypoints_scores": "KJ",
+}
 _META_PREFIX = "zoo."
 
 
@@ -85,10 +98,12 @@ class OutputCheck:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     max_abs_error: float
-    max_rel_error: float  # |onnx - torch| / |torch|, over elements where torch != 0
+    max_rel_error: float  # |onnx - torch| / |torch|, over elements where |torch| > atol
     rtol: float
     atol: float
     passed: bool  # every element: |onnx - torch| <= atol + rtol * |torch|
+    detections: int | None = None  # detection models: how many PyTorch found in this image
+    unmatched: int | None = None  # detection models: found by one runtime only, at the score cut
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -208,18 +223,25 @@ def export_onnx(
     *,
     weights: Any = None,
     input_shape: Sequence[int] | None = None,
-    dynamic_batch: bool = True,
+    dynamic_batch: bool | None = None,
+    dynamic_image_size: bool | None = None,
     opset: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    builder_kwargs: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export a catalog model (by name, with `weights`) or an ``nn.Module`` to ONNX at `path`, verified.
 
     `input_shape` (N, C, H, W) defaults, for a catalog model, to the preprocessing of
     its weights (or of its default weights when `weights` is None): the crop size,
-    else the resize size, else the weights' ``min_size``, batch 1. `dynamic_batch`
-    makes the batch dimension symbolic. `opset` defaults to `default_opset`.
-    `rtol`/`atol` default to `TOLERANCES` of the model's task.
+    else the resize size, else the weights' ``min_size``, batch 1; a detection model
+    defaults to a square of its own ``min_size``. `dynamic_batch` (default: yes, except
+    detection models, which take one image) makes the batch dimension symbolic, and
+    `dynamic_image_size` (default: only for detection models) height and width.
+    `opset` defaults to `default_opset`. `rtol`/`atol` default to `TOLERANCES` of the
+    model's task. `builder_kwargs` go to the model's builder (e.g. ``min_size`` of a
+    detection model). Without weights the random initialisation is seeded, so the
+    same request exports the same model.
 
     The file appears at `path` only once it is checked and verified; on any failure
     nothing is left there. Raises `UsageError` for bad arguments or unsupported models
@@ -238,26 +260,38 @@ def export_onnx(
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise UsageError(f"{name} must be a non-negative number, not {value!r}")
+    if builder_kwargs is not None and not isinstance(builder_kwargs, Mapping):
+        raise UsageError(f"builder_kwargs must be a mapping of builder arguments, not {builder_kwargs!r}")
     shape = _parse_shape(input_shape) if input_shape is not None else None
     request = None
     if isinstance(model_or_name, str):
-        request = _request(model_or_name, weights, shape, dynamic_batch, opset, rtol, atol)
+        request = _request(model_or_name, weights, shape, dynamic_batch, dynamic_image_size, opset, rtol, atol,
+                           builder_kwargs)
         earlier = _reusable(path, request)
         if earlier is not None:
             return earlier
 
-    info = _model_info(model_or_name, weights)
-    if info["task"] in _UNSUPPORTED_TASKS:
-        raise UsageError(f"cannot export {info['name']}: {_UNSUPPORTED_TASKS[info['task']]}")
-    shape = shape or _default_shape(info)
+    info = _model_info(model_or_name, weights, dict(builder_kwargs or {}))
+    detection = info["task"] in DETECTION_TASKS
+    dynamic_batch = not detection if dynamic_batch is None else dynamic_batch
+    dynamic_image_size = detection if dynamic_image_size is None else dynamic_image_size
+    model = info.pop("module")
+    model.eval()
+    if detection:
+        if dynamic_batch:
+            raise UsageError(f"{info['name']} is a {info['task']} model: it is exported for one image at a time "
+                             "and cannot have a dynamic batch; drop dynamic_batch")
+        model = _one_image(model)
+    shape = shape or _default_shape(info, model)
+    if detection and shape[0] != 1:
+        raise UsageError(f"{info['name']} takes one image: input_shape must start with 1, not {shape[0]}")
     if opset is not None:
         ort_max = _onnxruntime_limits()[0]
         if opset > ort_max:
             raise UsageError(f"opset {opset} is above {ort_max}, the highest the installed onnxruntime runs")
 
-    model = info.pop("module")
-    model.eval()
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    inputs = _verification_inputs(shape, detection, dynamic_batch, dynamic_image_size)
+    example = inputs[0]
     with torch.inference_mode():
         try:
             eager = model(example)
@@ -274,7 +308,8 @@ def export_onnx(
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         raw = work / "exported.onnx"
-        exporter, reason, used_opset = _export(wrapped, example, raw, output_names, dynamic_batch, opset)
+        exporter, reason, used_opset = _export(wrapped, example, raw, output_names, dynamic_batch,
+                                               dynamic_image_size, detection, opset)
         inferred = work / "inferred.onnx"
         import onnx
 
@@ -284,21 +319,24 @@ def export_onnx(
         proto.ir_version = ir_version
         intermediate, missing = _shape_coverage(proto)
         dynamic_axes = _dynamic_axes(proto)
-        if dynamic_batch and not dynamic_axes.get(_INPUT_NAME):
-            raise ZooError(f"the {exporter} exporter made the batch dimension of {info['name']} static")
+        wanted = ([0] if dynamic_batch else []) + ([len(shape) - 2, len(shape) - 1] if dynamic_image_size else [])
+        static = [axis for axis in wanted if axis not in dynamic_axes.get(_INPUT_NAME, {})]
+        if static:
+            raise ZooError(f"the {exporter} exporter made input axes {static} of {info['name']} static")
 
         meta = _provenance(info, shape, output_names, exporter, used_opset, reason)
         staged = work / path.name
         _save(proto, staged, large, meta)
         onnx.checker.check_model(str(staged), full_check=True)
 
-        batches = [shape[0]] + ([SECOND_BATCH if shape[0] != SECOND_BATCH else 2] if dynamic_batch else [])
-        checks = _verify(model, staged, shape, batches, output_names, flatten, rtol, atol)
+        checks = _verify(model, staged, inputs, output_names, flatten, detection, rtol, atol)
         if not all(c.passed for c in checks):
             worst = [c for c in checks if not c.passed]
             detail = "; ".join(
                 f"{c.name} at {_shape_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
-                f"max rel error {c.max_rel_error:.3g}" for c in worst)
+                f"max rel error {c.max_rel_error:.3g}"
+                + (f", {c.unmatched} of {c.detections} detections unmatched" if c.unmatched else "")
+                for c in worst)
             raise ExportVerificationError(
                 f"exported {info['name']} does not match PyTorch (rtol={rtol:g}, atol={atol:g}): {detail}; "
                 f"no file written", checks)
@@ -360,8 +398,9 @@ def list_exports() -> list[dict[str, Any]]:
     ]
 
 
-def _request(name: str, weights: Any, shape: tuple[int, ...] | None, dynamic_batch: bool, opset: int | None,
-             rtol: float | None, atol: float | None) -> dict[str, Any]:
+def _request(name: str, weights: Any, shape: tuple[int, ...] | None, dynamic_batch: bool | None,
+             dynamic_image_size: bool | None, opset: int | None, rtol: float | None, atol: float | None,
+             builder_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     """What an export of a catalog model was asked for, resolved to canonical names."""
     from zoo.registry import describe, get_weight
 
@@ -370,7 +409,8 @@ def _request(name: str, weights: Any, shape: tuple[int, ...] | None, dynamic_bat
         "model": describe(name)["name"],
         "weights": f"{type(member).__name__}.{member.name}" if member is not None else None,
         "input_shape": list(shape) if shape else None,
-        "dynamic_batch": dynamic_batch, "opset": opset, "rtol": rtol, "atol": atol,
+        "dynamic_batch": dynamic_batch, "dynamic_image_size": dynamic_image_size, "opset": opset,
+        "rtol": rtol, "atol": atol, "builder_kwargs": dict(builder_kwargs or {}),
     }
 
 
@@ -453,13 +493,13 @@ def _parse_shape(shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _model_info(model_or_name: Any, weights: Any) -> dict[str, Any]:
+def _model_info(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The module to export and what the catalog says about it."""
     import torch
 
     if isinstance(model_or_name, torch.nn.Module):
-        if weights is not None:
-            raise UsageError("weights= applies to a model name; load them into the module yourself")
+        if weights is not None or builder_kwargs:
+            raise UsageError("weights= and builder_kwargs= apply to a model name; build the module yourself")
         return {"module": model_or_name, "name": type(model_or_name).__name__, "task": None, "weights": None,
                 "sha256": None, "categories": None, "spec": None, "min_size": None}
     if not isinstance(model_or_name, str):
@@ -469,7 +509,7 @@ def _model_info(model_or_name: Any, weights: Any) -> dict[str, Any]:
 
     record = describe(model_or_name)  # unknown names raise UnknownModelError (one line)
     task = record["task"]
-    if task in _UNSUPPORTED_TASKS:  # before building: detection builders are slow
+    if task in _UNSUPPORTED_TASKS:  # before building: some builders are slow
         raise UsageError(f"cannot export {record['name']}: {_UNSUPPORTED_TASKS[task]}")
     member = get_weight(weights, model=record["name"])
     if member is not None:
@@ -477,10 +517,15 @@ def _model_info(model_or_name: Any, weights: Any) -> dict[str, Any]:
                       and w["enum"] == type(member).__name__), None)
     else:
         entry = next((w for w in record["weights"] if w["is_default"]), None)
-    config: dict[str, Any] = {}
-    if member is None and "weights_backbone" in inspect.signature(get_model_builder(record["name"])).parameters:
-        config["weights_backbone"] = None
-    module = get_model(record["name"], weights=member, **config)
+    parameters = inspect.signature(get_model_builder(record["name"])).parameters
+    if member is None and "weights_backbone" in parameters:
+        builder_kwargs.setdefault("weights_backbone", None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            module = get_model(record["name"], weights=member, **builder_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"cannot build {record['name']} with {builder_kwargs}: {first_line(exc)}") from exc
     meta = (entry or {}).get("meta") or {}
     return {
         "module": module,
@@ -494,8 +539,13 @@ def _model_info(model_or_name: Any, weights: Any) -> dict[str, Any]:
     }
 
 
-def _default_shape(info: Mapping[str, Any]) -> tuple[int, ...]:
+def _default_shape(info: Mapping[str, Any], model: Any) -> tuple[int, ...]:
     spec, min_size = info["spec"], info["min_size"]
+    if info["task"] in DETECTION_TASKS:
+        # the model resizes every image itself (shorter side to transform.min_size);
+        # the weights' min_size is only the smallest image it accepts
+        side = max(model.model.transform.min_size)
+        return (1, 3, side, side)
     if info["task"] == "video" or (spec and spec.get("layout") == "CTHW"):
         raise UsageError(f"{info['name']} takes video clips: pass input_shape, e.g. (1, 3, 16, 112, 112)")
     channels = 1 if spec and spec.get("channel_order") == "L" else 3
@@ -509,6 +559,32 @@ def _default_shape(info: Mapping[str, Any]) -> tuple[int, ...]:
     else:
         raise UsageError(f"{info['name']} declares no input size: pass input_shape, e.g. (1, 3, 224, 224)")
     return (1, channels, int(size[0]), int(size[1]))
+
+
+def _verification_inputs(shape: tuple[int, ...], detection: bool, dynamic_batch: bool,
+                         dynamic_image_size: bool) -> list[torch.Tensor]:
+    """The inputs both runtimes see: the export input first, then one per dynamic axis.
+
+    Detection models get images in [0, 1]: the export size, another size, and a
+    uniform grey image, on which a detector finds nothing (an empty output is where
+    variable-length graphs break).
+    """
+    import torch
+
+    def sample(size: Sequence[int], seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(size, generator=generator) if detection else torch.randn(size, generator=generator)
+
+    height, width = shape[-2:]
+    other_size = (*shape[:-2], max(1, height * 3 // 4), width)
+    inputs = [sample(shape, 0)]
+    if dynamic_batch:
+        inputs.append(sample((SECOND_BATCH if shape[0] != SECOND_BATCH else 2, *shape[1:]), 1))
+    if dynamic_image_size:
+        inputs.append(sample(other_size, 2))
+    if detection:
+        inputs.append(torch.full(shape, 0.5))
+    return inputs
 
 
 def _output_names(eager: Any) -> tuple[list[str], Any]:
@@ -549,10 +625,24 @@ def _make_flat(model: Any, flatten: Any) -> Any:
     return Flat().eval()
 
 
+def _one_image(model: Any) -> Any:
+    import torch
+
+    class OneImage(torch.nn.Module):
+        """A detection model on a (1, C, H, W) tensor, returning that image's dict of outputs."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
+            return self.model([input[0]])[0]
+
+    return OneImage().eval()
 
 
 def _export(model: Any, example: Any, target: Path, output_names: list[str], dynamic_batch: bool,
-            opset: int | None) -> tuple[str, str | None, int]:
+            dynamic_image_size: bool, detection: bool, opset: int | None) -> tuple[str, str | None, int]:
     """Export with the dynamo exporter, else TorchScript: (exporter, fallback reason, opset)."""
     import warnings
 
@@ -560,18 +650,26 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
 
     kwargs = dict(input_names=[_INPUT_NAME], output_names=output_names, external_data=True)
     dynamo_opset = opset or default_opset("dynamo")
+    height_axis, width_axis = example.dim() - 2, example.dim() - 1
     try:
-        dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+        axes: dict[int, Any] = {}
         traced = example
-        if dynamic_batch and example.shape[0] == 1:
-            # torch.export specialises a size-1 dimension to the constant 1 ("0/1
-            # specialisation") and then rejects it as dynamic: trace at batch 2
-            traced = torch.cat([example, example])
-        with warnings.catch_warnings():
+        if dynamic_batch:
+            axes[0] = torch.export.Dim("batch", min=1)
+            if example.shape[0] == 1:
+                # torch.export specialises a size-1 dimension to the constant 1 ("0/1
+                # specialisation") and then rejects it as dynamic: trace at batch 2
+                traced = torch.cat([example, example])
+        if dynamic_image_size:
+            axes[height_axis] = torch.export.Dim("height", min=2)
+            axes[width_axis] = torch.export.Dim("width", min=2)
+        # when torch.export fails it logs each failed guard and prints the traced
+        # graph (thousands of lines) before raising; the reason is recorded below
+        with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (traced,), str(target), dynamo=True, opset_version=dynamo_opset,
-                              dynamic_shapes=dynamic_shapes, optimize=True, verify=False, verbose=False,
-                              **kwargs)
+                              dynamic_shapes=(axes,) if axes else None, optimize=True, verify=False,
+                              verbose=False, **kwargs)
         return "dynamo", None, dynamo_opset
     except Exception as exc:  # noqa: BLE001 - any failure moves to the other exporter
         reason = f"{type(exc).__name__}: {first_line(exc)}"
@@ -584,17 +682,43 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
         raise UsageError(f"opset {opset} needs the dynamo exporter (the TorchScript exporter stops at "
                          f"{ts_max}), which failed: {reason}")
     ts_opset = opset or ts_max
-    axes = {name: {0: "batch"} for name in [_INPUT_NAME, *output_names]} if dynamic_batch else None
     kwargs.pop("external_data")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(target), dynamo=False, opset_version=ts_opset,
-                              dynamic_axes=axes, do_constant_folding=True, **kwargs)
+                              dynamic_axes=_torchscript_axes(output_names, example.dim(), dynamic_batch,
+                                                             dynamic_image_size, detection) or None,
+                              do_constant_folding=True, **kwargs)
     except Exception as exc:
         raise ZooError(f"ONNX export failed with both exporters: dynamo: {reason}; "
                        f"torchscript: {type(exc).__name__}: {first_line(exc)}") from exc
     return "torchscript", reason, ts_opset
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No logging and no output on stdout or stderr while inside."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _torchscript_axes(output_names: list[str], rank: int, dynamic_batch: bool, dynamic_image_size: bool,
+                      detection: bool) -> dict[str, dict[int, str]]:
+    """Names for the TorchScript exporter's dynamic axes (it makes any other output axis symbolic itself)."""
+    image = {rank - 2: "height", rank - 1: "width"} if dynamic_image_size else {}
+    axes = {_INPUT_NAME: ({0: "batch"} if dynamic_batch else {}) | image}
+    for name in output_names:
+        if detection:
+            axes[name] = {0: "detections"} | ({2: "height", 3: "width"} if name == "masks" and image else {})
+        elif dynamic_batch:
+            axes[name] = {0: "batch"}
+    return {name: named for name, named in axes.items() if named}
 
 
 def _shape_coverage(proto: Any) -> tuple[int, list[str]]:
@@ -628,6 +752,7 @@ def _provenance(info: Mapping[str, Any], shape: tuple[int, ...], output_names: l
 
     spec = info["spec"]
     layout = "N" + (spec or {}).get("layout", "CHW") if len(shape) in (4, 5) else None
+    detection = info["task"] in DETECTION_TASKS
     out_layout = _OUTPUT_LAYOUTS.get(info["task"] or "")
     values: dict[str, Any] = {
         "model": info["name"],
@@ -637,7 +762,8 @@ def _provenance(info: Mapping[str, Any], shape: tuple[int, ...], output_names: l
         "preprocessing": spec,
         "categories": info["categories"],
         "inputs": [{"name": _INPUT_NAME, "layout": layout, "export_shape": list(shape)}],
-        "outputs": [{"name": n, "layout": out_layout} for n in output_names],
+        "outputs": [{"name": n, "layout": _DETECTION_LAYOUTS.get(n) if detection else out_layout}
+                    for n in output_names],
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "exporter": exporter,
@@ -660,35 +786,114 @@ def _save(proto: Any, target: Path, large: bool, meta: Mapping[str, str]) -> Non
         onnx.save_model(proto, str(target))
 
 
-def _verify(model: Any, onnx_path: Path, shape: tuple[int, ...], batches: list[int], output_names: list[str],
-            flatten: Any, rtol: float, atol: float) -> list[OutputCheck]:
-    import numpy as np
+def _verify(model: Any, onnx_path: Path, inputs: list[torch.Tensor], output_names: list[str], flatten: Any,
+            detection: bool, rtol: float, atol: float) -> list[OutputCheck]:
+    """Every output of ONNX Runtime (CPU) against eager PyTorch, on each of `inputs`."""
     import onnxruntime as ort
     import torch
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    checks = []
-    for i, batch in enumerate(batches):
-        x = torch.randn((batch, *shape[1:]), generator=torch.Generator().manual_seed(i))
+    checks: list[OutputCheck] = []
+    for x in inputs:
         with torch.inference_mode():
-            expected = _flatten(model(x), flatten)
+            expected = [t.detach().numpy() for t in _flatten(model(x), flatten)]
         got = session.run(output_names, {_INPUT_NAME: x.numpy()})
-        for name, want, have in zip(output_names, expected, got):
-            want = want.detach().numpy().astype(np.float64)
-            have = np.asarray(have, dtype=np.float64)
-            if want.shape != have.shape:
-                checks.append(OutputCheck(name, tuple(x.shape), tuple(have.shape), float("inf"), float("inf"),
-                                          rtol, atol, False))
-                continue
-            diff = np.abs(have - want)
-            nonzero = np.abs(want) > 0
-            rel = float((diff[nonzero] / np.abs(want[nonzero])).max()) if nonzero.any() else 0.0
-            passed = bool(np.all(diff <= atol + rtol * np.abs(want)))  # NaN anywhere fails
-            checks.append(OutputCheck(name, tuple(x.shape), tuple(have.shape), float(diff.max(initial=0.0)),
-                                      rel, rtol, atol, passed))
+        if detection:
+            checks += _compare_detections(output_names, expected, got, tuple(x.shape), rtol, atol)
+        else:
+            checks += [_compare(n, want, have, tuple(x.shape), rtol, atol)
+                       for n, want, have in zip(output_names, expected, got)]
     return checks
+
+
+def _compare(name: str, want: Any, have: Any, input_shape: tuple[int, ...], rtol: float,
+             atol: float) -> OutputCheck:
+    import numpy as np
+
+    want = np.asarray(want, dtype=np.float64)
+    have = np.asarray(have, dtype=np.float64)
+    if want.shape != have.shape:
+        return OutputCheck(name, input_shape, tuple(have.shape), float("inf"), float("inf"), rtol, atol, False)
+    diff = np.abs(have - want)
+    large = np.abs(want) > atol  # near zero, only atol means anything
+    rel = float((diff[large] / np.abs(want[large])).max()) if large.any() else 0.0
+    passed = bool(np.all(diff <= atol + rtol * np.abs(want)))  # NaN anywhere fails
+    return OutputCheck(name, input_shape, tuple(have.shape), float(diff.max(initial=0.0)), rel, rtol, atol, passed)
+
+
+def _compare_detections(names: list[str], expected: list[Any], got: list[Any], input_shape: tuple[int, ...],
+                        rtol: float, atol: float) -> list[OutputCheck]:
+    """Detections paired across the runtimes (same label, best overlap), then compared pair by pair.
+
+    The runtimes may list detections in another order, and which detections survive
+    the cut (the score threshold, or the per-image limit among tied scores) can differ
+    by float noise. A detection found by one runtime only, or a pair that differs, is
+    tolerated (and counted as unmatched) only where its scores sit at that cut; any
+    other difference fails.
+    """
+    import numpy as np
+
+    want, have = dict(zip(names, expected)), dict(zip(names, got))
+    want_at_cut, have_at_cut = _at_cut(want["scores"], rtol, atol), _at_cut(have["scores"], rtol, atol)
+    pairs = [(i, j) for i, j in _match_detections(want, have)
+             if not (want_at_cut[i] and have_at_cut[j])
+             or all(np.allclose(have[n][j], want[n][i], rtol=rtol, atol=atol) for n in names)]
+    lost = np.ones(len(want["scores"]), bool)
+    extra = np.ones(len(have["scores"]), bool)
+    lost[[i for i, _ in pairs]] = False
+    extra[[j for _, j in pairs]] = False
+    tolerated = bool(want_at_cut[lost].all() and have_at_cut[extra].all())
+    rows, cols = [i for i, _ in pairs], [j for _, j in pairs]
+    checks = [_compare(n, want[n][rows], have[n][cols], input_shape, rtol, atol) for n in names]
+    return [replace(c, output_shape=tuple(have[c.name].shape), passed=c.passed and tolerated,
+                    detections=len(want["scores"]), unmatched=int(lost.sum() + extra.sum())) for c in checks]
+
+
+def _at_cut(scores: Any, rtol: float, atol: float) -> Any:
+    """Which detections score as low as the lowest one kept, within tolerance."""
+    import numpy as np
+
+    if not len(scores):
+        return np.zeros(0, bool)
+    low = float(scores.min())
+    return scores <= low + atol + rtol * abs(low)
+
+
+def _match_detections(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(PyTorch index, ONNX Runtime index) pairs of one label and the best overlap (IoU >= 0.5).
+
+    Greedy in PyTorch's score order, as detection benchmarks match predictions to objects.
+    """
+    import numpy as np
+
+    iou = _box_iou(np.asarray(want["boxes"], np.float64), np.asarray(have["boxes"], np.float64))
+    iou[want["labels"][:, None] != have["labels"][None, :]] = 0.0
+    taken = np.zeros(len(have["boxes"]), bool)
+    pairs = []
+    for i in np.argsort(-want["scores"], kind="stable"):
+        overlap = np.where(taken, 0.0, iou[i])
+        j = int(overlap.argmax()) if len(overlap) else -1
+        if j >= 0 and overlap[j] >= 0.5:
+            pairs.append((int(i), j))
+            taken[j] = True
+    return pairs
+
+
+def _box_iou(a: Any, b: Any) -> Any:
+    """Intersection over union of every (x1, y1, x2, y2) box in `a` with every one in `b`."""
+    import numpy as np
+
+    def area(boxes: Any) -> Any:
+        return (boxes[:, 2] - boxes[:, 0]).clip(0) * (boxes[:, 3] - boxes[:, 1]).clip(0)
+
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (bottom_right - top_left).clip(0).prod(-1)
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    same = (a[:, None, :] == b[None, :, :]).all(-1)  # equal empty boxes overlap fully
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), same.astype(np.float64))
 
 
 def _tensor_bytes(model: Any) -> int:
