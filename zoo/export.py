@@ -23,7 +23,6 @@ import contextlib
 import functools
 import inspect
 import io
-import json
 import logging
 import os
 import shutil
@@ -33,8 +32,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo import metadata
 from zoo.errors import UsageError, ZooError, first_line
 from zoo.fetch import sha256_of
+from zoo.specs import DETECTION_TASKS
 
 if TYPE_CHECKING:
     import torch
@@ -63,11 +64,6 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     **dict.fromkeys(("detection", "instance_segmentation", "keypoints"), (5e-3, 1e-3)),
 }
 _DEFAULT_TOLERANCE = (1e-3, 1e-5)
-#: Models that take a list of images and return, per image, a dict of variable-length
-#: tensors (boxes, labels, scores, and masks or keypoints). They are exported for one
-#: image (batch 1) of any height and width, outputs flattened by key; verification
-#: matches detections between the runtimes before comparing them.
-DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")
 #: The batch size of the second verification run when the batch is dynamic.
 SECOND_BATCH = 5
 #: Above this many bytes of parameters and buffers, tensors go to external data
@@ -83,7 +79,6 @@ _DETECTION_LAYOUTS = {
     "boxes": "K4 (x1, y1, x2, y2 in input pixels)", "labels": "K", "scores": "K", "masks": "K1HW",
     "keypoints": "KJ3 (x, y, visibility)", "keypoints_scores": "KJ",
 }
-_META_PREFIX = "zoo."
 
 
 class ExportVerificationError(ZooError):
@@ -346,7 +341,7 @@ def export_onnx(
                 f"exported {info['name']} does not match PyTorch (rtol={rtol:g}, atol={atol:g}): {detail}; "
                 f"no file written", checks)
 
-        meta[_META_PREFIX + "verification"] = json.dumps([c.to_json() for c in checks])
+        meta.update(metadata.encode({"verification": [c.to_json() for c in checks]}))
         _save(proto, staged, large, meta)
         data_file = staged.with_name(staged.name + ".data")
         final_data = path.with_name(path.name + ".data") if data_file.exists() else None
@@ -472,15 +467,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise UsageError(f"{path} is not an ONNX model: {first_line(exc)}") from exc
-    out: dict[str, Any] = {}
-    for prop in proto.metadata_props:
-        if prop.key.startswith(_META_PREFIX):
-            key = prop.key[len(_META_PREFIX):]
-            try:
-                out[key] = json.loads(prop.value)
-            except ValueError:
-                out[key] = prop.value
-    return out
+    return metadata.decode((prop.key, prop.value) for prop in proto.metadata_props)
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -775,7 +762,7 @@ def _provenance(info: Mapping[str, Any], shape: tuple[int, ...], output_names: l
         "fallback_reason": reason,
         "opset": opset,
     }
-    return {_META_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    return metadata.encode(values)
 
 
 def _save(proto: Any, target: Path, large: bool, meta: Mapping[str, str]) -> None:
