@@ -52,6 +52,10 @@ _EXPORTS = {
     "feature_nodes": "zoo.summary",
     "features_model": "zoo.summary",
     "extract_features": "zoo.summary",
+    "Predictor": "zoo.runtime",
+    "predict": "zoo.runtime",
+    "quantize_int8": "zoo.quantize",
+    "bench": "zoo.bench",
     "fetch_weights": "zoo.registry",
     "weights_path": "zoo.registry",
     "verify_weights": "zoo.registry",
@@ -106,4 +110,7 @@ if TYPE_CHECKING:
         verify_weights,
         weights_path,
     )
+    from zoo.bench import bench
+    from zoo.quantize import quantize_int8
+    from zoo.runtime import Predictor, predict
     from zoo.specs import ModelSpec, WeightsSpec

@@ -144,6 +144,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", dest="browse", action="store_false", help="only serve and print the address")
     p.set_defaults(run=_view)
 
+    p = commands.add_parser("predict", help="run an exported model on images with ONNX Runtime (no torch needed)",
+                            description=("Run FILE (an ONNX model written by zoo export) on each IMAGE with ONNX "
+                                         "Runtime, preprocessing and labelling from the file's own metadata: top-k "
+                                         "classes, detections, or a class mask. CUDA when a GPU is usable, else "
+                                         "CPU; the providers the session really got are printed."))
+    p.add_argument("file", metavar="FILE", help="an ONNX model, e.g. written by zoo export")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ... anything Pillow reads)")
+    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
+                   help="detections scoring below S are dropped (default 0.5)")
+    p.add_argument("--provider", metavar="P",
+                   help="cpu, cuda or tensorrt, or a comma-separated preference list (default: cuda if usable, "
+                        "then cpu)")
+    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads (default: all cores)")
+    _add_json(p)
+    p.set_defaults(run=_predict)
+
+    p = commands.add_parser("bench", help="latency and throughput: eager PyTorch, ONNX Runtime, int8, fp16",
+                            description=("Time TARGET (a catalog model, exported to a temporary file with random "
+                                         "weights unless --weights; or an exported .onnx file) in one run on every "
+                                         "engine: eager PyTorch, ONNX Runtime float, int8 (static quantisation, "
+                                         "CPU) and fp16 (CUDA), at each batch size. Prints p50/p90/p99 latency "
+                                         "and throughput, and the speed-up over eager PyTorch."))
+    p.add_argument("target", metavar="NAME|FILE", help="a model name (e.g. resnet50) or an exported .onnx file")
+    p.add_argument("--batch", default="1", metavar="N[,N...]", help="batch sizes, e.g. 1,8,32 (default 1)")
+    p.add_argument("--provider", metavar="P", help="cpu, cuda or tensorrt (default: cuda if usable, then cpu)")
+    p.add_argument("--weights", metavar="WEIGHTS", help="load these weights into a catalog model, e.g. DEFAULT")
+    p.add_argument("--iterations", type=int, default=50, metavar="N", help="timed calls per engine and batch")
+    p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed calls first (default 5)")
+    p.add_argument("--threads", type=int, metavar="N", help="threads for every engine (default: all cores)")
+    p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 engine")
+    p.add_argument("--calibration", nargs="+", metavar="IMAGE",
+                   help="images to calibrate int8 on (default: scikit-image's sample photographs)")
+    _add_json(p)
+    p.set_defaults(run=_bench)
+
     p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
@@ -380,6 +416,32 @@ def _export_text(r: Any) -> str:
              "ok" if c.passed else "FAIL"] for c in r.verification]
     return "\n".join(lines) + "\n\n" + _table(
         ["OUTPUT", "INPUT", "MAX ABS", "MAX REL", "TOLERANCE", *(["DETECTIONS"] if detection else []), ""], rows)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from zoo.runtime import Predictor
+
+    predictor = Predictor(args.file, providers=_providers(args.provider), threads=args.threads)
+    results = predictor.predict(args.images, topk=args.topk, score_threshold=args.score_threshold)
+    _emit(args, {"model": str(args.file), "providers": predictor.providers,
+                 "results": [r.to_json() for r in results]},
+          lambda: "\n".join([f"{args.file}: {predictor.task} on {', '.join(predictor.providers)}",
+                             *(str(r) for r in results)]))
+    return 0
+
+
+def _providers(text: str | None) -> list[str] | None:
+    return [p.strip() for p in text.split(",")] if text else None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from zoo.bench import bench
+
+    result = bench(args.target, batches=args.batch, providers=_providers(args.provider), weights=args.weights,
+                   iterations=args.iterations, warmup=args.warmup, threads=args.threads, int8=args.int8,
+                   calibration=args.calibration)
+    _emit(args, result.to_json(), lambda: str(result))
+    return 0
 
 
 def _view(args: argparse.Namespace) -> int:

@@ -229,6 +229,7 @@ def export_onnx(
     rtol: float | None = None,
     atol: float | None = None,
     builder_kwargs: Mapping[str, Any] | None = None,
+    record: bool = True,
 ) -> ExportResult:
     """Export a catalog model (by name, with `weights`) or an ``nn.Module`` to ONNX at `path`, verified.
 
@@ -241,7 +242,8 @@ def export_onnx(
     `opset` defaults to `default_opset`. `rtol`/`atol` default to `TOLERANCES` of the
     model's task. `builder_kwargs` go to the model's builder (e.g. ``min_size`` of a
     detection model). Without weights the random initialisation is seeded, so the
-    same request exports the same model.
+    same request exports the same model. `record=False` keeps a throwaway export (a
+    benchmark's temporary file) out of the catalog's exports table.
 
     The file appears at `path` only once it is checked and verified; on any failure
     nothing is left there. Raises `UsageError` for bad arguments or unsupported models
@@ -264,7 +266,7 @@ def export_onnx(
         raise UsageError(f"builder_kwargs must be a mapping of builder arguments, not {builder_kwargs!r}")
     shape = _parse_shape(input_shape) if input_shape is not None else None
     request = None
-    if isinstance(model_or_name, str):
+    if isinstance(model_or_name, str) and record:
         request = _request(model_or_name, weights, shape, dynamic_batch, dynamic_image_size, opset, rtol, atol,
                            builder_kwargs)
         earlier = _reusable(path, request)
