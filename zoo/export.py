@@ -25,6 +25,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -666,7 +667,7 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
                               verbose=False, **kwargs)
         return "dynamo", None, dynamo_opset
     except Exception as exc:  # noqa: BLE001 - any failure moves to the other exporter
-        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        reason = _failure_reason(exc)
     for leftover in target.parent.iterdir():
         if leftover.is_file():
             leftover.unlink()
@@ -688,6 +689,18 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
         raise ZooError(f"ONNX export failed with both exporters: dynamo: {reason}; "
                        f"torchscript: {type(exc).__name__}: {first_line(exc)}") from exc
     return "torchscript", reason, ts_opset
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The root cause of an exporter failure, on one short line without terminal colours.
+
+    torch.onnx wraps the error of torch.export in a generic "Failed to export" with
+    advice; the exception it chains from says what in the model stopped it.
+    """
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc))
+    return f"{type(exc).__name__}: {text if len(text) <= 200 else text[:200] + '...'}"
 
 
 @contextlib.contextmanager
