@@ -872,22 +872,26 @@ def _at_cut(scores: Any, rtol: float, atol: float) -> Any:
 
 
 def _match_detections(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[tuple[int, int]]:
-    """(PyTorch index, ONNX Runtime index) pairs of one label and the best overlap (IoU >= 0.5).
+    """(PyTorch index, ONNX Runtime index) pairs of one label and overlap (IoU) of at least 0.5.
 
-    Greedy in PyTorch's score order, as detection benchmarks match predictions to objects.
+    Pairs are taken best overlap first, so each detection meets its own twin before a
+    neighbour can take it (in score order, a detection one runtime lacks would take
+    its neighbour's twin, and so on down the list).
     """
     import numpy as np
 
     iou = _box_iou(np.asarray(want["boxes"], np.float64), np.asarray(have["boxes"], np.float64))
     iou[want["labels"][:, None] != have["labels"][None, :]] = 0.0
-    taken = np.zeros(len(have["boxes"]), bool)
+    used_want, used_have = set(), set()
     pairs = []
-    for i in np.argsort(-want["scores"], kind="stable"):
-        overlap = np.where(taken, 0.0, iou[i])
-        j = int(overlap.argmax()) if len(overlap) else -1
-        if j >= 0 and overlap[j] >= 0.5:
-            pairs.append((int(i), j))
-            taken[j] = True
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), iou.shape[1])
+        if iou[i, j] < 0.5:
+            break
+        if i not in used_want and j not in used_have:
+            pairs.append((i, j))
+            used_want.add(i)
+            used_have.add(j)
     return pairs
 
 
