@@ -171,7 +171,7 @@ def test_detection_model_is_exported_for_any_image_size_and_verified_after_match
     assert detector.input_shape == (1, 3, 200, 200)  # a square of the model's own min_size
     assert detector.dynamic_axes["input"] == {2: "height", 3: "width"}
     assert detector.dynamic_axes["boxes"] == {0: "detections"}
-    # three images: the export size, another size, and a uniform grey image with no detections
+    # three images: the export size, another size, and a blank grey image with no detections
     by_input = {}
     for check in detector.verification:
         by_input.setdefault(check.input_shape, []).append(check)
@@ -200,6 +200,52 @@ def test_detection_export_runs_at_a_size_it_never_saw(detector: ExportResult) ->
     assert sorted(labels.tolist()) == sorted(expected["labels"].tolist())
     np.testing.assert_allclose(np.sort(scores), np.sort(expected["scores"].numpy()), rtol=5e-3, atol=1e-3)
     assert boxes[:, 2].max() <= 260 and boxes[:, 3].max() <= 170  # in this image's pixels
+
+
+def _detections(boxes: list[list[float]], scores: list[float], labels: list[int]) -> list[np.ndarray]:
+    return [np.array(boxes, np.float32), np.array(labels, np.int64), np.array(scores, np.float32)]
+
+
+def test_detections_pair_by_twin_boxes_even_without_area_and_a_moved_box_fails() -> None:
+    from zoo.export import _compare_detections
+
+    names = ["boxes", "labels", "scores"]
+    # a random head's boxes often have no width (x1 == x2): IoU cannot pair them
+    torch_out = _detections([[24, 229.5, 24, 232], [10, 10, 50, 60], [0, 0, 30, 30]], [0.9, 0.5, 0.3], [7, 3, 3])
+    listed_otherwise = _detections([[10, 10, 50, 60.0002], [24.00003, 229.5, 24.00003, 232], [0, 0, 30, 30]],
+                                   [0.5000001, 0.9, 0.3], [3, 7, 3])
+    checks = _compare_detections(names, torch_out, listed_otherwise, (1, 3, 300, 300), 5e-3, 1e-3)
+    assert all(c.passed and c.unmatched == 0 and c.detections == 3 for c in checks)
+
+    moved = _detections([[24, 229.5, 24, 232], [18, 10, 58, 60], [0, 0, 30, 30]], [0.9, 0.5, 0.3], [7, 3, 3])
+    boxes = _compare_detections(names, torch_out, moved, (1, 3, 300, 300), 5e-3, 1e-3)[0]
+    assert not boxes.passed and boxes.max_abs_error == pytest.approx(8.0)
+
+    lost = _detections([[24, 229.5, 24, 232], [0, 0, 30, 30]], [0.9, 0.3], [7, 3])  # not at the score cut
+    assert not any(c.passed for c in _compare_detections(names, torch_out, lost, (1, 3, 300, 300), 5e-3, 1e-3))
+    cut = _detections([[24, 229.5, 24, 232], [10, 10, 50, 60]], [0.9, 0.5], [7, 3])  # the lowest one, at the cut
+    checks = _compare_detections(names, torch_out, cut, (1, 3, 300, 300), 5e-3, 1e-3)
+    assert all(c.passed and c.unmatched == 1 for c in checks)
+
+
+def test_instance_masks_may_move_an_edge_by_one_pixel_but_no_further() -> None:
+    from zoo.export import _compare_detections
+
+    names = ["boxes", "labels", "scores", "masks"]
+    mask = np.zeros((1, 1, 40, 40), np.float32)
+    mask[..., 10:20, 10:30] = 1.0  # a box pasted at whole pixels: a rounding flip moves its edge
+
+    def with_mask(m: np.ndarray) -> list[np.ndarray]:  # and a second, lower one: the first is not at the cut
+        return [*_detections([[10, 10, 30, 20], [0, 30, 5, 35]], [0.8, 0.3], [1, 2]),
+                np.concatenate([m, np.zeros_like(m)])]
+
+    def compare(m: np.ndarray) -> dict[str, bool]:
+        checks = _compare_detections(names, with_mask(mask), with_mask(m), (1, 3, 40, 40), 5e-3, 1e-3)
+        return {c.name: c.passed for c in checks}
+
+    assert compare(np.roll(mask, 1, axis=-1))["masks"]
+    assert not compare(np.roll(mask, 3, axis=-1))["masks"]
+    assert not compare(mask * 0.9)["masks"]  # inside the mask nothing moves: values must agree
 
 
 class _CountsCalls(torch.nn.Module):
