@@ -58,9 +58,6 @@ DEFAULT_TIMEOUT_S = 1500
 #: in H, W), and no score cut (R-CNNs: box_score_thresh; RetinaNet, FCOS, SSD:
 #: score_thresh), so that random weights still detect up to the per-image limit.
 DETECTION_BUILDER_KWARGS = {"min_size": 320, "max_size": 320, "box_score_thresh": 0.0, "score_thresh": 0.0}
-#: Where the default weights' preprocessing does not fit the model built without them:
-#: vit_h_14's builder makes the 518-pixel architecture only for its SWAG weights.
-INPUT_SHAPES = {"vit_h_14": (1, 3, 224, 224)}
 #: torchvision's video models are trained and evaluated on 16-frame clips.
 VIDEO_FRAMES = 16
 VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime")
@@ -114,8 +111,6 @@ def export_arguments(name: str) -> dict[str, Any]:
     import zoo
 
     record = zoo.describe(name)
-    if name in INPUT_SHAPES:
-        return {"input_shape": INPUT_SHAPES[name]}
     if record["task"] == "video":
         return {"input_shape": video_shape(record)}
     if record["task"] in DETECTION_TASKS:

@@ -270,6 +270,16 @@ def test_export_that_does_not_match_pytorch_fails_loudly_and_leaves_nothing(tmp_
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_a_model_of_one_image_size_is_exported_at_that_size(tmp_path: Path) -> None:
+    from torchvision.models import VisionTransformer
+
+    # ViT takes only its own image_size (vit_h_14 built without weights: 224, not its weights' 518)
+    vit = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64)
+    result = export_onnx(vit, tmp_path / "vit.onnx")
+    assert result.input_shape == (1, 3, 32, 32)
+    assert all(c.passed for c in result.verification)
+
+
 def test_zero_tolerance_fails_on_float_differences(synced_catalog: str, tmp_path: Path) -> None:
     path = tmp_path / "m.onnx"
     path.write_bytes(b"an older export")

@@ -129,7 +129,7 @@ def test_explicit_preprocessing_for_a_model_without_metadata(digits: ExportResul
     ("missing.onnx", [np.zeros((8, 8), np.uint8)], "no ONNX file at"),
     (None, [], "at least one image"),
     (None, "image.png", "at least one image"),
-    (None, ["no/such/image.png"], "cannot read image"),
+    (None, ["no/such/image.png"], "no image file at no/such/image.png"),
     (None, [np.zeros((8, 8), np.float32)], "expected a uint8"),
 ])
 def test_bad_input_is_one_line_usage_error(digits: ExportResult, tmp_path: Path, source: str | None,

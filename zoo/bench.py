@@ -238,9 +238,9 @@ def _providers(requested: str | Sequence[str] | None, fp16: bool | None) -> list
 def _calibration_images(paths: Sequence[str | os.PathLike[str]] | None) -> tuple[list[Any], dict[str, Any] | None]:
     """Images to calibrate int8 on, and a record of where they came from."""
     if paths:
-        from zoo.quantize import load_images
+        from zoo.runtime import open_image
 
-        return load_images(paths), {"source": "calibration paths", "count": len(paths),
+        return [open_image(p) for p in paths], {"source": "calibration paths", "count": len(paths),
                                     "images": [os.fspath(p) for p in paths]}
     images, names = sample_photographs()
     if not images:

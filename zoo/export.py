@@ -234,7 +234,8 @@ def export_onnx(
 ) -> ExportResult:
     """Export a catalog model (by name, with `weights`) or an ``nn.Module`` to ONNX at `path`, verified.
 
-    `input_shape` (N, C, H, W) defaults, for a catalog model, to the preprocessing of
+    `input_shape` (N, C, H, W) defaults, for a catalog model, to the one size its
+    architecture takes (``image_size``, as ViT declares it), else to the preprocessing of
     its weights (or of its default weights when `weights` is None): the crop size,
     else the resize size, else the weights' ``min_size``, batch 1; a detection model
     defaults to a square of its own ``min_size``. `dynamic_batch` (default: yes, except
@@ -544,6 +545,11 @@ def _default_shape(info: Mapping[str, Any], model: Any) -> tuple[int, ...]:
     if info["task"] == "video" or (spec and spec.get("layout") == "CTHW"):
         raise UsageError(f"{info['name']} takes video clips: pass input_shape, e.g. (1, 3, 16, 112, 112)")
     channels = 1 if spec and spec.get("channel_order") == "L" else 3
+    fixed = getattr(model, "image_size", None)
+    if isinstance(fixed, int) and not isinstance(fixed, bool):
+        # the architecture takes one size only (ViT): built without weights it may not
+        # be the size of its default weights (vit_h_14: 224, its SWAG weights 518)
+        return (1, channels, fixed, fixed)
     if spec and spec.get("crop_size"):
         size = spec["crop_size"]
     elif spec and spec.get("resize_size"):

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import onnxruntime
     from PIL import Image
 
-__all__ = ["QuantizeResult", "QuantEvaluation", "quantize_int8", "load_images", "QUANT_FORMATS"]
+__all__ = ["QuantizeResult", "QuantEvaluation", "quantize_int8", "QUANT_FORMATS"]
 
 #: An image as zoo's preprocessing takes it, or a file to open with Pillow.
 ImageLike = Union[str, "os.PathLike[str]", "Image.Image", np.ndarray]
@@ -147,21 +147,6 @@ def quantize_int8(
     )
 
 
-def load_images(paths: Sequence[str | os.PathLike[str]]) -> list[Image.Image]:
-    """The images at `paths`, opened with Pillow and read; one line names a file that is not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                images.append(image)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise UsageError(f"cannot read image {os.fspath(path)!r}: {first_line(exc)}") from exc
-    return images
-
-
 # -- inputs ---------------------------------------------------------------------------
 
 
@@ -190,10 +175,12 @@ def _check_evaluation(evaluation: Any, metadata: Mapping[str, Any]) -> None:
 
 def _preprocessed(spec: PreprocessSpec, images: Sequence[ImageLike]) -> list[np.ndarray]:
     """Each image as the model's input sample (C x H x W float32)."""
+    from zoo.runtime import open_image
+
     out = []
     for image in images:
         if isinstance(image, (str, os.PathLike)):
-            image = load_images([image])[0]
+            image = open_image(image)
         out.append(preprocess_numpy(spec, image))
     return out
 

@@ -39,7 +39,7 @@ from zoo.specs import DETECTION_TASKS
 
 __all__ = [
     "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Predictor", "Segmentation",
-    "create_session", "cuda_device_count", "predict", "select_providers", "session_metadata",
+    "create_session", "cuda_device_count", "open_image", "predict", "select_providers", "session_metadata",
 ]
 
 _CPU, _CUDA, _TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -413,7 +413,7 @@ class Predictor:
                 continue
             source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
             sources.append(source)
-            samples.append(self._preprocess(_open(image) if source is not None else image))
+            samples.append(self._preprocess(open_image(image) if source is not None else image))
         return sources, samples
 
     def _preprocess(self, image: Image.Image | np.ndarray) -> np.ndarray:
@@ -582,8 +582,8 @@ def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
     raise UsageError(f"expected an image or a list of images ({_ACCEPTED_IMAGES}), got {type(images).__name__}")
 
 
-def _open(path: str | os.PathLike[str]) -> Image.Image:
-    """The image at `path`, read; one line names a file that is not one."""
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """The image at `path`, opened with Pillow and read; a one-line `UsageError` names a file that is not one."""
     if not Path(path).is_file():
         raise UsageError(f"no image file at {os.fspath(path)}; give {_ACCEPTED_IMAGES}")
     try:
