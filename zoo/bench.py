@@ -240,8 +240,8 @@ def _calibration_images(paths: Sequence[str | os.PathLike[str]] | None) -> tuple
     if paths:
         from zoo.runtime import open_image
 
-        return [open_image(p) for p in paths], {"source": "calibration paths", "count": len(paths),
-                                    "images": [os.fspath(p) for p in paths]}
+        record = {"source": "calibration paths", "count": len(paths), "images": [os.fspath(p) for p in paths]}
+        return [open_image(p) for p in paths], record
     images, names = sample_photographs()
     if not images:
         return [], None

@@ -103,7 +103,7 @@ class OutputCheck:
     atol: float
     passed: bool  # every element: |onnx - torch| <= atol * scale + rtol * |torch|
     detections: int | None = None  # detection models: how many PyTorch found in this image
-    unmatched: int | None = None  # detection models: kept by one runtime only, at the score cut or a tie
+    unmatched: int | None = None  # detection models: kept by one runtime only, at the score cut
     scale: float = 1.0  # image and class outputs: max(1, max |torch|), the unit of atol
 
     def to_json(self) -> dict[str, Any]:
