@@ -845,7 +845,7 @@ def _compare(name: str, want: Any, have: Any, input_shape: tuple[int, ...], rtol
 
 def _compare_detections(names: list[str], expected: list[Any], got: list[Any], input_shape: tuple[int, ...],
                         rtol: float, atol: float) -> list[OutputCheck]:
-    """Detections paired across the runtimes (same label, best overlap), then compared pair by pair.
+    """Detections paired across the runtimes (same label; twin boxes, then overlap), then compared pair by pair.
 
     The runtimes may list detections in another order, and which detections survive
     the cut (the score threshold, or the per-image limit among tied scores) can differ
