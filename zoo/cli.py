@@ -7,29 +7,50 @@ A user mistake ends in one line on stderr (``zoo: error: ...``) and exit code 1
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
-from zoo.errors import ERROR_PREFIX, UsageError, ZooError
+from zoo.errors import ERROR_PREFIX, UsageError, ZooError, excerpt
 
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
+# Errors of a full or failing disk: reported in one line wherever they happen (stdout included).
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # here, so that a full disk is reported, not found at exit
+        return status
     except ZooError as exc:
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `zoo list | head`: the reader left; not an error
-        sys.stderr.close()
+        _drop_stdout()
         return 0
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        _drop_stdout()
+        where = f" {exc.filename}" if exc.filename else " the output"
+        print(f"{ERROR_PREFIX}cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's flush at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -194,8 +215,8 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 def _count(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGbB]?)\s*", text)
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use e.g. 10M, 500k or 25557032")
-    return int(float(match[1]) * _SUFFIXES[match[2].lower()])
+        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not a count; use e.g. 10M, 500k or 25557032")
+    return int(Fraction(match[1]) * _SUFFIXES[match[2].lower()])
 
 
 def _metric(text: str) -> tuple[str, float]:
@@ -205,7 +226,7 @@ def _metric(text: str) -> tuple[str, float]:
             raise ValueError
         return name.strip(), float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE; use e.g. acc@1=75") from None
+        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not NAME=VALUE; use e.g. acc@1=75") from None
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -359,14 +380,14 @@ def _shape(text: str) -> tuple[int, ...]:
     except ValueError:
         dims = ()
     if len(dims) < 2 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; use e.g. 1,3,224,224")
+        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not a shape; use e.g. 1,3,224,224")
     return dims
 
 
 def _builder_arg(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE; use e.g. min_size=320")
+        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not KEY=VALUE; use e.g. min_size=320")
     try:
         return key, json.loads(value)
     except ValueError:

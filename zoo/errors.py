@@ -14,6 +14,16 @@ from collections.abc import Iterable
 ERROR_PREFIX = "zoo: error: "
 
 
+def excerpt(value: object, limit: int = 60) -> str:
+    """`value`'s repr, or its first `limit` characters and its length when it is longer.
+
+    Error messages quote what the user gave through this, so a huge bad argument is
+    not echoed back in full.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     text = str(exc).strip()
@@ -41,7 +51,7 @@ class UnknownNameError(ZooError, ValueError):
             hint = f"; known: {', '.join(sorted(known)[:10])}{', ...' if len(known) > 10 else ''}"
         else:
             hint = "; none registered"
-        super().__init__(f"unknown {kind} {name!r}{hint}")
+        super().__init__(f"unknown {kind} {excerpt(name)}{hint}")
         self.name = name
         self.suggestions = [by_lower[c] for c in close]
 

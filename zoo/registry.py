@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
@@ -22,12 +23,13 @@ from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, se
 from zoo.catalog.engine import write_transaction
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.tables import metrics, models, plugins, weight_files, weights
-from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError
+from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, excerpt
 from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, verify
 from zoo.targets import load_target, target_of
 
 Patterns = str | Iterable[str] | None
 _UNKNOWN = (None, None)  # sha256 and size of a file never verified
+_MAX_COUNT = 2**63 - 1  # the largest number a BIGINT column compares with
 
 
 def list_models(
@@ -425,12 +427,12 @@ def _filtered(
     if task is not None:
         tasks = conn.scalars(select(models.c.task).distinct()).all()
         if task.lower() not in tasks:
-            raise UsageError(f"unknown task {task!r}; tasks in the catalog: {', '.join(sorted(tasks))}")
+            raise UsageError(f"unknown task {excerpt(task)}; tasks in the catalog: {', '.join(sorted(tasks))}")
         query = query.where(models.c.task == task.lower())
     if plugin is not None:
         names = conn.execute(select(plugins.c.name, plugins.c.distribution)).all()
         if plugin.lower() not in {n.lower() for row in names for n in row if n}:
-            raise UsageError(f"unknown plugin {plugin!r}; plugins: {', '.join(sorted(n for n, _ in names))}")
+            raise UsageError(f"unknown plugin {excerpt(plugin)}; plugins: {', '.join(sorted(n for n, _ in names))}")
         owned = select(plugins.c.id).where(
             (func.lower(plugins.c.name) == plugin.lower()) | (func.lower(plugins.c.distribution) == plugin.lower())
         )
@@ -439,7 +441,11 @@ def _filtered(
         has_weights = exists().where(weights.c.model_id == models.c.id)
         query = query.where(has_weights if pretrained else ~has_weights)
     if max_params is not None:
+        if not isinstance(max_params, int) or isinstance(max_params, bool) or not 0 <= max_params <= _MAX_COUNT:
+            raise UsageError(f"max_params must be a whole number from 0 to {_MAX_COUNT}, not {excerpt(max_params)}")
         query = query.where(models.c.num_params <= max_params)
+    if min_metric:
+        _check_metrics(conn, min_metric)
     for metric, minimum in (min_metric or {}).items():
         dataset, _, name = metric.rpartition(":")
         meets = (
@@ -451,6 +457,21 @@ def _filtered(
             meets = meets.where(func.lower(metrics.c.dataset) == dataset.lower())
         query = query.where(models.c.id.in_(meets))
     return query
+
+
+def _check_metrics(conn: Connection, min_metric: Mapping[str, float]) -> None:
+    """Refuse a `min_metric` filter that could only ever match nothing by mistake."""
+    known = conn.execute(select(metrics.c.dataset, metrics.c.name).distinct()).all()
+    for metric, minimum in min_metric.items():
+        if not isinstance(minimum, (int, float)) or isinstance(minimum, bool) or not math.isfinite(minimum):
+            raise UsageError(f"minimum of metric {excerpt(metric)} must be a finite number, not {excerpt(minimum)}")
+        dataset, _, name = metric.lower().rpartition(":")
+        datasets = sorted(d for d, n in known if n.lower() == name)
+        if not datasets:
+            names = sorted({n for _, n in known})
+            raise UsageError(f"unknown metric {excerpt(metric)}; metrics in the catalog: {', '.join(names) or 'none'}")
+        if dataset and dataset not in {d.lower() for d in datasets}:
+            raise UsageError(f"no dataset of metric {excerpt(metric)}; datasets with {name}: {', '.join(datasets)}")
 
 
 def _matching(names: Iterable[str], include: Patterns, exclude: Patterns) -> list[str]:

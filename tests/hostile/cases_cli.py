@@ -1,15 +1,36 @@
-"""Command-line arguments a user can get wrong."""
+"""Command-line arguments a user can get wrong, and an output that cannot be written."""
 
 from __future__ import annotations
 
+import json
+
 from hostile.harness import Case
 
+
+def _names(expected: set[str]):
+    def check(ws, done) -> None:
+        assert {m["name"] for m in json.loads(done.stdout)} == expected, done.stdout[:200]
+    return check
+
+
 CASES = [
-    Case("max-params-huge", ("list", "--max-params", "9" * 30), r"max-params|count"),
-    Case("min-metric-nan", ("list", "--min-metric", "acc@1=nan"), r"acc@1=nan"),
-    Case("min-metric-inf", ("list", "--min-metric", "acc@1=inf"), r"acc@1=inf"),
-    Case("min-metric-unknown", ("list", "--min-metric", "bogus@7=1"), r"unknown metric 'bogus@7'"),
-    Case("unknown-task", ("list", "--task", "nope"), r"unknown task 'nope'"),
-    Case("huge-model-name", ("show", "x" * 100_000), r"unknown model"),
-    Case("stdout-full-device", ("list",), r"No space left|cannot write", stdout="/dev/full"),
+    Case("cli-max-params-20-digits", ("list", "--max-params", "9" * 30),
+         r"max_params must be a whole number from 0 to \d+, not 9{30}$"),
+    Case("cli-max-params-not-a-count", ("list", "--max-params", "ten"), r"'ten' is not a count"),
+    Case("cli-max-params-huge-garbage", ("list", "--max-params", "x" * 100_000),
+         r"\.\.\. \(100002 characters\) is not a count"),
+    Case("cli-max-params-suffix", ("list", "--max-params", "30k", "--json"), None, check=_names({"digits_cnn"})),
+    Case("cli-min-metric-nan", ("list", "--min-metric", "acc@1=nan"), r"metric 'acc@1' must be a finite number, not nan"),
+    Case("cli-min-metric-inf", ("list", "--min-metric", "acc@1=inf"), r"metric 'acc@1' must be a finite number, not inf"),
+    Case("cli-min-metric-unknown", ("list", "--min-metric", "bogus@7=1"), r"unknown metric 'bogus@7'; metrics in the catalog: acc@1"),
+    Case("cli-min-metric-unknown-dataset", ("list", "--min-metric", "Nowhere:acc@1=1"),
+         r"no dataset of metric 'Nowhere:acc@1'; datasets with acc@1: ImageNet-1K"),
+    Case("cli-min-metric-not-name-value", ("list", "--min-metric", "acc@1"), r"'acc@1' is not NAME=VALUE"),
+    Case("cli-min-metric-dataset", ("list", "--min-metric", "sklearn-digits-heldout:acc@1=99", "--json"), None,
+         check=_names({"digits_cnn"})),
+    Case("cli-unknown-task", ("list", "--task", "nope"), r"unknown task 'nope'; tasks in the catalog: classification"),
+    Case("cli-unknown-plugin", ("list", "--plugin", "y" * 5000), r"unknown plugin 'y+\.\.\. \(5002 characters\)"),
+    Case("cli-huge-model-name", ("show", "x" * 100_000), r"unknown model 'x+\.\.\. \(100002 characters\)"),
+    Case("cli-stdout-full-device", ("list",), r"cannot write the output: No space left on device", stdout="/dev/full"),
+    Case("cli-json-stdout-full-device", ("show", "digits_cnn", "--json"), r"No space left on device", stdout="/dev/full"),
 ]
