@@ -1,0 +1,213 @@
+"""Writing a file the user asked for without destroying what is already there.
+
+Every file zoo writes on request (an ONNX export and its ``.data`` tensors, an int8
+model) goes through `staged_output`:
+
+- only regular files are written: a directory, symbolic link, device, fifo or socket at
+  the path is refused, so ``-o /dev/null`` or a link to a file elsewhere is left alone;
+- an existing regular file is replaced only if zoo wrote it (an ONNX model carrying
+  zoo's ``zoo.*`` provenance) or the caller passes ``overwrite=True`` (``--force``); a
+  write-protected file needs ``overwrite=True`` even then, and its replacement keeps
+  its permissions;
+- the file is made in a private folder beside the path (``.NAME.XXXXXXXX.tmp``) and
+  renamed into place only when the caller's block succeeds, so a failure or a kill
+  never leaves a half-written file at the path;
+- a lock per path (`file_lock`) is held meanwhile, and under it the folders of dead
+  writers to the same path are removed.
+
+Torch-free; the ``onnx`` package is imported only to recognise an earlier export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from zoo import metadata
+from zoo.errors import UsageError, excerpt
+
+#: Files that travel with an output, by suffix: ONNX external data.
+COMPANIONS = (".data",)
+#: No ONNX file without external data is larger (protobuf's limit); larger files are not ours.
+_MAX_ONNX_BYTES = 2**31 - 1
+_FORCE = "pass --force (overwrite=True in Python) to replace it"
+
+
+@contextlib.contextmanager
+def file_lock(target: Path, *, optional: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock on `target` (the file ``.NAME.lock`` beside it, removed afterwards).
+
+    Yields whether the lock is held. The lock file is unlinked while still held; a
+    waiter that then gets the unlinked file notices and locks the new one. With
+    `optional`, a folder where the lock file cannot be made (a read-only cache) is used
+    without a lock (yielding False); otherwise that raises `OSError`.
+    """
+    lock_path = target.with_name(f".{target.name}.lock")
+    try:
+        fd = _acquire(lock_path)
+    except OSError:
+        if not optional:
+            raise
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _acquire(lock_path: Path) -> int:
+    """An open, flock-ed descriptor of the regular file at `lock_path` (made if missing)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    while True:
+        fd = os.open(lock_path, flags, 0o644)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IsADirectoryError(f"{lock_path} is not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(lock_path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder removed this file after we opened it: lock the new one
+
+
+@contextlib.contextmanager
+def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "output") -> Iterator[Path]:
+    """A private folder to write `path`'s file into; the file is moved to `path` if the block succeeds.
+
+    The block writes ``folder / path.name`` (and, if it has one, ``folder / (path.name +
+    ".data")``); anything else it leaves in the folder is scratch. A block that writes no
+    file publishes nothing. Raises `UsageError` (one line, before any work) when `path`
+    is not a file name in a writable folder, is not a regular file, or is a file zoo
+    did not write and `overwrite` is false; see the module docstring.
+    """
+    target = Path(path)
+    _check_name(target, what)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(target))
+        except OSError as exc:
+            raise _unwritable(target, exc) from None
+        _remove_stale(target)
+        before = _permitted(target, overwrite, what)
+        try:
+            work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        except OSError as exc:
+            raise _unwritable(target, exc) from None
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        yield work
+        for suffix in COMPANIONS:  # first: the model needs them
+            companion = target.with_name(target.name + suffix)
+            if (work / companion.name).is_file():
+                _publish(work / companion.name, companion, _permitted(companion, overwrite, what))
+        _publish(work / target.name, target, before)
+
+
+def _check_name(target: Path, what: str) -> None:
+    """The path names a file in an existing folder."""
+    if not target.name or target.name in (".", "..") or target.is_dir():
+        raise UsageError(f"{what} {excerpt(str(target))} is a directory; give a file name such as model.onnx")
+    parent = target.parent
+    if not parent.exists():
+        raise UsageError(f"cannot write {excerpt(str(target))}: directory {excerpt(str(parent))} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {excerpt(str(target))}: {excerpt(str(parent))} is not a directory")
+
+
+def _unwritable(target: Path, exc: OSError) -> UsageError:
+    reason = exc.strerror or type(exc).__name__
+    return UsageError(f"cannot write {excerpt(str(target))}: directory {excerpt(str(target.parent))} "
+                      f"is not writable ({reason})")
+
+
+def _permitted(target: Path, overwrite: bool, what: str) -> os.stat_result | None:
+    """What is at `target` now (None: nothing), after refusing what may not be replaced."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return None
+    shown = excerpt(str(target))
+    if stat.S_ISLNK(st.st_mode):
+        raise UsageError(f"{what} {shown} is a symbolic link; zoo writes only regular files: "
+                         "give the path it points to, or another path")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{what} {shown} is a {_kind(st.st_mode)}, not a regular file; zoo writes only "
+                         "regular files: give a file name")
+    if overwrite:
+        return st
+    if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
+        raise UsageError(f"{what} {shown} is write-protected (mode {stat.S_IMODE(st.st_mode):04o}); {_FORCE}")
+    if not _written_by_zoo(target):
+        raise UsageError(f"{what} {shown} exists and is not a file zoo wrote; {_FORCE}, or choose another path")
+    return st
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "directory", stat.S_ISCHR: "character device", stat.S_ISBLK: "block device",
+             stat.S_ISFIFO: "fifo", stat.S_ISSOCK: "socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "special file")
+
+
+def _written_by_zoo(target: Path) -> bool:
+    """Whether `target` is an ONNX model with zoo's provenance, or the ``.data`` file of one."""
+    for suffix in COMPANIONS:
+        if target.name.endswith(suffix):
+            return _written_by_zoo(target.with_name(target.name[: -len(suffix)]))
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ONNX_BYTES:
+            return False
+        data = f.read()
+    import onnx
+
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception:  # noqa: BLE001 - whatever does not parse is not an ONNX model
+        return False
+    return "model" in metadata.decode((p.key, p.value) for p in proto.metadata_props)
+
+
+def _publish(staged: Path, target: Path, before: os.stat_result | None) -> None:
+    """Rename `staged` onto `target`, if it was written, keeping a replaced file's permissions."""
+    if not staged.is_file():
+        return
+    try:
+        now = os.lstat(target)
+    except FileNotFoundError:
+        now = None
+    if _identity(now) != _identity(before):
+        raise UsageError(f"{excerpt(str(target))} changed while zoo was writing it; nothing was replaced")
+    if before is not None:
+        os.chmod(staged, stat.S_IMODE(before.st_mode))
+        with contextlib.suppress(OSError):  # only root may give a file away
+            os.chown(staged, before.st_uid, before.st_gid)
+    os.replace(staged, target)
+
+
+def _identity(st: os.stat_result | None) -> tuple[int, ...] | None:
+    return None if st is None else (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove the private folders of earlier writers to `target` (call with its lock held: they are dead)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
