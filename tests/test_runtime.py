@@ -29,6 +29,7 @@ from zoo.runtime import (Classification, Detections, Predictor, Segmentation, cr
 from zoo_digits.data import load_heldout
 
 CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
 NO_GPU = pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a GPU")
 
 
@@ -328,6 +329,15 @@ def test_default_providers_resolve_without_error_output(digits: Path) -> None:
     assert done.stderr == ""  # no CUDA loading errors on a machine without a GPU
     if cuda_device_count() == 0:
         assert done.stdout.strip() == "['CPUExecutionProvider'] ['CPUExecutionProvider']"
+
+
+def test_cuda_gets_no_default_options() -> None:
+    # ONNX Runtime >= 1.26 logs "No registered plugin EP device found" at every CUDA
+    # session that is given a device_id, even the default one: give only what differs
+    from zoo.runtime import _with_options
+
+    assert _with_options([CUDA, CPU], cuda_graph=False) == [CUDA, CPU]
+    assert _with_options([CUDA, CPU], cuda_graph=True) == [(CUDA, {"enable_cuda_graph": "1"}), CPU]
 
 
 def test_provider_names() -> None:

@@ -202,9 +202,15 @@ def _session_options(threads: int | None, optimization: str,
 
 
 def _with_options(providers: list[str], cuda_graph: bool) -> list[str | tuple[str, dict[str, str]]]:
-    """`providers` as ONNX Runtime takes them, CUDA with its options."""
-    cuda_options = {"device_id": "0", **({"enable_cuda_graph": "1"} if cuda_graph else {})}
-    return [(name, cuda_options) if name == _CUDA else name for name in providers]
+    """`providers` as ONNX Runtime takes them, CUDA with its options when it has any.
+
+    Only options that differ from the defaults are passed: since ONNX Runtime 1.26 any
+    ``device_id``, even the default 0, makes it look for a plugin execution provider
+    and log "No registered plugin EP device found" at every CUDA session.
+    """
+    if not cuda_graph:
+        return list(providers)
+    return [(name, {"enable_cuda_graph": "1"}) if name == _CUDA else name for name in providers]
 
 
 def _float16_model(path: Path) -> bytes:
