@@ -36,8 +36,8 @@ CHROMIUM_FLAGS = [
 def _chromium() -> str:
     path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
     if not path:
-        pytest.fail(f"Chromium is not installed (no {CHROMIUM}, no chromium on PATH): run scripts/install.sh, "
-                    "which installs Debian's chromium package", pytrace=False)
+        pytest.fail(f"Chromium is missing (no {CHROMIUM}, no chromium on PATH); install Debian's chromium "
+                    "package as root (apt-get install chromium)", pytrace=False)
     return path
 
 
