@@ -5,9 +5,12 @@ place; else the cache, ``$TORCH_HOME/hub/checkpoints/<file name>`` as torch.hub
 keeps it; else the mirror directory ``$ZOO_WEIGHTS_MIRROR`` (a team's pre-seeded
 copy); else the URL. Nothing reaches the cache unverified: a download streams to a
 temporary file beside it and is renamed into place only when its hash matches, so
-an interrupted or concurrent fetch never leaves a bad file. A file already cached
-is checked before use; a stamp of its size and mtime stands in for re-hashing until
-the file changes. Offline mode (``ZOO_OFFLINE=1``) never touches the network.
+an interrupted or concurrent fetch never leaves a bad file, and the next fetch of a
+file removes the ``.part`` files of downloads that died (holding the file's lock
+proves their owner is gone). A file already cached is re-hashed on every use: what
+is loaded are the very bytes whose hash was checked (`read_verified`), so nothing
+beside the file (no stamp, no mtime) can make the zoo believe it. Offline mode
+(``ZOO_OFFLINE=1``) never touches the network.
 
 Torch-free: the catalog and the CLI use it without importing torch.
 """
@@ -15,15 +18,14 @@ Torch-free: the catalog and the CLI use it without importing torch.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import glob
 import hashlib
 import http.client
-import json
 import os
 import re
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +34,7 @@ from urllib.parse import unquote, urlparse
 from urllib.request import Request, url2pathname, urlopen
 
 from zoo.errors import HashMismatchError, UsageError, WeightsError
+from zoo.outputs import file_lock
 
 OFFLINE_ENV = "ZOO_OFFLINE"
 MIRROR_ENV = "ZOO_WEIGHTS_MIRROR"
@@ -67,11 +70,18 @@ class WeightsFile:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A verified file: where it is, its full SHA-256, and whether it was just checked by hash."""
+    """A verified file: where it is, and the full SHA-256 and size of the bytes that were checked."""
 
     path: Path
     sha256: str
-    rehashed: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class Loaded(Fetched):
+    """A verified file's bytes, read once: the bytes that were hashed are the bytes to load."""
+
+    data: bytes
 
 
 def cache_dir() -> Path:
@@ -97,19 +107,48 @@ def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool =
     Raises `WeightsError` when the file cannot be had or its hash differs; nothing
     unverified is left in the cache.
     """
+    path = _present(weights, offline, progress)
+    return verify(path, weights)
+
+
+def read_verified(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True) -> Loaded:
+    """The bytes of `weights` (fetched as `fetch` does), checked by the SHA-256 of exactly those bytes.
+
+    Loading from these bytes leaves no gap between the check and the use: a file
+    replaced or rewritten on disk after it was checked is never what gets loaded.
+    """
+    path = _present(weights, offline, progress)
+    data = _read_regular(path)
+    actual = hashlib.sha256(data).hexdigest()
+    _check(actual, weights, path)
+    return Loaded(path, actual, len(data), data)
+
+
+def verify(path: Path, weights: WeightsFile) -> Fetched:
+    """Re-hash the file at `path` and check it against the hash of `weights`."""
+    with _open_regular(path) as f:
+        actual, size = _digest(f)
+    _check(actual, weights, path)
+    return Fetched(path, actual, size)
+
+
+def _present(weights: WeightsFile, offline: bool | None, progress: bool) -> Path:
+    """Where `weights` is on disk: in place for ``file://`` URLs, else in the cache (fetched if missing)."""
     offline = offline_from_env() if offline is None else offline
     if weights.local_path is not None:
         if not weights.local_path.is_file():
             raise WeightsError(f"weights file {weights.local_path} is missing; reinstall the package that ships it")
-        return verify(weights.local_path, weights)
+        return weights.local_path
     target = cache_dir() / weights.name
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"cannot create the weights cache {target.parent} ({exc}); set TORCH_HOME") from None
-    with _lock(target):  # one process fetches; the others then find it cached
+    with file_lock(target, optional=True) as locked:  # one process fetches; the others then find it cached
+        if locked:
+            _remove_stale(target)
         if target.is_file():
-            return verify(target, weights)
+            return target
         mirror = _mirror_copy(weights)
         if mirror is not None:
             with mirror.open("rb") as source:
@@ -123,30 +162,37 @@ def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool =
         return _download(weights, target, progress)
 
 
-def verify(path: Path, weights: WeightsFile, *, force: bool = False) -> Fetched:
-    """Check `path` against the hash of `weights`; re-hash only if the file changed (or `force`)."""
-    stat = path.stat()
-    stamp = _stamp_path(path)
-    if not force:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            known = json.loads(stamp.read_text())
-            if (known["size"], known["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-                _check(known["sha256"], weights, path)
-                return Fetched(path, known["sha256"], rehashed=False)
-    actual = sha256_of(path)
-    _check(actual, weights, path)
-    if weights.local_path is None:  # no stamps beside files shipped in packages
-        _write_stamp(stamp, actual, stat.st_size, stat.st_mtime_ns)
-    return Fetched(path, actual, rehashed=True)
+def _open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, refused unless it is a regular file (never a FIFO or a device)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path} ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WeightsError(f"weights file {path} is not a regular file; only a regular file is loaded")
+    return os.fdopen(fd, "rb")
+
+
+def _read_regular(path: Path) -> bytes:
+    """All bytes of the regular file at `path`, in one read."""
+    with _open_regular(path) as f:
+        return f.read()
 
 
 def sha256_of(path: Path) -> str:
     """The SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _digest(f)[0]
+
+
+def _digest(f: BinaryIO) -> tuple[str, int]:
+    """The SHA-256 and the size of what is left to read in `f`, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _check(actual: str, weights: WeightsFile, path: Path) -> None:
@@ -171,7 +217,7 @@ def _mismatch(actual: str, weights: WeightsFile) -> str | None:
     return f"its file name says it starts with {prefix}"
 
 
-def _download(weights: WeightsFile, target: Path, progress: bool) -> Fetched:
+def _download(weights: WeightsFile, target: Path, progress: bool) -> Path:
     if urlparse(weights.url).scheme not in {"http", "https"}:
         raise UsageError(f"weights URL {weights.url!r} is not http(s) or file; cannot fetch it")
     try:
@@ -186,7 +232,7 @@ def _download(weights: WeightsFile, target: Path, progress: bool) -> Fetched:
 
 
 def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str, progress: bool,
-           total: int | None = None) -> Fetched:
+           total: int | None = None) -> Path:
     """Copy `source` into `target` through a temporary file, hashing on the way; rename if it verifies."""
     from tqdm import tqdm
 
@@ -216,9 +262,7 @@ def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str,
             part.close()
             os.unlink(part.name)
             raise
-    stat = target.stat()
-    _write_stamp(_stamp_path(target), digest.hexdigest(), stat.st_size, stat.st_mtime_ns)
-    return Fetched(target, digest.hexdigest(), rehashed=True)
+    return target
 
 
 def _mirror_dir() -> Path | None:
@@ -236,25 +280,15 @@ def _mirror_copy(weights: WeightsFile) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _stamp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.zoo-verified")
+def _remove_stale(target: Path) -> None:
+    """Remove what dead fetches of `target` left: ``.part`` files, and the stamps older zoos wrote.
 
+    Called with the file's lock held: every ``.part`` of `target` is written under
+    that lock, so any found now belongs to a process that is gone.
+    """
+    stale = re.compile(rf"\.{re.escape(target.name)}\.(?:[^.]+\.part|zoo-verified)")
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        if stale.fullmatch(path.name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
-def _write_stamp(stamp: Path, sha256: str, size: int, mtime_ns: int) -> None:
-    with contextlib.suppress(OSError):  # a stamp only saves time; never fail for it
-        tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"sha256": sha256, "size": size, "mtime_ns": mtime_ns}))
-        os.replace(tmp, stamp)
-
-
-@contextlib.contextmanager
-def _lock(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock per cache file; a read-only cache is used without one."""
-    try:
-        handle = open(target.with_name(f".{target.name}.lock"), "a")
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield

@@ -9,11 +9,11 @@ Names are case-insensitive.
 from __future__ import annotations
 
 import enum
-import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +24,11 @@ from zoo.catalog.engine import write_transaction
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.tables import metrics, models, plugins, weight_files, weights
 from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, excerpt
-from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, verify
+from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, read_verified, verify
 from zoo.targets import load_target, target_of
 
 Patterns = str | Iterable[str] | None
+FetchedT = TypeVar("FetchedT", bound=Fetched)
 _UNKNOWN = (None, None)  # sha256 and size of a file never verified
 _MAX_COUNT = 2**63 - 1  # the largest number a BIGINT column compares with
 
@@ -211,6 +212,7 @@ def build_model(
     report of `zoo.surgery.load_partial` accounts for every pretrained tensor.
     """
     from zoo import surgery
+    from zoo.weights import loading_through
 
     member = get_weight(weights, model=name)
     engine = ensure_current()
@@ -218,19 +220,19 @@ def build_model(
         row = _model(conn, name)
     builder = load_target(row.builder)
     _check_surgery(row, num_classes=num_classes, in_channels=in_channels, pretrained=member is not None)
-    # Fetched and verified here, so the builder (torchvision's too) finds its files in
-    # the torch.hub cache and never downloads or trusts one on its own.
-    for needed in (member, None if member is not None else _backbone_weights(builder, config)):
-        if needed is not None:
-            _fetch_url(engine, needed.url, offline=None, progress=config.get("progress", True))
 
+    # Every state dict the builder asks for (its weights, torchvision's backbone weights)
+    # is read and verified by the zoo; torchvision's own loader never sees a file.
+    with loading_through(partial(_verified_state_dict, engine)):
+        if member is None:
+            model = builder(weights=None, **config, **({} if num_classes is None else {"num_classes": num_classes}))
+        else:
+            model = builder(weights=member, **config)
     if member is None:
-        model = builder(weights=None, **config, **({} if num_classes is None else {"num_classes": num_classes}))
         if in_channels is not None:
             surgery.replace_first_conv(model, row.first_conv, in_channels)
         return BuiltModel(model, None)
 
-    model = builder(weights=member, **config)
     pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
     if num_classes is not None and num_classes != len(member.meta.get("categories") or ()):
         surgery.replace_head(model, row.classifier[0], num_classes)
@@ -301,26 +303,11 @@ def verify_weights(names: Iterable[str] = ()) -> list[dict[str, Any]]:
                 report.append({**record, "status": "missing", "sha256": None})
             continue
         try:
-            fetched = verify(path, file, force=True)
+            fetched = verify(path, file)
             report.append({**record, "status": "ok", "sha256": fetched.sha256})
         except HashMismatchError as exc:
             report.append({**record, "status": "mismatch", "sha256": exc.actual})
     return report
-
-
-def _backbone_weights(builder: Callable[..., Any], config: Mapping[str, Any]) -> enum.Enum | None:
-    """The backbone weights a torchvision-style builder loads when it gets no `weights`.
-
-    torchvision's detection and segmentation builders default ``weights_backbone`` to
-    ImageNet weights; they are fetched through the zoo like any other weights.
-    """
-    param = inspect.signature(builder).parameters.get("weights_backbone")
-    if param is None:
-        return None
-    value = config.get("weights_backbone", param.default)
-    if isinstance(value, str) and isinstance(param.default, enum.Enum):
-        value = type(param.default).verify(value)
-    return value if isinstance(value, enum.Enum) else None
 
 
 def _resolve_weights(conn: Connection, name: str, model: str | None) -> tuple[Row, str]:
@@ -356,16 +343,25 @@ def _learned_files(conn: Connection, urls: list[str]) -> dict[str, tuple[str, in
     return {row.url: (row.sha256, row.file_size) for row in rows}
 
 
-def _fetch_url(engine: Engine, url: str, *, offline: bool | None, progress: bool) -> Fetched:
+def _fetch_url(engine: Engine, url: str, *, offline: bool | None, progress: bool,
+               get: Callable[..., FetchedT] = fetch) -> FetchedT:
+    """The file at `url` by `get` (`fetch`, or `read_verified` for its bytes), checked against the
+    hash the catalog knows; the first verified copy of a file without one teaches it the catalog."""
     with engine.connect() as conn:
         known = _known_sha256(conn, url)
-    fetched = fetch(WeightsFile(url, known), offline=offline, progress=progress)
+    fetched = get(WeightsFile(url, known), offline=offline, progress=progress)
     if known is None:
         with write_transaction(engine) as conn:
             conn.execute(delete(weight_files).where(weight_files.c.url == url))
-            conn.execute(weight_files.insert().values(url=url, sha256=fetched.sha256,
-                                                      file_size=fetched.path.stat().st_size))
+            conn.execute(weight_files.insert().values(url=url, sha256=fetched.sha256, file_size=fetched.size))
     return fetched
+
+
+def _verified_state_dict(engine: Engine, member: enum.Enum, progress: bool) -> dict[str, Any]:
+    """The state dict of weights `member`, read from the very bytes whose hash was checked."""
+    from zoo.weights import state_dict_from
+
+    return state_dict_from(_fetch_url(engine, member.url, offline=None, progress=progress, get=read_verified))
 
 
 def _model(conn: Connection, name: str) -> Row:

@@ -1,21 +1,37 @@
 """Pretrained weights that are checked by their full SHA-256 before they are loaded.
 
 `Weights` and `WeightsEnum` extend torchvision's with the file's full hash and size;
-plugins that ship or publish weights declare their enums with them, and their
-builders get the state dict through `load_state_dict`: fetched and verified by
-`zoo.fetch`, read with ``torch.load(weights_only=True)`` or safetensors.
+plugins that ship or publish weights declare their enums with them. Every state dict
+that reaches a model through the zoo is read by `state_dict_from`: from the bytes
+whose hash `zoo.fetch.read_verified` checked, with ``torch.load(weights_only=True)``
+or safetensors, so no weights file runs code.
+
+torchvision's builders load their weights themselves (``WeightsEnum.get_state_dict``,
+a pickle load through torch.hub). Within `loading_through`, which `zoo.build_model`
+wraps around a build, that call of any weights enum, torchvision's included, is
+answered by the zoo's loader instead; outside it torchvision behaves as it always does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision.models
 
-from zoo.fetch import WeightsFile, fetch
+from zoo.errors import WeightsError, first_line
+from zoo.fetch import Loaded, WeightsFile, read_verified
+
+#: Loads the state dict of a weights enum member (the member, then whether to show progress).
+StateDictLoader = Callable[[torchvision.models.WeightsEnum, bool], dict[str, Any]]
+
+_LOADER: ContextVar[StateDictLoader | None] = ContextVar("zoo_state_dict_loader", default=None)
+_TORCHVISION_GET_STATE_DICT = torchvision.models.WeightsEnum.get_state_dict
 
 
 @dataclass(eq=False)  # keep torchvision's __eq__, which compares transforms sensibly
@@ -27,10 +43,32 @@ class Weights(torchvision.models.Weights):
 
 
 class WeightsEnum(torchvision.models.WeightsEnum):
-    """A torchvision weights enum whose state dicts are loaded through `load_state_dict`."""
+    """A torchvision weights enum whose state dicts the zoo loads (verified, no code run)."""
 
     def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return load_state_dict(self, progress=kwargs.get("progress", True))
+        loader = _LOADER.get() or _load_member
+        return loader(self, kwargs.get("progress", True))
+
+
+@contextlib.contextmanager
+def loading_through(loader: StateDictLoader) -> Iterator[None]:
+    """Within this block (this thread or task only), every ``get_state_dict`` call is `loader`'s."""
+    token = _LOADER.set(loader)
+    try:
+        yield
+    finally:
+        _LOADER.reset(token)
+
+
+def _get_state_dict(self: torchvision.models.WeightsEnum, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """torchvision's ``get_state_dict``: the zoo's loader within `loading_through`, else torchvision's own."""
+    loader = _LOADER.get()
+    if loader is None:
+        return _TORCHVISION_GET_STATE_DICT(self, *args, **kwargs)
+    return loader(self, kwargs.get("progress", True))
+
+
+torchvision.models.WeightsEnum.get_state_dict = _get_state_dict
 
 
 def load_state_dict(
@@ -38,13 +76,34 @@ def load_state_dict(
 ) -> dict[str, Any]:
     """The state dict of `weights`, from a file verified by its SHA-256 (see `zoo.fetch`)."""
     file = WeightsFile(weights.url, getattr(weights.value, "sha256", None))
-    return read_state_dict(fetch(file, offline=offline, progress=progress).path)
+    return state_dict_from(read_verified(file, offline=offline, progress=progress))
 
 
-def read_state_dict(path: Path) -> dict[str, Any]:
-    """A state dict from a ``.safetensors`` file or a ``torch.save`` file (tensors only, no code)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def _load_member(weights: torchvision.models.WeightsEnum, progress: bool) -> dict[str, Any]:
+    return load_state_dict(weights, progress=progress)
 
-        return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
+
+def state_dict_from(loaded: Loaded) -> dict[str, Any]:
+    """The state dict in verified bytes: safetensors for ``.safetensors`` files, else a ``torch.save``
+    file read with ``weights_only=True`` (tensors and plain containers, no code)."""
+    try:
+        if loaded.path.suffix == ".safetensors":
+            from safetensors.torch import load
+
+            state = load(loaded.data)
+        else:
+            state = torch.load(io.BytesIO(loaded.data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to decode untrusted bytes is the file's fault
+        raise WeightsError(f"weights file {loaded.path} cannot be loaded as tensors only ({_reason(exc)}); "
+                           f"nothing was loaded from it") from None
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise WeightsError(f"weights file {loaded.path} holds a {type(state).__name__}, not a state dict "
+                           f"(a mapping of names to tensors)")
+    return dict(state)
+
+
+def _reason(exc: Exception) -> str:
+    """Why decoding failed, in one short line (torch's weights-only refusal names the forbidden global)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    forbidden = next((line for line in lines if line.startswith("WeightsUnpickler error:")), None)
+    return (forbidden or first_line(exc))[:200]
