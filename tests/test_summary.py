@@ -19,7 +19,6 @@ from zoo.summary import (
     extract_features,
     feature_nodes,
     features_model,
-    parse_input_size,
     summarize,
 )
 
@@ -121,17 +120,9 @@ def test_detection_model_takes_a_list_of_images() -> None:
 
 
 def test_optical_flow_takes_two_inputs() -> None:
-    summary = summarize(raft_small(weights=None), parse_input_size("1,3,128,128;1,3,128,128"), depth=0)
+    summary = summarize(raft_small(weights=None), [(1, 3, 128, 128), (1, 3, 128, 128)], depth=0)
     assert row(summary, "update_block").calls == 12  # one per flow update
     assert "[12 x (1, 2, 128, 128)]" in summary.table()
-
-
-def test_parse_input_size() -> None:
-    assert parse_input_size("1,3,224,224") == [[1, 3, 224, 224]]
-    assert parse_input_size(" 1, 3,8,8 ;1,3,8,8") == [[1, 3, 8, 8], [1, 3, 8, 8]]
-    for bad in ["", "1,,3", "1x3x224x224", "1,3;", "1,0,8,8"]:
-        with pytest.raises(zoo.UsageError, match="bad input size"):
-            parse_input_size(bad)
 
 
 def test_features_of_resnet18() -> None:

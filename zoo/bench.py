@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.errors import UsageError, ZooError, first_line
+from zoo.errors import UsageError, ZooError, excerpt, first_line
+from zoo.shapes import check_size
 from zoo.specs import DETECTION_TASKS
 
 __all__ = ["BenchResult", "BenchRow", "bench", "compare_onnx", "parse_batches", "sample_photographs",
@@ -106,13 +107,13 @@ def parse_batches(batches: str | int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(batches, str):
         parts = [p.strip() for p in batches.split(",")]
         if not all(p.isdigit() for p in parts):
-            raise UsageError(f"batch sizes {batches!r} are not comma-separated positive integers; use e.g. 1,8,32")
+            raise UsageError(f"batch sizes {excerpt(batches)} are not comma-separated positive integers; use e.g. 1,8,32")
         batches = [int(p) for p in parts]
     elif isinstance(batches, int):
         batches = [batches]
     values = list(batches)
     if not values or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in values):
-        raise UsageError(f"batch sizes must be positive integers, e.g. 1,8,32, not {batches!r}")
+        raise UsageError(f"batch sizes must be positive integers, e.g. 1,8,32, not {excerpt(batches)}")
     return tuple(dict.fromkeys(values))
 
 
@@ -402,6 +403,7 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 def _measure(engines: list[_Engine], shape: tuple[int, ...], warmup: int, iterations: int) -> list[BenchRow]:
     """Rows for every engine at one batch size: warm up each, then time them in interleaved rounds."""
+    check_size(shape, what="benchmark input")
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     calls = {e.name: e.make(x) for e in engines}
     for call in calls.values():

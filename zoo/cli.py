@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 from zoo.errors import ERROR_PREFIX, UsageError, ZooError, excerpt
@@ -333,11 +334,16 @@ def _weights_verify(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in report) else 1
 
 
-def _input_size(text: str) -> list[list[int]]:
-    from zoo.summary import parse_input_size
+def _input_size(text: str) -> list[tuple[int, ...]]:
+    from zoo.shapes import parse_shapes
 
+    return _argument(parse_shapes, text)
+
+
+def _argument(parse: Callable[[str], Any], text: str) -> Any:
+    """`parse(text)`, its `ZooError` turned into argparse's error for the argument."""
     try:
-        return parse_input_size(text)
+        return parse(text)
     except ZooError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -375,13 +381,9 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        dims = ()
-    if len(dims) < 2 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not a shape; use e.g. 1,3,224,224")
-    return dims
+    from zoo.shapes import parse_shape
+
+    return _argument(partial(parse_shape, min_rank=2), text)
 
 
 def _builder_arg(text: str) -> tuple[str, Any]:

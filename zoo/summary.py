@@ -39,13 +39,13 @@ from torchvision.models.feature_extraction import (  # the private helper: trace
 )
 
 from zoo.errors import UsageError, ZooError
+from zoo.shapes import EXAMPLES, parse_shape
 from zoo.registry import get_model, get_model_builder
 
 #: torchvision models whose forward takes a list of C,H,W images rather than a batch.
 _IMAGE_LIST_MODELS = (GeneralizedRCNN, RetinaNet, FCOS, SSD)
 #: what constructors fill new weights with, besides torch.nn.init (skipped by `_NoInit`)
 _RANDOM_FILLS = (torch.Tensor.uniform_, torch.Tensor.normal_)
-_INPUT_HINT = "e.g. 1,3,224,224 for images, 1,3,16,112,112 for video, 1,3,224,224;1,3,224,224 for two inputs"
 
 T = TypeVar("T")
 Shape = Any  # a tuple of ints per tensor, nested in lists and dicts as the module returned them
@@ -256,18 +256,6 @@ def example_inputs(
     return [list(t.unbind(0)) for t in tensors]
 
 
-def parse_input_size(text: str) -> list[list[int]]:
-    """Input sizes from the command line: ``1,3,224,224``, or ``1,3,224,224;1,3,224,224`` for two inputs."""
-    try:
-        sizes = [[int(d) for d in part.split(",")] for part in text.split(";")]
-    except ValueError:
-        sizes = []
-    if not sizes or any(not s or min(s) < 1 for s in sizes):
-        raise UsageError(f"bad input size {text!r}: write positive integers separated by ',' "
-                         f"and inputs separated by ';', {_INPUT_HINT}")
-    return sizes
-
-
 def catalog_model(name: str, **get_model_kwargs: Any) -> nn.Module:
     """`zoo.get_model(name, **get_model_kwargs)`, except that backbone weights default to none.
 
@@ -404,15 +392,11 @@ def _rows(modules: dict[str, nn.Module], calls: dict[str, _Calls], depth: int | 
 
 def _input_sizes(input_size: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]]:
     """One list of ints per input; a single size may be given flat."""
-    sizes = [input_size] if all(isinstance(d, int) for d in input_size) else input_size
-    try:
-        result = [[operator.index(d) for d in size] for size in sizes]
-    except TypeError:
-        result = []
-    if not result or any(not s or min(s) < 1 for s in result):
-        raise UsageError(f"bad input size {input_size!r}: give positive integers, e.g. (1, 3, 224, 224), "
-                         "or one such sequence per input, e.g. [(1, 3, 224, 224), (1, 3, 224, 224)]")
-    return result
+    flat = not isinstance(input_size, str) and all(isinstance(d, int) for d in input_size)
+    sizes = [input_size] if flat or isinstance(input_size, str) else input_size
+    if not sizes:
+        raise UsageError(f"no input size given; {EXAMPLES}")
+    return [list(parse_shape(size, what="input size")) for size in sizes]
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -572,7 +556,7 @@ def _forward(model: nn.Module, args: list[Any], label: str) -> Any:
     except Exception as exc:
         shapes = ";".join(",".join(map(str, t.shape)) for t in _tensors(args))
         raise UsageError(f"{label} does not run on input {shapes} ({type(exc).__name__}: "
-                         f"{_first_sentence(exc)}); {_INPUT_HINT}") from exc
+                         f"{_first_sentence(exc)}); {EXAMPLES}") from exc
 
 
 def _traceable_children(module: nn.Module) -> list[str]:

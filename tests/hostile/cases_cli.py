@@ -34,3 +34,17 @@ CASES = [
     Case("cli-stdout-full-device", ("list",), r"cannot write the output: No space left on device", stdout="/dev/full"),
     Case("cli-json-stdout-full-device", ("show", "digits_cnn", "--json"), r"No space left on device", stdout="/dev/full"),
 ]
+
+# sizes a user types become tensors zoo allocates: bounded before allocation
+CASES += [
+    Case("cli-summary-input-too-large", ("summary", "digits_cnn", "--input", "1,3,100000,100000"),
+         r"input size 1x3x100000x100000 has 30,000,000,000 values; at most"),
+    Case("cli-summary-input-garbage", ("summary", "digits_cnn", "--input", "1,3;;"), r"is not positive integers"),
+    Case("cli-features-input-too-large", ("features", "digits_cnn", "--nodes", "features.0", "--input", "99999,1,99999,8"),
+         r"has [\d,]+ values; at most"),
+    Case("cli-export-input-shape-too-large", ("export", "digits_cnn", "-o", "d.onnx", "--input-shape",
+                                              "1,1,65536,65536"), r"has [\d,]+ values; at most"),
+    Case("cli-bench-batch-too-large", ("bench", "digits_cnn", "--batch", "1,100000000", "--no-int8",
+                                       "--iterations", "1", "--warmup", "0"), r"benchmark input 100000000x1x8x8 has"),
+    Case("cli-bench-batch-garbage", ("bench", "digits_cnn", "--batch", "1,b" * 10_000), r"characters\) are not comma"),
+]
