@@ -7,9 +7,15 @@ weights entry, and exported models will carry it in their metadata. From a spec,
 `preprocess_numpy` does the same with numpy and Pillow alone, for deployments
 without torch. Importing this module does not import torch.
 
-The steps, in order: convert to `channel_order`; resize; center crop (padding with
-zeros where the crop is larger); scale uint8 pixels to `value_range`; subtract
-`mean` and divide by `std` per channel.
+The steps, in order: bring the image to 8 bits per channel (`to_8bit`: 16-bit and
+float images as torchvision's ``to_dtype(torch.uint8, scale=True)`` scales them);
+convert to `channel_order`; resize; center crop (padding with zeros where the crop is
+larger); scale uint8 pixels to `value_range`; subtract `mean` and divide by `std` per
+channel.
+
+Specs and images are untrusted input (a spec travels inside a model file): every
+size is bounded before anything is allocated, resize and crop sides by `MAX_SIDE`
+and images, read or resized, by `MAX_IMAGE_PIXELS`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,17 @@ LAYOUTS = {kind: "CTHW" if kind == "video" else "CHW" for kind in KINDS}
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 RESIZE_MODES = {1: "shorter_side", 2: "exact"}
 CHANNEL_ORDERS = ("RGB", "L")
+#: Largest resize or crop side a spec may ask for (torchvision's presets use at most 1024).
+MAX_SIDE = 8192
+#: Largest image, in pixels, that is read or made by resizing: 8192 x 8192 (64 Mpx, below
+#: Pillow's own decompression-bomb limit of about 89 Mpx).
+MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+#: Longest JSON text of a rejected value that an error message quotes.
+_SHOWN_CHARS = 60
+#: Pillow's 16-bit modes; "I" (32-bit) is taken as 16-bit when its values fit.
+_MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: torchvision's float-to-uint8 scale: ``x * (255 + 1 - 1e-3)``, truncated.
+_FLOAT_TO_UINT8 = np.float32(255 + 1.0 - 1e-3)
 
 # torchvision resizes PIL images with these Pillow filters (its `pil_modes_mapping`)
 _PIL_RESAMPLE = {
@@ -91,14 +108,15 @@ class PreprocessSpec:
         _check_choice("channel_order", self.channel_order, CHANNEL_ORDERS)
         _check_choice("layout", self.layout, (LAYOUTS[self.kind],))
         resizes = self.resize_size is not None
-        if resizes and not (len(self.resize_size) in RESIZE_MODES and _positive_ints(self.resize_size)):
-            raise _invalid("resize_size", self.resize_size, "[n] (shorter side), [h, w] or null")
+        if resizes and not (len(self.resize_size) in RESIZE_MODES and _sides(self.resize_size)):
+            raise _invalid("resize_size", self.resize_size,
+                           f"[n] (shorter side), [h, w] (integers from 1 to {MAX_SIDE}) or null")
         _check_choice("resize_mode", self.resize_mode,
                       (RESIZE_MODES[len(self.resize_size)],) if resizes else (None,))
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS if resizes else (None,))
         _check_choice("antialias", self.antialias, (True, False) if resizes else (None,))
-        if self.crop_size is not None and not (len(self.crop_size) == 2 and _positive_ints(self.crop_size)):
-            raise _invalid("crop_size", self.crop_size, "[h, w] of positive integers or null")
+        if self.crop_size is not None and not (len(self.crop_size) == 2 and _sides(self.crop_size)):
+            raise _invalid("crop_size", self.crop_size, f"[h, w] of integers from 1 to {MAX_SIDE} or null")
         channels = f"{len(self.channel_order)} numbers, one per channel of {self.channel_order!r}"
         if (self.mean is None) != (self.std is None):
             missing = "mean" if self.mean is None else "std"
@@ -151,6 +169,8 @@ class PreprocessSpec:
 
 def _invalid(name: str, value: Any, accepted: str) -> UsageError:
     shown = json.dumps(list(value) if isinstance(value, tuple) else value, default=repr)
+    if len(shown) > _SHOWN_CHARS:
+        shown = f"{shown[:_SHOWN_CHARS]}... ({len(shown)} characters)"
     return UsageError(f"preprocessing spec: {name}={shown} is not accepted; use {accepted}")
 
 
@@ -160,8 +180,9 @@ def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
         raise _invalid(name, value, " or ".join(json.dumps(c) for c in choices))
 
 
-def _positive_ints(values: tuple[Any, ...]) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+def _sides(values: tuple[Any, ...]) -> bool:
+    """Every value is an image side zoo accepts: an integer from 1 to `MAX_SIDE`."""
+    return all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in values)
 
 
 def _floats(name: str, values: tuple[Any, ...], count: int, accepted: str) -> tuple[float, ...]:
@@ -236,13 +257,13 @@ def to_torchvision(spec: PreprocessSpec) -> Callable[..., Any]:
 
     Takes what the preset takes (a PIL image or a uint8 tensor, batched or not; a
     T x C x H x W clip for video; two images for optical flow) and returns the same
-    float tensor(s). Images are first converted to `channel_order`, which the presets
-    leave to the caller.
+    float tensor(s). PIL images are first brought to 8 bits (`to_8bit`) and converted
+    to `channel_order`, which the presets leave to the caller.
     """
     import torch
     from torchvision.transforms import InterpolationMode, v2
 
-    steps: list[Callable[[Any], Any]] = [v2.RGB() if spec.channel_order == "RGB" else v2.Grayscale(1)]
+    steps: list[Callable[[Any], Any]] = [_pil_to_8bit, v2.RGB() if spec.channel_order == "RGB" else v2.Grayscale(1)]
     if spec.resize_size is not None:
         mode = InterpolationMode(spec.interpolation)
         steps.append(partial(_resize_like_presets, list(spec.resize_size), mode, spec.antialias))
@@ -256,6 +277,11 @@ def to_torchvision(spec: PreprocessSpec) -> Callable[..., Any]:
         steps.append(_frames_after_channels)
     pipeline = v2.Compose(steps)
     return partial(_each_of_pair, pipeline) if spec.kind == "optical_flow" else pipeline
+
+
+def _pil_to_8bit(image: Any) -> Any:
+    """`to_8bit` for PIL images; tensors pass as they are."""
+    return to_8bit(image) if isinstance(image, Image.Image) else image
 
 
 def _resize_like_presets(size: list[int], mode: Any, antialias: bool, image: Any) -> Any:
@@ -322,7 +348,45 @@ def _pil_image(image: Image.Image | np.ndarray, mode: str) -> Image.Image:
         image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
     elif not isinstance(image, Image.Image):
         raise UsageError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    image = to_8bit(image)
     return image if image.mode == mode else image.convert(mode)
+
+
+def check_image_size(width: int, height: int, what: str = "image") -> None:
+    """Raise a one-line `UsageError` when a `width` x `height` image exceeds `MAX_IMAGE_PIXELS`.
+
+    Called before the pixels are allocated: on an image file's header, and on the
+    size a resize would make.
+    """
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UsageError(f"{what} is {width} x {height} pixels, more than zoo's limit of {MAX_IMAGE_PIXELS} "
+                         f"({MAX_SIDE} x {MAX_SIDE}); scale it down first")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """`image` with 8 bits per channel, scaled as torchvision's ``to_dtype(torch.uint8, scale=True)``.
+
+    Pillow's own conversion clips 16-bit values at 255 (half grey becomes white) and
+    rounds float values in [0, 1] to 0 or 1 (black). Here 16-bit grey (modes
+    ``I;16*``, and ``I`` when its values fit in 16 bits) becomes ``value // 256`` and
+    float grey (mode ``F``, values in [0, 1] as torchvision's float images are)
+    ``value * (256 - 1e-3)`` truncated. Other values raise a one-line `UsageError`;
+    8-bit images are returned as they are.
+    """
+    if image.mode not in (*_MODES_16BIT, "F"):
+        return image
+    low, high = image.getextrema()
+    if image.mode == "F":
+        if not (0.0 <= low and high <= 1.0):  # NaN fails both comparisons
+            raise UsageError(f"a float (mode F) image must have values in [0, 1], as torchvision's float images "
+                             f"do; this one spans {low:g} to {high:g}")
+        pixels = (np.asarray(image, dtype=np.float32) * _FLOAT_TO_UINT8).astype(np.uint8)
+    else:
+        if not (0 <= low and high <= 0xFFFF):
+            raise UsageError(f"a 32-bit integer (mode I) image is read as 16-bit grey, 0 to 65535; this one "
+                             f"spans {low} to {high}: convert it to 8 or 16 bits")
+        pixels = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+    return Image.fromarray(pixels)
 
 
 def _resize(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
@@ -331,6 +395,7 @@ def _resize(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     if size == (image.height, image.width):
         return _hwc(image)
     height, width = size
+    check_image_size(width, height, f"the {image.width} x {image.height} image resized to {list(spec.resize_size)}")
     if spec.antialias or spec.interpolation not in ("bilinear", "bicubic"):
         return _hwc(image.resize((width, height), _PIL_RESAMPLE[spec.interpolation]))
     pixels = _hwc(image).astype(np.float64)

@@ -20,21 +20,23 @@ import contextlib
 import ctypes
 import functools
 import io
+import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from zoo import metadata
-from zoo.errors import UsageError, first_line
-from zoo.preprocessing import PreprocessSpec, preprocess_numpy
+from zoo.errors import UsageError, excerpt, first_line
+from zoo.preprocessing import (MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size, preprocess_numpy,
+                               to_8bit)
 from zoo.specs import DETECTION_TASKS
 
 __all__ = [
@@ -52,11 +54,15 @@ OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-TASKS = ("detection", "instance_segmentation", "keypoints")
 #: The tasks whose outputs a `Predictor` knows how to read.
 TASKS = ("classification", "segmentation", *DETECTION_TASKS)
 #: Largest batch of images sent to a session with a dynamic batch in one call.
 _MAX_BATCH = 32
+#: Most class names a model file may list, and the longest name (ImageNet-21k has 21,843).
+MAX_CATEGORIES = 100_000
+MAX_LABEL_CHARS = 1000
+#: Most values of a model input whose sizes are fixed (a batch of 64 images of 3 x 1024 x 1024 is 2**28).
+MAX_INPUT_VALUES = 1 << 28
 #: torchvision's instance-segmentation masks are probabilities; a pixel belongs above this.
 _MASK_THRESHOLD = 0.5
 #: numpy types of the ONNX tensor types a CUDA graph's preallocated outputs can have.
@@ -64,6 +70,7 @@ _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
 _ACCEPTED_IMAGES = "image files Pillow can read (PNG, JPEG, ...), PIL images or numpy arrays"
 
 ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+_T = TypeVar("_T")
 
 
 # -- execution providers --------------------------------------------------------------
@@ -236,9 +243,12 @@ def _check_started(session: ort.InferenceSession, chosen: list[str], explicit: b
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def session_metadata(session: ort.InferenceSession) -> dict[str, Any]:
-    """The zoo provenance in the session's model: `zoo.export.read_metadata`, read by ONNX Runtime."""
-    return metadata.decode(session.get_modelmeta().custom_metadata_map.items())
+def session_metadata(session: ort.InferenceSession, source: str = "model") -> dict[str, Any]:
+    """The zoo provenance in the session's model: `zoo.export.read_metadata`, read by ONNX Runtime.
+
+    `source` names the model file in the one-line error about a value too large to read.
+    """
+    return metadata.decode(session.get_modelmeta().custom_metadata_map.items(), source)
 
 
 # -- results --------------------------------------------------------------------------
@@ -351,15 +361,24 @@ class Predictor:
         self.path = Path(path)
         self.session = create_session(path, providers=providers, threads=threads, optimization=optimization,
                                       optimized_model_path=optimized_model_path, fp16=fp16, cuda_graph=cuda_graph)
-        self.metadata = session_metadata(self.session)
-        self.task = _task(task if task is not None else self.metadata.get("task"))
-        self.categories = _categories(categories if categories is not None else self.metadata.get("categories"))
-        self.preprocessing = _spec(preprocessing if preprocessing is not None else self.metadata.get("preprocessing"))
+        self.metadata = session_metadata(self.session, str(self.path))
+        self.task = _task(task) if task is not None else self._from_file("task", _task)
+        self.categories = (_categories(categories) if categories is not None
+                           else self._from_file("categories", _categories))
+        self.preprocessing = (_spec(preprocessing) if preprocessing is not None
+                              else self._from_file("preprocessing", _spec))
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
-        self.input_shape: list[int | str | None] = list(model_input.shape)
+        self.input_shape: list[int | str | None] = _input_shape(self.path, model_input.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._binding = _Binding(self.session, cuda_graph) if io_binding or cuda_graph else None
+
+    def _from_file(self, name: str, parse: Callable[[Any], _T]) -> _T:
+        """The model file's metadata field `name`, checked by `parse`; a one-line error names the file."""
+        try:
+            return parse(self.metadata.get(name))
+        except UsageError as exc:
+            raise UsageError(f"{self.path}: metadata zoo.{name} is not accepted: {exc}") from None
 
     @property
     def providers(self) -> list[str]:
@@ -554,23 +573,41 @@ def predict(path: str | os.PathLike[str], images: ImageLike | Sequence[ImageLike
 
 
 def _task(task: Any) -> str | None:
-    if task is not None and task not in TASKS:
-        raise UsageError(f"cannot predict with a {task!r} model; tasks: {', '.join(TASKS)}")
+    if task is not None and not (isinstance(task, str) and task in TASKS):
+        raise UsageError(f"cannot predict with a {excerpt(task)} model; tasks: {', '.join(TASKS)}")
     return task
 
 
 def _categories(categories: Any) -> list[str] | None:
     if categories is None:
         return None
-    if isinstance(categories, str) or not all(isinstance(c, str) for c in categories):
-        raise UsageError("categories must be a list of class names (strings), index = class id")
+    fits = (isinstance(categories, (list, tuple)) and len(categories) <= MAX_CATEGORIES
+            and all(isinstance(c, str) and len(c) <= MAX_LABEL_CHARS for c in categories))
+    if not fits:
+        raise UsageError(f"categories must be a list of at most {MAX_CATEGORIES} class names (strings of at most "
+                         f"{MAX_LABEL_CHARS} characters), index = class id; got {excerpt(categories)}")
     return list(categories)
 
 
 def _spec(spec: PreprocessSpec | Mapping[str, Any] | None) -> PreprocessSpec | None:
     if spec is None or isinstance(spec, PreprocessSpec):
         return spec
+    if not isinstance(spec, Mapping):
+        raise UsageError(f"preprocessing spec: expected a JSON object of PreprocessSpec fields, "
+                         f"got {type(spec).__name__} {excerpt(spec)}")
     return PreprocessSpec.from_json(dict(spec))
+
+
+def _input_shape(path: Path, shape: Sequence[Any]) -> list[int | str | None]:
+    """The model's first input's shape, if `predict` can fill it: at most `MAX_INPUT_VALUES` values."""
+    fixed = [d for d in shape if isinstance(d, int)]
+    sides = [d for d in shape[-2:] if isinstance(d, int)]
+    if (len(shape) < 3 or any(d < 1 for d in fixed) or any(d > MAX_SIDE for d in sides)
+            or math.prod(fixed) > MAX_INPUT_VALUES):
+        raise UsageError(f"{path}: its input has shape {_shape_text(shape)[:80]}; zoo predicts with inputs "
+                         f"N x C x ... x H x W of fixed sizes from 1 up, H and W at most {MAX_SIDE}, "
+                         f"at most {MAX_INPUT_VALUES} values in all")
+    return list(shape)
 
 
 def _resized_to(spec: PreprocessSpec, size: tuple[int, int]) -> PreprocessSpec:
@@ -589,15 +626,31 @@ def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """The image at `path`, opened with Pillow and read; a one-line `UsageError` names a file that is not one."""
+    """The image at `path`, opened with Pillow, read and brought to 8 bits per channel (`to_8bit`).
+
+    A one-line `UsageError` names a file that is not an image, a truncated or corrupt
+    one, and one whose header declares more than `MAX_IMAGE_PIXELS` (checked before
+    the pixels are decoded; Pillow's own decompression-bomb guard stays on, its
+    warning an error).
+    """
+    name = os.fspath(path)
     if not Path(path).is_file():
-        raise UsageError(f"no image file at {os.fspath(path)}; give {_ACCEPTED_IMAGES}")
+        raise UsageError(f"no image file at {name}; give {_ACCEPTED_IMAGES}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (OSError, UnidentifiedImageError) as exc:
-        raise UsageError(f"{os.fspath(path)} is not an image ({first_line(exc)}); give {_ACCEPTED_IMAGES}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_image_size(image.width, image.height)
+                image.load()
+                return to_8bit(image)
+    except UsageError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UsageError(f"{name}: {first_line(exc)} zoo reads images of at most {MAX_IMAGE_PIXELS} pixels "
+                         f"({MAX_SIDE} x {MAX_SIDE})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, ...
+        raise UsageError(f"{name} is not an image Pillow can read ({first_line(exc)}); "
+                         f"give {_ACCEPTED_IMAGES}") from None
 
 
 def _groups(samples: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
