@@ -278,3 +278,103 @@ def test_bad_port_is_a_usage_error(digits_onnx: Path) -> None:
 
     with pytest.raises(UsageError, match="port must be"):
         serve(digits_onnx, port=70000, browse=False)
+
+
+# -- what the server answers: only the model, only to loopback names
+
+def _get(address: tuple[str, int], path: str, host: str | None = None) -> tuple[int, bytes]:
+    """GET `path` over real HTTP on `address`, with the Host header `host` (default: http.client's)."""
+    import http.client
+
+    connection = http.client.HTTPConnection(*address, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=host is not None)
+        if host is not None:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture()
+def model_folder(digits_onnx: Path, tmp_path: Path) -> Path:
+    """The digits export in a folder with a dotfile, a sibling file and a subfolder's file."""
+    shutil.copyfile(digits_onnx, tmp_path / "digits.onnx")
+    (tmp_path / ".env").write_text("SECRET=1\n")
+    (tmp_path / "notes.txt").write_text("private notes\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.onnx").write_bytes(digits_onnx.read_bytes())
+    return tmp_path
+
+
+def test_view_serves_the_model_and_nothing_else_from_its_folder(model_folder: Path) -> None:
+    from zoo.view import serve, stop
+
+    address = serve(model_folder / "digits.onnx", browse=False)
+    try:
+        status, body = _get(address, "/")
+        assert status == 200 and b"netron" in body.lower()
+        assert _get(address, "/data/digits.onnx") == (200, (model_folder / "digits.onnx").read_bytes())
+        for path in ("/data/.env", "/data/notes.txt", "/data/sub/other.onnx", "/data/./.env",
+                     "/data/%2Eenv", "/data/sub/../notes.txt", "/data/" + str(model_folder / ".env")):
+            status, body = _get(address, path)
+            assert status == 404 and b"SECRET" not in body and b"private" not in body, path
+    finally:
+        stop(address)
+
+
+def test_view_serves_the_models_external_data_file(digits_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(digits_onnx))
+    onnx.save_model(model, str(tmp_path / "big.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="big.onnx.data", size_threshold=0)
+    (tmp_path / "unrelated.data").write_bytes(b"not the model's")
+    from zoo.view import serve, stop
+
+    address = serve(tmp_path / "big.onnx", browse=False)
+    try:
+        assert _get(address, "/data/big.onnx.data") == (200, (tmp_path / "big.onnx.data").read_bytes())
+        assert _get(address, "/data/unrelated.data")[0] == 404
+    finally:
+        stop(address)
+
+
+@pytest.mark.parametrize("host, allowed", [
+    ("127.0.0.1:{port}", True), ("localhost:{port}", True), ("LOCALHOST:{port}", True), ("[::1]:{port}", True),
+    ("evil.example", False), ("evil.example:{port}", False), ("localhost.evil.example:{port}", False),
+    ("127.0.0.1.nip.io:{port}", False), ("localhost:{other}", False), ("localhost", False), ("", False),
+    ("localhost:{port}@evil.example", False), ("10.0.0.1:{port}", False),
+])
+def test_view_answers_only_requests_addressed_to_loopback(digits_onnx: Path, host: str, allowed: bool) -> None:
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 sends Host: evil.example."""
+    from zoo.view import serve, stop
+
+    address = serve(digits_onnx, browse=False)
+    try:
+        header = host.format(port=address[1], other=address[1] + 1)
+        for path in ("/", "/data/digits.onnx"):
+            status, body = _get(address, path, host=header)
+            if allowed:
+                assert status == 200, (header, path)
+            else:
+                assert status == 403 and b"netron" not in body.lower() and b"onnx" not in body, (header, path)
+    finally:
+        stop(address)
+
+
+def test_two_servers_in_one_process_serve_their_own_models(model_folder: Path, digits_onnx: Path) -> None:
+    from zoo.view import serve, stop
+
+    first = serve(digits_onnx, browse=False)
+    second = serve(model_folder / "sub" / "other.onnx", browse=False)
+    try:
+        assert _get(first, "/data/digits.onnx")[0] == 200
+        assert _get(first, "/data/other.onnx")[0] == 404
+        assert _get(second, "/data/other.onnx")[0] == 200
+        assert _get(second, "/data/digits.onnx")[0] == 404
+    finally:
+        stop(first)
+        stop(second)

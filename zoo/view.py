@@ -1,10 +1,12 @@
 """``zoo view``: show an ONNX model's graph in the browser with netron.
 
-netron (the ``netron`` package) serves the model and its own web app over HTTP from
-this process. It serves on 127.0.0.1 unless the caller names another host: netron
-answers requests for any file in the model's directory (that is how it finds a
-large model's ``NAME.onnx.data``), so it should not be reachable from other machines
-unless the user asks for that.
+netron's web app is served over HTTP from this process, by netron's own request
+handler in a server of zoo's that narrows what it answers: only the model file (and
+the external-data files its tensors name, such as ``NAME.onnx.data``) is served,
+never the rest of its folder, and only to requests addressed to a loopback host name
+(``localhost``, ``127.0.0.1``, ``[::1]`` with the port), so that a web page cannot
+read it through DNS rebinding; others get 403. It serves on 127.0.0.1 unless the
+caller names another host.
 
     address = serve("digits.onnx", browse=False)   # ("127.0.0.1", 40123); returns at once
     stop(address)
@@ -13,12 +15,15 @@ unless the user asks for that.
 
 from __future__ import annotations
 
-import logging
+import ipaddress
 import os
+import socketserver
 import sys
+import threading
 import time
 import webbrowser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from zoo.errors import UsageError
 
@@ -26,6 +31,12 @@ __all__ = ["serve", "stop", "view", "url"]
 
 #: What `zoo view` accepts, for error messages.
 ACCEPTED = "an ONNX model file such as model.onnx (e.g. written by `zoo export`)"
+#: Host names a request may be addressed to on any server; IP literals are compared as addresses.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: Host names that bind every address: requests then may name any IP literal.
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+_SERVERS: dict[tuple[str, int], tuple[socketserver.BaseServer, threading.Thread]] = {}
 
 
 def url(address: tuple[str, int]) -> str:
@@ -58,6 +69,101 @@ def check_onnx(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _external_data(path: Path) -> dict[str, Path]:
+    """The external-data files the model at `path` names, by their location, inside its folder only."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data  # onnx's own walk of every tensor
+
+    model = onnx.load(str(path), load_external_data=False)
+    folder = path.parent.resolve()
+    files: dict[str, Path] = {}
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            target = (folder / location).resolve()
+            if location and target.parent == folder and target.is_file():
+                files[location] = target
+    return files
+
+
+class _ModelFiles:
+    """What netron's handler reads under ``/data/``: the model and its external data, nothing else.
+
+    netron's own provider answers for any file in the model's folder; this one has
+    the attributes netron's index page uses (`base`, `name`, `identifier`) and `read`.
+    """
+
+    def __init__(self, model: Path, external: dict[str, Path]) -> None:
+        self.base = self.identifier = model.name  # the page loads the model from /data/<base>
+        self.name = str(model)
+        self.files = {**external, model.name: model}
+
+    def read(self, name: str) -> bytes | None:
+        """The bytes of the served file `name` (a path under /data/), or None: netron answers 404."""
+        path = self.files.get(name)
+        try:
+            return path.read_bytes() if path is not None else None
+        except OSError:
+            return None
+
+
+def host_allowed(header: str | None, served: str, port: int) -> bool:
+    """Whether a request's ``Host`` header addresses this server by a name no DNS can rebind.
+
+    Accepted: a loopback name (`LOOPBACK_NAMES`) or the host it serves on, with its
+    port; on a wildcard address (0.0.0.0) also any IP literal, which names a machine
+    without DNS. A missing or malformed header is refused.
+    """
+    try:
+        parts = urlsplit("//" + (header or ""))
+        name, given = parts.hostname, parts.port or 80
+    except ValueError:
+        return False
+    if not name or given != port:
+        return False
+    if name in LOOPBACK_NAMES or name == served.lower():
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return served in _WILDCARDS
+
+
+def _handler(files: _ModelFiles) -> type:
+    """netron's request handler serving only `files`, answering 403 to requests not addressed to its server."""
+    from netron.server import _HTTPRequestHandler  # netron's handler: its web app and index page
+
+    class Handler(_HTTPRequestHandler):
+        content = files
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name; do_HEAD calls it too
+            host, port = self.server.served_host, self.server.server_address[1]
+            if not host_allowed(self.headers.get("Host"), host, port):
+                self.send_error(403, "zoo view answers only requests addressed to localhost")
+                return
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+            """Silent: netron's own joins the arguments as strings and fails on a status code."""
+
+    return Handler
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """A threaded TCP server (no reverse DNS lookup of its own address, unlike http.server's)."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, handler: type) -> None:
+        self.served_host = host.lower()
+        super().__init__((host, port), handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Silent: a browser that drops a connection is not the user's error, and no traceback is printed."""
+
+
 def serve(path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | None = None,
           browse: bool = True) -> tuple[str, int]:
     """Serve the ONNX model at `path` with netron on `host`:`port` and return ``(host, port)``.
@@ -76,38 +182,34 @@ def serve(path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | 
     if not isinstance(host, str) or not host:
         raise UsageError(f"host must be a host name or IPv4 address such as 127.0.0.1, not {host!r}")
 
-    import netron
-
-    # netron.serve calls logging.basicConfig() when the root logger has no handlers, which
-    # would reconfigure the caller's logging and print netron's own "Serving ..." line.
-    # A NullHandler on the root for the duration of the call prevents that.
-    root = logging.getLogger()
-    guard = logging.NullHandler() if not root.handlers else None
-    if guard:
-        root.addHandler(guard)
     try:
-        address = netron.serve(str(path), None, address=(host, port), browse=False)
-    except OSError as exc:  # port in use, address not on this machine, unknown host name
-        reason = exc.strerror or str(exc)
+        server = _Server(host, port, _handler(_ModelFiles(path.resolve(), _external_data(path))))
+    except (OSError, OverflowError) as exc:  # port in use, address not on this machine, unknown host name
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise UsageError(f"cannot serve on {host}:{port or 'any port'}: {reason}"
                          + ("; leave out --port for a free one" if port else "")) from None
-    finally:
-        if guard:
-            root.removeHandler(guard)
-    address = (address[0], int(address[1]))
+    address = (host, server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
+                              name=f"zoo view {url(address)}")
+    thread.start()
+    _SERVERS[address] = (server, thread)
     if browse and not webbrowser.open(url(address)):
         print(f"zoo: no web browser found; open {url(address)}", file=sys.stderr)
     return address
 
 
 def stop(address: tuple[str, int] | None = None, *, timeout: float = 2.0) -> None:
-    """Stop serving at `address` (every netron server of this process if None) and wait for it."""
-    import netron
+    """Stop serving at `address` (every server of this process if None) and wait for it."""
+    for key in [a for a in _SERVERS if address is None or a == tuple(address)]:
+        server, thread = _SERVERS.pop(key)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout)
 
-    netron.stop(address)
-    deadline = time.monotonic() + timeout
-    while netron.status(address) and time.monotonic() < deadline:
-        time.sleep(0.02)
+
+def _serving(address: tuple[str, int]) -> bool:
+    entry = _SERVERS.get(address)
+    return entry is not None and entry[1].is_alive()
 
 
 def view(path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | None = None,
@@ -119,10 +221,8 @@ def view(path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | N
     """
     address = serve(path, host=host, port=port, browse=browse)
     print(f"netron: serving {path} at {url(address)} (Ctrl-C to stop)", flush=True)
-    import netron
-
     try:
-        while netron.status(address):
+        while _serving(address):
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
