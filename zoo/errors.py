@@ -34,6 +34,10 @@ class ZooError(Exception):
     """Base class of every error zoo raises on purpose."""
 
 
+class ZooWarning(UserWarning):
+    """Base class of the warnings zoo gives on purpose; the command line prints each as one line."""
+
+
 class UsageError(ZooError, ValueError):
     """An argument or setting has a value zoo does not accept."""
 

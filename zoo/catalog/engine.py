@@ -1,64 +1,184 @@
 """Opening the catalog database: every dialect-specific setting lives here.
 
-SQLite (the default, ``registry.db`` in the working directory) gets foreign keys,
-WAL and a busy timeout on every connection, and SQLAlchemy emits BEGIN itself so
-that DDL is transactional and a sync can take the write lock up front. PostgreSQL
-URLs use psycopg 3; a sync serialises on an advisory lock.
+SQLite (the default, ``registry.db`` in the working directory) gets foreign keys and
+a busy timeout on every connection, WAL once (it is a property of the file), and
+SQLAlchemy emits BEGIN itself so that DDL is transactional and a sync can take the
+write lock up front. A catalog file that this process cannot write (a read-only file,
+folder or file system) is opened read-only. PostgreSQL URLs use psycopg 3; a sync
+serialises on an advisory lock.
+
+Every database error on a catalog engine becomes a one-line `CatalogError` here, at
+the store boundary, classified by what the user can do about it: a damaged catalog
+(``zoo sync`` rebuilds it), a file that is not a database (never overwritten), a
+read-only or unreachable catalog.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from zoo.errors import CatalogError
+from zoo.errors import CatalogError, ZooWarning, excerpt, first_line
 
 URL_ENV = "ZOO_REGISTRY_URL"
 DEFAULT_URL = "sqlite:///registry.db"
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock a sync holds.
 PG_SYNC_LOCK_KEY = 0x7A6F6F  # "zoo"
+_EXAMPLES = "for example sqlite:///registry.db or postgresql://user@host:5432/dbname"
+_REBUILD = "run `zoo sync` to rebuild it"
+_ELSEWHERE = f"move it away, or point {URL_ENV} at another catalog"
+# What SQLite and PostgreSQL (SQLSTATE) say about a table or column the schema lacks.
+_MISSING = re.compile(r"no such (table|column)|has no column named", re.IGNORECASE)
+_PG_MISSING = {"42P01", "42703"}  # undefined_table, undefined_column
+
+
+class CatalogWarning(ZooWarning):
+    """The catalog answers, but not as it should: e.g. it is stale and cannot be re-synced."""
+
+
+class DamagedCatalogError(CatalogError):
+    """The catalog lacks a table or column it should have, or its file is corrupt."""
+
+    def __init__(self, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.missing = missing  # a table or column is missing (not a corrupt file)
 
 
 def catalog_url(url: str | None = None) -> URL:
     """The catalog's URL: `url`, else ``$ZOO_REGISTRY_URL``, else ``sqlite:///registry.db``."""
     raw = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    shown = excerpt(_hide_password(raw))
     try:
         parsed = make_url(raw)
     except ArgumentError:
-        raise CatalogError(
-            f"catalog URL {raw!r} is not a database URL; expected for example "
-            f"sqlite:///registry.db or postgresql://user@host:5432/dbname"
-        ) from None
+        raise CatalogError(f"catalog URL {shown} is not a database URL; expected {_EXAMPLES}") from None
+    except ValueError:  # what make_url raises for a port that is not a number
+        raise CatalogError(f"catalog URL {shown} has a port that is not a number; expected {_EXAMPLES}") from None
     if parsed.get_backend_name() not in {"sqlite", "postgresql"}:
+        raise CatalogError(f"catalog URL {shown} uses {parsed.get_backend_name()!r}; supported: sqlite, postgresql")
+    if parsed.get_backend_name() == "sqlite" and _in_memory(parsed):
         raise CatalogError(
-            f"catalog URL {parsed.render_as_string(hide_password=True)!r} uses "
-            f"{parsed.get_backend_name()!r}; supported: sqlite, postgresql"
+            f"catalog URL {shown} is an in-memory database, which vanishes when the command ends; "
+            "use a file, e.g. sqlite:///registry.db"
         )
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
 
 
+def _hide_password(raw: str) -> str:
+    """`raw` with the password of ``scheme://user:password@host`` replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", raw)
+
+
+def _in_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in {"", ":memory:"} or url.query.get("mode") == "memory" or "mode=memory" in database
+
+
+def where(url: URL) -> str:
+    """How messages name the catalog: its file for SQLite, else its URL without the password."""
+    if url.get_backend_name() == "sqlite":
+        return f"the catalog file {_sqlite_path(url)}"
+    return f"the catalog at {url.render_as_string(hide_password=True)}"
+
+
+def _sqlite_path(url: URL) -> Path:
+    return Path(url.database or "").absolute()
+
+
 @lru_cache(maxsize=16)
 def _engine_for(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url)
+        engine = _sqlite_engine(url)
+    else:
+        engine = _create(url, pool_pre_ping=True)
+    event.listen(engine, "handle_error", _raise_catalog_error)
+    return engine
+
+
+def _create(url: URL, **kwargs: object) -> Engine:
+    """`create_engine`, with a driver that is missing or not usable here as one line."""
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ImportError, NoSuchModuleError) as exc:
+        raise CatalogError(
+            f"catalog URL {excerpt(url.render_as_string(hide_password=True))} needs the database driver "
+            f"{url.get_driver_name()!r}, which is not installed ({first_line(exc)}); install it, or use "
+            f"{url.get_backend_name()}:// ({'psycopg 3' if url.get_backend_name() == 'postgresql' else 'sqlite3'})"
+        ) from None
+    if engine.dialect.is_async:
+        raise CatalogError(
+            f"catalog URL {excerpt(url.render_as_string(hide_password=True))} names the asyncio driver "
+            f"{url.get_driver_name()!r}, which zoo cannot use; use {url.get_backend_name()}://"
+        )
+    return engine
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    path = _sqlite_path(url)
+    if read_only(url):
+        engine = _create(url, creator=lambda: _connect_read_only(path))
+        event.listen(engine, "connect", _sqlite_on_connect_read_only)
+    else:
+        engine = _create(url)
         event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
 
 
 def open_engine(url: str | None = None) -> Engine:
     """The (cached) engine of the catalog at `url` (see `catalog_url`)."""
     return _engine_for(catalog_url(url))
+
+
+def read_only(url: URL) -> bool:
+    """Whether the catalog is a SQLite file that exists and that this process cannot write.
+
+    SQLite writes next to the file too (the WAL index, journals), so a read-only
+    folder counts as well. Checked once, when the engine is made.
+    """
+    if url.get_backend_name() != "sqlite":
+        return False
+    path = _sqlite_path(url)
+    return path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+def require_writable(url: URL) -> None:
+    """Refuse, in one line, to start writing a catalog this process cannot write."""
+    if read_only(url):
+        raise CatalogError(
+            f"{where(url)} is read-only here (the file or its folder cannot be written), so zoo cannot update it; "
+            f"sync a copy in a writable folder, or point {URL_ENV} at one"
+        )
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the catalog file at `path`.
+
+    A WAL database can be read without writing only while its shared-memory index
+    exists (a writer has it open); otherwise SQLite must be told that the file will
+    not change under it (``immutable``), which holds while nobody can write it.
+    """
+    uri = f"file:{quote(str(path))}"
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    return conn
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
@@ -68,8 +188,15 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    # WAL is stored in the file: switch once, not on every connection (a write each time).
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        cursor.execute("PRAGMA journal_mode = WAL")
     cursor.close()
+
+
+def _sqlite_on_connect_read_only(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
@@ -77,6 +204,36 @@ def _sqlite_on_begin(conn: Connection) -> None:
     # timeout instead of one failing when it upgrades a read lock.
     mode = "IMMEDIATE" if conn.get_execution_options().get("zoo_write") else "DEFERRED"
     conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _raise_catalog_error(context: ExceptionContext) -> None:
+    """Replace a database error on a catalog engine with the one-line `CatalogError` it means."""
+    if context.sqlalchemy_exception is None:  # not a database error: a bug, left as it is
+        return
+    url = context.engine.url if context.engine is not None else None
+    if url is None:
+        return
+    raise catalog_error(url, context.original_exception) from None
+
+
+def catalog_error(url: URL, exc: BaseException) -> CatalogError:
+    """The one-line error for the database error `exc` on the catalog at `url`."""
+    message, named = first_line(exc), where(url)
+    if _MISSING.search(message) or getattr(exc, "sqlstate", None) in _PG_MISSING:
+        return DamagedCatalogError(f"{named} is damaged ({message}); {_REBUILD}", missing=True)
+    if "file is not a database" in message:
+        return CatalogError(f"{named} is not a SQLite database, and zoo will not overwrite it; {_ELSEWHERE}")
+    if "malformed" in message:
+        return DamagedCatalogError(
+            f"{named} is corrupt ({message}); move it away and run `zoo sync` to build a new one", missing=False
+        )
+    if "readonly database" in message:
+        return CatalogError(f"{named} is read-only, so zoo cannot update it ({message})")
+    if "unable to open database file" in message:
+        folder = _sqlite_path(url).parent
+        reason = f"the folder {folder} does not exist" if not folder.is_dir() else message
+        return CatalogError(f"cannot open {named}: {reason}; point {URL_ENV} at a file in a folder that exists")
+    return CatalogError(f"cannot use {named}: {message}")
 
 
 @contextmanager

@@ -12,14 +12,14 @@ import hashlib
 import os
 import subprocess
 import sys
+import warnings
 
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import DBAPIError
 
 from zoo import __version__
 from zoo.catalog import tables
-from zoo.catalog.engine import URL_ENV, open_engine
-from zoo.errors import ERROR_PREFIX, CatalogError, first_line
+from zoo.catalog.engine import URL_ENV, CatalogWarning, DamagedCatalogError, open_engine, read_only, where
+from zoo.errors import ERROR_PREFIX, CatalogError
 from zoo.plugins import PluginInfo, fingerprint, installed_plugins
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
@@ -41,28 +41,34 @@ def fingerprint_in(conn: Connection) -> str | None:
 
 
 def stored_fingerprint(engine: Engine) -> str | None:
-    """The fingerprint the catalog holds, or None when it has none (new or unmigrated)."""
+    """The fingerprint the catalog holds, or None when it has none (new, unmigrated or damaged)."""
     try:
         with engine.connect() as conn:
             return fingerprint_in(conn)
-    except DBAPIError as exc:
-        if _is_missing_table(exc):
+    except DamagedCatalogError as exc:
+        if exc.missing:  # no catalog_state table: a sync builds or repairs it
             return None
-        raise unreachable(engine, exc) from None
+        raise
 
 
 def ensure_current(url: str | None = None) -> Engine:
-    """The catalog's engine, after re-syncing it in a child process if it is stale."""
+    """The catalog's engine, after re-syncing it in a child process if it is stale.
+
+    A stale catalog this process cannot write (see `read_only`) is served as it is,
+    with a `CatalogWarning`: a shared read-only catalog stays usable.
+    """
     engine = open_engine(url)
     if stored_fingerprint(engine) != catalog_fingerprint(installed_plugins()):
-        _sync_in_child(engine)
+        if read_only(engine.url):
+            warnings.warn(
+                f"{where(engine.url)} is read-only and out of date with the installed plugins; "
+                "showing it as it is (run `zoo sync` where it can be written)",
+                CatalogWarning,
+                stacklevel=2,
+            )
+        else:
+            _sync_in_child(engine)
     return engine
-
-
-def unreachable(engine: Engine, exc: DBAPIError) -> CatalogError:
-    """The one-line error for a database that refused a query."""
-    where = engine.url.render_as_string(hide_password=True)
-    return CatalogError(f"cannot use the catalog at {where}: {first_line(exc.orig)}")
 
 
 def _sync_in_child(engine: Engine) -> None:
@@ -76,8 +82,3 @@ def _sync_in_child(engine: Engine) -> None:
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
         raise CatalogError(f"syncing the catalog failed: {lines[-1].removeprefix(ERROR_PREFIX)}")
-
-
-def _is_missing_table(exc: DBAPIError) -> bool:
-    text = str(exc.orig).lower()
-    return "no such table" in text or ("relation" in text and "does not exist" in text)

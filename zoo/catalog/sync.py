@@ -13,33 +13,43 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, delete
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Table, delete, inspect, text
 from sqlalchemy.orm import Session
 
 from zoo.catalog import tables
-from zoo.catalog.engine import open_engine, write_transaction
+from zoo.catalog.engine import (
+    URL_ENV,
+    DamagedCatalogError,
+    open_engine,
+    require_writable,
+    where,
+    write_transaction,
+)
 from zoo.catalog.fingerprint import (
     FINGERPRINT_KEY,
     catalog_fingerprint,
     fingerprint_in,
     stored_fingerprint,
-    unreachable,
 )
 from zoo.catalog.schema import MetricRow, ModelRow, PluginRow, WeightsRow
-from zoo.errors import ERROR_PREFIX, ZooError
+from zoo.errors import ERROR_PREFIX, CatalogError, ZooError, excerpt, first_line
 from zoo.plugins import LoadedPlugin, installed_plugins, load_plugins, strict_from_env
 from zoo.specs import ModelSpec
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: Tables every sync rewrites from the plugins: rebuilt empty when damaged.
+DERIVED = (tables.plugins, tables.models, tables.weights, tables.metrics, tables.catalog_state)
+#: Tables whose rows only this catalog knows (learned hashes, export records): kept when rebuilt.
+KEPT = (tables.weight_files, tables.exports)
 
 
 @dataclass(frozen=True)
 class SyncReport:
-    """What a sync did: every plugin tried, and whether the catalog was rewritten."""
+    """What a sync did: every plugin tried, whether the catalog was rewritten, what was repaired."""
 
     plugins: tuple[LoadedPlugin, ...]
     rewritten: bool
+    repairs: tuple[str, ...] = ()  # what a damaged catalog needed, e.g. "created the missing table exports"
 
     @property
     def model_count(self) -> int:
@@ -54,33 +64,153 @@ def sync(url: str | None = None, *, force: bool = True, strict: bool | None = No
     leaves the catalog as it was.
     """
     engine = open_engine(url)
+    require_writable(engine.url)
     plugins = installed_plugins()
     wanted = catalog_fingerprint(plugins)
-    if not force and stored_fingerprint(engine) == wanted:
+    current = stored_fingerprint(engine)  # also fails fast, before the slow part, on a catalog we cannot use
+    if not force and current == wanted:
         return SyncReport((), rewritten=False)
     loaded = tuple(load_plugins(plugins, strict=strict_from_env() if strict is None else strict))
+    with write_transaction(engine) as conn:
+        repairs = _prepare_schema(conn)
+        if not force and fingerprint_in(conn) == wanted:
+            return SyncReport(loaded, rewritten=False, repairs=repairs)  # another process synced meanwhile
+        _replace_catalog(conn, loaded)
+        state = tables.catalog_state
+        conn.execute(delete(state).where(state.c.key == FINGERPRINT_KEY))
+        conn.execute(state.insert().values(key=FINGERPRINT_KEY, value=wanted))
+    return SyncReport(loaded, rewritten=True, repairs=repairs)
+
+
+def _prepare_schema(conn: Connection) -> tuple[str, ...]:
+    """Bring the schema to the head revision and rebuild whatever is missing from it.
+
+    Migrations assume the tables of their revision exist; when they do not (a table
+    dropped, the revision record lost), the schema is stamped as head instead and
+    `_rebuild` verifies it against `tables.metadata`. Returns what was repaired.
+    """
+    _check_intact(conn)
+    _check_revision(conn)
+    repairs: list[str] = []
     try:
-        with write_transaction(engine) as conn:
-            _migrate(conn)
-            if not force and fingerprint_in(conn) == wanted:
-                return SyncReport(loaded, rewritten=False)  # another process synced meanwhile
-            _replace_catalog(conn, loaded)
-            state = tables.catalog_state
-            conn.execute(delete(state).where(state.c.key == FINGERPRINT_KEY))
-            conn.execute(state.insert().values(key=FINGERPRINT_KEY, value=wanted))
-    except DBAPIError as exc:
-        raise unreachable(engine, exc) from None
-    return SyncReport(loaded, rewritten=True)
+        with conn.begin_nested():
+            _alembic(conn, "upgrade")
+    except DamagedCatalogError:
+        repairs.append("the schema revision did not match its tables")
+        _alembic(conn, "stamp")
+    except CatalogError as exc:  # e.g. "table ... already exists": the revision record was lost
+        if _revision(conn) is not None:
+            raise
+        repairs.append(f"the schema revision was missing ({exc})")
+        _alembic(conn, "stamp")
+    return (*repairs, *_rebuild(conn))
 
 
-def _migrate(conn: Connection) -> None:
-    from alembic import command
+def _check_intact(conn: Connection) -> None:
+    """Refuse a corrupt SQLite file before writing into it; a sync cannot repair its pages."""
+    if conn.dialect.name != "sqlite":
+        return
+    verdict = conn.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+    if verdict != "ok":
+        raise DamagedCatalogError(
+            f"{where(conn.engine.url)} is corrupt ({verdict}); move it away and run `zoo sync` to build a new one",
+            missing=False,
+        )
+
+
+def _check_revision(conn: Connection) -> None:
+    """Refuse a schema revision this zoo does not know: a newer zoo wrote it, and may need what it has."""
+    revision = _revision(conn)
+    scripts = _scripts()
+    if revision is not None and revision not in {script.revision for script in scripts.walk_revisions()}:
+        raise CatalogError(
+            f"{where(conn.engine.url)} has schema revision {excerpt(revision)}, which this zoo does not know "
+            f"(its newest is {scripts.get_current_head()!r}): a newer zoo made it; upgrade zoo, or move it away, "
+            f"or point {URL_ENV} at another catalog"
+        )
+
+
+def _revision(conn: Connection) -> str | None:
+    from alembic.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _scripts():  # -> alembic.script.ScriptDirectory, imported late (alembic is needed only to sync)
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+def _alembic_config(conn: Connection | None = None):  # -> alembic.config.Config
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = conn
-    command.upgrade(config, "head")
+    return config
+
+
+def _alembic(conn: Connection, action: str) -> None:
+    """Run ``alembic upgrade head`` or ``alembic stamp head`` on `conn`."""
+    from alembic import command
+    from alembic.util.exc import CommandError
+
+    try:
+        getattr(command, action)(_alembic_config(conn), "head")
+    except CommandError as exc:
+        raise CatalogError(f"cannot migrate {where(conn.engine.url)}: {first_line(exc)}") from None
+
+
+def _missing_columns(conn: Connection) -> dict[Table, set[str]]:
+    """Every table of the schema that lacks columns in the database, with the names it lacks."""
+    inspector = inspect(conn)
+    present = set(inspector.get_table_names())
+    missing = {}
+    for table in tables.metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)} if table.name in present else set()
+        lacking = {c.name for c in table.columns} - have
+        if lacking:
+            missing[table] = lacking
+    return missing
+
+
+def _rebuild(conn: Connection) -> list[str]:
+    """Recreate missing tables and columns: the derived tables empty (the sync refills them),
+    the kept ones (learned hashes, export records) with every row that can be kept."""
+    missing = _missing_columns(conn)
+    repairs = []
+    damaged = [t.name for t in DERIVED if t in missing]
+    if damaged:
+        existing = set(inspect(conn).get_table_names())
+        for table in reversed(tables.metadata.sorted_tables):
+            if table in DERIVED and table.name in existing:
+                table.drop(conn)
+        tables.metadata.create_all(conn, tables=DERIVED)
+        repairs.append(f"rebuilt the damaged table(s) {', '.join(damaged)}")
+    repairs.extend(_salvage(conn, table, missing[table]) for table in KEPT if table in missing)
+    return repairs
+
+
+def _salvage(conn: Connection, table: Table, lacking: set[str]) -> str:
+    """Recreate `table` with the schema's columns, keeping each row whose required columns survive."""
+    if lacking == {c.name for c in table.columns}:
+        table.create(conn)
+        return f"created the missing table {table.name}"
+    required = {c.name for c in table.columns if not c.nullable}
+    if required & lacking:
+        table.drop(conn)
+        table.create(conn)
+        return f"rebuilt {table.name} empty: its column(s) {', '.join(sorted(required & lacking))} were gone"
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in table.columns if c.name not in lacking)
+    complete = " AND ".join(f"{quote(name)} IS NOT NULL" for name in sorted(required))
+    conn.execute(text(f"CREATE TEMPORARY TABLE zoo_salvage AS SELECT {names} FROM {quote(table.name)} WHERE {complete}"))
+    table.drop(conn)
+    table.create(conn)
+    kept = conn.execute(text(f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM zoo_salvage")).rowcount
+    conn.execute(text("DROP TABLE zoo_salvage"))
+    return f"rebuilt {table.name} (column(s) {', '.join(sorted(lacking))} were gone), keeping {kept} row(s)"
 
 
 def _replace_catalog(conn: Connection, loaded: tuple[LoadedPlugin, ...]) -> None:
