@@ -33,12 +33,13 @@ from test_plugins import pip_install, FIXTURES
 
 
 class WeightsServer:
-    """Serves ``files`` by name; ``modes`` makes a file arrive corrupted, cut off or slowly."""
+    """Serves ``files`` by name; ``modes`` makes a file arrive corrupted, cut off, slowly or stalled halfway."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.modes: dict[str, str] = {}
         self.requests: list[str] = []
+        self.stalled = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +59,11 @@ class WeightsServer:
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if mode == "stall":  # send half, then never the rest (until the client goes away)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    server.stalled.wait(60)
                     return
                 step = max(1, len(body) // 20) if mode == "slow" else len(body)
                 for start in range(0, len(body), step):
@@ -80,6 +86,7 @@ def server() -> Iterator[WeightsServer]:
     s = WeightsServer()
     s.thread.start()
     yield s
+    s.stalled.set()
     s.httpd.shutdown()
     s.httpd.server_close()
 
@@ -99,9 +106,9 @@ def state_dict_bytes(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def publish(server: WeightsServer, stem: str = "net", mode: str = "ok") -> WeightsFile:
-    """Put a real state dict on the server under a torch.hub-style name; return what to fetch."""
-    data = state_dict_bytes()
+def publish(server: WeightsServer, stem: str = "net", mode: str = "ok", data: bytes | None = None) -> WeightsFile:
+    """Put `data` (default: a real state dict) on the server under a torch.hub-style name; return what to fetch."""
+    data = state_dict_bytes() if data is None else data
     sha = hashlib.sha256(data).hexdigest()
     name = f"{stem}-{sha[:10]}.pth"
     server.files[name], server.modes[name] = data, mode
@@ -288,3 +295,132 @@ def test_torchvision_style_weights_go_through_the_zoo(server: WeightsServer, rem
     assert done.returncode == 1 and "mismatch" in done.stdout
     done = run_zoo("weights", "path", "nosuch_model", env=env, check=False)
     assert done.returncode == 1 and done.stderr.startswith("zoo: error: unknown model 'nosuch_model'")
+
+
+class CodeOnLoad:
+    """Pickles as a call of ``os.mkdir(marker)``: loading it with pickle's full power runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+def code_on_load(marker: Path) -> bytes:
+    """A real ``torch.save`` zip whose pickle calls a global that no weights-only load allows."""
+    buffer = io.BytesIO()
+    torch.save({"1.weight": CodeOnLoad(marker), "1.bias": torch.zeros(3)}, buffer)
+    return buffer.getvalue()
+
+
+def forge_stamp(path: Path, sha256: str) -> None:
+    """The verification stamp zoo wrote beside cached files until now, claiming `sha256` for `path`."""
+    st = path.stat()
+    stamp = path.with_name(f".{path.name}.zoo-verified")
+    stamp.write_text(json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+
+
+def test_pickle_in_cache_beside_forged_stamp_runs_no_code(synced_catalog: str, isolated_cache: Path,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    marker = tmp_path / "code-ran"
+    path = isolated_cache / Path(zoo.get_weight("resnet18.DEFAULT").url).name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(code_on_load(marker))
+    prefix = WeightsFile(path.name).hash_prefix
+    forge_stamp(path, prefix + "0" * (64 - len(prefix)))
+    with pytest.raises(zoo.HashMismatchError, match=f"weights file {path} has SHA-256") as caught:
+        zoo.get_model("resnet18", weights="DEFAULT")
+    assert caught.value.actual == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not marker.exists()
+    assert sorted(p.name for p in isolated_cache.iterdir()) == [path.name]  # the forged stamp is gone too
+
+
+def test_torchvision_style_builder_never_unpickles(server: WeightsServer, remote_catalog: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    """A file whose hash is right (the server's own) but whose pickle runs code is refused, not run."""
+    marker = tmp_path / "code-ran"
+    data = code_on_load(marker)
+    name = f"remote_net-{hashlib.sha256(data).hexdigest()[:10]}.pth"
+    server.files[name] = data
+    env = {**remote_catalog, "ZOO_FIXTURE_REMOTE_URL": server.url(name)}
+    code = "import zoo; zoo.get_model('remote_net', weights='DEFAULT')"
+    built = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert built.returncode != 0 and not marker.exists(), built.stderr
+    assert "zoo.errors.WeightsError: weights file" in built.stderr and name in built.stderr
+    assert "cannot be loaded as tensors only (" in built.stderr and "weights_only" not in built.stderr
+    assert "GLOBAL posix.mkdir" in built.stderr  # the forbidden global is named
+
+
+@pytest.fixture
+def learned_mirror(synced_catalog: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Offline, a mirror directory; ``put(member, data)`` places a file there whose full hash the catalog knows."""
+    from sqlalchemy import delete
+
+    from zoo.catalog.engine import open_engine, write_transaction
+    from zoo.catalog.tables import weight_files
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", str(mirror))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    engine = open_engine(synced_catalog)
+
+    def put(member, data: bytes) -> Path:
+        path = mirror / Path(member.url).name
+        path.write_bytes(data)
+        with write_transaction(engine) as conn:  # as a verified first download records it
+            conn.execute(delete(weight_files).where(weight_files.c.url == member.url))
+            conn.execute(weight_files.insert().values(url=member.url, sha256=hashlib.sha256(data).hexdigest(),
+                                                      file_size=len(data)))
+        return path
+
+    yield put
+    with write_transaction(engine) as conn:
+        conn.execute(delete(weight_files))
+
+
+def test_backbone_weights_are_loaded_by_the_zoo(learned_mirror, isolated_cache: Path, tmp_path: Path) -> None:
+    """torchvision's detection builders load ImageNet backbone weights themselves; the zoo answers that call."""
+    import torchvision.models as tvm
+
+    name, backbone = "fasterrcnn_mobilenet_v3_large_fpn", tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1
+    marker = tmp_path / "code-ran"
+    learned_mirror(backbone, code_on_load(marker))
+    with pytest.raises(zoo.WeightsError, match="cannot be loaded as tensors only") as caught:
+        zoo.get_model(name, weights=None)
+    assert str(isolated_cache / Path(backbone.url).name) in str(caught.value) and not marker.exists()
+
+    (isolated_cache / Path(backbone.url).name).unlink()
+    torch.manual_seed(0)
+    served = tvm.mobilenet_v3_large().state_dict()
+    buffer = io.BytesIO()
+    torch.save(served, buffer)
+    learned_mirror(backbone, buffer.getvalue())
+    body = zoo.get_model(name, weights=None).backbone.body.state_dict()
+    loaded = [k for k in body if f"features.{k}" in served]
+    assert loaded and all(torch.equal(body[k], served[f"features.{k}"]) for k in loaded if "num_batches" not in k)
+
+
+def test_killed_download_leaves_nothing_the_next_fetch_keeps(server: WeightsServer, isolated_cache: Path) -> None:
+    """A download killed mid-transfer leaves its .part file; the next fetch of the file removes it."""
+    file = publish(server, mode="stall", data=os.urandom(3 << 20))  # the first MiB is written, then it stalls
+    code = "import sys; from zoo.fetch import WeightsFile, fetch; fetch(WeightsFile(sys.argv[1], sys.argv[2]))"
+    child = subprocess.Popen([sys.executable, "-c", code, file.url, file.sha256],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not [p for p in leftovers(isolated_cache) if p.endswith(".part") and (isolated_cache / p).stat().st_size]:
+            assert time.monotonic() < deadline and child.poll() is None, "the download never started"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    parts = [p for p in leftovers(isolated_cache) if p.endswith(".part")]
+    assert len(parts) == 1 and parts[0].startswith(f".{file.name}.")
+
+    server.modes[file.name] = "ok"
+    fetched = fetch(file, progress=False)
+    assert fetched.sha256 == file.sha256
+    assert sorted(p.name for p in isolated_cache.iterdir()) == [file.name]  # no part, no lock file

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torchvision.models
 
-from zoo.errors import WeightsError, first_line
+from zoo.errors import WeightsError
 from zoo.fetch import Loaded, WeightsFile, read_verified
 
 #: Loads the state dict of a weights enum member (the member, then whether to show progress).
@@ -103,7 +103,9 @@ def state_dict_from(loaded: Loaded) -> dict[str, Any]:
 
 
 def _reason(exc: Exception) -> str:
-    """Why decoding failed, in one short line (torch's weights-only refusal names the forbidden global)."""
+    """Why decoding failed, in one short line: for a weights-only refusal, the global it names,
+    not torch's preamble (which suggests ``weights_only=False``) or its pointer to the docs."""
+    boilerplate = ("Weights only load failed", "Check the documentation of torch.load")
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    forbidden = next((line for line in lines if line.startswith("WeightsUnpickler error:")), None)
-    return (forbidden or first_line(exc))[:200]
+    reason = next((line for line in lines if not line.startswith(boilerplate)), None)
+    return (reason or type(exc).__name__)[:200]
