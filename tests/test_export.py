@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -284,7 +288,7 @@ def test_zero_tolerance_fails_on_float_differences(synced_catalog: str, tmp_path
     path = tmp_path / "m.onnx"
     path.write_bytes(b"an older export")
     with pytest.raises(ExportVerificationError, match="rtol=0, atol=0"):
-        export_onnx("digits_cnn", path, rtol=0, atol=0)
+        export_onnx("digits_cnn", path, rtol=0, atol=0, overwrite=True)
     assert path.read_bytes() == b"an older export"  # replaced only by a verified file
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
@@ -353,10 +357,64 @@ def test_exports_are_recorded_and_reused_while_valid(synced_catalog: str, tmp_pa
     static = export_onnx("digits_cnn", path, weights="DEFAULT", dynamic_batch=False)  # other options
     assert static.reused is False and static.dynamic_axes == {}
 
-    path.write_bytes(path.read_bytes() + b"\0")  # changed on disk
-    assert export_onnx("digits_cnn", path, weights="DEFAULT", dynamic_batch=False).reused is False
+    path.write_bytes(path.read_bytes() + b"\0")  # changed on disk: no longer a model, so replaced only if forced
+    assert export_onnx("digits_cnn", path, weights="DEFAULT", dynamic_batch=False, overwrite=True).reused is False
     path.unlink()  # gone
     assert export_onnx("digits_cnn", path, weights="DEFAULT", dynamic_batch=False).reused is False
 
     listed = json.loads(run_zoo("exports", "--json").stdout)
     assert [r["sha256"] for r in listed if r["path"] == str(path.resolve())] == [sha256_of(path)]
+
+
+def test_an_existing_file_is_replaced_only_if_zoo_wrote_it_or_when_forced(synced_catalog: str, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.onnx"
+    notes.write_bytes(b"my notes")
+    notes.chmod(0o640)
+    done = run_zoo("export", "digits_cnn", "-o", str(notes), check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "exists and is not a file zoo wrote; pass --force" in done.stderr
+    assert notes.read_bytes() == b"my notes" and stat.S_IMODE(notes.stat().st_mode) == 0o640
+    run_zoo("export", "digits_cnn", "-o", str(notes), "--force")
+    assert read_metadata(notes)["model"] == "digits_cnn"
+    assert stat.S_IMODE(notes.stat().st_mode) == 0o640  # the replacement keeps the file's mode
+    again = export_onnx("digits_cnn", notes, weights="DEFAULT")  # an earlier zoo export: no overwrite needed
+    assert again.reused is False and read_metadata(notes)["weights"] == again.weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.onnx"]
+
+
+@pytest.mark.parametrize("make", [lambda p: p.symlink_to("target.onnx"), os.mkfifo], ids=["symlink", "fifo"])
+def test_export_writes_only_regular_files(synced_catalog: str, tmp_path: Path, make) -> None:
+    (tmp_path / "target.onnx").write_bytes(b"elsewhere")
+    make(tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match="m.onnx' is a (symbolic link|fifo)"):
+        export_onnx("digits_cnn", tmp_path / "m.onnx", overwrite=True)
+    assert (tmp_path / "target.onnx").read_bytes() == b"elsewhere"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "target.onnx"]
+
+
+def test_the_next_export_cleans_up_after_a_killed_one(synced_catalog: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    child = subprocess.Popen([sys.executable, "-m", "zoo", "export", "digits_cnn", "-o", str(path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".m.onnx.*.tmp")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    assert list(tmp_path.glob(".m.onnx.*.tmp")) and not path.exists()  # killed half way: its folder stays
+    export_onnx("digits_cnn", path)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+@pytest.mark.parametrize(("opset", "exporter"), [(7, "torchscript"), (17, "dynamo"), (18, "dynamo")])
+def test_the_opset_recorded_is_the_one_in_the_file(synced_catalog: str, tmp_path: Path, opset: int,
+                                                   exporter: str) -> None:
+    """Asked for opset 7, the dynamo exporter writes 18; the TorchScript exporter then writes 7."""
+    result = export_onnx("digits_cnn", tmp_path / "m.onnx", weights="DEFAULT", opset=opset)
+    written = [o.version for o in onnx.load(str(result.path)).opset_import if o.domain in ("", "ai.onnx")]
+    assert written == [opset] and result.opset == opset and read_metadata(result.path)["opset"] == opset
+    assert result.exporter == exporter and all(c.passed for c in result.verification)
+    if exporter == "torchscript":
+        assert "wrote opset 18, not 7" in result.fallback_reason
+    listed = json.loads(run_zoo("exports", "--json").stdout)
+    assert [r["opset"] for r in listed if r["path"] == str(result.path.resolve())] == [opset]

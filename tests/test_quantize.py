@@ -156,9 +156,30 @@ def test_failure_leaves_nothing_behind(digits: ExportResult, tmp_path: Path) -> 
            "std": [0.5] * 3}  # three channels into a one-channel model: calibration fails in ONNX Runtime
     (tmp_path / "out.onnx").write_bytes(b"earlier")
     with pytest.raises(ZooError, match="int8 quantisation of .* failed"):
-        quantize_int8(digits.path, tmp_path / "out.onnx", [np.zeros((8, 8, 3), np.uint8)], preprocessing=rgb)
+        quantize_int8(digits.path, tmp_path / "out.onnx", [np.zeros((8, 8, 3), np.uint8)], preprocessing=rgb,
+                      overwrite=True)
     _only(tmp_path, "out.onnx")
     assert (tmp_path / "out.onnx").read_bytes() == b"earlier"
+
+
+def test_the_output_replaces_only_what_zoo_wrote(digits: ExportResult, tmp_path: Path) -> None:
+    image = [np.full((8, 8), 9, np.uint8)]
+    out, elsewhere = tmp_path / "q.onnx", tmp_path / "elsewhere.txt"
+    out.write_bytes(b"my notes")
+    with pytest.raises(UsageError, match="q.onnx' exists and is not a file zoo wrote; pass --force"):
+        quantize_int8(digits.path, out, image)
+    assert out.read_bytes() == b"my notes"
+    quantize_int8(digits.path, out, image, overwrite=True)
+    assert "quantization" in read_metadata(out)
+    quantize_int8(digits.path, out, image, quant_format="qoperator")  # an earlier int8 model: zoo's own
+    assert read_metadata(out)["quantization"]["format"] == "QOperator"
+    elsewhere.write_bytes(b"precious")
+    out.unlink()
+    out.symlink_to(elsewhere.name)
+    with pytest.raises(UsageError, match="q.onnx' is a symbolic link"):
+        quantize_int8(digits.path, out, image, overwrite=True)
+    assert elsewhere.read_bytes() == b"precious" and out.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "q.onnx"]
 
 
 def test_quantisation_runs_without_torch(digits: ExportResult, tmp_path: Path) -> None:

@@ -135,10 +135,14 @@ def _parser() -> argparse.ArgumentParser:
                                 "file is written only if all of that passes; the weights, preprocessing and "
                                 "categories travel in its metadata."))
     p.add_argument("name", metavar="NAME")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write, e.g. model.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="where to write, e.g. model.onnx: a new file or an earlier zoo export")
+    p.add_argument("--force", action="store_true",
+                   help="replace FILE even if zoo did not write it or it is write-protected (it keeps its mode)")
     p.add_argument("--weights", metavar="WEIGHTS", help="load these weights first, e.g. DEFAULT")
     p.add_argument("--opset", type=int, metavar="N",
-                   help="ONNX opset (default: the highest the exporter and onnxruntime both support)")
+                   help="ONNX opset the file must have (default: the highest the exporter and onnxruntime both "
+                        "support); one the dynamo exporter cannot write (it starts at 18) comes from TorchScript")
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
                    help="example input shape, e.g. 1,3,224,224 (default: from the weights' preprocessing)")
     p.add_argument("--static", action="store_true",
@@ -404,7 +408,7 @@ def _export(args: argparse.Namespace) -> int:
     result = export_onnx(args.name, args.output, weights=args.weights, input_shape=args.input_shape,
                          dynamic_batch=False if args.static else None,
                          dynamic_image_size=False if args.static else args.dynamic_image_size or None,
-                         opset=args.opset, builder_kwargs=dict(args.builder_arg))
+                         opset=args.opset, builder_kwargs=dict(args.builder_arg), overwrite=args.force)
     _emit(args, result.to_json(), lambda: _export_text(result))
     return 0
 

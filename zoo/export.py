@@ -26,16 +26,15 @@ import io
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo import metadata
-from zoo.errors import UsageError, ZooError, first_line
+from zoo.errors import UsageError, ZooError, excerpt, first_line
 from zoo.fetch import sha256_of
+from zoo.outputs import staged_output
 from zoo.specs import DETECTION_TASKS
 
 if TYPE_CHECKING:
@@ -70,6 +69,8 @@ SECOND_BATCH = 5
 #: Above this many bytes of parameters and buffers, tensors go to external data
 #: (``<name>.data`` next to the file): protobuf cannot serialise 2 GiB.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
+#: The lowest opset torch.onnx writes (torch.onnx._constants.ONNX_MIN_OPSET; not imported: it needs torch).
+_MIN_OPSET = 7
 _UNSUPPORTED_TASKS = {
     "optical_flow": "optical flow export is not supported yet (the model takes two images)",
 }
@@ -231,6 +232,7 @@ def export_onnx(
     atol: float | None = None,
     builder_kwargs: Mapping[str, Any] | None = None,
     record: bool = True,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a catalog model (by name, with `weights`) or an ``nn.Module`` to ONNX at `path`, verified.
 
@@ -248,34 +250,47 @@ def export_onnx(
     benchmark's temporary file) out of the catalog's exports table.
 
     The file appears at `path` only once it is checked and verified; on any failure
-    nothing is left there. Raises `UsageError` for bad arguments or unsupported models
+    nothing is left there. It is written as `zoo.outputs.staged_output` writes: only a
+    regular file, replacing an existing file only if it is an earlier zoo export (or
+    `overwrite`) and not write-protected (unless `overwrite`). The opset recorded is
+    the one the file holds; an explicit `opset` the exporters cannot write is an error.
+    Raises `UsageError` for bad arguments or unsupported models
     and `ExportVerificationError` (a `ZooError`) when ONNX Runtime's outputs differ
     from PyTorch's beyond the tolerances.
     """
-    import torch
-
     path = Path(path)
-    if path.is_dir() or not path.name:
-        raise UsageError(f"export path {str(path)!r} is a directory; give a file name such as model.onnx")
-    if not path.parent.is_dir():
-        raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
-    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < 7):
-        raise UsageError(f"opset must be an integer of at least 7, not {opset!r}")
+    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < _MIN_OPSET):
+        raise UsageError(f"opset must be an integer of at least {_MIN_OPSET}, not {excerpt(opset)}")
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise UsageError(f"{name} must be a non-negative number, not {value!r}")
     if builder_kwargs is not None and not isinstance(builder_kwargs, Mapping):
         raise UsageError(f"builder_kwargs must be a mapping of builder arguments, not {builder_kwargs!r}")
     shape = _parse_shape(input_shape) if input_shape is not None else None
-    request = None
-    if isinstance(model_or_name, str) and record:
-        request = _request(model_or_name, weights, shape, dynamic_batch, dynamic_image_size, opset, rtol, atol,
-                           builder_kwargs)
-        earlier = _reusable(path, request)
-        if earlier is not None:
-            return earlier
+    with staged_output(path, overwrite=overwrite, what="export path") as work:
+        request = None
+        if isinstance(model_or_name, str) and record:
+            request = _request(model_or_name, weights, shape, dynamic_batch, dynamic_image_size, opset, rtol, atol,
+                               builder_kwargs)
+            earlier = _reusable(path, request)
+            if earlier is not None:
+                return earlier
+        result = _export_staged(model_or_name, work, path, weights=weights, shape=shape, dynamic_batch=dynamic_batch,
+                                dynamic_image_size=dynamic_image_size, opset=opset, rtol=rtol, atol=atol,
+                                builder_kwargs=dict(builder_kwargs or {}))
+    if request is not None:
+        _record(result, request)
+    return result
 
-    info = _model_info(model_or_name, weights, dict(builder_kwargs or {}))
+
+def _export_staged(model_or_name: str | torch.nn.Module, work: Path, path: Path, *, weights: Any,
+                   shape: tuple[int, ...] | None, dynamic_batch: bool | None, dynamic_image_size: bool | None,
+                   opset: int | None, rtol: float | None, atol: float | None,
+                   builder_kwargs: dict[str, Any]) -> ExportResult:
+    """Build, export, check and verify into the folder `work`, as ``work / path.name``, to be moved to `path`."""
+    import torch
+
+    info = _model_info(model_or_name, weights, builder_kwargs)
     detection = info["task"] in DETECTION_TASKS
     dynamic_batch = not detection if dynamic_batch is None else dynamic_batch
     dynamic_image_size = detection if dynamic_image_size is None else dynamic_image_size
@@ -309,57 +324,49 @@ def export_onnx(
     atol = atol_ if atol is None else float(atol)
     large = _tensor_bytes(model) > _EXTERNAL_DATA_BYTES
 
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        raw = work / "exported.onnx"
-        exporter, reason, used_opset = _export(wrapped, example, raw, output_names, dynamic_batch,
-                                               dynamic_image_size, detection, opset)
-        inferred = work / "inferred.onnx"
-        import onnx
+    raw = work / "exported.onnx"
+    exporter, reason = _export(wrapped, example, raw, output_names, dynamic_batch, dynamic_image_size, detection,
+                               opset)
+    inferred = work / "inferred.onnx"
+    import onnx
 
-        onnx.shape_inference.infer_shapes_path(str(raw), str(inferred), check_type=True, data_prop=True)
-        proto = onnx.load(str(inferred), load_external_data=True)
-        ir_version = min(proto.ir_version, _onnxruntime_limits()[1])
-        proto.ir_version = ir_version
-        intermediate, missing = _shape_coverage(proto)
-        dynamic_axes = _dynamic_axes(proto)
-        wanted = ([0] if dynamic_batch else []) + ([len(shape) - 2, len(shape) - 1] if dynamic_image_size else [])
-        static = [axis for axis in wanted if axis not in dynamic_axes.get(_INPUT_NAME, {})]
-        if static:
-            raise ZooError(f"the {exporter} exporter made input axes {static} of {info['name']} static")
+    onnx.shape_inference.infer_shapes_path(str(raw), str(inferred), check_type=True, data_prop=True)
+    proto = onnx.load(str(inferred), load_external_data=True)
+    used_opset = _opset_of(proto)  # what the file holds is what is recorded
+    ir_version = min(proto.ir_version, _onnxruntime_limits()[1])
+    proto.ir_version = ir_version
+    intermediate, missing = _shape_coverage(proto)
+    dynamic_axes = _dynamic_axes(proto)
+    wanted = ([0] if dynamic_batch else []) + ([len(shape) - 2, len(shape) - 1] if dynamic_image_size else [])
+    static = [axis for axis in wanted if axis not in dynamic_axes.get(_INPUT_NAME, {})]
+    if static:
+        raise ZooError(f"the {exporter} exporter made input axes {static} of {info['name']} static")
 
-        meta = _provenance(info, shape, output_names, exporter, used_opset, reason)
-        staged = work / path.name
-        _save(proto, staged, large, meta)
-        onnx.checker.check_model(str(staged), full_check=True)
+    meta = _provenance(info, shape, output_names, exporter, used_opset, reason)
+    staged = work / path.name
+    _save(proto, staged, large, meta)
+    onnx.checker.check_model(str(staged), full_check=True)
 
-        checks = _verify(model, staged, inputs, output_names, flatten, detection, rtol, atol)
-        if not all(c.passed for c in checks):
-            worst = [c for c in checks if not c.passed]
-            detail = "; ".join(
-                f"{c.name} at {_shape_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
-                f"max rel error {c.max_rel_error:.3g}"
-                + (f", {c.unmatched} of {c.detections} detections unmatched" if c.unmatched else "")
-                for c in worst)
-            raise ExportVerificationError(
-                f"exported {info['name']} does not match PyTorch (rtol={rtol:g}, atol={atol:g}): {detail}; "
-                f"no file written", checks)
+    checks = _verify(model, staged, inputs, output_names, flatten, detection, rtol, atol)
+    if not all(c.passed for c in checks):
+        worst = [c for c in checks if not c.passed]
+        detail = "; ".join(
+            f"{c.name} at {_shape_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
+            f"max rel error {c.max_rel_error:.3g}"
+            + (f", {c.unmatched} of {c.detections} detections unmatched" if c.unmatched else "")
+            for c in worst)
+        raise ExportVerificationError(
+            f"exported {info['name']} does not match PyTorch (rtol={rtol:g}, atol={atol:g}): {detail}; "
+            f"no file written", checks)
 
-        meta.update(metadata.encode({"verification": [c.to_json() for c in checks]}))
-        _save(proto, staged, large, meta)
-        data_file = staged.with_name(staged.name + ".data")
-        final_data = path.with_name(path.name + ".data") if data_file.exists() else None
-        if final_data is not None:
-            os.replace(data_file, final_data)
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-    result = ExportResult(
+    meta.update(metadata.encode({"verification": [c.to_json() for c in checks]}))
+    _save(proto, staged, large, meta)
+    data_file = staged.with_name(staged.name + ".data")
+    return ExportResult(
         path=path,
-        sha256=sha256_of(path),
-        size=path.stat().st_size + (final_data.stat().st_size if final_data else 0),
-        external_data=final_data,
+        sha256=sha256_of(staged),
+        size=staged.stat().st_size + (data_file.stat().st_size if data_file.exists() else 0),
+        external_data=path.with_name(data_file.name) if data_file.exists() else None,
         model=info["name"],
         task=info["task"],
         weights=info["weights"],
@@ -375,11 +382,8 @@ def export_onnx(
         intermediate_tensors=intermediate,
         tensors_without_shape=missing,
         verification=checks,
-        metadata=read_metadata(path),
+        metadata=read_metadata(staged),
     )
-    if request is not None:
-        _record(result, request)
-    return result
 
 
 def list_exports() -> list[dict[str, Any]]:
@@ -647,8 +651,14 @@ def _one_image(model: Any) -> Any:
 
 
 def _export(model: Any, example: Any, target: Path, output_names: list[str], dynamic_batch: bool,
-            dynamic_image_size: bool, detection: bool, opset: int | None) -> tuple[str, str | None, int]:
-    """Export with the dynamo exporter, else TorchScript: (exporter, fallback reason, opset)."""
+            dynamic_image_size: bool, detection: bool, opset: int | None) -> tuple[str, str | None]:
+    """Export with the dynamo exporter, else TorchScript: (exporter, why dynamo was not used).
+
+    An explicit `opset` is what the file must hold: the dynamo exporter writes opset 18
+    or above and keeps 18 when its version converter cannot go lower, so a file in
+    another opset than asked counts as its failure, and TorchScript (opsets 7 to 20)
+    is used instead.
+    """
     import warnings
 
     import torch
@@ -675,7 +685,10 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
             torch.onnx.export(model, (traced,), str(target), dynamo=True, opset_version=dynamo_opset,
                               dynamic_shapes=(axes,) if axes else None, optimize=True, verify=False,
                               verbose=False, **kwargs)
-        return "dynamo", None, dynamo_opset
+        written = _opset_of(target)
+        if opset is None or written == opset:
+            return "dynamo", None
+        reason = f"it wrote opset {written}, not {opset} (it cannot convert this model to that opset)"
     except Exception as exc:  # noqa: BLE001 - any failure moves to the other exporter
         reason = _failure_reason(exc)
     for leftover in target.parent.iterdir():
@@ -698,7 +711,20 @@ def _export(model: Any, example: Any, target: Path, output_names: list[str], dyn
     except Exception as exc:
         raise ZooError(f"ONNX export failed with both exporters: dynamo: {reason}; "
                        f"torchscript: {type(exc).__name__}: {first_line(exc)}") from exc
-    return "torchscript", reason, ts_opset
+    written = _opset_of(target)
+    if opset is not None and written != opset:
+        raise UsageError(f"cannot export at opset {opset}: the TorchScript exporter wrote opset {written}, "
+                         f"and the dynamo exporter failed: {reason}")
+    return "torchscript", reason
+
+
+def _opset_of(model: Any) -> int:
+    """The default-domain (ai.onnx) opset of an ONNX model, a ``ModelProto`` or a path: the one it is written in."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def _failure_reason(exc: BaseException) -> str:

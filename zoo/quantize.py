@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from zoo import metadata
 from zoo.errors import UsageError, ZooError, first_line
 from zoo.export import read_metadata
 from zoo.fetch import sha256_of
+from zoo.outputs import staged_output
 from zoo.preprocessing import PreprocessSpec, preprocess_numpy
 
 if TYPE_CHECKING:
@@ -103,6 +102,7 @@ def quantize_int8(
     quant_format: str = "qdq",
     per_channel: bool = True,
     reduce_range: bool = False,
+    overwrite: bool = False,
 ) -> QuantizeResult:
     """Quantise the float model at `src` to int8 at `dst`, calibrated on `calibration_images`.
 
@@ -110,14 +110,13 @@ def quantize_int8(
     by default the spec in `src`'s metadata. `evaluation` is ``(images, labels)`` of
     a classification model: both models are then scored on it and the figures are
     stored in the file. `quant_format` is "qdq" (default) or "qoperator".
-    Raises `UsageError` for bad arguments; nothing is left at `dst` on failure.
+    `dst` is written as `zoo.outputs.staged_output` writes: only a regular file, replacing
+    an existing one only if zoo wrote it (or `overwrite`) and it is not write-protected
+    (unless `overwrite`). Raises `UsageError` for bad arguments; nothing is left at `dst`
+    on failure.
     """
     src, dst = Path(src), Path(dst)
     metadata = read_metadata(src)  # raises UsageError for a missing or non-ONNX file
-    if dst.is_dir() or not dst.name:
-        raise UsageError(f"quantisation output {str(dst)!r} is a directory; give a file name such as model.int8.onnx")
-    if not dst.parent.is_dir():
-        raise UsageError(f"cannot write {dst}: directory {dst.parent} does not exist")
     if quant_format not in QUANT_FORMATS:
         raise UsageError(f"quant_format must be one of {', '.join(QUANT_FORMATS)}, not {quant_format!r}")
     if isinstance(calibration_images, (str, os.PathLike)) or len(calibration_images) == 0:
@@ -126,9 +125,8 @@ def quantize_int8(
     if evaluation is not None:
         _check_evaluation(evaluation, metadata)
 
-    calibration = _preprocessed(spec, calibration_images)
-    work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
+    with staged_output(dst, overwrite=overwrite, what="quantisation output") as work:
+        calibration = _preprocessed(spec, calibration_images)
         staged = work / dst.name
         _quantize(src, staged, calibration, quant_format, per_channel, reduce_range)
         info = _info(src, quant_format, per_channel, reduce_range, len(calibration))
@@ -137,9 +135,6 @@ def quantize_int8(
             info["evaluation"] = asdict(scored)
         _write_metadata(src, staged, info)
         _load_check(staged, calibration[:1])
-        os.replace(staged, dst)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return QuantizeResult(
         path=dst, source=src, size=dst.stat().st_size, source_size=src.stat().st_size,
         quant_format=info["format"], per_channel=per_channel, reduce_range=reduce_range,

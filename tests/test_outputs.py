@@ -1,0 +1,223 @@
+"""zoo.outputs: a requested file is written only as a regular file, never over what zoo did not write."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from onnx import TensorProto, helper
+
+from zoo.errors import UsageError
+from zoo.outputs import file_lock, staged_output
+
+
+def _onnx_bytes(props: dict[str, str]) -> bytes:
+    """A one-node ONNX model with these metadata_props."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
+
+
+ZOO_EXPORT = _onnx_bytes({"zoo.model": "digits_cnn"})  # what an earlier `zoo export` left
+OTHER_ONNX = _onnx_bytes({"producer": "someone else"})
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def _state(path: Path) -> tuple:
+    st = path.lstat()
+    content = path.read_bytes() if stat.S_ISREG(st.st_mode) else os.readlink(path) if path.is_symlink() else None
+    return stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), content
+
+
+def _write_through(path: Path, data: bytes = b"new", **kwargs) -> None:
+    with staged_output(path, **kwargs) as work:
+        (work / path.name).write_bytes(data)
+
+
+def _fifo(p: Path) -> None:
+    os.mkfifo(p)
+
+
+def _socket(p: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(p))
+    s.close()
+
+
+def _link(p: Path) -> None:
+    _write(p.with_name("elsewhere.txt"), b"precious")
+    p.symlink_to("elsewhere.txt")
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.mkdir(), "is a directory"),
+    (_link, "is a symbolic link"),
+    (_fifo, "is a fifo, not a regular file"),
+    (_socket, "is a socket, not a regular file"),
+], ids=["directory", "symlink", "fifo", "socket"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_only_regular_files_are_written_even_with_overwrite(tmp_path: Path, make, message: str,
+                                                            overwrite: bool) -> None:
+    target = tmp_path / "out.onnx"
+    make(target)
+    before = {p.name: _state(p) for p in tmp_path.iterdir()}
+    with pytest.raises(UsageError, match=message) as caught:
+        _write_through(target, overwrite=overwrite)
+    assert "\n" not in str(caught.value)
+    assert {p.name: _state(p) for p in tmp_path.iterdir()} == before
+
+
+def test_a_device_is_refused_and_no_lock_is_made_beside_it() -> None:
+    before = os.stat("/dev/null")
+    with pytest.raises(UsageError, match="'/dev/null' is a character device, not a regular file"):
+        _write_through(Path("/dev/null"), overwrite=True)
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    assert not Path("/dev/.null.lock").exists()
+
+
+@pytest.mark.parametrize("data", [b"my notes\n", OTHER_ONNX, b""], ids=["text", "other-onnx", "empty"])
+def test_a_file_zoo_did_not_write_needs_overwrite_and_keeps_its_mode(tmp_path: Path, data: bytes) -> None:
+    target = tmp_path / "out.onnx"
+    _write(target, data, 0o640)
+    with pytest.raises(UsageError, match=r"is not a file zoo wrote; pass --force \(overwrite=True"):
+        _write_through(target)
+    assert _state(target) == (stat.S_IFREG, 0o640, data)
+    _write_through(target, overwrite=True)
+    assert _state(target) == (stat.S_IFREG, 0o640, b"new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]
+
+
+def test_an_earlier_zoo_export_is_replaced_without_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "out.onnx"
+    _write(target, ZOO_EXPORT, 0o600)
+    _write_through(target)
+    assert _state(target) == (stat.S_IFREG, 0o600, b"new")
+
+
+def test_a_write_protected_file_needs_overwrite_even_if_zoo_wrote_it_and_stays_protected(tmp_path: Path) -> None:
+    target = tmp_path / "out.onnx"
+    _write(target, ZOO_EXPORT, 0o444)
+    with pytest.raises(UsageError, match=r"is write-protected \(mode 0444\); pass --force"):
+        _write_through(target)
+    assert _state(target) == (stat.S_IFREG, 0o444, ZOO_EXPORT)
+    _write_through(target, overwrite=True)
+    assert _state(target) == (stat.S_IFREG, 0o444, b"new")  # its mode was not silently changed
+
+
+def test_a_new_file_gets_the_usual_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        _write_through(tmp_path / "out.onnx")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.onnx").stat().st_mode) == 0o644
+
+
+def test_a_failed_block_leaves_the_old_file_and_nothing_else(tmp_path: Path) -> None:
+    target = tmp_path / "out.onnx"
+    _write(target, ZOO_EXPORT)
+    with pytest.raises(RuntimeError), staged_output(target) as work:
+        (work / target.name).write_bytes(b"half")
+        raise RuntimeError("killed half way")
+    assert _state(target) == (stat.S_IFREG, 0o644, ZOO_EXPORT)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]
+
+
+def test_a_companion_is_replaced_with_its_model_and_refused_when_unrelated(tmp_path: Path) -> None:
+    target, data = tmp_path / "out.onnx", tmp_path / "out.onnx.data"
+    _write(data, b"someone's data")
+    with pytest.raises(UsageError, match="out.onnx.data' exists and is not a file zoo wrote"), \
+            staged_output(target) as work:
+        (work / "out.onnx").write_bytes(ZOO_EXPORT)
+        (work / "out.onnx.data").write_bytes(b"tensors")
+    assert data.read_bytes() == b"someone's data" and not target.exists()
+    _write(target, ZOO_EXPORT)  # now the data file belongs to a zoo export
+    with staged_output(target) as work:
+        (work / "out.onnx").write_bytes(ZOO_EXPORT)
+        (work / "out.onnx.data").write_bytes(b"tensors")
+    assert data.read_bytes() == b"tensors"
+    data.unlink()
+    data.symlink_to(target.name)
+    with pytest.raises(UsageError, match="out.onnx.data' is a symbolic link"), staged_output(target) as work:
+        (work / "out.onnx.data").write_bytes(b"tensors")
+    assert data.is_symlink()
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("missing/out.onnx", "directory '.*missing' does not exist"),
+    ("file.txt/out.onnx", "'.*file.txt' is not a directory"),
+])
+def test_a_missing_or_impossible_folder_is_one_line(tmp_path: Path, where: str, message: str) -> None:
+    (tmp_path / "file.txt").write_bytes(b"x")
+    with pytest.raises(UsageError, match=message):
+        _write_through(tmp_path / where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_an_unwritable_folder_is_one_line_for_a_user_without_root() -> None:
+    """A child that drops to nobody (uid 65534) cannot write into a 0555 folder: a real EACCES."""
+    root = Path(tempfile.mkdtemp(prefix="zoo-outputs-"))
+    try:
+        root.chmod(0o755)
+        locked = root / "locked"
+        locked.mkdir(mode=0o555)
+        locked.chmod(0o555)
+        code = ("import os\nfrom zoo.errors import UsageError\nfrom zoo.outputs import staged_output\n"
+                "os.setgid(65534); os.setuid(65534)  # imports first: the interpreter's own files may be root's\n"
+                "try:\n"
+                f"    with staged_output({str(locked / 'out.onnx')!r}) as work: pass\n"
+                "except UsageError as e: print(e)\n")
+        done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd="/",
+                              env={"PATH": os.environ["PATH"]})
+        assert done.returncode == 0, done.stderr
+        assert "locked' is not writable (Permission denied)" in done.stdout
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(root)
+
+
+def test_stale_folders_of_a_dead_writer_are_removed_under_the_lock(tmp_path: Path) -> None:
+    """A writer killed in its block leaves its folder; the next writer to that path removes it."""
+    target = tmp_path / "out.onnx"
+    code = ("import os, signal, sys\nfrom zoo.outputs import staged_output\n"
+            f"with staged_output({str(target)!r}) as work:\n"
+            "    (work / 'scratch').write_bytes(b'x' * 1000)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == -9
+    left = {p.name for p in tmp_path.iterdir()} - {".out.onnx.lock"}  # the dead writer's lock file, and:
+    assert len(left) == 1 and left.pop().startswith(".out.onnx.")
+    (tmp_path / ".out.onnx.backup.tmp").mkdir()  # not one of ours: a name mkdtemp cannot make
+    _write_through(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.onnx.backup.tmp", "out.onnx"]
+
+
+def test_a_live_writer_holds_the_lock(tmp_path: Path) -> None:
+    """A second process cannot take the path's lock while the first holds it; the lock file goes with it."""
+    target = tmp_path / "out.onnx"
+    probe = ("import fcntl, os, sys\n"
+             f"fd = os.open({str(tmp_path / '.out.onnx.lock')!r}, os.O_WRONLY)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    print('held')\n")
+    with file_lock(target) as held:
+        assert held
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert done.stdout.strip() == "held", done.stderr
+    assert list(tmp_path.iterdir()) == []
+
