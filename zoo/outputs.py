@@ -95,6 +95,7 @@ def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what
     """
     target = Path(path)
     _check_name(target, what)
+    _regular_or_missing(target, what)  # before the lock file: never one in /dev for /dev/null
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(file_lock(target))
@@ -111,47 +112,61 @@ def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what
         for suffix in COMPANIONS:  # first: the model needs them
             companion = target.with_name(target.name + suffix)
             if (work / companion.name).is_file():
-                _publish(work / companion.name, companion, _permitted(companion, overwrite, what))
+                _publish(work / companion.name, companion, _permitted(companion, overwrite, what, owner=target))
         _publish(work / target.name, target, before)
 
 
 def _check_name(target: Path, what: str) -> None:
     """The path names a file in an existing folder."""
     if not target.name or target.name in (".", "..") or target.is_dir():
-        raise UsageError(f"{what} {excerpt(str(target))} is a directory; give a file name such as model.onnx")
+        raise UsageError(f"{what} {_shown(target)} is a directory; give a file name such as model.onnx")
     parent = target.parent
     if not parent.exists():
-        raise UsageError(f"cannot write {excerpt(str(target))}: directory {excerpt(str(parent))} does not exist")
+        raise UsageError(f"cannot write {_shown(target)}: directory {_shown(parent)} does not exist")
     if not parent.is_dir():
-        raise UsageError(f"cannot write {excerpt(str(target))}: {excerpt(str(parent))} is not a directory")
+        raise UsageError(f"cannot write {_shown(target)}: {_shown(parent)} is not a directory")
 
 
 def _unwritable(target: Path, exc: OSError) -> UsageError:
     reason = exc.strerror or type(exc).__name__
-    return UsageError(f"cannot write {excerpt(str(target))}: directory {excerpt(str(target.parent))} "
+    return UsageError(f"cannot write {_shown(target)}: directory {_shown(target.parent)} "
                       f"is not writable ({reason})")
 
 
-def _permitted(target: Path, overwrite: bool, what: str) -> os.stat_result | None:
-    """What is at `target` now (None: nothing), after refusing what may not be replaced."""
+def _permitted(target: Path, overwrite: bool, what: str, owner: Path | None = None) -> os.stat_result | None:
+    """What is at `target` now (None: nothing), after refusing what may not be replaced.
+
+    A companion file (`owner` given: the model it belongs to) counts as zoo's when its model does.
+    """
+    st = _regular_or_missing(target, what)
+    if st is None or overwrite:
+        return st
+    shown = _shown(target)
+    if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
+        raise UsageError(f"{what} {shown} is write-protected (mode {stat.S_IMODE(st.st_mode):04o}); {_FORCE}")
+    if not _written_by_zoo(owner or target):
+        raise UsageError(f"{what} {shown} exists and is not a file zoo wrote; {_FORCE}, or choose another path")
+    return st
+
+
+def _regular_or_missing(target: Path, what: str) -> os.stat_result | None:
+    """What is at `target` (None: nothing), refused unless it is a regular file."""
     try:
         st = os.lstat(target)
     except FileNotFoundError:
         return None
-    shown = excerpt(str(target))
     if stat.S_ISLNK(st.st_mode):
-        raise UsageError(f"{what} {shown} is a symbolic link; zoo writes only regular files: "
+        raise UsageError(f"{what} {_shown(target)} is a symbolic link; zoo writes only regular files: "
                          "give the path it points to, or another path")
     if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{what} {shown} is a {_kind(st.st_mode)}, not a regular file; zoo writes only "
-                         "regular files: give a file name")
-    if overwrite:
-        return st
-    if not st.st_mode & 0o222 or not os.access(target, os.W_OK):
-        raise UsageError(f"{what} {shown} is write-protected (mode {stat.S_IMODE(st.st_mode):04o}); {_FORCE}")
-    if not _written_by_zoo(target):
-        raise UsageError(f"{what} {shown} exists and is not a file zoo wrote; {_FORCE}, or choose another path")
+        raise UsageError(f"{what} {_shown(target)} is a {_kind(st.st_mode)}, not a regular file; "
+                         "zoo writes only regular files: give a file name")
     return st
+
+
+def _shown(path: Path) -> str:
+    """A path as error messages quote it: in full unless it is huge."""
+    return excerpt(str(path), 200)
 
 
 def _kind(mode: int) -> str:
@@ -161,10 +176,7 @@ def _kind(mode: int) -> str:
 
 
 def _written_by_zoo(target: Path) -> bool:
-    """Whether `target` is an ONNX model with zoo's provenance, or the ``.data`` file of one."""
-    for suffix in COMPANIONS:
-        if target.name.endswith(suffix):
-            return _written_by_zoo(target.with_name(target.name[: -len(suffix)]))
+    """Whether `target` is an ONNX model with zoo's provenance (read only up to protobuf's size limit)."""
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -192,7 +204,7 @@ def _publish(staged: Path, target: Path, before: os.stat_result | None) -> None:
     except FileNotFoundError:
         now = None
     if _identity(now) != _identity(before):
-        raise UsageError(f"{excerpt(str(target))} changed while zoo was writing it; nothing was replaced")
+        raise UsageError(f"{_shown(target)} changed while zoo was writing it; nothing was replaced")
     if before is not None:
         os.chmod(staged, stat.S_IMODE(before.st_mode))
         with contextlib.suppress(OSError):  # only root may give a file away
