@@ -160,9 +160,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("view", help="show an ONNX model's graph in the browser (netron)",
                             description=("Serve FILE with netron on 127.0.0.1 (a free port unless --port), print "
-                                         "the address and open it in the web browser; Ctrl-C stops. Other "
-                                         "machines can reach it only with --host (netron also answers for "
-                                         "other files in FILE's directory)."))
+                                         "the address and open it in the web browser; Ctrl-C stops. Only FILE "
+                                         "(and its external-data file) is served, not the rest of its folder, "
+                                         "and only to requests addressed to localhost, 127.0.0.1 or [::1] (or "
+                                         "--host): others get 403. Other machines can reach it only with --host."))
     p.add_argument("file", metavar="FILE", help="an ONNX model, e.g. written by zoo export")
     p.add_argument("--port", type=int, default=0, metavar="N", help="port to serve on (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", metavar="H",
