@@ -21,6 +21,7 @@ Torch-free; the ``onnx`` package is imported only to recognise an earlier export
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -94,8 +95,11 @@ def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what
     did not write and `overwrite` is false; see the module docstring.
     """
     target = Path(path)
-    _check_name(target, what)
-    _regular_or_missing(target, what)  # before the lock file: never one in /dev for /dev/null
+    try:
+        _check_name(target, what)
+        _regular_or_missing(target, what)  # before the lock file: never one in /dev for /dev/null
+    except OSError as exc:  # a name too long, a loop of links
+        raise _unwritable(target, exc) from None
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(file_lock(target))
@@ -128,9 +132,13 @@ def _check_name(target: Path, what: str) -> None:
 
 
 def _unwritable(target: Path, exc: OSError) -> UsageError:
+    """One line for an `OSError` met before writing: the folder is not writable, or why else not."""
     reason = exc.strerror or type(exc).__name__
-    return UsageError(f"cannot write {_shown(target)}: directory {_shown(target.parent)} "
-                      f"is not writable ({reason})")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UsageError(f"cannot write {_shown(target)}: directory {_shown(target.parent)} "
+                          f"is not writable ({reason})")
+    where = f" ({_shown(Path(exc.filename))})" if exc.filename and exc.filename != str(target) else ""
+    return UsageError(f"cannot write {_shown(target)}: {reason}{where}")
 
 
 def _permitted(target: Path, overwrite: bool, what: str, owner: Path | None = None) -> os.stat_result | None:
@@ -166,7 +174,7 @@ def _regular_or_missing(target: Path, what: str) -> os.stat_result | None:
 
 def _shown(path: Path) -> str:
     """A path as error messages quote it: in full unless it is huge."""
-    return excerpt(str(path), 200)
+    return excerpt(str(path), 160)
 
 
 def _kind(mode: int) -> str:
