@@ -162,11 +162,13 @@ def test_a_companion_is_replaced_with_its_model_and_refused_when_unrelated(tmp_p
 @pytest.mark.parametrize(("where", "message"), [
     ("missing/out.onnx", "directory '.*missing' does not exist"),
     ("file.txt/out.onnx", "'.*file.txt' is not a directory"),
+    ("new/", "'.*new' names a directory"),
+    ("x" * 5000, "File name too long"),
 ])
 def test_a_missing_or_impossible_folder_is_one_line(tmp_path: Path, where: str, message: str) -> None:
     (tmp_path / "file.txt").write_bytes(b"x")
-    with pytest.raises(UsageError, match=message):
-        _write_through(tmp_path / where)
+    with pytest.raises(UsageError, match=message), staged_output(f"{tmp_path}/{where}"):
+        pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
 

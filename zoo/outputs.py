@@ -73,7 +73,7 @@ def _acquire(lock_path: Path) -> int:
         fd = os.open(lock_path, flags, 0o644)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise IsADirectoryError(f"{lock_path} is not a regular file")
+                raise OSError(errno.EEXIST, "its lock file is not a regular file", str(lock_path))
             fcntl.flock(fd, fcntl.LOCK_EX)
             with contextlib.suppress(FileNotFoundError):
                 if os.lstat(lock_path).st_ino == os.fstat(fd).st_ino:
@@ -95,6 +95,8 @@ def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what
     did not write and `overwrite` is false; see the module docstring.
     """
     target = Path(path)
+    if os.fspath(path).endswith(os.sep):  # Path drops the slash that says "a directory"
+        raise UsageError(f"{what} {_shown(target)} names a directory; give a file name such as model.onnx")
     try:
         _check_name(target, what)
         _regular_or_missing(target, what)  # before the lock file: never one in /dev for /dev/null
