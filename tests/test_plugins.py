@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from conftest import ROOT, run_zoo
 
 FIXTURES = ROOT / "tests" / "plugins"
+ZOO = Path(sys.executable).with_name("zoo")  # the console script: `python -m zoo` would import from the cwd itself
 
 
 def pip_install(source: Path, target: Path) -> None:
@@ -119,7 +122,8 @@ def test_load_plugins_selection(plugin_dir: Path, tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "zoo: error: ZOO_LOAD_PLUGINS names plugins that are not installed: nosuchplugin; installed plugins: "
         + ", ".join(sorted(["digits", "torchvision", "fixture-good", "fixture-import-error", "fixture-hook-error",
-                            "fixture-duplicate", "fixture-remote"]))
+                            "fixture-duplicate", "fixture-remote", "fixture-exit", "fixture-crash", "fixture-sleep",
+                            "fixture-misspelled", "fixture-no-hook"]))  # torchvision once, though two use it
     ]
 
 
@@ -143,3 +147,130 @@ def test_catalog_resyncs_when_a_plugin_version_changes(plugin_dir: Path, tmp_pat
 
     assert models_json(site, db, "digits,fixture-good") == ["digits_cnn", "tiny_mlp_v2"]
     assert plugins_json(site, db, "digits,fixture-good")["fixture-good"]["version"] == "2.0.0"
+
+
+def zoo_script(plugin_dir: Path, tmp_path: Path, plugins: str, *args: str, cwd: Path | None = None,
+               **env: str) -> subprocess.CompletedProcess:
+    """Run the installed ``zoo`` script, as a user does, with extra environment variables."""
+    return subprocess.run([str(ZOO), *args], cwd=cwd or tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env_for(plugin_dir, tmp_path, plugins), **env})
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zoo: error: "), done.stderr
+    return lines[0]
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in {"Z", "X"}
+
+
+@pytest.mark.parametrize("module", ["pluggy", "zoo", "sqlalchemy"])
+def test_sync_child_does_not_import_from_the_working_directory(plugin_dir: Path, tmp_path: Path, module: str) -> None:
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    marker = tmp_path / "ran"
+    (cwd / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    done = zoo_script(plugin_dir, tmp_path, "fixture-good", "list", "--json", cwd=cwd)  # a new catalog: a sync
+    assert done.returncode == 0, done.stderr
+    assert [m["name"] for m in json.loads(done.stdout)] == ["tiny_mlp"]
+    assert not marker.exists()
+
+
+def test_hook_calling_sys_exit_is_recorded_and_others_load(plugin_dir: Path, tmp_path: Path) -> None:
+    assert models_json(plugin_dir, tmp_path, "fixture-good,fixture-exit") == ["tiny_mlp"]
+    record = plugins_json(plugin_dir, tmp_path, "fixture-good,fixture-exit")["fixture-exit"]
+    assert (record["status"], record["error"]) == ("failed", "called sys.exit(3)")
+
+
+@pytest.mark.parametrize(
+    ("plugin", "error"),
+    [
+        ("fixture-misspelled", "implements unknown hook zoo_register_model; known hooks: zoo_register_models"),
+        ("fixture-no-hook", "implements no hook (mark functions with @zoo.hookimpl); known hooks: zoo_register_models"),
+    ],
+)
+def test_plugin_breaking_the_contract_fails_with_the_reason(plugin_dir: Path, tmp_path: Path, plugin: str,
+                                                            error: str) -> None:
+    selection = f"fixture-good,{plugin}"
+    assert models_json(plugin_dir, tmp_path, selection) == ["tiny_mlp"]
+    record = plugins_json(plugin_dir, tmp_path, selection)[plugin]
+    assert (record["status"], record["error"]) == ("failed", error)
+    line = one_error_line(zoo_with(plugin_dir, tmp_path, selection, "sync", "--strict"))
+    assert line.endswith(f"(strict mode): {plugin}: {error}")
+
+
+def test_entry_point_name_clash_keeps_the_bundled_plugin(plugin_dir: Path, tmp_path: Path) -> None:
+    # zoo-fixture-clash also names its entry point "torchvision"; by distribution name it would come first.
+    models = models_json(plugin_dir, tmp_path, "digits,torchvision")
+    assert "resnet50" in models and "digits_cnn" in models and "clash_mlp" not in models
+    plugins = plugins_json(plugin_dir, tmp_path, "digits,torchvision")
+    assert plugins["torchvision"]["distribution"] == "zoo-torchvision"
+    assert plugins["torchvision"]["status"] == "loaded"
+    clash = plugins["torchvision (zoo-fixture-clash)"]
+    assert clash["status"] == "failed" and clash["distribution"] == "zoo-fixture-clash"
+    assert "'torchvision'" in clash["error"] and "zoo-fixture-clash 1.0.0" in clash["error"]
+    assert "zoo-torchvision 0.1.0" in clash["error"]
+    shown = zoo_with(plugin_dir, tmp_path, "digits,torchvision", "plugins", check=True).stdout
+    assert "torchvision (zoo-fixture-clash)" in shown
+
+
+def test_hanging_plugin_is_stopped_named_and_recorded(plugin_dir: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    selection = "fixture-good,fixture-sleep"
+    env = {"ZOO_SYNC_TIMEOUT": "15", "ZOO_FIXTURE_PID_FILE": str(pid_file)}
+    line = one_error_line(zoo_script(plugin_dir, tmp_path, selection, "list", **env))
+    assert "zoo-fixture-sleep 1.0.0 (plugin 'fixture-sleep') did not finish loading within 15 s (ZOO_SYNC_TIMEOUT)" in line
+    assert "recorded as failed" in line
+    assert not alive(int(pid_file.read_text()))
+    # Recorded as failed: the next command neither waits nor fails, and `zoo plugins` says why.
+    done = zoo_script(plugin_dir, tmp_path, selection, "list", "--json", **env)
+    assert done.returncode == 0, done.stderr
+    assert [m["name"] for m in json.loads(done.stdout)] == ["tiny_mlp"]
+    record = plugins_json(plugin_dir, tmp_path, selection)["fixture-sleep"]
+    assert record["status"] == "failed" and "did not finish loading" in record["error"]
+
+
+def test_hanging_plugin_in_strict_sync_leaves_the_catalog(plugin_dir: Path, tmp_path: Path) -> None:
+    before = models_json(plugin_dir, tmp_path, "fixture-good")
+    pid_file = tmp_path / "pid"
+    done = zoo_script(plugin_dir, tmp_path, "fixture-good,fixture-sleep", "sync", "--strict",
+                      ZOO_SYNC_TIMEOUT="15", ZOO_FIXTURE_PID_FILE=str(pid_file))
+    line = one_error_line(done)
+    assert "(plugin 'fixture-sleep') did not finish loading within 15 s" in line and "recorded" not in line
+    assert not alive(int(pid_file.read_text()))
+    assert models_json(plugin_dir, tmp_path, "fixture-good") == before
+
+
+def test_plugin_ending_the_sync_process_is_named_and_recorded(plugin_dir: Path, tmp_path: Path) -> None:
+    selection = "fixture-good,fixture-crash"
+    line = one_error_line(zoo_script(plugin_dir, tmp_path, selection, "list"))
+    assert "zoo-fixture-crash 1.0.0 (plugin 'fixture-crash') ended the sync process (exit code 7)" in line
+    assert models_json(plugin_dir, tmp_path, selection) == ["tiny_mlp"]
+    assert plugins_json(plugin_dir, tmp_path, selection)["fixture-crash"]["status"] == "failed"
+
+
+def test_sync_child_dies_with_its_parent(plugin_dir: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    env = {**os.environ, **env_for(plugin_dir, tmp_path, "fixture-sleep"), "ZOO_FIXTURE_PID_FILE": str(pid_file)}
+    parent = subprocess.Popen([str(ZOO), "list"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)

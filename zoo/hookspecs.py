@@ -9,7 +9,11 @@ The module it names implements one or more of the hooks below, marked with
 `zoo.hookimpl`. Hooks return plain data (`zoo.ModelSpec`); the zoo stores it in its
 catalog and imports the builders only when a model is built. A hook runs only when
 the catalog is synced, which happens by itself when the set or versions of
-installed plugins change (or on ``zoo sync``).
+installed plugins change (or on ``zoo sync``), in a child process with a deadline
+(``ZOO_SYNC_TIMEOUT``).
+
+A module that implements no hook, or a function marked `zoo.hookimpl` whose name
+is not a hook below (a misspelling), fails to load with that reason.
 """
 
 from __future__ import annotations

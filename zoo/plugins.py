@@ -2,16 +2,23 @@
 
 Plugins are entry points in the group ``zoo``. Each is imported and asked for its
 models on its own, so a plugin that raises (on import, on registration or in its
-hook) is recorded as failed and the others still load. ``ZOO_LOAD_PLUGINS`` picks
-which plugins load; strict mode turns any failure into an error, for CI.
+hook, even by calling ``sys.exit``) is recorded as failed and the others still
+load; so is a plugin that breaks the contract (a misspelled hook name, no hook at
+all) and one whose entry-point name another distribution already uses.
+``ZOO_LOAD_PLUGINS`` picks which plugins load; strict mode turns any failure into an
+error, for CI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 
 import pluggy
@@ -22,6 +29,13 @@ from zoo.specs import ModelSpec
 
 LOAD_PLUGINS_ENV = "ZOO_LOAD_PLUGINS"
 STRICT_ENV = "ZOO_STRICT_PLUGINS"
+#: What a sync child writes on stderr, then a plugin's name, before and after that
+#: plugin's code runs: its parent names a plugin that hangs or ends the child by these.
+LOADING_PREFIX = "zoo-sync: loading plugin "
+LOADED_PREFIX = "zoo-sync: loaded plugin "
+WARNING_PREFIX = "zoo: warning: "
+#: zoo's own plugin distributions: an entry-point name one of them uses stays theirs.
+BUNDLED = frozenset({"zoo-digits", "zoo-torchvision"})
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ def installed_plugins(selection: str | None = None) -> list[PluginInfo]:
                 entry_point=ep,
             )
         )
-    found.sort(key=lambda p: (p.name, p.distribution or ""))
+    found.sort(key=_precedence)
     if selection is None:
         selection = os.environ.get(LOAD_PLUGINS_ENV)
     if selection is None:
@@ -80,12 +94,18 @@ def installed_plugins(selection: str | None = None) -> list[PluginInfo]:
     known = {p.name.lower() for p in found} | {(p.distribution or "").lower() for p in found}
     unknown = sorted(wanted - known)
     if unknown:
-        names = ", ".join(p.name for p in found) or "none"
+        names = ", ".join(dict.fromkeys(p.name for p in found)) or "none"
         raise UsageError(
             f"{LOAD_PLUGINS_ENV} names plugins that are not installed: {', '.join(unknown)}; "
             f"installed plugins: {names}"
         )
     return [p for p in found if p.name.lower() in wanted or (p.distribution or "").lower() in wanted]
+
+
+def _precedence(plugin: PluginInfo) -> tuple[str, bool, str]:
+    """Sort key: by entry-point name; of two with one name, a bundled one, then by distribution."""
+    distribution = re.sub(r"[-_.]+", "-", plugin.distribution or "").lower()
+    return plugin.name, distribution not in BUNDLED, distribution
 
 
 def fingerprint(plugins: list[PluginInfo]) -> str:
@@ -98,24 +118,38 @@ def strict_from_env() -> bool:
     return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def load_plugins(plugins: list[PluginInfo], *, strict: bool = False) -> list[LoadedPlugin]:
+def load_plugins(
+    plugins: list[PluginInfo],
+    *,
+    strict: bool = False,
+    skip: Mapping[str, str] | None = None,
+    watch: Callable[[PluginInfo], AbstractContextManager[object]] | None = None,
+) -> list[LoadedPlugin]:
     """Import each plugin and collect its models, one plugin at a time.
 
     A model name may belong to one plugin only: the plugin that claims a name already
     taken (plugins load in name order) fails as a whole, with both distributions named.
-    With `strict`, any failure raises `PluginError` after all plugins were tried.
+    So does a plugin whose entry-point name an earlier one in `plugins` has (see
+    `installed_plugins` for the order). Plugins named in `skip` are recorded as failed
+    with the reason given there, without running their code; each other plugin's code
+    runs inside ``watch(info)``. With `strict`, any failure raises `PluginError` after
+    all plugins were tried.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     owners: dict[str, PluginInfo] = {}
+    taken: dict[str, PluginInfo] = {}
     results = []
     for info in plugins:
-        try:
-            models = _load_one(manager, info)
-            _claim_names(owners, info, models)
-            results.append(LoadedPlugin(info, models))
-        except Exception as exc:  # a plugin's failure is data, not a crash
-            results.append(LoadedPlugin(info, error=_describe(exc)))
+        if info.name in taken:
+            results.append(_name_clash(taken[info.name], info))
+            continue
+        taken[info.name] = info
+        if skip and info.name in skip:
+            results.append(LoadedPlugin(info, error=skip[info.name]))
+            continue
+        with watch(info) if watch else contextlib.nullcontext():
+            results.append(_load_safely(manager, owners, info))
     failed = [r for r in results if not r.ok]
     if strict and failed:
         details = "; ".join(f"{r.info.name}: {r.error}" for r in failed)
@@ -123,11 +157,34 @@ def load_plugins(plugins: list[PluginInfo], *, strict: bool = False) -> list[Loa
     return results
 
 
+def _load_safely(manager: pluggy.PluginManager, owners: dict[str, PluginInfo], info: PluginInfo) -> LoadedPlugin:
+    """Load one plugin; whatever it raises (even ``sys.exit``) is its failure, not ours."""
+    try:
+        models = _load_one(manager, info)
+        _claim_names(owners, info, models)
+        return LoadedPlugin(info, models)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        return LoadedPlugin(info, error=_describe(exc))
+
+
+def _name_clash(winner: PluginInfo, loser: PluginInfo) -> LoadedPlugin:
+    """The failed record of `loser`, whose entry-point name `winner` keeps.
+
+    The record gets a name of its own (the entry-point name and the distribution), so
+    both plugins can be listed side by side.
+    """
+    error = (f"entry-point name {loser.name!r} of {loser.distribution or '?'} {loser.version or '?'} "
+             f"is also used by {winner.distribution or '?'} {winner.version or '?'}, which keeps it "
+             f"(a bundled plugin first, then by distribution name); rename one of the entry points")
+    return LoadedPlugin(replace(loser, name=f"{loser.name} ({loser.distribution or '?'})"), error=error)
+
+
 def _load_one(manager: pluggy.PluginManager, info: PluginInfo) -> tuple[ModelSpec, ...]:
-    if manager.has_plugin(info.name):
-        raise PluginError(f"plugin name {info.name!r} is already used by another distribution")
     module = info.entry_point.load()
     manager.register(module, name=info.name)
+    _check_contract(manager, module)
     models: list[ModelSpec] = []
     for impl in manager.hook.zoo_register_models.get_hookimpls():
         if impl.plugin_name != info.name:
@@ -139,6 +196,25 @@ def _load_one(manager: pluggy.PluginManager, info: PluginInfo) -> tuple[ModelSpe
                 )
             models.append(spec)
     return tuple(models)
+
+
+def _check_contract(manager: pluggy.PluginManager, module: object) -> None:
+    """Fail a plugin that implements no hook or one the contract does not know.
+
+    pluggy's ``check_pending`` does this for all plugins at once; this names the one
+    plugin, so only it fails (a misspelled hook would otherwise load with no models).
+    """
+    known = sorted(name for name, caller in vars(manager.hook).items() if caller.has_spec())
+    callers = manager.get_hookcallers(module) or []
+    unknown = sorted(
+        caller.name for caller in callers
+        if not caller.has_spec()
+        and any(impl.plugin is module and not impl.optionalhook for impl in caller.get_hookimpls())
+    )
+    if unknown:
+        raise PluginError(f"implements unknown hook {', '.join(unknown)}; known hooks: {', '.join(known)}")
+    if not callers:
+        raise PluginError(f"implements no hook (mark functions with @zoo.hookimpl); known hooks: {', '.join(known)}")
 
 
 def _claim_names(owners: dict[str, PluginInfo], info: PluginInfo, models: tuple[ModelSpec, ...]) -> None:
@@ -156,8 +232,11 @@ def _claim_names(owners: dict[str, PluginInfo], info: PluginInfo, models: tuple[
     owners.update(dict.fromkeys(mine, info))
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     """One line saying what went wrong: the message alone for our own errors."""
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)[:60]
+        return f"called sys.exit({code})"
     if isinstance(exc, PluginError) or not str(exc).strip():
         return first_line(exc)
     return f"{type(exc).__name__}: {first_line(exc)}"

@@ -58,7 +58,8 @@ class Case:
     command may create or change, on top of the zoo's own `STATE`; `keep` are paths
     that must not change even so (a damaged catalog, say). `watch` are absolute paths
     outside the workspace that must not change. `check(ws, done)` makes further
-    assertions on a successful run. `catalog=False` starts without a synced catalog.
+    assertions on a run that ended as expected (it succeeded, or failed with the one
+    line). `catalog=False` starts without a synced catalog.
     """
 
     id: str
@@ -165,13 +166,15 @@ def run_case(case: Case, ws: Path) -> Outcome:
     if case.error is None:
         if child.returncode != 0:
             return outcome("wrong", f"expected success, got exit {child.returncode}")
-        if case.check is not None:
-            try:
-                case.check(ws, subprocess.CompletedProcess(args, child.returncode, stdout, stderr))
-            except AssertionError as exc:
-                return outcome("wrong", f"check failed: {exc}")
-        return outcome("clean", "succeeded")
-    return _judge_error(outcome, child.returncode, lines, case.error)
+        judged = outcome("clean", "succeeded")
+    else:
+        judged = _judge_error(outcome, child.returncode, lines, case.error)
+    if judged.status == "clean" and case.check is not None:
+        try:
+            case.check(ws, subprocess.CompletedProcess(args, child.returncode, stdout, stderr))
+        except AssertionError as exc:
+            return outcome("wrong", f"check failed: {exc}")
+    return judged
 
 
 def _judge_error(outcome: Callable[[str, str], Outcome], code: int, lines: list[str], pattern: str) -> Outcome:

@@ -8,19 +8,33 @@ never imports torch or a plugin just to list models. Light: Core only, no ORM.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import math
 import os
+import signal
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, select
 
 from zoo import __version__
 from zoo.catalog import tables
 from zoo.catalog.engine import URL_ENV, CatalogWarning, DamagedCatalogError, open_engine, read_only, where
-from zoo.errors import ERROR_PREFIX, CatalogError
-from zoo.plugins import PluginInfo, fingerprint, installed_plugins
+from zoo.errors import ERROR_PREFIX, CatalogError, UsageError
+from zoo.plugins import (
+    LOADED_PREFIX,
+    LOADING_PREFIX,
+    WARNING_PREFIX,
+    PluginInfo,
+    fingerprint,
+    installed_plugins,
+    strict_from_env,
+)
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
 SCHEMA_REVISION = "0004"
@@ -71,14 +85,148 @@ def ensure_current(url: str | None = None) -> Engine:
     return engine
 
 
+SYNC_TIMEOUT_ENV = "ZOO_SYNC_TIMEOUT"
+DEFAULT_SYNC_TIMEOUT = 300.0
+#: The sync child's program. It drops the working directory ('') from ``sys.path``
+#: before it imports anything, so a ``pluggy.py`` or ``zoo.py`` there cannot run
+#: (``python -m`` would put the working directory first).
+_CHILD_PROGRAM = (
+    "import sys; sys.path[:] = [p for p in sys.path if p]; "
+    "from zoo.catalog.sync import main; main(sys.argv[1:])"
+)
+
+
+class SyncOutput(NamedTuple):
+    """What a sync child printed for the user: its summary and its warning lines."""
+
+    summary: str
+    warnings: tuple[str, ...]
+
+
+def sync_in_child(
+    engine: Engine, *, force: bool = True, strict: bool | None = None
+) -> SyncOutput:
+    """Sync the catalog in a child process bounded by ``$ZOO_SYNC_TIMEOUT`` seconds.
+
+    Plugin code runs only there. A plugin that hangs past the timeout, or ends the
+    child (``os._exit``, a crash), is named in a `CatalogError`; unless `strict`, it is
+    first recorded as failed by a second child that skips it, so the next command
+    works without it (and ``zoo plugins`` shows why). ``zoo sync`` or a new version of
+    the plugin tries it again.
+    """
+    timeout = sync_timeout()
+    strict = strict_from_env() if strict is None else strict
+    culprits: dict[str, str] = {}
+    while True:
+        done = _run_sync_child(engine, timeout, force=force, strict=strict, skip=culprits)
+        culprit = _culprit(done, timeout)
+        if culprit is None or culprit[0] in culprits:  # a skipped plugin's code never runs
+            break
+        culprits[culprit[0]] = culprit[1]
+        if strict:
+            break
+    if culprits:
+        recorded = "" if strict or done.returncode != 0 else (
+            "; recorded as failed (see zoo plugins); zoo sync tries it again")
+        labels = {p.name: p.label for p in reversed(installed_plugins())}  # of one name, the first loads
+        named = "; ".join(f"{labels.get(name, repr(name))} {reason}" for name, reason in culprits.items())
+        raise CatalogError(f"syncing the catalog failed: {named}{recorded}")
+    if done.returncode != 0:
+        raise CatalogError(_child_error(done, timeout))
+    warnings = tuple(line for line in done.stderr.splitlines() if line.startswith(WARNING_PREFIX))
+    return SyncOutput(done.stdout.strip(), warnings)
+
+
+def sync_timeout() -> float:
+    """``$ZOO_SYNC_TIMEOUT`` in seconds (default 300): how long one sync child may run."""
+    text = os.environ.get(SYNC_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_SYNC_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{SYNC_TIMEOUT_ENV} must be a positive number of seconds, e.g. 300; got {text[:40]!r}")
+    return value
+
+
 def _sync_in_child(engine: Engine) -> None:
+    """Bring a stale catalog up to date without running plugin code in this process."""
+    sync_in_child(engine, force=False)
+
+
+def _run_sync_child(
+    engine: Engine, timeout: float, *, force: bool, strict: bool, skip: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run one sync child; on timeout (or our own interruption) kill its whole process group.
+
+    The child leads a session of its own, so whatever a plugin starts can be killed
+    with it, and on Linux the kernel kills it when this process dies.
+    """
     env = dict(os.environ)
     env[URL_ENV] = engine.url.render_as_string(hide_password=False)
     # The child must see the same distributions (and so the same plugins) as we do.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    done = subprocess.run(
-        [sys.executable, "-m", "zoo.catalog.sync"], env=env, capture_output=True, text=True
+    args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict", "--skip", json.dumps(skip)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_PROGRAM, *args], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
     )
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
-        raise CatalogError(f"syncing the catalog failed: {lines[-1].removeprefix(ERROR_PREFIX)}")
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(child)
+        stdout, stderr = child.communicate()
+        return subprocess.CompletedProcess(child.args, None, stdout, stderr)  # type: ignore[arg-type]
+    except BaseException:
+        _kill_group(child)
+        child.wait()
+        raise
+    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn that asks Linux to kill the child when `parent` dies (PR_SET_PDEATHSIG)."""
+
+    def arm() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return arm
+
+
+def _kill_group(child: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+
+
+def _culprit(done: subprocess.CompletedProcess[str], timeout: float) -> tuple[str, str] | None:
+    """The plugin whose code was running when the child timed out or died, and why; else None."""
+    running = None
+    for line in done.stderr.splitlines():
+        if line.startswith(LOADING_PREFIX):
+            running = line.removeprefix(LOADING_PREFIX)
+        elif line == LOADED_PREFIX + str(running):
+            running = None
+    if running is None:
+        return None
+    if done.returncode is None:
+        return running, f"did not finish loading within {timeout:g} s ({SYNC_TIMEOUT_ENV})"
+    if done.returncode < 0:
+        return running, f"ended the sync process (signal {-done.returncode}) while loading"
+    return running, f"ended the sync process (exit code {done.returncode}) while loading"
+
+
+def _child_error(done: subprocess.CompletedProcess[str], timeout: float) -> str:
+    """The child's own error message, or what happened to it when it printed none."""
+    errors = [line for line in done.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    if errors:
+        return errors[-1].removeprefix(ERROR_PREFIX)
+    if done.returncode is None:
+        return f"syncing the catalog did not finish within {timeout:g} s ({SYNC_TIMEOUT_ENV})"
+    return f"syncing the catalog failed: the sync process ended with exit code {done.returncode} and no message"

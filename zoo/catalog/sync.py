@@ -9,11 +9,17 @@ catalog is stale (`zoo.catalog.fingerprint`); ``zoo sync`` forces one.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import os
 import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Table, delete, inspect, text
+from sqlalchemy import Connection, Engine, Table, delete, inspect, text
 from sqlalchemy.orm import Session
 
 from zoo.catalog import tables
@@ -33,7 +39,16 @@ from zoo.catalog.fingerprint import (
 )
 from zoo.catalog.schema import MetricRow, ModelRow, PluginRow, WeightsRow
 from zoo.errors import ERROR_PREFIX, CatalogError, ZooError, excerpt, first_line
-from zoo.plugins import LoadedPlugin, installed_plugins, load_plugins, strict_from_env
+from zoo.plugins import (
+    LOADED_PREFIX,
+    LOADING_PREFIX,
+    WARNING_PREFIX,
+    LoadedPlugin,
+    PluginInfo,
+    installed_plugins,
+    load_plugins,
+    strict_from_env,
+)
 from zoo.specs import ModelSpec
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -56,12 +71,19 @@ class SyncReport:
         return sum(len(p.models) for p in self.plugins)
 
 
-def sync(url: str | None = None, *, force: bool = True, strict: bool | None = None) -> SyncReport:
+def sync(
+    url: str | None = None,
+    *,
+    force: bool = True,
+    strict: bool | None = None,
+    skip: Mapping[str, str] | None = None,
+    watch: Callable[[PluginInfo], AbstractContextManager[object]] | None = None,
+) -> SyncReport:
     """Load the selected plugins and write their models into the catalog at `url`.
 
     With ``force=False`` the catalog is rewritten only when its fingerprint is stale.
     `strict` (default ``$ZOO_STRICT_PLUGINS``) makes a failing plugin an error that
-    leaves the catalog as it was.
+    leaves the catalog as it was. `skip` and `watch` go to `zoo.plugins.load_plugins`.
     """
     engine = open_engine(url)
     require_writable(engine.url)
@@ -70,7 +92,8 @@ def sync(url: str | None = None, *, force: bool = True, strict: bool | None = No
     current = stored_fingerprint(engine)  # also fails fast, before the slow part, on a catalog we cannot use
     if not force and current == wanted:
         return SyncReport((), rewritten=False)
-    loaded = tuple(load_plugins(plugins, strict=strict_from_env() if strict is None else strict))
+    strict = strict_from_env() if strict is None else strict
+    loaded = tuple(load_plugins(plugins, strict=strict, skip=skip, watch=watch))
     with write_transaction(engine) as conn:
         repairs = _prepare_schema(conn)
         if not force and fingerprint_in(conn) == wanted:
@@ -265,15 +288,44 @@ def _model_row(spec: ModelSpec) -> ModelRow:
     return row
 
 
-def main() -> int:
-    """Entry point of the child process that `ensure_current` starts."""
+def main(argv: Sequence[str]) -> None:
+    """The sync child that `zoo.catalog.fingerprint.sync_in_child` starts: sync, report, exit.
+
+    Plugins' own output goes to stderr, so stdout carries only the summary. Lines on
+    stderr name each plugin before and after its code runs, so the parent can name one
+    that hangs or ends this process. The child ends with ``os._exit`` once its report
+    is out, so threads or exit handlers a plugin left behind cannot keep it alive.
+    """
+    options = _child_options(argv)
+    status = 0
     try:
-        sync(force=False)
+        with contextlib.redirect_stdout(sys.stderr):
+            report = sync(force=options.force, strict=options.strict, skip=json.loads(options.skip),
+                          watch=_announced)
     except ZooError as exc:
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    else:
+        failed = [p for p in report.plugins if not p.ok]
+        print(f"synced {report.model_count} model(s) from {len(report.plugins) - len(failed)} plugin(s)")
+        for p in failed:
+            print(f"{WARNING_PREFIX}plugin {p.info.name} failed: {p.error}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _child_options(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="zoo.catalog.sync")
+    parser.add_argument("--force", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--skip", default="{}", help="JSON object: plugin name -> why it is recorded as failed unloaded")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _announced(info: PluginInfo) -> Iterator[None]:
+    """Tell the parent, on stderr, which plugin's code runs now."""
+    print(f"{LOADING_PREFIX}{info.name}", file=sys.__stderr__, flush=True)
+    yield
+    print(f"{LOADED_PREFIX}{info.name}", file=sys.__stderr__, flush=True)
