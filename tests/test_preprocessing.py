@@ -25,7 +25,7 @@ from torchvision.transforms import InterpolationMode, _presets, v2
 from torchvision.transforms.functional import resize as resize_v1
 
 from zoo.errors import UsageError
-from zoo.preprocessing import PreprocessSpec, preprocess_numpy, spec_from_transforms, to_torchvision
+from zoo.preprocessing import PreprocessSpec, preprocess_numpy, spec_from_transforms, to_8bit, to_torchvision
 from zoo_digits.data import load_heldout
 from zoo_digits.model import DigitsCNN_Weights, digits_cnn
 
@@ -357,3 +357,92 @@ def test_numpy_preprocessing_reproduces_the_digits_accuracy() -> None:
     with torch.inference_mode():
         accuracy = float((model(batch).argmax(1).numpy() == labels).mean())
     assert round(accuracy * 100, 3) == weights.meta["_metrics"]["sklearn-digits-heldout"]["acc@1"]
+
+
+# -- untrusted specs and images -------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"resize_size": [100000]}, r"resize_size=\[100000\] is not accepted; .*integers from 1 to 8192"),
+    ({"resize_size": [8193, 8], "resize_mode": "exact"}, r"resize_size=\[8193, 8\] is not accepted"),
+    ({"crop_size": [224, 10**12]}, r"crop_size=\[224, 1000000000000\] is not accepted; .* 1 to 8192"),
+    ({"resize_size": list(range(1, 100_000))}, r"resize_size=\[1, 2, 3, .*\.\.\. \(\d+ characters\) is not accepted"),
+    ({"mean": ["x" * 100_000] * 3}, r"mean=\[\"xxx.*\.\.\. \(\d+ characters\) is not accepted"),
+])
+def test_spec_sizes_are_bounded_and_huge_values_not_echoed(change: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as caught:
+        PreprocessSpec.from_json({**VALID, **change})
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_a_resize_to_more_than_the_pixel_limit_is_refused_before_allocating() -> None:
+    """A shorter-side resize of a long thin image: 8192 x (8192 * 2000) pixels."""
+    spec = PreprocessSpec(kind="classification", resize_size=(8192,), resize_mode="shorter_side",
+                          interpolation="bilinear", antialias=True)
+    with pytest.raises(UsageError, match=r"the 2000 x 1 image resized to \[8192\] is 16384000 x 8192 pixels, "
+                                         r"more than zoo's limit of 67108864 \(8192 x 8192\)"):
+        preprocess_numpy(spec, np.zeros((1, 2000), np.uint8))
+
+
+DIGITS_SPEC = spec_from_transforms(DigitsCNN_Weights.DEFAULT.transforms)
+RESNET_SPEC = spec_from_transforms(tvm.ResNet50_Weights.DEFAULT.transforms)
+
+
+def _deep(image: np.ndarray) -> dict[str, Image.Image]:
+    """A uint8 grey image as 8-bit, 16-bit (the same levels, x 257) and float (/ 255) PIL images."""
+    return {"L": Image.fromarray(image), "I;16": Image.fromarray(image.astype(np.uint16) * 257),
+            "I": Image.fromarray(image.astype(np.int32) * 257), "F": Image.fromarray(image.astype(np.float32) / 255)}
+
+
+@pytest.mark.parametrize("spec", [DIGITS_SPEC, RESNET_SPEC], ids=["digits", "resnet50"])
+def test_16bit_and_float_images_preprocess_as_the_8bit_image_they_encode(spec: PreprocessSpec) -> None:
+    """On both paths: not clipped at 255 (16-bit half grey is not white) nor rounded to 0 or 1 (float is not black)."""
+    grey = _photo("camera")
+    images = _deep(grey)
+    assert images["I;16"].mode == "I;16" and images["I"].mode == "I" and images["F"].mode == "F"
+    want = preprocess_numpy(spec, images["L"])
+    for mode, image in images.items():
+        np.testing.assert_array_equal(preprocess_numpy(spec, image), want, err_msg=mode)
+        assert _errors(spec, to_torchvision(spec)(image), want)[0] <= FLOAT_EPS, mode
+    half, white = (preprocess_numpy(spec, Image.fromarray(np.full((64, 64), v, np.uint16))) for v in (0x8080, 0xFFFF))
+    np.testing.assert_array_equal(half, preprocess_numpy(spec, np.full((64, 64), 128, np.uint8)))
+    assert not np.array_equal(half, white)
+
+
+def test_16bit_and_float_scaling_is_torchvisions_to_dtype() -> None:
+    """Every 16-bit value, and floats across [0, 1], against torchvision's own uint8 conversion."""
+    from torchvision.transforms.v2.functional import to_dtype
+
+    values = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    want = to_dtype(torch.from_numpy(values.astype(np.int32)).to(torch.uint16), torch.uint8, scale=True)
+    got = np.asarray(to_8bit(Image.fromarray(values)))
+    np.testing.assert_array_equal(got, want.numpy())
+    floats = np.linspace(0, 1, 256 * 256, dtype=np.float32).reshape(256, 256)
+    want = to_dtype(torch.from_numpy(floats), torch.uint8, scale=True)
+    np.testing.assert_array_equal(np.asarray(to_8bit(Image.fromarray(floats))), want.numpy())
+
+
+def test_16bit_and_float_images_agree_with_the_preset_within_one_step() -> None:
+    """The digits preset takes 16-bit and float PIL images itself (as uint16 and float tensors):
+    it keeps all their bits, zoo's paths 8 of them, so they differ by less than one uint8 step."""
+    images, _ = load_heldout()
+    preset = DigitsCNN_Weights.DEFAULT.transforms()
+    for image in images[:20]:
+        for mode, deep in _deep(image).items():
+            if mode == "I":
+                continue  # the preset cannot scale int32 images
+            assert _errors(DIGITS_SPEC, preprocess_numpy(DIGITS_SPEC, deep), preset(deep))[0] < ONE_STEP, mode
+
+
+@pytest.mark.parametrize("pixels, message", [
+    (np.full((4, 4), 1.5, np.float32), r"float \(mode F\) image must have values in \[0, 1\].*1\.5 to 1\.5"),
+    (np.full((4, 4), np.nan, np.float32), r"float \(mode F\) image must have values in \[0, 1\]"),
+    (np.full((4, 4), -1.0, np.float32), r"float \(mode F\) image must have values in \[0, 1\]"),
+    (np.full((4, 4), 70000, np.int32), r"32-bit integer \(mode I\) image .* 70000 to 70000"),
+    (np.full((4, 4), -3, np.int32), r"32-bit integer \(mode I\) image .* -3 to -3"),
+])
+def test_images_that_cannot_be_scaled_are_refused_on_both_paths(pixels: np.ndarray, message: str) -> None:
+    image = Image.fromarray(pixels)
+    for run in (partial(preprocess_numpy, RESNET_SPEC), to_torchvision(RESNET_SPEC)):
+        with pytest.raises(UsageError, match=message):
+            run(image)

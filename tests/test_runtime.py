@@ -316,6 +316,81 @@ def test_bad_predict_arguments(digits: Path, detector: Path) -> None:
         Predictor(detector).run(np.zeros((2, 3, 8, 8), np.float32))
 
 
+def _with_metadata(source: Path, target: Path, **values: str) -> Path:
+    """A copy of the model at `source` with its ``zoo.KEY`` metadata values replaced."""
+    model = onnx.load(str(source))
+    props = {p.key: p.value for p in model.metadata_props}
+    helper.set_model_props(model, {**props, **{f"zoo.{key}": value for key, value in values.items()}})
+    onnx.save(model, str(target))
+    return target
+
+
+SPEC_TEXT = json.dumps(PreprocessSpec(kind="classification", channel_order="L").to_json())
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("preprocessing", json.dumps({**json.loads(SPEC_TEXT), "resize_size": [100000], "resize_mode": "shorter_side",
+                                  "interpolation": "bilinear", "antialias": True}),
+     r"metadata zoo\.preprocessing is not accepted: .*resize_size=\[100000\].*from 1 to 8192"),
+    ("preprocessing", "[8, 8]", r"metadata zoo\.preprocessing is not accepted: .*JSON object.*got list \[8, 8\]"),
+    ("preprocessing", "crop the middle", r"metadata zoo\.preprocessing is not accepted: .*got str 'crop the middle'"),
+    ("preprocessing", json.dumps({**json.loads(SPEC_TEXT), "kind": "optical_flow"}), r"kind 'optical_flow'"),
+    ("categories", '{"0": "zero"}', r"metadata zoo\.categories is not accepted: categories must be a list"),
+    ("categories", "zero one two", r"metadata zoo\.categories is not accepted: categories must be a list"),
+    ("categories", json.dumps(["c"] * 100_001), r"metadata zoo\.categories .*at most 100000 class names"),
+    ("categories", json.dumps(["x" * 1001]), r"metadata zoo\.categories .*strings of at most 1000 characters"),
+    ("task", "teleportation", r"metadata zoo\.task is not accepted: cannot predict with a 'teleportation' model"),
+    ("task", "segmentation", r"a segmentation model's outputs are output of rank 4; this model's are output \(N, 10\)"),
+    ("task", "keypoints", r"a keypoints model's outputs are boxes of rank 2, labels of rank 1, scores of rank 1"),
+    ("exporter", "x" * (1 << 22 + 1), r"metadata zoo\.exporter is 8388608 characters long; zoo reads at most 4194304"),
+    ("categories", "[" * 50_000 + "]" * 50_000, r"metadata zoo\.categories is JSON nested too deeply"),
+])
+def test_the_model_files_metadata_is_checked_and_bounded(digits: Path, tmp_path: Path, key: str, value: str,
+                                                          message: str) -> None:
+    """A model file is untrusted: each field zoo reads, wrong or huge, is one line naming the file and field."""
+    hostile = _with_metadata(digits, tmp_path / "hostile.onnx", **{key: value})
+    with pytest.raises(UsageError, match=message) as error:
+        Predictor(hostile)
+    assert _one_line(error).startswith(f"{hostile}: ") and len(str(error.value)) < 500
+
+
+def test_an_input_too_large_to_fill_is_refused(digits: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(digits))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value, dims[2].dim_value, dims[3].dim_value = 1, 100_000, 100_000
+    onnx.save(model, str(tmp_path / "huge.onnx"))
+    with pytest.raises(UsageError, match=r"huge.onnx: its input has shape \(1, 1, 100000, 100000\); .*at most 8192"):
+        Predictor(tmp_path / "huge.onnx")
+
+
+def test_open_image_scales_deep_images_and_bounds_sizes(digits: Path, heldout, tmp_path: Path) -> None:
+    """16-bit and float files predict exactly as the 8-bit image they encode; oversized headers are one line."""
+    from zoo.runtime import open_image
+
+    image = heldout[0][0]
+    Image.fromarray(image).save(tmp_path / "digit.png")
+    Image.fromarray(image.astype(np.uint16) * 257).save(tmp_path / "digit16.png")
+    Image.fromarray(image.astype(np.float32) / 255).save(tmp_path / "digit.tiff")
+    for name in ("digit16.png", "digit.tiff"):
+        np.testing.assert_array_equal(np.asarray(open_image(tmp_path / name)), image)
+    results = Predictor(digits).predict([tmp_path / n for n in ("digit.png", "digit16.png", "digit.tiff")])
+    assert results[0].probabilities == results[1].probabilities == results[2].probabilities
+    Image.new("1", (9000, 9000)).save(tmp_path / "big.png")
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")
+    with pytest.raises(UsageError, match=r"big.png: image is 9000 x 9000 pixels, more than zoo's limit"):
+        open_image(tmp_path / "big.png")
+    with pytest.raises(UsageError, match=r"bomb.png: .*decompression bomb.*zoo reads images of at most 67108864"):
+        open_image(tmp_path / "bomb.png")
+    Image.fromarray(np.full((8, 8), 2.0, np.float32)).save(tmp_path / "bright.tiff")
+    with pytest.raises(UsageError, match=r"bright.tiff: a float \(mode F\) image must have values in \[0, 1\]"):
+        open_image(tmp_path / "bright.tiff")
+    data = (tmp_path / "digit.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match=r"cut.png is not an image Pillow can read") as error:
+        open_image(tmp_path / "cut.png")
+    _one_line(error)
+
+
 # -- providers and sessions -----------------------------------------------------------
 
 

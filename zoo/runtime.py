@@ -58,6 +58,13 @@ OPTIMIZATION_LEVELS = {
 TASKS = ("classification", "segmentation", *DETECTION_TASKS)
 #: Largest batch of images sent to a session with a dynamic batch in one call.
 _MAX_BATCH = 32
+#: Preprocessing kinds of one image, which is what a `Predictor` preprocesses.
+_IMAGE_KINDS = ("classification", "detection", "segmentation")
+#: The outputs a detection model's results are read from, by their rank; `_REQUIRED` always.
+_DETECTION_OUTPUTS = {"boxes": 2, "labels": 1, "scores": 1, "masks": 4, "keypoints": 3, "keypoints_scores": 2}
+_REQUIRED = ("boxes", "labels", "scores")
+#: The rank of the main output (N x classes, N x classes x H x W) of the other tasks.
+_TASK_OUTPUT_RANKS = {"classification": 2, "segmentation": 4}
 #: Most class names a model file may list, and the longest name (ImageNet-21k has 21,843).
 MAX_CATEGORIES = 100_000
 MAX_LABEL_CHARS = 1000
@@ -371,7 +378,20 @@ class Predictor:
         self.input_name = model_input.name
         self.input_shape: list[int | str | None] = _input_shape(self.path, model_input.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._check_model()
         self._binding = _Binding(self.session, cuda_graph) if io_binding or cuda_graph else None
+
+    def _check_model(self) -> None:
+        """The task's outputs and the preprocessing's channels fit the model, or one line says how not.
+
+        Task and preprocessing may come from the file's metadata, which is untrusted.
+        """
+        if self.task is not None:
+            _check_outputs(self.path, self.task, {o.name: list(o.shape) for o in self.session.get_outputs()})
+        spec, channels = self.preprocessing, self.input_shape[1]
+        if spec is not None and isinstance(channels, int) and channels != len(spec.channel_order):
+            raise UsageError(f"{self.path}: its preprocessing makes {spec.channel_order} images of "
+                             f"{len(spec.channel_order)} channel(s); its input takes {channels}")
 
     def _from_file(self, name: str, parse: Callable[[Any], _T]) -> _T:
         """The model file's metadata field `name`, checked by `parse`; a one-line error names the file."""
@@ -590,12 +610,29 @@ def _categories(categories: Any) -> list[str] | None:
 
 
 def _spec(spec: PreprocessSpec | Mapping[str, Any] | None) -> PreprocessSpec | None:
-    if spec is None or isinstance(spec, PreprocessSpec):
-        return spec
-    if not isinstance(spec, Mapping):
+    if spec is None:
+        return None
+    if not isinstance(spec, (PreprocessSpec, Mapping)):
         raise UsageError(f"preprocessing spec: expected a JSON object of PreprocessSpec fields, "
                          f"got {type(spec).__name__} {excerpt(spec)}")
-    return PreprocessSpec.from_json(dict(spec))
+    spec = spec if isinstance(spec, PreprocessSpec) else PreprocessSpec.from_json(dict(spec))
+    if spec.kind not in _IMAGE_KINDS:
+        raise UsageError(f"preprocessing spec: kind {spec.kind!r} takes a clip or a pair of images; "
+                         f"a Predictor preprocesses one image ({', '.join(_IMAGE_KINDS)})")
+    return spec
+
+
+def _check_outputs(path: Path, task: str, shapes: Mapping[str, list[Any]]) -> None:
+    """The model's outputs (name: shape) are what `task`'s results are read from, or one line says why not."""
+    if task in DETECTION_TASKS:
+        needed = {name: rank for name, rank in _DETECTION_OUTPUTS.items() if name in shapes or name in _REQUIRED}
+    else:
+        needed = {"out" if "out" in shapes else next(iter(shapes)): _TASK_OUTPUT_RANKS[task]}
+    wrong = [name for name, rank in needed.items() if len(shapes.get(name, ())) != rank]
+    if wrong:
+        given = ", ".join(f"{name} {_shape_text(shape)}" for name, shape in shapes.items())
+        expected = ", ".join(f"{name} of rank {rank}" for name, rank in needed.items())
+        raise UsageError(f"{path}: a {task} model's outputs are {expected}; this model's are {given[:200]}")
 
 
 def _input_shape(path: Path, shape: Sequence[Any]) -> list[int | str | None]:
