@@ -21,7 +21,9 @@ import zoo
 EXPORT_PATH = "digits.onnx"  # in the working directory, like registry.db
 #: Run in a child process: the deployment runtime, with torch, torchvision and onnx unimportable.
 TORCH_FREE_PREDICTION = """
-import json, sys
+import sys
+sys.path[:] = [p for p in sys.path if p]  # `python -c` puts the working directory first: never import from it
+import json
 
 class NotInstalled:
     def find_spec(self, name, path=None, target=None):
