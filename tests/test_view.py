@@ -325,18 +325,20 @@ def test_view_serves_the_model_and_nothing_else_from_its_folder(model_folder: Pa
         stop(address)
 
 
-def test_view_serves_the_models_external_data_file(digits_onnx: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("location", ["big.onnx.data", "weights/big.onnx.data"])
+def test_view_serves_the_models_external_data_file(digits_onnx: Path, tmp_path: Path, location: str) -> None:
     import onnx
 
     model = onnx.load(str(digits_onnx))
+    (tmp_path / "weights").mkdir()
     onnx.save_model(model, str(tmp_path / "big.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location="big.onnx.data", size_threshold=0)
+                    all_tensors_to_one_file=True, location=location, size_threshold=0)
     (tmp_path / "unrelated.data").write_bytes(b"not the model's")
     from zoo.view import serve, stop
 
     address = serve(tmp_path / "big.onnx", browse=False)
     try:
-        assert _get(address, "/data/big.onnx.data") == (200, (tmp_path / "big.onnx.data").read_bytes())
+        assert _get(address, f"/data/{location}") == (200, (tmp_path / location).read_bytes())
         assert _get(address, "/data/unrelated.data")[0] == 404
     finally:
         stop(address)

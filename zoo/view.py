@@ -23,6 +23,7 @@ import threading
 import time
 import webbrowser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from zoo.errors import UsageError
@@ -45,13 +46,12 @@ def url(address: tuple[str, int]) -> str:
     return f"http://{host}:{port}"
 
 
-def check_onnx(path: str | os.PathLike[str]) -> Path:
-    """Return `path` if it is a readable ONNX model file; raise a one-line `UsageError` otherwise.
+def _read_model(path: Path) -> Any:
+    """The ONNX model at `path` (an ``onnx.ModelProto``), or a one-line `UsageError`.
 
     Only the protobuf is parsed (external tensor data is not loaded): enough to refuse a
     missing file, a directory or a file of another format before a server starts.
     """
-    path = Path(path)
     if not path.exists():
         raise UsageError(f"no such file: {path}; zoo view takes {ACCEPTED}")
     if not path.is_file():
@@ -66,22 +66,20 @@ def check_onnx(path: str | os.PathLike[str]) -> Path:
             raise ValueError("no graph")
     except Exception:  # noqa: BLE001 - any parse failure means "not ONNX"
         raise UsageError(f"{path} is not an ONNX model; zoo view takes {ACCEPTED}") from None
-    return path
+    return model
 
 
-def _external_data(path: Path) -> dict[str, Path]:
-    """The external-data files the model at `path` names, by their location, inside its folder only."""
-    import onnx
+def _external_data(path: Path, model: Any) -> dict[str, Path]:
+    """The external-data files `model` (read from `path`) names, by their location; only files in its folder."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data  # onnx's own walk of every tensor
 
-    model = onnx.load(str(path), load_external_data=False)
     folder = path.parent.resolve()
     files: dict[str, Path] = {}
     for tensor in _get_all_tensors(model):
         if uses_external_data(tensor):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             target = (folder / location).resolve()
-            if location and target.parent == folder and target.is_file():
+            if location and folder in target.parents and target.is_file():
                 files[location] = target
     return files
 
@@ -174,7 +172,8 @@ def serve(path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | 
     browser opens the page. Raises `UsageError` for a file that is not an ONNX model
     (before anything starts), a bad port, or an address that cannot be bound.
     """
-    path = check_onnx(path)
+    path = Path(path)
+    model = _read_model(path)
     if port is None:
         port = 0
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -183,7 +182,7 @@ def serve(path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | 
         raise UsageError(f"host must be a host name or IPv4 address such as 127.0.0.1, not {host!r}")
 
     try:
-        server = _Server(host, port, _handler(_ModelFiles(path.resolve(), _external_data(path))))
+        server = _Server(host, port, _handler(_ModelFiles(path.resolve(), _external_data(path, model))))
     except (OSError, OverflowError) as exc:  # port in use, address not on this machine, unknown host name
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UsageError(f"cannot serve on {host}:{port or 'any port'}: {reason}"

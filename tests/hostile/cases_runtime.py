@@ -38,12 +38,15 @@ def _digit(ws: Path) -> None:
     Image.fromarray(DIGIT).save(ws / "digit.png")
 
 
-def _metadata(**values: str) -> Callable[[Path], None]:
-    """Setup: the digits export with the ``zoo.KEY`` metadata values replaced (or added), and a digit."""
+def _metadata(**values: str | Callable[[dict[str, str]], str]) -> Callable[[Path], None]:
+    """Setup: the digits export with ``zoo.KEY`` metadata values replaced (or added), and a digit.
+
+    A value may be a function of the export's own metadata (key: value).
+    """
     def setup(ws: Path) -> None:
         model = onnx.load(str(_model(ws)))
         props = {p.key: p.value for p in model.metadata_props}
-        props.update({f"zoo.{key}": value for key, value in values.items()})
+        props.update({f"zoo.{key}": value(props) if callable(value) else value for key, value in values.items()})
         onnx.helper.set_model_props(model, props)
         onnx.save(model, str(ws / MODEL))
         _digit(ws)
@@ -52,9 +55,7 @@ def _metadata(**values: str) -> Callable[[Path], None]:
 
 def _spec(**changes: object) -> Callable[[Path], None]:
     """Setup: the export's preprocessing spec with `changes`."""
-    spec = json.loads(next(p.value for p in onnx.load(str(digits_export()), load_external_data=False).metadata_props
-                           if p.key == "zoo.preprocessing"))
-    return _metadata(preprocessing=json.dumps({**spec, **changes}))
+    return _metadata(preprocessing=lambda props: json.dumps({**json.loads(props["zoo.preprocessing"]), **changes}))
 
 
 def _input_side(side: int) -> Callable[[Path], None]:
