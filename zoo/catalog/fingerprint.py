@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, select
@@ -81,7 +80,7 @@ def ensure_current(url: str | None = None) -> Engine:
                 stacklevel=2,
             )
         else:
-            _sync_in_child(engine)
+            sync_in_child(engine, force=False)
     return engine
 
 
@@ -151,28 +150,23 @@ def sync_timeout() -> float:
     return value
 
 
-def _sync_in_child(engine: Engine) -> None:
-    """Bring a stale catalog up to date without running plugin code in this process."""
-    sync_in_child(engine, force=False)
-
-
 def _run_sync_child(
     engine: Engine, timeout: float, *, force: bool, strict: bool, skip: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
     """Run one sync child; on timeout (or our own interruption) kill its whole process group.
 
     The child leads a session of its own, so whatever a plugin starts can be killed
-    with it, and on Linux the kernel kills it when this process dies.
+    with it; it asks the kernel to kill it when this process dies (`--parent`).
     """
     env = dict(os.environ)
     env[URL_ENV] = engine.url.render_as_string(hide_password=False)
     # The child must see the same distributions (and so the same plugins) as we do.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict", "--skip", json.dumps(skip)]
+    args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict", "--skip", json.dumps(skip),
+            "--parent", str(os.getpid())]
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD_PROGRAM, *args], env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
     )
     try:
         stdout, stderr = child.communicate(timeout=timeout)
@@ -185,19 +179,6 @@ def _run_sync_child(
         child.wait()
         raise
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec_fn that asks Linux to kill the child when `parent` dies (PR_SET_PDEATHSIG)."""
-
-    def arm() -> None:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os._exit(1)
-
-    return arm
 
 
 def _kill_group(child: subprocess.Popen[str]) -> None:

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -297,6 +298,7 @@ def main(argv: Sequence[str]) -> None:
     is out, so threads or exit handlers a plugin left behind cannot keep it alive.
     """
     options = _child_options(argv)
+    _die_with_parent(options.parent)
     status = 0
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -320,7 +322,23 @@ def _child_options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--force", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--skip", default="{}", help="JSON object: plugin name -> why it is recorded as failed unloaded")
+    parser.add_argument("--parent", type=int, help="the process id of the parent this child must not outlive")
     return parser.parse_args(argv)
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Have Linux kill this process when `parent` dies (PR_SET_PDEATHSIG), and end now if it already has.
+
+    A killed ``zoo`` command then leaves no sync child behind, even one whose plugin
+    hangs. Elsewhere the parent's timeout is the only bound.
+    """
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the request took effect: we were re-parented
+        os._exit(1)
 
 
 @contextlib.contextmanager
