@@ -12,13 +12,15 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from functools import partial
 from typing import Any
 
-from zoo.errors import ERROR_PREFIX, UsageError, ZooError, excerpt
+from zoo.errors import ERROR_PREFIX, UsageError, ZooError, ZooWarning, excerpt
 
+_PYTHON_SHOWWARNING = warnings.showwarning
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 # Errors of a full or failing disk: reported in one line wherever they happen (stdout included).
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
@@ -26,6 +28,7 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         status = args.run(args)
         sys.stdout.flush()  # here, so that a full disk is reported, not found at exit
@@ -45,6 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else " the output"
         print(f"{ERROR_PREFIX}cannot write{where}: {exc.strerror}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Print a `ZooWarning` as one line ``zoo: warning: ...``; any other warning as Python does."""
+    if issubclass(category, ZooWarning):
+        print(f"zoo: warning: {message}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 def _drop_stdout() -> None:
@@ -480,13 +491,16 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from zoo.catalog.sync import sync
+    from zoo.catalog.engine import open_engine, require_writable
+    from zoo.catalog.fingerprint import sync_in_child
 
-    report = sync(strict=args.strict)
-    failed = [p for p in report.plugins if not p.ok]
-    print(f"synced {report.model_count} model(s) from {len(report.plugins) - len(failed)} plugin(s)")
-    for p in failed:
-        print(f"zoo: warning: plugin {p.info.name} failed: {p.error}", file=sys.stderr)
+    engine = open_engine()
+    require_writable(engine.url)  # before loading any plugin
+    # Plugin code runs in a child with a deadline ($ZOO_SYNC_TIMEOUT), as for the automatic sync.
+    output = sync_in_child(engine, force=True, strict=args.strict)
+    print(output.summary)
+    for line in output.warnings:
+        print(line, file=sys.stderr)
     return 0
 
 

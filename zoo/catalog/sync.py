@@ -103,7 +103,19 @@ def sync(
         state = tables.catalog_state
         conn.execute(delete(state).where(state.c.key == FINGERPRINT_KEY))
         conn.execute(state.insert().values(key=FINGERPRINT_KEY, value=wanted))
+    _checkpoint(engine)
     return SyncReport(loaded, rewritten=True, repairs=repairs)
+
+
+def _checkpoint(engine: Engine) -> None:
+    """Move a SQLite catalog's write-ahead log into the file itself.
+
+    Then the file alone is the whole catalog, even if this process ends abruptly: it
+    can be copied, or made read-only and read without its log.
+    """
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _prepare_schema(conn: Connection) -> tuple[str, ...]:
