@@ -5,6 +5,17 @@ Expected answers come from torchvision's own API, not from the catalog.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
 import pytest
 import torchvision.models as tvm
 from torchvision.transforms._presets import ImageClassification
@@ -12,13 +23,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import create_engine, select, text
 
 import zoo
 from zoo.catalog.engine import open_engine
 from zoo.catalog.fingerprint import SCHEMA_REVISION, stored_fingerprint
 from zoo.catalog.sync import MIGRATIONS
+from zoo.catalog import tables
 from zoo.catalog.tables import metadata
+from conftest import run_zoo
 
 
 @pytest.fixture
@@ -171,3 +184,166 @@ def test_bad_catalog_url_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ZOO_REGISTRY_URL", "postgresql://postgres@127.0.0.1:5432/no_such_database_zoo")
     with pytest.raises(zoo.CatalogError, match="cannot use the catalog at postgresql"):
         zoo.list_models()
+
+
+# --- a damaged, foreign, read-only or unreachable catalog ---------------------------------
+
+LEARNED = {"url": "https://example.org/learned.pth", "sha256": "ab" * 32, "file_size": 1234}
+EXPORTED = {
+    "path": "/exports/digits.onnx", "model": "digits_cnn", "weights": None, "sha256": "cd" * 32, "size": 99,
+    "opset": 18, "exporter": "dynamo", "dynamic_axes": {}, "verification": {}, "options": {}, "result": {},
+    "created_at": datetime(2026, 1, 2, tzinfo=timezone.utc),
+}
+
+
+@pytest.fixture
+def kept_rows(catalog_url: str, use_catalog) -> str:
+    """A catalog of the digits plugin holding one learned hash and one export record."""
+    use_catalog(catalog_url, plugins="digits")
+    zoo.sync(catalog_url, strict=True)
+    with open_engine(catalog_url).begin() as conn:
+        conn.execute(tables.weight_files.insert().values(**LEARNED))
+        conn.execute(tables.exports.insert().values(**EXPORTED))
+    return catalog_url
+
+
+def _execute(url: str, *statements: str) -> None:
+    """Damage the catalog behind zoo's back, on a connection of our own."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def _drop(url: str, table: str) -> str:
+    return f"DROP TABLE {table}" + (" CASCADE" if url.startswith("postgresql") else "")
+
+
+def _schema_diffs(url: str) -> list:
+    with open_engine(url).connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), metadata)
+
+
+@pytest.mark.parametrize("table", ["models", "metrics", "catalog_state", "weight_files", "exports", "alembic_version"])
+def test_sync_rebuilds_a_dropped_table_and_keeps_what_must_survive(kept_rows: str, table: str) -> None:
+    _execute(kept_rows, _drop(kept_rows, table))
+    report = zoo.sync(kept_rows)
+    assert report.rewritten and report.repairs
+    assert _schema_diffs(kept_rows) == []
+    assert zoo.list_models(min_metric={"acc@1": 50}) == ["digits_cnn"]
+    with open_engine(kept_rows).connect() as conn:
+        learned = conn.execute(select(tables.weight_files)).mappings().all()
+        exported = conn.execute(select(tables.exports.c.path, tables.exports.c.sha256)).all()
+    assert [dict(row) for row in learned] == ([] if table == "weight_files" else [LEARNED])
+    assert exported == ([] if table == "exports" else [(EXPORTED["path"], EXPORTED["sha256"])])
+    assert zoo.sync(kept_rows).repairs == ()  # repaired for good
+
+
+def test_sync_rebuilds_a_table_that_lost_columns_keeping_its_rows(kept_rows: str) -> None:
+    _execute(kept_rows, "ALTER TABLE exports DROP COLUMN weights", "ALTER TABLE models DROP COLUMN first_conv")
+    with pytest.raises(zoo.CatalogError, match=r"is damaged \(.*first_conv.*\); run `zoo sync` to rebuild it"):
+        zoo.describe("digits_cnn")
+    zoo.sync(kept_rows)
+    assert _schema_diffs(kept_rows) == []
+    assert zoo.describe("digits_cnn")["first_conv"] is not None
+    with open_engine(kept_rows).connect() as conn:
+        assert conn.execute(select(tables.exports.c.path, tables.exports.c.weights)).all() == [
+            (EXPORTED["path"], None)]
+
+
+def test_lookups_on_a_damaged_catalog_name_it_and_say_what_to_do(kept_rows: str) -> None:
+    _execute(kept_rows, _drop(kept_rows, "models"))
+    shown = kept_rows.split("://")[1].split("@")[-1] if kept_rows.startswith("postgresql") else kept_rows[10:]
+    for lookup in (zoo.list_models, zoo.list_plugins, lambda: zoo.describe("digits_cnn")):
+        with pytest.raises(zoo.CatalogError, match=r"is damaged \(.*models.*\); run `zoo sync` to rebuild it") as caught:
+            lookup()
+        assert shown in str(caught.value)
+
+
+def test_a_schema_revision_from_a_newer_zoo_is_refused_not_downgraded(kept_rows: str) -> None:
+    _execute(kept_rows, "UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(zoo.CatalogError, match=r"schema revision '9999', which this zoo does not know.*newer zoo"):
+        zoo.sync(kept_rows)
+    with open_engine(kept_rows).connect() as conn:
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "9999"
+
+
+def test_a_file_that_is_not_a_database_is_never_overwritten(tmp_path: Path, use_catalog) -> None:
+    path = tmp_path / "registry.db"
+    path.write_text("my notes, not a database\n" * 100)
+    before = path.read_bytes()
+    url = use_catalog(f"sqlite:///{path}", plugins="digits")
+    for action in (zoo.list_models, lambda: zoo.sync(url)):
+        with pytest.raises(zoo.CatalogError, match=rf"{path} is not a SQLite database.*move it away, or point ZOO_REGISTRY_URL"):
+            action()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["registry.db"]
+
+
+def test_a_truncated_catalog_is_reported_and_left_alone(sqlite_url: str, use_catalog) -> None:
+    use_catalog(sqlite_url, plugins="digits,torchvision")
+    zoo.sync(sqlite_url)
+    open_engine(sqlite_url).dispose()
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = path.read_bytes()
+    for action in (zoo.list_models, lambda: zoo.sync(sqlite_url)):
+        with pytest.raises(zoo.CatalogError, match=rf"{path} is corrupt .*move it away and run `zoo sync`"):
+            action()
+    assert path.read_bytes() == before
+
+
+def _unprivileged(*args: str) -> list[str]:
+    """`args` as a command that runs without root's power to write anything (setpriv to nobody)."""
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args] if os.geteuid() == 0 else list(args)
+
+
+@pytest.fixture
+def read_only_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A synced catalog (digits only) in a folder that neither it nor its folder can be written."""
+    folder = Path(tempfile.mkdtemp(prefix="zoo-read-only-"))  # not under pytest's 0700 folder: nobody must reach it
+    path = folder / "registry.db"
+    run_zoo("sync", env={"ZOO_REGISTRY_URL": f"sqlite:///{path}", "ZOO_LOAD_PLUGINS": "digits"})
+    path.chmod(0o444)
+    folder.chmod(0o555)
+    yield path
+    folder.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def test_a_catalog_in_a_read_only_folder_is_read_without_writing(read_only_catalog: Path) -> None:
+    before = sorted(p.name for p in read_only_catalog.parent.iterdir()), read_only_catalog.read_bytes()
+    env = {**os.environ, "ZOO_REGISTRY_URL": f"sqlite:///{read_only_catalog}", "ZOO_LOAD_PLUGINS": "digits"}
+    zoo_script = str(Path(sys.executable).with_name("zoo"))
+    listed = subprocess.run(_unprivileged(zoo_script, "list", "--json"), env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    assert [m["name"] for m in json.loads(listed.stdout)] == ["digits_cnn"]
+    # stale (another plugin selection) but not writable: served as it is, with one warning line
+    stale = subprocess.run(_unprivileged(zoo_script, "list"), env={**env, "ZOO_LOAD_PLUGINS": ""},
+                           capture_output=True, text=True)
+    assert stale.returncode == 0 and "digits_cnn" in stale.stdout
+    assert re.fullmatch(r"zoo: warning: .*registry\.db is read-only and out of date.*\n", stale.stderr)
+    synced = subprocess.run(_unprivileged(zoo_script, "sync"), env=env, capture_output=True, text=True)
+    assert synced.returncode == 1
+    assert re.fullmatch(r"zoo: error: .*registry\.db is read-only here .*\n", synced.stderr)
+    assert (sorted(p.name for p in read_only_catalog.parent.iterdir()), read_only_catalog.read_bytes()) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://me:s3cret@localhost:fivefour/db", r"'postgresql://me:\*\*\*@localhost:fivefour/db' has a port that is not a number"),
+        ("postgresql+psycopg2://me:s3cret@localhost/db", r"needs the database driver 'psycopg2', which is not installed"),
+        ("postgresql+asyncpg://me:s3cret@localhost/db", r"driver 'asyncpg'"),
+        ("sqlite://", r"'sqlite://' is an in-memory database, which vanishes when the command ends; use a file"),
+        ("sqlite:///:memory:", r"is an in-memory database"),
+        ("sqlite:////nonexistent/dir/registry.db", r"cannot open the catalog file /nonexistent/dir/registry.db: the folder /nonexistent/dir does not exist"),
+        ("postgresql://postgres:s3cret@127.0.0.1:1/test", r"cannot use the catalog at postgresql\+psycopg://postgres:\*\*\*@127.0.0.1:1/test: connection failed"),
+    ],
+)
+def test_catalog_url_problems_are_one_line_without_the_password(monkeypatch: pytest.MonkeyPatch, url: str, message: str) -> None:
+    monkeypatch.setenv("ZOO_REGISTRY_URL", url)
+    for action in (zoo.list_models, lambda: zoo.sync(url)):
+        with pytest.raises(zoo.CatalogError, match=message) as caught:
+            action()
+        assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)

@@ -73,6 +73,7 @@ class Case:
     catalog: bool = True
     timeout: float = 300.0
     stdout: str | None = None  # a file the child's stdout goes to (e.g. /dev/full), instead of a pipe
+    user: int | None = None  # run the zoo as this user id (via setpriv when we are root), for permission cases
 
 
 @dataclass
@@ -137,8 +138,8 @@ def run_case(case: Case, ws: Path) -> Outcome:
     args = [a.replace("{ws}", str(ws)) for a in case.args]
     start = time.monotonic()
     out = open(case.stdout, "w") if case.stdout else subprocess.PIPE  # noqa: SIM115
-    child = subprocess.Popen([str(ZOO), *args], cwd=ws, env=env, stdout=out, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    child = subprocess.Popen([*_as_user(case.user), str(ZOO), *args], cwd=ws, env=env, stdout=out,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         stdout, stderr = child.communicate(timeout=case.timeout)
         hung = False
@@ -175,6 +176,13 @@ def run_case(case: Case, ws: Path) -> Outcome:
         except AssertionError as exc:
             return outcome("wrong", f"check failed: {exc}")
     return judged
+
+
+def _as_user(user: int | None) -> list[str]:
+    """The command prefix that runs a program as `user` (none when we already are not root)."""
+    if user is None or os.geteuid() != 0:
+        return []
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
 
 
 def _judge_error(outcome: Callable[[str, str], Outcome], code: int, lines: list[str], pattern: str) -> Outcome:
