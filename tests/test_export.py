@@ -406,15 +406,13 @@ def test_the_next_export_cleans_up_after_a_killed_one(synced_catalog: str, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 
-@pytest.mark.parametrize(("opset", "exporter"), [(7, "torchscript"), (17, "dynamo"), (18, "dynamo")])
-def test_the_opset_recorded_is_the_one_in_the_file(synced_catalog: str, tmp_path: Path, opset: int,
-                                                   exporter: str) -> None:
-    """Asked for opset 7, the dynamo exporter writes 18; the TorchScript exporter then writes 7."""
+@pytest.mark.parametrize("opset", [7, 17, 18])
+def test_the_opset_recorded_is_the_one_in_the_file(synced_catalog: str, tmp_path: Path, opset: int) -> None:
+    """Asked for opset 7, the dynamo exporter writes 18 (its converter cannot go lower); TorchScript writes 7."""
     result = export_onnx("digits_cnn", tmp_path / "m.onnx", weights="DEFAULT", opset=opset)
     written = [o.version for o in onnx.load(str(result.path)).opset_import if o.domain in ("", "ai.onnx")]
     assert written == [opset] and result.opset == opset and read_metadata(result.path)["opset"] == opset
-    assert result.exporter == exporter and all(c.passed for c in result.verification)
-    if exporter == "torchscript":
-        assert "wrote opset 18, not 7" in result.fallback_reason
+    assert all(c.passed for c in result.verification)
+    assert (result.exporter == "torchscript") == bool(result.fallback_reason)
     listed = json.loads(run_zoo("exports", "--json").stdout)
     assert [r["opset"] for r in listed if r["path"] == str(result.path.resolve())] == [opset]
