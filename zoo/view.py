@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import socketserver
 import sys
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from zoo.errors import UsageError
+from zoo.errors import UsageError, excerpt
 
 __all__ = ["serve", "stop", "view", "url"]
 
@@ -43,7 +44,7 @@ _SERVERS: dict[tuple[str, int], tuple[socketserver.BaseServer, threading.Thread]
 def url(address: tuple[str, int]) -> str:
     """``http://HOST:PORT`` for an address `serve` returned."""
     host, port = address
-    return f"http://{host}:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _read_model(path: Path) -> Any:
@@ -156,6 +157,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def __init__(self, host: str, port: int, handler: type) -> None:
         self.served_host = host.lower()
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), handler)
 
     def handle_error(self, request: object, client_address: object) -> None:
@@ -179,13 +181,14 @@ def serve(path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int | 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be an integer from 0 to 65535 (0: any free port), not {port!r}")
     if not isinstance(host, str) or not host:
-        raise UsageError(f"host must be a host name or IPv4 address such as 127.0.0.1, not {host!r}")
+        raise UsageError(f"host must be a host name or IP address such as 127.0.0.1, not {excerpt(host)}")
 
     try:
         server = _Server(host, port, _handler(_ModelFiles(path.resolve(), _external_data(path, model))))
     except (OSError, OverflowError) as exc:  # port in use, address not on this machine, unknown host name
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise UsageError(f"cannot serve on {host}:{port or 'any port'}: {reason}"
+        shown = host if len(host) <= 100 else excerpt(host)
+        raise UsageError(f"cannot serve on {shown}:{port or 'any port'}: {reason}"
                          + ("; leave out --port for a free one" if port else "")) from None
     address = (host, server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,

@@ -1,4 +1,4 @@
-"""Untrusted model files and images on ``zoo predict FILE IMAGE...``.
+"""Untrusted model files and images on ``zoo predict FILE IMAGE...`` (and files ``zoo view`` refuses).
 
 A model file's ``zoo.*`` metadata is input: each case rewrites one field of a real,
 verified digits export with the ``onnx`` package (sizes that would allocate gigabytes,
@@ -32,6 +32,10 @@ DIGIT = load_heldout()[0][0]
 
 def _model(ws: Path) -> Path:
     return Path(shutil.copyfile(digits_export(), ws / MODEL))
+
+
+def _copy_model(ws: Path) -> None:
+    _model(ws)
 
 
 def _digit(ws: Path) -> None:
@@ -184,6 +188,14 @@ CASES = [
     Case("runtime-model-truncated", PREDICT, r"cannot load model\.onnx", setup=_truncated_model),
     Case("runtime-model-missing", ("predict", "nothing.onnx", "digit.png"), r"no ONNX file at nothing\.onnx",
          setup=lambda ws: _digit(ws)),
+    Case("runtime-view-text", ("view", MODEL, "--no-browser"), r"model\.onnx is not an ONNX model",
+         setup=_file(b"not a model\n")),
+    Case("runtime-view-empty", ("view", MODEL, "--no-browser"), r"model\.onnx is not an ONNX model",
+         setup=_file(b"")),
+    Case("runtime-view-directory", ("view", "folder.onnx", "--no-browser"), r"folder\.onnx is not a file",
+         setup=lambda ws: (ws / "folder.onnx").mkdir()),
+    Case("runtime-view-host-huge", ("view", MODEL, "--no-browser", "--host", "h" * 100_000),
+         r"cannot serve on 'hhh.*\(100002 characters\)", setup=_copy_model),
     # -- images
     Case("runtime-image-bomb", ("predict", MODEL, "bomb.png"), r"bomb\.png: .*8192 x 8192",
          setup=_image("bomb.png", _bomb), timeout=60),
