@@ -380,3 +380,16 @@ def test_two_servers_in_one_process_serve_their_own_models(model_folder: Path, d
     finally:
         stop(first)
         stop(second)
+
+
+@pytest.mark.parametrize("header, served, allowed", [
+    ("192.168.1.5:8080", "0.0.0.0", True), ("[fe80::1]:8080", "::", True), ("evil.example:8080", "0.0.0.0", False),
+    ("myhost:8080", "myhost", True), ("MYHOST:8080", "myhost", True), ("otherhost:8080", "myhost", False),
+    ("192.168.1.5:8080", "127.0.0.1", False), ("localhost:8080", "0.0.0.0", True), ("localhost:80", "0.0.0.0", False),
+    ("localhost:notaport", "127.0.0.1", False), (None, "127.0.0.1", False),
+])
+def test_which_host_names_a_server_answers(header: str | None, served: str, allowed: bool) -> None:
+    """Loopback names, the name served on, and on a wildcard address IP literals (no DNS involved)."""
+    from zoo.view import host_allowed
+
+    assert host_allowed(header, served, 8080) is allowed

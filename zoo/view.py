@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from zoo.errors import UsageError, excerpt
 
-__all__ = ["serve", "stop", "view", "url"]
+__all__ = ["host_allowed", "serve", "stop", "view", "url"]
 
 #: What `zoo view` accepts, for error messages.
 ACCEPTED = "an ONNX model file such as model.onnx (e.g. written by `zoo export`)"
