@@ -48,10 +48,12 @@ def _truncate(ws: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def _repaired(learned_kept: bool = True) -> Callable[[Path, subprocess.CompletedProcess], None]:
-    """A check that the repaired catalog lists every model and kept the learned hash."""
+def _repaired(learned_kept: bool = True, said: bool = False) -> Callable[[Path, subprocess.CompletedProcess], None]:
+    """A check that the repaired catalog lists every model and kept the learned hash (and, if `said`,
+    that the command said what it repaired)."""
 
     def check(ws: Path, done: subprocess.CompletedProcess) -> None:
+        assert not said or "zoo: warning: the catalog was damaged: " in done.stderr, done.stderr
         listed = subprocess.run([str(ZOO), "list"], cwd=ws, env=base_env(ws), capture_output=True, text=True)
         assert listed.returncode == 0 and "digits_cnn" in listed.stdout, listed.stderr
         with sqlite3.connect(ws / "registry.db") as conn:
@@ -89,10 +91,10 @@ CASES = [
     Case("catalog-drop-column-show", ("show", "digits_cnn"), DAMAGED,
          setup=_sql("ALTER TABLE models DROP COLUMN first_conv"), keep=("registry.db",)),
     *[Case(f"catalog-drop-{table}-sync", ("sync",), None, setup=_sql(f"DROP TABLE {table}"),
-           check=_repaired(learned_kept=table != "weight_files"))
+           check=_repaired(learned_kept=table != "weight_files", said=True))
       for table in ("plugins", "models", "metrics", "catalog_state", "weight_files", "exports", "alembic_version")],
     Case("catalog-drop-column-sync", ("sync",), None, setup=_sql("ALTER TABLE models DROP COLUMN first_conv"),
-         check=_repaired()),
+         check=_repaired(said=True)),
     Case("catalog-drop-catalog-state-list", ("list",), None, setup=_sql("DROP TABLE catalog_state"), check=_repaired()),
     Case("catalog-garbage-state-list", ("list",), None,
          setup=_sql("DELETE FROM catalog_state", "INSERT INTO catalog_state VALUES ('plugins_fingerprint', x'00ff')",

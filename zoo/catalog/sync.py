@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Table, delete, inspect, text
@@ -132,12 +133,12 @@ def _prepare_schema(conn: Connection) -> tuple[str, ...]:
         with conn.begin_nested():
             _alembic(conn, "upgrade")
     except DamagedCatalogError:
-        repairs.append("the schema revision did not match its tables")
+        repairs.append("its tables did not match its schema revision")
         _alembic(conn, "stamp")
-    except CatalogError as exc:  # e.g. "table ... already exists": the revision record was lost
+    except CatalogError:  # e.g. "table ... already exists": the revision record was lost
         if _revision(conn) is not None:
             raise
-        repairs.append(f"the schema revision was missing ({exc})")
+        repairs.append("its schema revision record (alembic_version) was gone")
         _alembic(conn, "stamp")
     return (*repairs, *_rebuild(conn))
 
@@ -223,7 +224,7 @@ def _rebuild(conn: Connection) -> list[str]:
             if table in DERIVED and table.name in existing:
                 table.drop(conn)
         tables.metadata.create_all(conn, tables=DERIVED)
-        repairs.append(f"rebuilt the damaged table(s) {', '.join(damaged)}")
+        repairs.append(f"rebuilt the table(s) {', '.join(damaged)} (their rows come from the plugins)")
     repairs.extend(_salvage(conn, table, missing[table]) for table in KEPT if table in missing)
     return repairs
 
@@ -305,8 +306,8 @@ def main(argv: Sequence[str]) -> None:
     """The sync child that `zoo.catalog.fingerprint.sync_in_child` starts: sync, report, exit.
 
     Plugins' own output goes to stderr, so stdout carries only the summary. Lines on
-    stderr name each plugin before and after its code runs, so the parent can name one
-    that hangs or ends this process. The child ends with ``os._exit`` once its report
+    ``--progress-fd`` name each plugin before and after its code runs, so the parent
+    can name one that hangs or ends this process. The child ends with ``os._exit`` once its report
     is out, so threads or exit handlers a plugin left behind cannot keep it alive.
     """
     options = _child_options(argv)
@@ -315,7 +316,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             report = sync(force=options.force, strict=options.strict, skip=json.loads(options.skip),
-                          watch=_announced)
+                          watch=partial(_announced, options.progress_fd))
     except ZooError as exc:
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         status = 1
@@ -324,6 +325,8 @@ def main(argv: Sequence[str]) -> None:
         print(f"synced {report.model_count} model(s) from {len(report.plugins) - len(failed)} plugin(s)")
         for p in failed:
             print(f"{WARNING_PREFIX}plugin {p.info.name} failed: {p.error}", file=sys.stderr)
+        for repair in report.repairs:
+            print(f"{WARNING_PREFIX}the catalog was damaged: {repair}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -335,6 +338,7 @@ def _child_options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--skip", default="{}", help="JSON object: plugin name -> why it is recorded as failed unloaded")
     parser.add_argument("--parent", type=int, help="the process id of the parent this child must not outlive")
+    parser.add_argument("--progress-fd", type=int, help="where to write which plugin's code runs")
     return parser.parse_args(argv)
 
 
@@ -354,8 +358,10 @@ def _die_with_parent(parent: int | None) -> None:
 
 
 @contextlib.contextmanager
-def _announced(info: PluginInfo) -> Iterator[None]:
-    """Tell the parent, on stderr, which plugin's code runs now."""
-    print(f"{LOADING_PREFIX}{info.name}", file=sys.__stderr__, flush=True)
+def _announced(fd: int | None, info: PluginInfo) -> Iterator[None]:
+    """Tell the parent, by a line on file descriptor `fd`, which plugin's code runs now."""
+    if fd is not None:
+        os.write(fd, f"{LOADING_PREFIX}{info.name}\n".encode())
     yield
-    print(f"{LOADED_PREFIX}{info.name}", file=sys.__stderr__, flush=True)
+    if fd is not None:
+        os.write(fd, f"{LOADED_PREFIX}{info.name}\n".encode())
