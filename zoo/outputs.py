@@ -38,6 +38,8 @@ from zoo.errors import UsageError, excerpt
 COMPANIONS = (".data",)
 #: No ONNX file without external data is larger (protobuf's limit); larger files are not ours.
 _MAX_ONNX_BYTES = 2**31 - 1
+#: A saved ModelProto starts with its field 1, ir_version (a varint): tag byte 0x08. Other files are not read on.
+_ONNX_FIRST_BYTE = b"\x08"
 _FORCE = "pass --force (overwrite=True in Python) to replace it"
 
 
@@ -193,9 +195,9 @@ def _written_by_zoo(target: Path) -> bool:
         return False
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ONNX_BYTES:
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ONNX_BYTES or f.read(1) != _ONNX_FIRST_BYTE:
             return False
-        data = f.read()
+        data = _ONNX_FIRST_BYTE + f.read()
     import onnx
 
     try:
