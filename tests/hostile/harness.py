@@ -19,6 +19,7 @@ number). The outcome is one of
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import importlib
@@ -27,6 +28,7 @@ import pkgutil
 import re
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -111,6 +113,8 @@ def synced_catalog() -> Path:
     where = Path(tempfile.mkdtemp(prefix="zoo-hostile-catalog-")) / "registry.db"
     env = {**base_env(where.parent), "ZOO_STRICT_PLUGINS": "1"}
     subprocess.run([str(ZOO), "sync"], env=env, cwd=where.parent, check=True, capture_output=True, text=True)
+    with contextlib.closing(sqlite3.connect(where)) as db:  # cases copy registry.db alone: no -wal file left
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return where
 
 
