@@ -338,6 +338,7 @@ def test_a_catalog_in_a_read_only_folder_is_read_without_writing(read_only_catal
         ("sqlite://", r"'sqlite://' is an in-memory database, which vanishes when the command ends; use a file"),
         ("sqlite:///:memory:", r"is an in-memory database"),
         ("sqlite:////nonexistent/dir/registry.db", r"cannot open the catalog file /nonexistent/dir/registry.db: the folder /nonexistent/dir does not exist"),
+        ("sqlite:////dev/null", r"the catalog file /dev/null is not a regular file; zoo keeps a catalog only in a regular file"),
         ("postgresql://postgres:s3cret@127.0.0.1:1/test", r"cannot use the catalog at postgresql\+psycopg://postgres:\*\*\*@127.0.0.1:1/test: connection failed"),
     ],
 )
@@ -347,3 +348,4 @@ def test_catalog_url_problems_are_one_line_without_the_password(monkeypatch: pyt
         with pytest.raises(zoo.CatalogError, match=message) as caught:
             action()
         assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+    assert not Path("/dev/null-journal").exists()  # SQLite writes its journal beside the file it is given

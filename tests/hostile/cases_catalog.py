@@ -68,6 +68,11 @@ def _url(url: str) -> Callable[[Path], dict[str, str]]:
     return lambda ws: {"ZOO_REGISTRY_URL": url}
 
 
+def _folder(ws: Path) -> None:
+    (ws / "registry.db").unlink()
+    (ws / "registry.db").mkdir()
+
+
 def _read_only_folder(plugins: str) -> Callable[[Path], dict[str, str]]:
     """The synced catalog in a folder outside the workspace (which only root can reach) that nobody can write."""
 
@@ -121,6 +126,9 @@ CASES = [
     Case("catalog-url-sqlite-memory-named", ("sync",), r"in-memory database", setup=_url("sqlite:///:memory:")),
     Case("catalog-url-missing-folder", ("list",), r"the folder /nonexistent/dir does not exist",
          setup=_url("sqlite:////nonexistent/dir/registry.db")),
+    Case("catalog-url-dev-null", ("sync",), r"/dev/null is not a regular file", setup=_url("sqlite:////dev/null"),
+         watch=("/dev/null", "/dev/null-journal", "/dev/null-wal")),
+    Case("catalog-url-folder", ("list",), r"registry\.db is a folder", setup=_folder),
     Case("catalog-url-postgres-unreachable", ("list",), r"cannot use the catalog at postgresql\+psycopg://me:\*\*\*@127\.0\.0\.1:1/zoo",
          setup=_url("postgresql://me:s3cret@127.0.0.1:1/zoo")),
     Case("catalog-url-postgres-unknown-database", ("show", "resnet18"), r'database "no_such_zoo_db" does not exist',

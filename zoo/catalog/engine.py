@@ -128,6 +128,12 @@ def _create(url: URL, **kwargs: object) -> Engine:
 
 def _sqlite_engine(url: URL) -> Engine:
     path = _sqlite_path(url)
+    if path.exists() and not path.is_file():  # SQLite would write its journal next to a device, say
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise CatalogError(
+            f"{where(url)} is {kind}; zoo keeps a catalog only in a regular file: "
+            f"point {URL_ENV} at one, e.g. sqlite:///registry.db"
+        )
     if read_only(url):
         engine = _create(url, creator=lambda: _connect_read_only(path))
         event.listen(engine, "connect", _sqlite_on_connect_read_only)
