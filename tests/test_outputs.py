@@ -91,15 +91,20 @@ def test_a_device_is_refused_and_no_lock_is_made_beside_it() -> None:
     assert not Path("/dev/.null.lock").exists()
 
 
-@pytest.mark.parametrize("data", [b"my notes\n", OTHER_ONNX, b""], ids=["text", "other-onnx", "empty"])
-def test_a_file_zoo_did_not_write_needs_overwrite_and_keeps_its_mode(tmp_path: Path, data: bytes) -> None:
+@pytest.mark.parametrize(("data", "mode", "message"), [
+    (b"my notes\n", 0o640, "is not a file zoo wrote"),
+    (OTHER_ONNX, 0o640, "is not a file zoo wrote"),
+    (b"", 0o640, "is not a file zoo wrote"),
+    (ZOO_EXPORT, 0o444, r"is write-protected \(mode 0444\)"),  # even a zoo export
+], ids=["text", "other-onnx", "empty", "write-protected-export"])
+def test_a_file_needs_overwrite_and_keeps_its_mode(tmp_path: Path, data: bytes, mode: int, message: str) -> None:
     target = tmp_path / "out.onnx"
-    _write(target, data, 0o640)
-    with pytest.raises(UsageError, match=r"is not a file zoo wrote; pass --force \(overwrite=True"):
+    _write(target, data, mode)
+    with pytest.raises(UsageError, match=message + r".*pass --force \(overwrite=True"):
         _write_through(target)
-    assert _state(target) == (stat.S_IFREG, 0o640, data)
+    assert _state(target) == (stat.S_IFREG, mode, data)
     _write_through(target, overwrite=True)
-    assert _state(target) == (stat.S_IFREG, 0o640, b"new")
+    assert _state(target) == (stat.S_IFREG, mode, b"new")  # its mode was not silently changed
     assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]
 
 
@@ -108,16 +113,6 @@ def test_an_earlier_zoo_export_is_replaced_without_overwrite(tmp_path: Path) -> 
     _write(target, ZOO_EXPORT, 0o600)
     _write_through(target)
     assert _state(target) == (stat.S_IFREG, 0o600, b"new")
-
-
-def test_a_write_protected_file_needs_overwrite_even_if_zoo_wrote_it_and_stays_protected(tmp_path: Path) -> None:
-    target = tmp_path / "out.onnx"
-    _write(target, ZOO_EXPORT, 0o444)
-    with pytest.raises(UsageError, match=r"is write-protected \(mode 0444\); pass --force"):
-        _write_through(target)
-    assert _state(target) == (stat.S_IFREG, 0o444, ZOO_EXPORT)
-    _write_through(target, overwrite=True)
-    assert _state(target) == (stat.S_IFREG, 0o444, b"new")  # its mode was not silently changed
 
 
 def test_a_new_file_gets_the_usual_mode(tmp_path: Path) -> None:
