@@ -435,9 +435,10 @@ def test_16bit_and_float_images_agree_with_the_preset_within_one_step() -> None:
 
 
 @pytest.mark.parametrize("pixels, message", [
-    (np.full((4, 4), 1.5, np.float32), r"float \(mode F\) image must have values in \[0, 1\].*1\.5 to 1\.5"),
-    (np.full((4, 4), np.nan, np.float32), r"float \(mode F\) image must have values in \[0, 1\]"),
-    (np.full((4, 4), -1.0, np.float32), r"float \(mode F\) image must have values in \[0, 1\]"),
+    (np.full((4, 4), 1.5, np.float32), r"float \(mode F\) image must have values in \[0, 1\].* 16 pixel.*e\.g\. 1\.5"),
+    (np.full((4, 4), np.nan, np.float32), r"float \(mode F\) image must have values in \[0, 1\].*e\.g\. nan"),
+    (np.where(np.eye(4) > 0, np.nan, 0.5).astype(np.float32), r"has 4 pixel\(s\) outside, e\.g\. nan"),
+    (np.where(np.eye(4) > 0, -1.0, 0.5).astype(np.float32), r"has 4 pixel\(s\) outside, e\.g\. -1"),
     (np.full((4, 4), 70000, np.int32), r"32-bit integer \(mode I\) image .* 70000 to 70000"),
     (np.full((4, 4), -3, np.int32), r"32-bit integer \(mode I\) image .* -3 to -3"),
 ])

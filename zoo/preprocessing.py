@@ -373,19 +373,21 @@ def to_8bit(image: Image.Image) -> Image.Image:
     ``value * (256 - 1e-3)`` truncated. Other values raise a one-line `UsageError`;
     8-bit images are returned as they are.
     """
-    if image.mode not in (*_MODES_16BIT, "F"):
-        return image
-    low, high = image.getextrema()
     if image.mode == "F":
-        if not (0.0 <= low and high <= 1.0):  # NaN fails both comparisons
+        pixels = np.asarray(image, dtype=np.float32)
+        outside = ~((pixels >= 0) & (pixels <= 1))  # NaN is outside too
+        if outside.any():
             raise UsageError(f"a float (mode F) image must have values in [0, 1], as torchvision's float images "
-                             f"do; this one spans {low:g} to {high:g}")
-        pixels = (np.asarray(image, dtype=np.float32) * _FLOAT_TO_UINT8).astype(np.uint8)
-    else:
+                             f"do; this one has {int(outside.sum())} pixel(s) outside, e.g. {pixels[outside][0]:g}")
+        pixels = (pixels * _FLOAT_TO_UINT8).astype(np.uint8)
+    elif image.mode in _MODES_16BIT:
+        low, high = image.getextrema()
         if not (0 <= low and high <= 0xFFFF):
             raise UsageError(f"a 32-bit integer (mode I) image is read as 16-bit grey, 0 to 65535; this one "
                              f"spans {low} to {high}: convert it to 8 or 16 bits")
         pixels = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+    else:
+        return image
     return Image.fromarray(pixels)
 
 
