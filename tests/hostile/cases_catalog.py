@@ -8,6 +8,8 @@ works; a file that is not a catalog is never touched; a read-only catalog is rea
 from __future__ import annotations
 
 import atexit
+import os
+import uuid
 import shutil
 import sqlite3
 import subprocess
@@ -16,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hostile.harness import ZOO, Case, base_env, synced_catalog
+
+POSTGRES = os.environ.get("ZOO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 LEARNED = ("https://example.org/learned.pth", "ab" * 32, 1234)
 DAMAGED = r"registry\.db is damaged \(.*\); run `zoo sync` to rebuild it"
@@ -68,6 +72,40 @@ def _url(url: str) -> Callable[[Path], dict[str, str]]:
     return lambda ws: {"ZOO_REGISTRY_URL": url}
 
 
+def _postgres_without_models(ws: Path) -> dict[str, str]:
+    """A catalog synced on a PostgreSQL database of its own (dropped at exit), then its models table dropped."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    name = f"zoo_hostile_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    atexit.register(_drop_database, admin, name)
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    env = {**base_env(ws), "ZOO_REGISTRY_URL": url}
+    subprocess.run([str(ZOO), "sync"], cwd=ws, env=env, check=True, capture_output=True)
+    catalog = create_engine(url)
+    with catalog.begin() as conn:
+        conn.execute(text("DROP TABLE models CASCADE"))
+    catalog.dispose()
+    (ws / "catalog-url").write_text(url)  # for the check
+    return {"ZOO_REGISTRY_URL": url}
+
+
+def _drop_database(admin, name: str) -> None:  # noqa: ANN001
+    from sqlalchemy import text
+
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _lists_again(ws: Path, done: subprocess.CompletedProcess) -> None:
+    """A check that ``zoo list`` on the same catalog URL works after the command."""
+    env = {**base_env(ws), "ZOO_REGISTRY_URL": (ws / "catalog-url").read_text()}
+    listed = subprocess.run([str(ZOO), "list"], cwd=ws, env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and "digits_cnn" in listed.stdout, listed.stderr
+
+
 def _folder(ws: Path) -> None:
     (ws / "registry.db").unlink()
     (ws / "registry.db").mkdir()
@@ -106,6 +144,9 @@ CASES = [
                     "INSERT INTO catalog_state VALUES ('junk', 12)"), check=_repaired()),
     Case("catalog-newer-revision-sync", ("sync",), r"schema revision '9999', which this zoo does not know.*newer zoo",
          setup=_sql("UPDATE alembic_version SET version_num = '9999'"), keep=("registry.db",)),
+    Case("catalog-postgres-drop-models-list", ("list",), r"the catalog at postgresql\+psycopg://.* is damaged",
+         setup=_postgres_without_models),
+    Case("catalog-postgres-drop-models-sync", ("sync",), None, setup=_postgres_without_models, check=_lists_again),
     # not a catalog at all, or a corrupt one: never overwritten
     *[Case(f"catalog-not-a-database-{command[0]}", command, FOREIGN, setup=_write(b"my notes\n" * 500),
            keep=("registry.db",)) for command in (("list",), ("show", "resnet18"), ("sync",))],
