@@ -199,6 +199,8 @@ CASES = [
     # -- images
     Case("runtime-image-bomb", ("predict", MODEL, "bomb.png"), r"bomb\.png: .*8192 x 8192",
          setup=_image("bomb.png", _bomb), timeout=60),
+    Case("runtime-image-bomb-warning", ("predict", MODEL, "warn.png"), r"warn\.png: .*could be decompression bomb",
+         setup=_image("warn.png", lambda p: Image.new("1", (10000, 10000)).save(p)), timeout=60),
     Case("runtime-image-over-limit", ("predict", MODEL, "big.png"), r"big\.png: image is 9000 x 9000 pixels",
          setup=_image("big.png", lambda p: Image.new("1", (9000, 9000)).save(p)), timeout=60),
     Case("runtime-image-header-absurd", ("predict", MODEL, "absurd.png"), r"absurd\.png: ",
