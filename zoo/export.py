@@ -261,6 +261,9 @@ def export_onnx(
     path = Path(path)
     if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < _MIN_OPSET):
         raise UsageError(f"opset must be an integer of at least {_MIN_OPSET}, not {excerpt(opset)}")
+    if opset is not None and opset > _onnxruntime_limits()[0]:  # before building: some builders are slow
+        raise UsageError(f"opset {excerpt(opset)} is above {_onnxruntime_limits()[0]}, the highest the installed "
+                         "onnxruntime runs")
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise UsageError(f"{name} must be a non-negative number, not {value!r}")
@@ -304,10 +307,6 @@ def _export_staged(model_or_name: str | torch.nn.Module, work: Path, path: Path,
     shape = shape or _default_shape(info, model)
     if detection and shape[0] != 1:
         raise UsageError(f"{info['name']} takes one image: input_shape must start with 1, not {shape[0]}")
-    if opset is not None:
-        ort_max = _onnxruntime_limits()[0]
-        if opset > ort_max:
-            raise UsageError(f"opset {opset} is above {ort_max}, the highest the installed onnxruntime runs")
 
     inputs = _verification_inputs(shape, detection, dynamic_batch, dynamic_image_size)
     example = inputs[0]
