@@ -240,6 +240,17 @@ def test_sync_rebuilds_a_dropped_table_and_keeps_what_must_survive(kept_rows: st
     assert zoo.sync(kept_rows).repairs == ()  # repaired for good
 
 
+@pytest.mark.parametrize("damage", ["ALTER TABLE alembic_version RENAME COLUMN version_num TO v",
+                                    "INSERT INTO alembic_version VALUES ('0003')"])
+def test_sync_replaces_an_unreadable_schema_revision_record(kept_rows: str, damage: str) -> None:
+    _execute(kept_rows, damage)
+    assert zoo.sync(kept_rows).repairs
+    assert _schema_diffs(kept_rows) == []
+    with open_engine(kept_rows).connect() as conn:
+        assert conn.scalars(text("SELECT version_num FROM alembic_version")).all() == [SCHEMA_REVISION]
+        assert conn.execute(select(tables.weight_files)).mappings().one() == LEARNED
+
+
 def test_sync_rebuilds_a_table_that_lost_columns_keeping_its_rows(kept_rows: str) -> None:
     _execute(kept_rows, "ALTER TABLE exports DROP COLUMN weights", "ALTER TABLE models DROP COLUMN first_conv")
     with pytest.raises(zoo.CatalogError, match=r"is damaged \(.*first_conv.*\); run `zoo sync` to rebuild it"):

@@ -138,7 +138,7 @@ def _prepare_schema(conn: Connection) -> tuple[str, ...]:
     except CatalogError:  # e.g. "table ... already exists": the revision record was lost
         if _revision(conn) is not None:
             raise
-        repairs.append("its schema revision record (alembic_version) was gone")
+        repairs.append("its schema revision record (alembic_version) was gone or unreadable")
         _alembic(conn, "stamp")
     return (*repairs, *_rebuild(conn))
 
@@ -168,9 +168,21 @@ def _check_revision(conn: Connection) -> None:
 
 
 def _revision(conn: Connection) -> str | None:
-    from alembic.migration import MigrationContext
+    """The schema revision Alembic recorded, or None when there is none.
 
-    return MigrationContext.configure(conn).get_current_revision()
+    A record that cannot be read (its column gone, several rows in a linear history)
+    is dropped as lost, so that the schema is verified and stamped afresh.
+    """
+    inspector = inspect(conn)
+    if "alembic_version" not in inspector.get_table_names():
+        return None
+    readable = "version_num" in {c["name"] for c in inspector.get_columns("alembic_version")}
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() if readable else []
+    if len(rows) == 1:
+        return rows[0]
+    if rows or not readable:
+        conn.execute(text("DROP TABLE alembic_version"))
+    return None
 
 
 def _scripts():  # -> alembic.script.ScriptDirectory, imported late (alembic is needed only to sync)
