@@ -368,6 +368,7 @@ def test_numpy_preprocessing_reproduces_the_digits_accuracy() -> None:
     ({"crop_size": [224, 10**12]}, r"crop_size=\[224, 1000000000000\] is not accepted; .* 1 to 8192"),
     ({"resize_size": list(range(1, 100_000))}, r"resize_size=\[1, 2, 3, .*\.\.\. \(\d+ characters\) is not accepted"),
     ({"mean": ["x" * 100_000] * 3}, r"mean=\[\"xxx.*\.\.\. \(\d+ characters\) is not accepted"),
+    ({"y" * 100_000: 1}, r"unknown field 'yyy.*\.\.\. \(100002 characters\); fields: kind,"),
 ])
 def test_spec_sizes_are_bounded_and_huge_values_not_echoed(change: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message) as caught:

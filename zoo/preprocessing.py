@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from zoo.errors import UsageError
+from zoo.errors import UsageError, excerpt
 
 if TYPE_CHECKING:
     import torch
@@ -148,7 +148,7 @@ class PreprocessSpec:
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise UsageError(f"preprocessing spec: unknown field {unknown[0]!r}; fields: {', '.join(known)}")
+            raise UsageError(f"preprocessing spec: unknown field {excerpt(unknown[0])}; fields: {', '.join(known)}")
         if "kind" not in data:
             raise UsageError(f"preprocessing spec: field 'kind' is missing; use one of {', '.join(KINDS)}")
         return cls(**data)
