@@ -424,3 +424,18 @@ def test_killed_download_leaves_nothing_the_next_fetch_keeps(server: WeightsServ
     fetched = fetch(file, progress=False)
     assert fetched.sha256 == file.sha256
     assert sorted(p.name for p in isolated_cache.iterdir()) == [file.name]  # no part, no lock file
+
+
+def test_builder_from_the_zoo_loads_through_the_zoo(synced_catalog: str, isolated_cache: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`zoo.get_model_builder` gives torchvision's builder; called with weights, the zoo still loads them."""
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    marker = tmp_path / "code-ran"
+    builder = zoo.get_model_builder("resnet18")
+    assert zoo.get_model_weights(builder).__name__ == "ResNet18_Weights"  # still known as the model's builder
+    path = isolated_cache / Path(zoo.get_weight("resnet18.DEFAULT").url).name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(code_on_load(marker))
+    with pytest.raises(zoo.HashMismatchError, match=f"weights file {path} has SHA-256"):
+        builder(weights="DEFAULT")
+    assert not marker.exists()

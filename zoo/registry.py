@@ -12,7 +12,7 @@ import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
-from functools import partial
+from functools import partial, wraps
 from typing import Any, TypeVar
 
 from dataclasses import dataclass
@@ -142,10 +142,25 @@ def list_plugins() -> list[dict[str, Any]]:
 
 
 def get_model_builder(name: str) -> Callable[..., Any]:
-    """The function that builds model `name` (imports its plugin)."""
-    with ensure_current().connect() as conn:
+    """The function that builds model `name` (imports its plugin); the weights it loads go through the zoo."""
+    engine = ensure_current()
+    with engine.connect() as conn:
         target = _model(conn, name).builder
-    return load_target(target)
+    return _through_zoo(load_target(target), engine)
+
+
+def _through_zoo(builder: Callable[..., Any], engine: Engine) -> Callable[..., Any]:
+    """`builder`, except that every state dict it asks for (its weights, torchvision's backbone
+    weights) is read and verified by the zoo: torchvision's own loader never sees a file."""
+
+    @wraps(builder)
+    def build(*args: Any, **kwargs: Any) -> Any:
+        from zoo.weights import loading_through
+
+        with loading_through(partial(_verified_state_dict, engine)):
+            return builder(*args, **kwargs)
+
+    return build
 
 
 def get_model_weights(name: str | Callable[..., Any]) -> type[enum.Enum]:
@@ -212,27 +227,21 @@ def build_model(
     report of `zoo.surgery.load_partial` accounts for every pretrained tensor.
     """
     from zoo import surgery
-    from zoo.weights import loading_through
 
     member = get_weight(weights, model=name)
     engine = ensure_current()
     with engine.connect() as conn:
         row = _model(conn, name)
-    builder = load_target(row.builder)
+    builder = _through_zoo(load_target(row.builder), engine)
     _check_surgery(row, num_classes=num_classes, in_channels=in_channels, pretrained=member is not None)
 
-    # Every state dict the builder asks for (its weights, torchvision's backbone weights)
-    # is read and verified by the zoo; torchvision's own loader never sees a file.
-    with loading_through(partial(_verified_state_dict, engine)):
-        if member is None:
-            model = builder(weights=None, **config, **({} if num_classes is None else {"num_classes": num_classes}))
-        else:
-            model = builder(weights=member, **config)
     if member is None:
+        model = builder(weights=None, **config, **({} if num_classes is None else {"num_classes": num_classes}))
         if in_channels is not None:
             surgery.replace_first_conv(model, row.first_conv, in_channels)
         return BuiltModel(model, None)
 
+    model = builder(weights=member, **config)
     pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
     if num_classes is not None and num_classes != len(member.meta.get("categories") or ()):
         surgery.replace_head(model, row.classifier[0], num_classes)

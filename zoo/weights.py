@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -96,10 +96,10 @@ def state_dict_from(loaded: Loaded) -> dict[str, Any]:
     except Exception as exc:  # any failure to decode untrusted bytes is the file's fault
         raise WeightsError(f"weights file {loaded.path} cannot be loaded as tensors only ({_reason(exc)}); "
                            f"nothing was loaded from it") from None
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise WeightsError(f"weights file {loaded.path} holds a {type(state).__name__}, not a state dict "
                            f"(a mapping of names to tensors)")
-    return dict(state)
+    return state  # as saved: an OrderedDict keeps the module versions (`_metadata`) some modules need
 
 
 def _reason(exc: Exception) -> str:
