@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from zoo.errors import ERROR_PREFIX, UsageError, ZooError, ZooWarning, excerpt
 
@@ -24,6 +24,7 @@ _PYTHON_SHOWWARNING = warnings.showwarning
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 # Errors of a full or failing disk: reported in one line wherever they happen (stdout included).
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+_MAX_ERROR_CHARS = 300  # of a command-line parsing error: argparse quotes the whole bad value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +67,7 @@ def _drop_stdout() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-based model zoo for PyTorch vision models.")
+    parser = _Parser(prog="zoo", description="A plugin-based model zoo for PyTorch vision models.")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     p = commands.add_parser("list", help="list registered models", description=(
@@ -223,6 +224,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
     p.set_defaults(run=_sync)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with its error line (which quotes the bad value) kept short."""
+
+    def error(self, message: str) -> NoReturn:
+        if len(message) > _MAX_ERROR_CHARS:
+            message = f"{message[:_MAX_ERROR_CHARS]}... ({len(message)} characters)"
+        super().error(message)
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:

@@ -48,3 +48,10 @@ CASES += [
                                        "--iterations", "1", "--warmup", "0"), r"benchmark input 100000000x1x8x8 has"),
     Case("cli-bench-batch-garbage", ("bench", "digits_cnn", "--batch", "1,b" * 10_000), r"characters\) are not comma"),
 ]
+
+# argparse quotes a bad value whole: its error line is kept short too
+CASES += [
+    Case("cli-int-argument-huge", ("export", "digits_cnn", "-o", "d.onnx", "--opset", "9" * 100_000),
+         r"invalid int value: '9+\.\.\. \(\d+ characters\)$"),
+    Case("cli-choice-huge", ("weights", "y" * 100_000), r"invalid choice: 'y+\.\.\. \(\d+ characters\)$"),
+]
