@@ -199,12 +199,16 @@ EXPORTED = {
 @pytest.fixture
 def kept_rows(catalog_url: str, use_catalog) -> str:
     """A catalog of the digits plugin holding one learned hash and one export record."""
-    use_catalog(catalog_url, plugins="digits")
-    zoo.sync(catalog_url, strict=True)
-    with open_engine(catalog_url).begin() as conn:
+    return _with_kept_rows(catalog_url, use_catalog)
+
+
+def _with_kept_rows(url: str, use_catalog) -> str:
+    use_catalog(url, plugins="digits")
+    zoo.sync(url, strict=True)
+    with open_engine(url).begin() as conn:
         conn.execute(tables.weight_files.insert().values(**LEARNED))
         conn.execute(tables.exports.insert().values(**EXPORTED))
-    return catalog_url
+    return url
 
 
 def _execute(url: str, *statements: str) -> None:
@@ -270,6 +274,25 @@ def test_lookups_on_a_damaged_catalog_name_it_and_say_what_to_do(kept_rows: str)
         with pytest.raises(zoo.CatalogError, match=r"is damaged \(.*models.*\); run `zoo sync` to rebuild it") as caught:
             lookup()
         assert shown in str(caught.value)
+
+
+def test_values_that_cannot_be_read_are_one_line_and_dropped_or_rebuilt_by_sync(sqlite_url: str, use_catalog) -> None:
+    # SQLite only: PostgreSQL checks JSON and column types itself, so such values cannot be stored there
+    kept_rows = _with_kept_rows(sqlite_url, use_catalog)
+    bad_export = {**EXPORTED, "path": "/exports/bad.onnx"}
+    with open_engine(kept_rows).begin() as conn:
+        conn.execute(tables.exports.insert().values(**bad_export))
+    _execute(kept_rows, "UPDATE models SET tags = '{{not json'",
+             "UPDATE exports SET result = '[1, 2' WHERE path = '/exports/bad.onnx'",
+             f"INSERT INTO weight_files VALUES ('https://example.org/x.pth', '{'ef' * 32}', 'big')")
+    with pytest.raises(zoo.CatalogError, match=r"is damaged \(a JSON value '\{\{not json' does not parse: .*\); run `zoo sync`"):
+        zoo.describe("digits_cnn")
+    repairs = zoo.sync(kept_rows).repairs
+    assert any("weight_files" in r for r in repairs) and any("exports" in r for r in repairs)
+    assert zoo.describe("digits_cnn")["tags"] is not None
+    with open_engine(kept_rows).connect() as conn:
+        assert [dict(r) for r in conn.execute(select(tables.weight_files)).mappings()] == [LEARNED]
+        assert conn.scalars(select(tables.exports.c.path)).all() == [EXPORTED["path"]]
 
 
 def test_a_schema_revision_from_a_newer_zoo_is_refused_not_downgraded(kept_rows: str) -> None:

@@ -15,13 +15,15 @@ read-only or unreachable catalog.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -103,7 +105,7 @@ def _engine_for(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)
     else:
-        engine = _create(url, pool_pre_ping=True)
+        engine = _create(url, pool_pre_ping=True, json_deserializer=_json_reader(url))
     event.listen(engine, "handle_error", _raise_catalog_error)
     return engine
 
@@ -135,13 +137,32 @@ def _sqlite_engine(url: URL) -> Engine:
             f"point {URL_ENV} at one, e.g. sqlite:///registry.db"
         )
     if read_only(url):
-        engine = _create(url, creator=lambda: _connect_read_only(path))
+        engine = _create(url, creator=lambda: _connect_read_only(path), json_deserializer=_json_reader(url))
         event.listen(engine, "connect", _sqlite_on_connect_read_only)
     else:
-        engine = _create(url)
+        engine = _create(url, json_deserializer=_json_reader(url))
         event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def _json_reader(url: URL) -> Callable[[str], Any]:
+    """`json.loads` for the catalog's JSON columns: a value that is not JSON means a damaged catalog.
+
+    Result values do not pass through ``handle_error``, so this is where they are caught.
+    """
+
+    def loads(value: str) -> Any:
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise DamagedCatalogError(
+                f"{where(url)} is damaged (a JSON value {excerpt(value, 40)} does not parse: {first_line(exc)}); "
+                f"{_REBUILD}",
+                missing=False,
+            ) from None
+
+    return loads
 
 
 def open_engine(url: str | None = None) -> Engine:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, Table, delete, inspect, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, Float, Integer, Table, delete, inspect, text
+from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import Session
 
 from zoo.catalog import tables
@@ -238,7 +239,38 @@ def _rebuild(conn: Connection) -> list[str]:
         tables.metadata.create_all(conn, tables=DERIVED)
         repairs.append(f"rebuilt the table(s) {', '.join(damaged)} (their rows come from the plugins)")
     repairs.extend(_salvage(conn, table, missing[table]) for table in KEPT if table in missing)
-    return repairs
+    repairs.extend(_drop_unreadable_rows(conn, table) for table in KEPT)
+    return [repair for repair in repairs if repair]
+
+
+def _drop_unreadable_rows(conn: Connection, table: Table) -> str:
+    """Delete the rows of a kept table that SQLite (which types values loosely) holds in a form they cannot be read in.
+
+    PostgreSQL enforces column types itself. Returns what was done, or "" when nothing.
+    """
+    if conn.dialect.name != "sqlite":
+        return ""
+    quote = conn.dialect.identifier_preparer.quote
+    unreadable = " OR ".join(_unreadable(quote(c.name), c.type, c.nullable) for c in table.columns)
+    dropped = conn.execute(text(f"DELETE FROM {quote(table.name)} WHERE {unreadable}")).rowcount
+    return f"dropped {dropped} unreadable row(s) of {table.name}" if dropped else ""
+
+
+def _unreadable(name: str, kind: TypeEngine, nullable: bool) -> str:
+    """A SQLite condition true when the column `name` holds a value its type cannot read."""
+    if isinstance(kind, JSON):
+        wrong = f"NOT json_valid({name})"
+    elif isinstance(kind, Integer):
+        wrong = f"typeof({name}) != 'integer'"
+    elif isinstance(kind, Float):
+        wrong = f"typeof({name}) NOT IN ('real', 'integer')"
+    elif isinstance(kind, DateTime):
+        wrong = f"typeof({name}) != 'text' OR datetime({name}) IS NULL"
+    else:
+        wrong = f"typeof({name}) != 'text'"
+    if nullable:
+        return f"({name} IS NOT NULL AND ({wrong}))"
+    return f"({name} IS NULL OR ({wrong}))"
 
 
 def _salvage(conn: Connection, table: Table, lacking: set[str]) -> str:
