@@ -149,6 +149,8 @@ def _present(weights: WeightsFile, offline: bool | None, progress: bool) -> Path
             _remove_stale(target)
         if target.is_file():
             return target
+        if os.path.lexists(target):
+            raise WeightsError(f"weights cache entry {target} is not a regular file; remove it, then fetch again")
         mirror = _mirror_copy(weights)
         if mirror is not None:
             with mirror.open("rb") as source:

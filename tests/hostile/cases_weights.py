@@ -144,6 +144,14 @@ def garbage_cached(ws: Path) -> None:
     cached(ws, os.urandom(4096))
 
 
+def fifo_cached(ws: Path) -> None:
+    os.mkfifo(cache(ws) / RESNET18)
+
+
+def device_link_cached(ws: Path) -> None:
+    (cache(ws) / RESNET18).symlink_to("/dev/zero")
+
+
 @lru_cache(maxsize=1)
 def fixture_site() -> Path:
     """The fixture plugin ``zoo-fixture-remote`` installed into a folder of its own, once per process."""
@@ -190,6 +198,10 @@ CASES = [
          r"but it must be", setup=truncated_learned),
     Case("weights-global-right-hash", SUMMARY, not_tensors(RESNET18, FORBIDDEN),
          setup=global_learned),
+    Case("weights-cache-fifo", SUMMARY, rf"weights cache entry \S+/{RESNET18} is not a regular file", setup=fifo_cached,
+         timeout=60),
+    Case("weights-cache-link-to-device", SUMMARY, rf"weights cache entry \S+/{RESNET18} is not a regular file",
+         setup=device_link_cached, timeout=60),
     Case("weights-stale-part-removed", ("weights", "fetch", "resnet18"), None, setup=stale_part_then_mirror,
          check=only_the_fetched_file),
     Case("weights-shipped-global", REMOTE, not_tensors("evil.pth", FORBIDDEN),
