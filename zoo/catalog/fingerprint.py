@@ -16,8 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import warnings
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from sqlalchemy import Connection, Engine, select
 
@@ -86,6 +87,8 @@ def ensure_current(url: str | None = None) -> Engine:
 
 SYNC_TIMEOUT_ENV = "ZOO_SYNC_TIMEOUT"
 DEFAULT_SYNC_TIMEOUT = 300.0
+#: How much of each of the sync child's outputs is read: the end, where its report is.
+OUTPUT_TAIL = 1 << 16
 #: The sync child's program. It drops the working directory ('') from ``sys.path``
 #: before it imports anything, so a ``pluggy.py`` or ``zoo.py`` there cannot run
 #: (``python -m`` would put the working directory first).
@@ -133,7 +136,7 @@ def sync_in_child(
     if done.returncode != 0:
         raise CatalogError(_child_error(done, timeout))
     warnings = tuple(line for line in done.stderr.splitlines() if line.startswith(WARNING_PREFIX))
-    return SyncOutput(done.stdout.strip(), warnings)
+    return SyncOutput((done.stdout.strip().splitlines() or [""])[-1], warnings)
 
 
 def sync_timeout() -> float:
@@ -150,46 +153,61 @@ def sync_timeout() -> float:
     return value
 
 
-def _run_sync_child(
-    engine: Engine, timeout: float, *, force: bool, strict: bool, skip: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
+class ChildRun(NamedTuple):
+    """How a sync child ended (`returncode` None: killed at the timeout) and the end of what it wrote."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    progress: str  # the LOADING_PREFIX / LOADED_PREFIX lines
+
+
+def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool, skip: dict[str, str]) -> ChildRun:
     """Run one sync child; on timeout (or our own interruption) kill its whole process group.
 
     The child leads a session of its own, so whatever a plugin starts can be killed
-    with it; it asks the kernel to kill it when this process dies (`--parent`).
+    with it; it asks the kernel to kill it when this process dies (``--parent``). Its
+    output goes to unlinked temporary files, of which only the end is read: a plugin
+    that prints without end costs disk, not this process's memory, and its progress
+    lines have a file of their own (``--progress-fd``).
     """
     env = dict(os.environ)
     env[URL_ENV] = engine.url.render_as_string(hide_password=False)
     # The child must see the same distributions (and so the same plugins) as we do.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict", "--skip", json.dumps(skip),
-            "--parent", str(os.getpid())]
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD_PROGRAM, *args], env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        stdout, stderr = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(child)
-        stdout, stderr = child.communicate()
-        return subprocess.CompletedProcess(child.args, None, stdout, stderr)  # type: ignore[arg-type]
-    except BaseException:
-        _kill_group(child)
-        child.wait()
-        raise
-    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as progress:
+        args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict",
+                "--skip", json.dumps(skip), "--parent", str(os.getpid()), "--progress-fd", str(progress.fileno())]
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_PROGRAM, *args], env=env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=err, pass_fds=(progress.fileno(),), start_new_session=True,
+        )
+        try:
+            returncode: int | None = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:  # on timeout, and when we are interrupted ourselves
+            _kill_group(child)
+            child.wait()
+        return ChildRun(returncode, _tail(out), _tail(err), _tail(progress))
 
 
-def _kill_group(child: subprocess.Popen[str]) -> None:
+def _tail(file: IO[bytes]) -> str:
+    """The last `OUTPUT_TAIL` bytes of `file`, as text."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - OUTPUT_TAIL))
+    return file.read(OUTPUT_TAIL).decode(errors="replace")
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)
 
 
-def _culprit(done: subprocess.CompletedProcess[str], timeout: float) -> tuple[str, str] | None:
+def _culprit(done: ChildRun, timeout: float) -> tuple[str, str] | None:
     """The plugin whose code was running when the child timed out or died, and why; else None."""
     running = None
-    for line in done.stderr.splitlines():
+    for line in done.progress.splitlines():
         if line.startswith(LOADING_PREFIX):
             running = line.removeprefix(LOADING_PREFIX)
         elif line == LOADED_PREFIX + str(running):
@@ -203,7 +221,7 @@ def _culprit(done: subprocess.CompletedProcess[str], timeout: float) -> tuple[st
     return running, f"ended the sync process (exit code {done.returncode}) while loading"
 
 
-def _child_error(done: subprocess.CompletedProcess[str], timeout: float) -> str:
+def _child_error(done: ChildRun, timeout: float) -> str:
     """The child's own error message, or what happened to it when it printed none."""
     errors = [line for line in done.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
     if errors:
