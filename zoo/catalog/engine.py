@@ -105,7 +105,7 @@ def _engine_for(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)
     else:
-        engine = _create(url, pool_pre_ping=True, json_deserializer=_json_reader(url))
+        engine = _create(url, pool_pre_ping=True)  # PostgreSQL itself refuses a JSON value that does not parse
     event.listen(engine, "handle_error", _raise_catalog_error)
     return engine
 
@@ -147,7 +147,7 @@ def _sqlite_engine(url: URL) -> Engine:
 
 
 def _json_reader(url: URL) -> Callable[[str], Any]:
-    """`json.loads` for the catalog's JSON columns: a value that is not JSON means a damaged catalog.
+    """`json.loads` for a SQLite catalog's JSON columns: a value that is not JSON means a damaged catalog.
 
     Result values do not pass through ``handle_error``, so this is where they are caught.
     """
