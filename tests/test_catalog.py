@@ -285,7 +285,8 @@ def test_values_that_cannot_be_read_are_one_line_and_dropped_or_rebuilt_by_sync(
     _execute(kept_rows, "UPDATE models SET tags = '{{not json'",
              "UPDATE exports SET result = '[1, 2' WHERE path = '/exports/bad.onnx'",
              f"INSERT INTO weight_files VALUES ('https://example.org/x.pth', '{'ef' * 32}', 'big')")
-    with pytest.raises(zoo.CatalogError, match=r"is damaged \(a JSON value '\{\{not json' does not parse: .*\); run `zoo sync`"):
+    damaged = r"is damaged \(a JSON value '\{\{not json' does not parse: .*\); run `zoo sync`"
+    with pytest.raises(zoo.CatalogError, match=damaged):
         zoo.describe("digits_cnn")
     repairs = zoo.sync(kept_rows).repairs
     assert any("weight_files" in r for r in repairs) and any("exports" in r for r in repairs)
@@ -309,7 +310,8 @@ def test_a_file_that_is_not_a_database_is_never_overwritten(tmp_path: Path, use_
     before = path.read_bytes()
     url = use_catalog(f"sqlite:///{path}", plugins="digits")
     for action in (zoo.list_models, lambda: zoo.sync(url)):
-        with pytest.raises(zoo.CatalogError, match=rf"{path} is not a SQLite database.*move it away, or point ZOO_REGISTRY_URL"):
+        foreign = rf"{path} is not a SQLite database.*move it away, or point ZOO_REGISTRY_URL"
+        with pytest.raises(zoo.CatalogError, match=foreign):
             action()
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["registry.db"]
 
@@ -366,17 +368,23 @@ def test_a_catalog_in_a_read_only_folder_is_read_without_writing(read_only_catal
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://me:s3cret@localhost:fivefour/db", r"'postgresql://me:\*\*\*@localhost:fivefour/db' has a port that is not a number"),
-        ("postgresql+psycopg2://me:s3cret@localhost/db", r"needs the database driver 'psycopg2', which is not installed"),
+        ("postgresql://me:s3cret@localhost:fivefour/db",
+         r"'postgresql://me:\*\*\*@localhost:fivefour/db' has a port that is not a number"),
+        ("postgresql+psycopg2://me:s3cret@localhost/db",
+         r"needs the database driver 'psycopg2', which is not installed"),
         ("postgresql+asyncpg://me:s3cret@localhost/db", r"driver 'asyncpg'"),
         ("sqlite://", r"'sqlite://' is an in-memory database, which vanishes when the command ends; use a file"),
         ("sqlite:///:memory:", r"is an in-memory database"),
-        ("sqlite:////nonexistent/dir/registry.db", r"cannot open the catalog file /nonexistent/dir/registry.db: the folder /nonexistent/dir does not exist"),
-        ("sqlite:////dev/null", r"the catalog file /dev/null is not a regular file; zoo keeps a catalog only in a regular file"),
-        ("postgresql://postgres:s3cret@127.0.0.1:1/test", r"cannot use the catalog at postgresql\+psycopg://postgres:\*\*\*@127.0.0.1:1/test: connection failed"),
+        ("sqlite:////nonexistent/dir/registry.db",
+         r"cannot open the catalog file /nonexistent/dir/registry.db: the folder /nonexistent/dir does not exist"),
+        ("sqlite:////dev/null",
+         r"the catalog file /dev/null is not a regular file; zoo keeps a catalog only in a regular file"),
+        ("postgresql://postgres:s3cret@127.0.0.1:1/test",
+         r"cannot use the catalog at postgresql\+psycopg://postgres:\*\*\*@127.0.0.1:1/test: connection failed"),
     ],
 )
-def test_catalog_url_problems_are_one_line_without_the_password(monkeypatch: pytest.MonkeyPatch, url: str, message: str) -> None:
+def test_catalog_url_problems_are_one_line_without_the_password(
+        monkeypatch: pytest.MonkeyPatch, url: str, message: str) -> None:
     monkeypatch.setenv("ZOO_REGISTRY_URL", url)
     for action in (zoo.list_models, lambda: zoo.sync(url)):
         with pytest.raises(zoo.CatalogError, match=message) as caught:

@@ -97,11 +97,13 @@ def where(url: URL) -> str:
 
 
 def _sqlite_path(url: URL) -> Path:
+    """The absolute path of a SQLite catalog (relative URLs are relative to the working directory)."""
     return Path(url.database or "").absolute()
 
 
 @lru_cache(maxsize=16)
 def _engine_for(url: URL) -> Engine:
+    """A new engine for `url`, whose database errors all become `CatalogError`s (see `catalog_error`)."""
     if url.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url)
     else:
@@ -129,6 +131,7 @@ def _create(url: URL, **kwargs: object) -> Engine:
 
 
 def _sqlite_engine(url: URL) -> Engine:
+    """An engine for a SQLite catalog file: read-only if this process cannot write it, else read-write."""
     path = _sqlite_path(url)
     if path.exists() and not path.is_file():  # SQLite would write its journal next to a device, say
         kind = "a folder" if path.is_dir() else "not a regular file"
@@ -222,6 +225,7 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
 
 
 def _sqlite_on_connect_read_only(dbapi_connection, _record) -> None:
+    # As _sqlite_on_connect, less what writes: no journal mode, and foreign keys only matter to writers.
     dbapi_connection.isolation_level = None
     dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
