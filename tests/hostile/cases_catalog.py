@@ -111,14 +111,22 @@ def _folder(ws: Path) -> None:
     (ws / "registry.db").mkdir()
 
 
-def _read_only_folder(plugins: str) -> Callable[[Path], dict[str, str]]:
-    """The synced catalog in a folder outside the workspace (which only root can reach) that nobody can write."""
+def _remove(folder: Path) -> None:
+    """Remove a folder made read-only (which, not being root, we could not empty otherwise)."""
+    folder.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_only_folder(plugins: str, catalog: bool = True) -> Callable[[Path], dict[str, str]]:
+    """The synced catalog (or none) in a folder outside the workspace (which only root can reach) that nobody
+    can write."""
 
     def setup(ws: Path) -> dict[str, str]:
         folder = Path(tempfile.mkdtemp(prefix="zoo-hostile-read-only-"))
-        atexit.register(shutil.rmtree, folder, True)
-        shutil.copyfile(synced_catalog(), folder / "registry.db")
-        (folder / "registry.db").chmod(0o444)
+        atexit.register(_remove, folder)
+        if catalog:
+            shutil.copyfile(synced_catalog(), folder / "registry.db")
+            (folder / "registry.db").chmod(0o444)
         folder.chmod(0o555)
         return {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": plugins}
 
@@ -164,6 +172,8 @@ CASES = [
     # read-only: listed as it is; stale, it is served with a warning; sync says why it cannot
     Case("catalog-read-only-folder-list", ("list",), None, setup=_read_only_folder("digits,torchvision"), user=65534),
     Case("catalog-read-only-folder-stale-list", ("list",), None, setup=_read_only_folder("digits"), user=65534),
+    Case("catalog-read-only-folder-new", ("list",), r"cannot create the catalog file .*: its folder cannot be written",
+         setup=_read_only_folder("digits", catalog=False), user=65534),
     Case("catalog-read-only-folder-sync", ("sync",), r"read-only here", setup=_read_only_folder("digits"), user=65534),
     # catalog URLs
     Case("catalog-url-port-not-a-number", ("list",), r"has a port that is not a number",

@@ -262,8 +262,13 @@ def catalog_error(url: URL, exc: BaseException) -> CatalogError:
         return CatalogError(f"{named} is read-only, so zoo cannot update it ({message})")
     if "unable to open database file" in message:
         folder = _sqlite_path(url).parent
-        reason = f"the folder {folder} does not exist" if not folder.is_dir() else message
-        return CatalogError(f"cannot open {named}: {reason}; point {URL_ENV} at a file in a folder that exists")
+        if not folder.is_dir():
+            return CatalogError(f"cannot open {named}: the folder {folder} does not exist; point {URL_ENV} at "
+                                "a file in a folder that exists")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return CatalogError(f"cannot create {named}: its folder cannot be written; point {URL_ENV} at a "
+                                "writable place, or have the catalog made there by a user who can write it")
+        return CatalogError(f"cannot open {named}: {message}")
     return CatalogError(f"cannot use {named}: {message}")
 
 
