@@ -391,3 +391,23 @@ def test_catalog_url_problems_are_one_line_without_the_password(
             action()
         assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
     assert not Path("/dev/null-journal").exists()  # SQLite writes its journal beside the file it is given
+
+
+def test_a_read_only_catalog_is_not_a_reason_to_fail_when_learning_a_hash(read_only_catalog: Path) -> None:
+    program = (
+        "import warnings\n"
+        "from zoo.catalog.engine import CatalogWarning, open_engine, remember\n"
+        "from zoo.catalog.tables import weight_files\n"
+        "row = dict(url='https://example.org/w.pth', sha256='ab' * 32, file_size=1)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    kept = remember(open_engine(), 'the hash', lambda conn: conn.execute(weight_files.insert().values(**row)))\n"
+        "print(kept, [str(w.message) for w in caught if issubclass(w.category, CatalogWarning)])\n"
+    )
+    before = read_only_catalog.read_bytes()
+    env = {**os.environ, "ZOO_REGISTRY_URL": f"sqlite:///{read_only_catalog}"}
+    done = subprocess.run(_unprivileged(sys.executable, "-c", program), env=env, capture_output=True, text=True,
+                          cwd=read_only_catalog.parent)
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"False \[.*registry\.db is read-only here, so the hash is not kept.\]\n", done.stdout)
+    assert read_only_catalog.read_bytes() == before

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, select
 
-from zoo.catalog.engine import write_transaction
+from zoo.catalog.engine import remember
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.tables import metrics, models, plugins, weight_files, weights
 from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, excerpt
@@ -360,9 +360,11 @@ def _fetch_url(engine: Engine, url: str, *, offline: bool | None, progress: bool
         known = _known_sha256(conn, url)
     fetched = get(WeightsFile(url, known), offline=offline, progress=progress)
     if known is None:
-        with write_transaction(engine) as conn:
+        def learn(conn: Connection) -> None:
             conn.execute(delete(weight_files).where(weight_files.c.url == url))
             conn.execute(weight_files.insert().values(url=url, sha256=fetched.sha256, file_size=fetched.size))
+
+        remember(engine, f"the hash learned for {url}", learn)
     return fetched
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sqlite3
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -270,6 +271,20 @@ def catalog_error(url: URL, exc: BaseException) -> CatalogError:
                                 "writable place, or have the catalog made there by a user who can write it")
         return CatalogError(f"cannot open {named}: {message}")
     return CatalogError(f"cannot use {named}: {message}")
+
+
+def remember(engine: Engine, what: str, write: Callable[[Connection], object]) -> bool:
+    """Record a learned fact (`write` in a write transaction) unless the catalog is read-only here.
+
+    Such facts (a verified hash, an export record) only save work later, so a read-only
+    catalog is no reason to fail: it gets a `CatalogWarning` saying `what` was not kept.
+    """
+    if read_only(engine.url):
+        warnings.warn(f"{where(engine.url)} is read-only here, so {what} is not kept", CatalogWarning, stacklevel=2)
+        return False
+    with write_transaction(engine) as conn:
+        write(conn)
+    return True
 
 
 @contextmanager
