@@ -35,6 +35,7 @@ from zoo import metadata
 from zoo.errors import UsageError, ZooError, excerpt, first_line
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
+from zoo.shapes import check_size, parse_shape
 from zoo.specs import DETECTION_TASKS
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ def export_onnx(
             raise UsageError(f"{name} must be a non-negative number, not {value!r}")
     if builder_kwargs is not None and not isinstance(builder_kwargs, Mapping):
         raise UsageError(f"builder_kwargs must be a mapping of builder arguments, not {builder_kwargs!r}")
-    shape = _parse_shape(input_shape) if input_shape is not None else None
+    shape = parse_shape(input_shape, what="input_shape", min_rank=2) if input_shape is not None else None
     with staged_output(path, overwrite=overwrite, what="export path") as work:
         request = None
         if isinstance(model_or_name, str) and record:
@@ -305,6 +306,7 @@ def _export_staged(model_or_name: str | torch.nn.Module, work: Path, path: Path,
                              "and cannot have a dynamic batch; drop dynamic_batch")
         model = _one_image(model)
     shape = shape or _default_shape(info, model)
+    check_size(shape)  # a default from the builder's arguments (min_size=...) is bounded too
     if detection and shape[0] != 1:
         raise UsageError(f"{info['name']} takes one image: input_shape must start with 1, not {shape[0]}")
 
@@ -443,12 +445,13 @@ def _record(result: ExportResult, request: dict[str, Any]) -> None:
 
     from sqlalchemy import delete
 
-    from zoo.catalog.engine import write_transaction
+    from zoo.catalog.engine import remember
     from zoo.catalog.fingerprint import ensure_current
     from zoo.catalog.tables import exports
 
     key = str(result.path.resolve())
-    with write_transaction(ensure_current()) as conn:
+
+    def write(conn: Any) -> None:
         conn.execute(delete(exports).where(exports.c.path == key))
         conn.execute(exports.insert().values(
             path=key, model=result.model, weights=result.weights, sha256=result.sha256, size=result.size,
@@ -456,6 +459,8 @@ def _record(result: ExportResult, request: dict[str, Any]) -> None:
             verification=[c.to_json() for c in result.verification], options=request, result=result.to_json(),
             created_at=datetime.now(timezone.utc),
         ))
+
+    remember(ensure_current(), "the export record", write)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -478,18 +483,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def _parse_shape(shape: Any) -> tuple[int, ...]:
-    if isinstance(shape, str):
-        try:
-            shape = [int(p) for p in shape.replace("x", ",").split(",")]
-        except ValueError:
-            raise UsageError(f"input_shape {shape!r} is not a list of integers; use e.g. 1,3,224,224") from None
-    if (not isinstance(shape, Sequence) or len(shape) < 2
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-        raise UsageError(f"input_shape must be positive integers (N, C, H, W), e.g. (1, 3, 224, 224), not {shape!r}")
-    return tuple(shape)
 
 
 def _model_info(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -55,3 +55,9 @@ CASES += [
          r"invalid int value: '9+\.\.\. \(\d+ characters\)$"),
     Case("cli-choice-huge", ("weights", "y" * 100_000), r"invalid choice: 'y+\.\.\. \(\d+ characters\)$"),
 ]
+CASES += [
+    Case("cli-export-default-shape-too-large",
+         ("export", "fasterrcnn_mobilenet_v3_large_320_fpn", "-o", "f.onnx",
+          "--builder-arg", "min_size=100000", "--builder-arg", "max_size=100000"),
+         r"input shape 1x3x100000x100000 has 30,000,000,000 values"),
+]
