@@ -9,28 +9,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from pathlib import Path
 
-from hostile.harness import ROOT, Case
+from hostile.harness import Case, fixture_site
 
-FIXTURES = ROOT / "tests" / "plugins"
 Setup = Callable[[Path], Mapping[str, str | None]]
 Check = Callable[[Path, subprocess.CompletedProcess], None]
 BUNDLED_MODELS = 122  # digits_cnn and torchvision's 121
 TIMEOUT = "15"  # ZOO_SYNC_TIMEOUT of the hanging cases: ample for a sync without torch, even on a busy machine
-
-
-@lru_cache(maxsize=None)
-def fixture_site(distribution: str) -> Path:
-    """The fixture plugin `distribution` installed into a folder of its own, once per process."""
-    site = Path(tempfile.mkdtemp(prefix=f"zoo-hostile-{distribution}-"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(FIXTURES / distribution)], check=True, capture_output=True, text=True)
-    return site
 
 
 def plugin(distribution: str, selection: str | None, **env: str) -> Setup:

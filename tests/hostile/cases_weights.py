@@ -19,18 +19,14 @@ import os
 import sqlite3
 import struct
 import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from pathlib import Path
 
-from hostile.harness import Case
+from hostile.harness import Case, fixture_site
 
 RESNET18 = "resnet18-f37072fd.pth"  # torchvision's file name, as `zoo show resnet18 --json` gives its URL
 RESNET18_URL = f"https://download.pytorch.org/models/{RESNET18}"
 SUMMARY = ("summary", "resnet18", "--weights", "DEFAULT", "--input", "1,3,224,224")
-FIXTURE = Path(__file__).resolve().parents[1] / "plugins" / "zoo-fixture-remote"
 Setup = Callable[[Path], Mapping[str, str | None] | None]
 
 
@@ -152,21 +148,12 @@ def device_link_cached(ws: Path) -> None:
     (cache(ws) / RESNET18).symlink_to("/dev/zero")
 
 
-@lru_cache(maxsize=1)
-def fixture_site() -> Path:
-    """The fixture plugin ``zoo-fixture-remote`` installed into a folder of its own, once per process."""
-    site = Path(tempfile.mkdtemp(prefix="zoo-hostile-site-"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(FIXTURE)], check=True, capture_output=True, text=True)
-    return site
-
-
 def shipped(name: str, make: Callable[[Path], bytes]) -> Setup:
     """A setup: the fixture plugin ships the file `name` (made by `make`) by a ``file://`` URL and no hash."""
 
     def setup(ws: Path) -> dict[str, str]:
         (ws / name).write_bytes(make(ws))
-        return {"PYTHONPATH": str(fixture_site()), "ZOO_LOAD_PLUGINS": "fixture-remote",
+        return {"PYTHONPATH": str(fixture_site("zoo-fixture-remote")), "ZOO_LOAD_PLUGINS": "fixture-remote",
                 "ZOO_FIXTURE_REMOTE_URL": (ws / name).as_uri()}
 
     return setup

@@ -262,3 +262,17 @@ def digits_export() -> Path:
     subprocess.run([str(ZOO), "export", "digits_cnn", "--weights", "DEFAULT", "-o", str(where / "digits.onnx")],
                    env=base_env(where), cwd=where, check=True, capture_output=True, text=True)
     return where / "digits.onnx"
+
+
+@lru_cache(maxsize=None)
+def fixture_site(distribution: str) -> Path:
+    """The fixture plugin ``tests/plugins/<distribution>`` pip-installed into a folder of its own, once per process.
+
+    A case puts the folder on ``PYTHONPATH``: the plugin is then found by its entry point
+    as an installed third-party plugin is.
+    """
+    site = Path(tempfile.mkdtemp(prefix=f"zoo-hostile-{distribution}-"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(ROOT / "tests" / "plugins" / distribution)],
+                   check=True, capture_output=True, text=True)
+    return site
