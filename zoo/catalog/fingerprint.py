@@ -228,4 +228,6 @@ def _child_error(done: ChildRun, timeout: float) -> str:
         return errors[-1].removeprefix(ERROR_PREFIX)
     if done.returncode is None:
         return f"syncing the catalog did not finish within {timeout:g} s ({SYNC_TIMEOUT_ENV})"
-    return f"syncing the catalog failed: the sync process ended with exit code {done.returncode} and no message"
+    last = next((line.strip() for line in reversed(done.stderr.splitlines()) if line.strip()), None)
+    said = f": {last[:200]}" if last else " and no message"
+    return f"syncing the catalog failed: the sync process ended with exit code {done.returncode}{said}"
