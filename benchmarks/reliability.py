@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from hostile.harness import all_cases, run_case  # noqa: E402
+from hostile.harness import all_cases, running  # noqa: E402
 
 STATUSES = ("clean", "traceback", "hang", "destroyed", "wrong")
 
@@ -34,9 +34,9 @@ def main() -> int:
     cases = [c for c in all_cases() if args.k in c.id]
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     failures = []
-    with tempfile.TemporaryDirectory(prefix="zoo-reliability-") as tmp:
-        for index, case in enumerate(cases):
-            outcome = run_case(case, Path(tmp) / str(index))
+    with tempfile.TemporaryDirectory(prefix="zoo-reliability-") as tmp, running(cases, Path(tmp)) as futures:
+        for case in cases:
+            outcome = futures[case.id].result()
             counts[case.id.split("-")[0]][outcome.status] += 1
             print(f"{outcome.status:9} {outcome.seconds:6.1f} s  {case.id}", flush=True)
             if outcome.status != "clean":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import importlib
 import os
@@ -33,8 +34,10 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -107,7 +110,22 @@ def all_cases() -> list[Case]:
     return cases
 
 
-@lru_cache(maxsize=1)
+def _once(make: Callable[..., Path]) -> Callable[..., Path]:
+    """`make` cached per arguments, and run by one thread at a time (cases may run in threads)."""
+    cached = lru_cache(maxsize=None)(make)
+
+    @functools.wraps(make)
+    def call(*args: str) -> Path:
+        with _MAKING:
+            return cached(*args)
+
+    return call
+
+
+_MAKING = threading.RLock()
+
+
+@_once
 def synced_catalog() -> Path:
     """A catalog synced with the bundled plugins, made once per process; cases get copies."""
     where = Path(tempfile.mkdtemp(prefix="zoo-hostile-catalog-")) / "registry.db"
@@ -124,6 +142,24 @@ def base_env(ws: Path) -> dict[str, str]:
                 "TORCH_HOME": str(ws / "torch"), "ZOO_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     env.pop("PYTHONPATH", None)
     return env
+
+
+@contextlib.contextmanager
+def running(cases: list[Case], root: Path, at_once: int = 3) -> Iterator[dict[str, Future[Outcome]]]:
+    """Start `cases` `at_once` at a time, each in a workspace under `root`; their future outcomes by id.
+
+    Each case is a child process that mostly waits on its own start-up, so a few at a
+    time finish sooner than one by one, even on two cores. Leaving the block cancels
+    the cases not yet started.
+    """
+    synced_catalog()  # made once, before the cases copy it
+    with ThreadPoolExecutor(at_once) as pool:
+        futures = {case.id: pool.submit(run_case, case, root / str(index) / "ws") for index, case in enumerate(cases)}
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
 
 
 def run_case(case: Case, ws: Path) -> Outcome:
@@ -254,7 +290,7 @@ def _changes(before: dict[str, tuple], after: dict[str, tuple], case: Case) -> l
     return changed
 
 
-@lru_cache(maxsize=1)
+@_once
 def digits_export() -> Path:
     """A verified ONNX export of the shipped digits model, made once per process; cases copy it."""
     where = Path(tempfile.mkdtemp(prefix="zoo-hostile-export-"))
@@ -264,7 +300,7 @@ def digits_export() -> Path:
     return where / "digits.onnx"
 
 
-@lru_cache(maxsize=None)
+@_once
 def fixture_site(distribution: str) -> Path:
     """The fixture plugin ``tests/plugins/<distribution>`` pip-installed into a folder of its own, once per process.
 
