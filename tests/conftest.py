@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("ZOO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ALL_PLUGINS = "digits,torchvision"
+FULL_SWEEP_ENV = "ZOO_FULL_SWEEP"
 
 
 @pytest.fixture
@@ -93,3 +94,21 @@ def run_zoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     if check and done.returncode != 0:
         raise AssertionError(f"zoo {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def sweep(names: Iterable[str]) -> list[str]:
+    """The catalog models an every-model test runs on: all of them with ``ZOO_FULL_SWEEP=1``,
+    else the smallest model of each builder module (one per architecture family), so that
+    CI runs a representative sample and the full sweep runs as a benchmark."""
+    names = sorted(names)
+    if os.environ.get(FULL_SWEEP_ENV) == "1":
+        return names
+    import zoo
+
+    sizes = {m["name"]: m["num_params"] or 0 for m in zoo.summarize_models()}
+    smallest: dict[str, str] = {}
+    for name in names:
+        family = zoo.describe(name)["builder"].partition(":")[0]
+        if family not in smallest or sizes[name] < sizes[smallest[family]]:
+            smallest[family] = name
+    return sorted(smallest.values())

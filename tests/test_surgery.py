@@ -17,6 +17,7 @@ from sqlalchemy import delete
 from torch import nn
 
 import zoo
+from conftest import sweep
 from zoo import surgery
 from zoo.catalog.engine import open_engine, write_transaction
 from zoo.catalog.tables import weight_files
@@ -44,7 +45,7 @@ def build_on_meta(name: str, **kwargs) -> nn.Module:
 
 def test_every_classifier_takes_num_classes_where_the_catalog_says(synced_catalog: str) -> None:
     assert len(CLASSIFICATION) >= 80
-    for name in [*CLASSIFICATION, "digits_cnn"]:
+    for name in sweep([*CLASSIFICATION, "digits_cnn"]):
         record = zoo.describe(name)
         model = build_on_meta(name, weights=None, num_classes=7).eval()
         for path in record["classifier"]:
