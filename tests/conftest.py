@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("ZOO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ALL_PLUGINS = "digits,torchvision"
+FIXTURES = ROOT / "tests" / "plugins"  # plugin distributions the tests install
 FULL_SWEEP_ENV = "ZOO_FULL_SWEEP"
 
 
@@ -112,3 +113,33 @@ def sweep(names: Iterable[str]) -> list[str]:
         if family not in smallest or sizes[name] < sizes[smallest[family]]:
             smallest[family] = name
     return sorted(smallest.values())
+
+
+def pip_install(source: Path, target: Path) -> None:
+    """Install the distribution at `source` into the folder `target`, as a user's pip would."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True,
+    )
+
+
+class CodeOnLoad:
+    """Pickles as a call of ``os.mkdir(marker)``: loading it with pickle's full power runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+def code_on_load(marker: Path) -> bytes:
+    """A real ``torch.save`` zip whose pickle calls a global that no weights-only load allows."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"fc.weight": CodeOnLoad(marker), "fc.bias": torch.zeros(3)}, buffer)
+    return buffer.getvalue()

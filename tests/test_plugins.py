@@ -17,18 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_zoo
+from conftest import FIXTURES, pip_install, run_zoo
 
-FIXTURES = ROOT / "tests" / "plugins"
 ZOO = Path(sys.executable).with_name("zoo")  # the console script: `python -m zoo` would import from the cwd itself
-
-
-def pip_install(source: Path, target: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,7 @@ import zoo
 from zoo.fetch import WeightsFile, cache_dir, fetch, verify
 from zoo.weights import Weights, WeightsEnum, load_state_dict
 
-from conftest import run_zoo
-from test_plugins import pip_install, FIXTURES
+from conftest import FIXTURES, code_on_load, pip_install, run_zoo
 
 
 class WeightsServer:
@@ -297,21 +296,6 @@ def test_torchvision_style_weights_go_through_the_zoo(server: WeightsServer, rem
     assert done.returncode == 1 and done.stderr.startswith("zoo: error: unknown model 'nosuch_model'")
 
 
-class CodeOnLoad:
-    """Pickles as a call of ``os.mkdir(marker)``: loading it with pickle's full power runs code."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return os.mkdir, (str(self.marker),)
-
-
-def code_on_load(marker: Path) -> bytes:
-    """A real ``torch.save`` zip whose pickle calls a global that no weights-only load allows."""
-    buffer = io.BytesIO()
-    torch.save({"1.weight": CodeOnLoad(marker), "1.bias": torch.zeros(3)}, buffer)
-    return buffer.getvalue()
 
 
 def forge_stamp(path: Path, sha256: str) -> None:

@@ -22,6 +22,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from conftest import code_on_load
 from hostile.harness import Case, fixture_site
 
 RESNET18 = "resnet18-f37072fd.pth"  # torchvision's file name, as `zoo show resnet18 --json` gives its URL
@@ -30,23 +31,9 @@ SUMMARY = ("summary", "resnet18", "--weights", "DEFAULT", "--input", "1,3,224,22
 Setup = Callable[[Path], Mapping[str, str | None] | None]
 
 
-class CodeOnLoad:
-    """Pickles as a call of ``os.mkdir(marker)``: a full pickle load runs it."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return os.mkdir, (str(self.marker),)
-
-
-def code_on_load(ws: Path) -> bytes:
-    """A real ``torch.save`` zip whose pickle calls a global no weights-only load allows."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save({"fc.weight": CodeOnLoad(ws / "code-ran"), "fc.bias": torch.zeros(3)}, buffer)
-    return buffer.getvalue()
+def code_on_load_in(ws: Path) -> bytes:
+    """A pickle that would create ``code-ran`` in the workspace if anything loaded it whole."""
+    return code_on_load(ws / "code-ran")
 
 
 def saved(value: object) -> bytes:
@@ -93,7 +80,7 @@ def learn(ws: Path, data: bytes) -> None:
 
 
 def forged_stamp(ws: Path) -> None:
-    path = cached(ws, code_on_load(ws))
+    path = cached(ws, code_on_load_in(ws))
     stamp(path, "f37072fd" + "0" * 56)  # the hash the file name promises
 
 
@@ -115,7 +102,7 @@ def truncated_learned(ws: Path) -> None:
 
 
 def global_learned(ws: Path) -> None:
-    data = code_on_load(ws)
+    data = code_on_load_in(ws)
     learn(ws, data)
     cached(ws, data)
 
@@ -192,7 +179,7 @@ CASES = [
     Case("weights-stale-part-removed", ("weights", "fetch", "resnet18"), None, setup=stale_part_then_mirror,
          check=only_the_fetched_file),
     Case("weights-shipped-global", REMOTE, not_tensors("evil.pth", FORBIDDEN),
-         setup=shipped("evil.pth", code_on_load), catalog=False),
+         setup=shipped("evil.pth", code_on_load_in), catalog=False),
     Case("weights-shipped-garbage", REMOTE, not_tensors("garbage.pth"),
          setup=shipped("garbage.pth", lambda ws: os.urandom(4096)), catalog=False),
     Case("weights-shipped-truncated-zip", REMOTE, not_tensors("cut.pth"),

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import FIXTURES, pip_install
+
 ZOO = Path(sys.executable).with_name("zoo")
 PLUGINS = "digits,torchvision"
 ERROR_LINE = re.compile(r"^zoo(?: [\w-]+)*: error: ")
@@ -308,7 +309,5 @@ def fixture_site(distribution: str) -> Path:
     as an installed third-party plugin is.
     """
     site = Path(tempfile.mkdtemp(prefix=f"zoo-hostile-{distribution}-"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(ROOT / "tests" / "plugins" / distribution)],
-                   check=True, capture_output=True, text=True)
+    pip_install(FIXTURES / distribution, site)
     return site
