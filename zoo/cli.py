@@ -18,7 +18,7 @@ from fractions import Fraction
 from functools import partial
 from typing import Any, NoReturn
 
-from zoo.errors import ERROR_PREFIX, UsageError, ZooError, ZooWarning, excerpt
+from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, UsageError, ZooError, ZooWarning, excerpt
 
 _PYTHON_SHOWWARNING = warnings.showwarning
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Print a `ZooWarning` as one line ``zoo: warning: ...``; any other warning as Python does."""
     if issubclass(category, ZooWarning):
-        print(f"zoo: warning: {message}", file=sys.stderr)
+        print(f"{WARNING_PREFIX}{message}", file=sys.stderr)
     else:
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 

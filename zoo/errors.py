@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 #: How zoo's command lines start the one line that reports a user mistake on stderr.
 ERROR_PREFIX = "zoo: error: "
+#: How they start a line that warns (the command goes on): see `ZooWarning`.
+WARNING_PREFIX = "zoo: warning: "
 
 
 def excerpt(value: object, limit: int = 60) -> str:

@@ -33,7 +33,6 @@ STRICT_ENV = "ZOO_STRICT_PLUGINS"
 #: plugin's code runs: its parent names a plugin that hangs or ends the child by these.
 LOADING_PREFIX = "zoo-sync: loading plugin "
 LOADED_PREFIX = "zoo-sync: loaded plugin "
-WARNING_PREFIX = "zoo: warning: "
 #: zoo's own plugin distributions: an entry-point name one of them uses stays theirs.
 BUNDLED = frozenset({"zoo-digits", "zoo-torchvision"})
 

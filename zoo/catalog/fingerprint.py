@@ -25,11 +25,10 @@ from sqlalchemy import Connection, Engine, select
 from zoo import __version__
 from zoo.catalog import tables
 from zoo.catalog.engine import URL_ENV, CatalogWarning, DamagedCatalogError, open_engine, read_only, where
-from zoo.errors import ERROR_PREFIX, CatalogError, UsageError
+from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, CatalogError, UsageError
 from zoo.plugins import (
     LOADED_PREFIX,
     LOADING_PREFIX,
-    WARNING_PREFIX,
     PluginInfo,
     fingerprint,
     installed_plugins,

@@ -41,11 +41,10 @@ from zoo.catalog.fingerprint import (
     stored_fingerprint,
 )
 from zoo.catalog.schema import MetricRow, ModelRow, PluginRow, WeightsRow
-from zoo.errors import ERROR_PREFIX, CatalogError, ZooError, excerpt, first_line
+from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, CatalogError, ZooError, excerpt, first_line
 from zoo.plugins import (
     LOADED_PREFIX,
     LOADING_PREFIX,
-    WARNING_PREFIX,
     LoadedPlugin,
     PluginInfo,
     installed_plugins,
