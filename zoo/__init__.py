@@ -27,6 +27,7 @@ _EXPORTS = {
     "hookimpl": "zoo.hookspecs",
     "ModelSpec": "zoo.specs",
     "WeightsSpec": "zoo.specs",
+    "DeferredSpec": "zoo.specs",
     "ZooError": "zoo.errors",
     "UsageError": "zoo.errors",
     "UnknownNameError": "zoo.errors",
@@ -113,4 +114,4 @@ if TYPE_CHECKING:
     from zoo.bench import bench
     from zoo.quantize import quantize_int8
     from zoo.runtime import Predictor, predict
-    from zoo.specs import ModelSpec, WeightsSpec
+    from zoo.specs import DeferredSpec, ModelSpec, WeightsSpec

@@ -31,20 +31,28 @@ plugins = Table(
     "plugins",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),  # the entry-point name
+    # PLUGIN in PLUGIN/NAME: the entry-point name, or the distribution's when another plugin has that name
+    Column("namespace", String(200), nullable=False, unique=True),
     Column("target", String(400), nullable=False),
     Column("distribution", String(200)),
     Column("version", String(100)),
     Column("status", String(20), nullable=False),  # "loaded" or "failed"
     Column("error", Text),
+    # what the plugin's rows were made from (zoo.catalog.fingerprint.plugin_fingerprint)
+    Column("fingerprint", String(64), nullable=False),
+    Column("synced_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("name", "distribution"),
 )
 
 models = Table(
     "models",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False, unique=True),  # stored lowercase
+    Column("name", String(200), nullable=False, index=True),  # stored lowercase; PLUGIN/NAME qualifies it
     Column("plugin_id", ForeignKey("plugins.id", ondelete="CASCADE"), nullable=False, index=True),
+    # this row answers the bare name (one per name; see zoo.catalog.sync for who gets it)
+    Column("preferred", Boolean, nullable=False),
     Column("task", String(100), nullable=False, index=True),
     Column("builder", String(400), nullable=False),
     Column("weights_enum", String(400)),
@@ -54,6 +62,9 @@ models = Table(
     Column("metadata", JSON, nullable=False, key="meta"),
     Column("classifier", JSON, nullable=False),  # module paths of the output layers
     Column("first_conv", String(200)),
+    Column("builder_args", JSON, nullable=False),  # builder(**builder_args, **config)
+    Column("input_size", JSON),  # [C, H, W] of an architecture that takes one size only
+    UniqueConstraint("plugin_id", "name"),
 )
 
 weights = Table(
@@ -61,7 +72,7 @@ weights = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("model_id", ForeignKey("models.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("enum_name", String(200), nullable=False, index=True),
+    Column("enum_name", String(200), index=True),  # None: data-only weights, named MODEL.TAG
     Column("member_name", String(200), nullable=False),
     Column("url", Text, nullable=False),
     Column("sha256", String(64)),
@@ -69,7 +80,20 @@ weights = Table(
     Column("transforms", JSON),
     Column("metadata", JSON, nullable=False, key="meta"),
     Column("is_default", Boolean, nullable=False),
+    Column("builder_args", JSON, nullable=False),  # what the model needs to fit these weights
+    Column("task", String(100)),  # when not the model's, e.g. "embedding"
+    # the categories, stored once for every entry that has the same list (meta then lacks them)
+    Column("categories_id", ForeignKey("category_lists.id"), index=True),
     UniqueConstraint("model_id", "member_name"),
+)
+
+# A category list shared by many weights entries (ImageNet's 1,000 names), stored once.
+category_lists = Table(
+    "category_lists",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False, unique=True),  # of the list's JSON
+    Column("categories", JSON, nullable=False),
 )
 
 metrics = Table(
@@ -81,6 +105,17 @@ metrics = Table(
     Column("name", String(100), nullable=False),
     Column("value", Float, nullable=False),
     Index("ix_metrics_name_value", "name", "value"),
+)
+
+# A model of a loaded plugin whose spec was bad or could not be made; the others loaded.
+model_failures = Table(
+    "model_failures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("plugin_id", ForeignKey("plugins.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("traceback", Text),
 )
 
 catalog_state = Table(
