@@ -493,7 +493,7 @@ def _model_info(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]
         if weights is not None or builder_kwargs:
             raise UsageError("weights= and builder_kwargs= apply to a model name; build the module yourself")
         return {"module": model_or_name, "name": type(model_or_name).__name__, "task": None, "weights": None,
-                "sha256": None, "categories": None, "spec": None, "min_size": None}
+                "sha256": None, "categories": None, "spec": None, "min_size": None, "input_size": None}
     if not isinstance(model_or_name, str):
         raise UsageError(f"export_onnx takes a model name or a torch.nn.Module, not {type(model_or_name).__name__}")
 
@@ -505,8 +505,7 @@ def _model_info(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]
         raise UsageError(f"cannot export {record['name']}: {_UNSUPPORTED_TASKS[task]}")
     member = get_weight(weights, model=record["name"])
     if member is not None:
-        entry = next((w for w in record["weights"] if w["member"] == member.name
-                      and w["enum"] == type(member).__name__), None)
+        entry = next((w for w in record["weights"] if w["member"] == member.name), None)
     else:
         entry = next((w for w in record["weights"] if w["is_default"]), None)
     parameters = inspect.signature(get_model_builder(record["name"])).parameters
@@ -528,6 +527,7 @@ def _model_info(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]
         "categories": meta.get("categories") if member is not None else None,
         "spec": (entry or {}).get("transforms"),
         "min_size": meta.get("min_size"),
+        "input_size": record["input_size"],
     }
 
 
@@ -553,6 +553,8 @@ def _default_shape(info: Mapping[str, Any], model: Any) -> tuple[int, ...]:
         size = spec["resize_size"] * (1 if spec.get("resize_mode") == "exact" else 2)
     elif min_size:
         size = min_size
+    elif info["input_size"]:  # the size the plugin declares its architecture takes
+        channels, *size = info["input_size"]
     else:
         raise UsageError(f"{info['name']} declares no input size: pass input_shape, e.g. (1, 3, 224, 224)")
     return (1, channels, int(size[0]), int(size[1]))

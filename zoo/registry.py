@@ -4,36 +4,52 @@
 database (SQLAlchemy Core, to keep a cold ``zoo list`` light); the others also
 import the model's builder or weights enum, and so torch and the plugin.
 Names are case-insensitive.
+
+Names. Every model is ``PLUGIN/NAME`` (PLUGIN: its plugin's namespace); a bare
+``NAME`` means the model that answers it: the one named first in ``$ZOO_PREFER``
+(comma-separated namespaces), else the one the catalog gave the name to (its first
+provider: installing a plugin never changes what a name means; see
+`zoo.catalog.sync`). Listings show each model under the name that reaches it: the
+bare name where it answers it, else the qualified one. Weights are named
+``Enum.MEMBER`` (an enum's class name, within the plugin that answers for it),
+``NAME.TAG`` (any model name, bare or qualified, and the tag as the plugin spells
+it, e.g. timm's ``resnet50.a1_in1k``), ``PLUGIN/Enum.MEMBER``, or ``NAME.DEFAULT``.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import os
+import re
 from collections.abc import Callable, Iterable, Mapping
-from fnmatch import fnmatchcase
-from functools import partial, wraps
+from dataclasses import dataclass
+from fnmatch import translate
+from functools import lru_cache, partial, wraps
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, select
+from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or_, select
 
 from zoo.catalog.engine import remember
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.tables import metrics, models, plugins, weight_files, weights
-from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, excerpt
+from zoo.catalog.tables import category_lists, metrics, models, plugins, weight_files, weights
+from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, WeightsError, excerpt
 from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, read_verified, verify
 from zoo.targets import load_target, target_of
 
 Patterns = str | Iterable[str] | None
+PREFER_ENV = "ZOO_PREFER"
 FetchedT = TypeVar("FetchedT", bound=Fetched)
 _UNKNOWN = (None, None)  # sha256 and size of a file never verified
 _MAX_COUNT = 2**63 - 1  # the largest number a BIGINT column compares with
+#: The columns that name a model: its bare name, its plugin's namespace, and whether it answers the bare name.
+_NAMING = (models.c.name, plugins.c.namespace, models.c.preferred)
 
 
 def list_models(
+    module: ModuleType | Patterns = None,
     include: Patterns = None,
     exclude: Patterns = None,
     *,
@@ -43,18 +59,27 @@ def list_models(
     max_params: int | None = None,
     min_metric: Mapping[str, float] | None = None,
 ) -> list[str]:
-    """Sorted names of the registered models that match.
+    """Sorted names of the registered models that match, as torchvision's ``list_models`` takes them.
 
-    `include` and `exclude` are fnmatch patterns (a string or a list), as in
-    torchvision. The filters run as SQL: `task`; `plugin` (plugin or distribution
+    `module` (optional, as in torchvision) keeps the models whose builder is defined
+    in a module directly inside it, e.g. ``torchvision.models.detection``; a pattern
+    in its place is taken as `include`. `include` and `exclude` are fnmatch patterns
+    (a string or a list), matched against the bare name, or the qualified
+    ``PLUGIN/NAME`` for a pattern with a ``/``. The filters run as SQL: `task` (the
+    model's, or one of its weights'); `plugin` (namespace, plugin or distribution
     name); `pretrained` (has weights or not); `max_params`; `min_metric`, e.g.
-    ``{"acc@1": 75}`` or ``{"ImageNet-1K:acc@1": 75}`` (metric on one dataset), met
-    by at least one of the model's weights.
+    ``{"acc@1": 75}`` or ``{"ImageNet-1K:acc@1": 75}`` (metric on one dataset), met by
+    at least one of the model's weights. A model is listed under the name that
+    reaches it (see the module docstring).
     """
+    module, include = _module_or_include(module, include)
     with ensure_current().connect() as conn:
-        query = _filtered(conn, select(models.c.name), task, plugin, pretrained, max_params, min_metric)
-        names = conn.scalars(query).all()
-    return sorted(_matching(names, include, exclude))
+        query = _filtered(conn, select(*_NAMING, models.c.builder).join(plugins), task, plugin, pretrained,
+                          max_params, min_metric)
+        matches = _matcher(include, exclude)
+        rows = [row for row in conn.execute(query)
+                if matches(row) and (module is None or _in_module(row.builder, module))]
+        return sorted(_shown_names(conn, rows))
 
 
 def summarize_models(
@@ -63,60 +88,80 @@ def summarize_models(
     **filters: Any,
 ) -> list[dict[str, Any]]:
     """Like `list_models` (same arguments), but one summary per model, as plain data:
-    name, task, plugin, num_params, weights (full names) and default_weights."""
+    name, qualified_name, task, plugin (namespace), num_params, weights (full names)
+    and default_weights."""
     with ensure_current().connect() as conn:
-        query = select(models.c.id, models.c.name, models.c.task, models.c.num_params,
-                       plugins.c.name.label("plugin")).join(plugins)
-        rows = conn.execute(_filtered(conn, query, **filters)).all()
+        query = select(models.c.id, *_NAMING, models.c.task, models.c.num_params).join(plugins)
+        matches = _matcher(include, exclude)
+        rows = [row for row in conn.execute(_filtered(conn, query, **filters)) if matches(row)]
+        shown = dict(zip((row.id for row in rows), _shown_names(conn, rows)))
         by_model: dict[int, list[Row]] = {}
         names = select(weights.c.model_id, weights.c.enum_name, weights.c.member_name, weights.c.is_default)
+        if len(rows) < 500:  # else read them all: one query beats a huge IN list
+            names = names.where(weights.c.model_id.in_(list(shown)))
         for w in conn.execute(names.order_by(weights.c.id)):
             by_model.setdefault(w.model_id, []).append(w)
-    by_name = {row.name: row for row in rows}
-    return [
+    records = [
         {
-            "name": row.name,
+            "name": shown[row.id],
+            "qualified_name": f"{row.namespace}/{row.name}",
             "task": row.task,
-            "plugin": row.plugin,
+            "plugin": row.namespace,
             "num_params": row.num_params,
-            "weights": [_full_name(w) for w in by_model.get(row.id, [])],
-            "default_weights": next((_full_name(w) for w in by_model.get(row.id, []) if w.is_default), None),
+            "weights": [_full_name(w, shown[row.id]) for w in by_model.get(row.id, [])],
+            "default_weights": next(
+                (_full_name(w, shown[row.id]) for w in by_model.get(row.id, []) if w.is_default), None),
         }
-        for row in (by_name[name] for name in sorted(_matching(by_name, include, exclude)))
+        for row in rows
     ]
+    return sorted(records, key=lambda r: r["name"])
 
 
 def describe(name: str) -> dict[str, Any]:
-    """The catalog record of a model and its weights, as plain data."""
+    """The catalog record of a model and its weights, as plain data.
+
+    `name` is the name that reaches the model, `qualified_name` its ``PLUGIN/NAME``,
+    and `providers` the qualified names of every model with the same bare name.
+    """
     with ensure_current().connect() as conn:
         model = _model(conn, name)
         plugin = conn.execute(select(plugins).where(plugins.c.id == model.plugin_id)).one()
         rows = _weights_of(conn, model)
         learned = _learned_files(conn, [w.url for w in rows])
+        categories = _categories(conn, rows)
+        providers = conn.execute(select(*_NAMING).join(plugins).where(models.c.name == model.name)).all()
+        shown = _shown_names(conn, [model])[0]
     default = next((w for w in rows if w.is_default), None)
     return {
-        "name": model.name,
+        "name": shown,
+        "qualified_name": f"{plugin.namespace}/{model.name}",
         "task": model.task,
-        "plugin": {"name": plugin.name, "distribution": plugin.distribution, "version": plugin.version},
+        "plugin": {"name": plugin.name, "namespace": plugin.namespace, "distribution": plugin.distribution,
+                   "version": plugin.version},
+        "providers": sorted(f"{p.namespace}/{p.name}" for p in providers),
         "builder": model.builder,
+        "builder_args": model.builder_args,
         "weights_enum": model.weights_enum,
         "num_params": model.num_params,
         "tags": model.tags,
         "metadata": model.meta,
         "classifier": model.classifier,
         "first_conv": model.first_conv,
-        "default_weights": _full_name(default) if default else None,
+        "input_size": model.input_size,
+        "default_weights": _full_name(default, shown) if default else None,
         "weights": [
             {
-                "name": _full_name(w),
+                "name": _full_name(w, shown),
                 "enum": w.enum_name,
                 "member": w.member_name,
                 "is_default": w.is_default,
+                "task": w.task or model.task,
                 "url": w.url,
                 "sha256": w.sha256 or learned.get(w.url, _UNKNOWN)[0],
                 "file_size": w.file_size or learned.get(w.url, _UNKNOWN)[1],
                 "transforms": w.transforms,
-                "meta": w.meta,
+                "builder_args": w.builder_args,
+                "meta": _meta(w, categories),
             }
             for w in rows
         ],
@@ -124,29 +169,26 @@ def describe(name: str) -> dict[str, Any]:
 
 
 def list_plugins() -> list[dict[str, Any]]:
-    """Every plugin the catalog was synced from: name, distribution, version, status, error, model count."""
+    """Every plugin in the catalog: name, namespace, distribution, version, status, error, model
+    count, the models that failed, and whether this machine has it installed (can build its models)."""
+    from zoo.catalog.plugin_records import plugin_records
+
     with ensure_current().connect() as conn:
-        counts = dict(conn.execute(select(models.c.plugin_id, func.count()).group_by(models.c.plugin_id)).all())
-        rows = conn.execute(select(plugins)).all()
-    return [
-        {
-            "name": p.name,
-            "distribution": p.distribution,
-            "version": p.version,
-            "status": p.status,
-            "models": counts.get(p.id, 0),
-            "error": p.error,
-        }
-        for p in sorted(rows, key=lambda p: p.name)
-    ]
+        return plugin_records(conn)
 
 
 def get_model_builder(name: str) -> Callable[..., Any]:
-    """The function that builds model `name` (imports its plugin); the weights it loads go through the zoo."""
+    """The function that builds model `name` (imports its plugin), with the model's builder
+    arguments bound; the weights it loads go through the zoo."""
     engine = ensure_current()
     with engine.connect() as conn:
-        target = _model(conn, name).builder
-    return _through_zoo(load_target(target), engine)
+        model = _model(conn, name)
+    return _through_zoo(_builder(model), engine)
+
+
+def _builder(model: Row) -> Callable[..., Any]:
+    builder = load_target(model.builder)
+    return partial(builder, **model.builder_args) if model.builder_args else builder
 
 
 def _through_zoo(builder: Callable[..., Any], engine: Engine) -> Callable[..., Any]:
@@ -164,33 +206,55 @@ def _through_zoo(builder: Callable[..., Any], engine: Engine) -> Callable[..., A
 
 
 def get_model_weights(name: str | Callable[..., Any]) -> type[enum.Enum]:
-    """The weights enum class of a model, given its name or its builder."""
+    """The weights enum class of a model, given its name or its builder.
+
+    For a model whose plugin lists weights without an enum class, the zoo makes one
+    from the catalog (`zoo.weights.catalog_enum`), so ``transforms()`` and ``meta``
+    work as in torchvision.
+    """
     with ensure_current().connect() as conn:
         if callable(name):
-            model = conn.execute(select(models).where(models.c.builder == target_of(name))).first()
-            if model is None:
-                raise UsageError(f"{target_of(name)} is not the builder of any registered model")
+            found = conn.execute(select(models).where(models.c.builder == target_of(name))).all()
+            if len(found) != 1:
+                raise UsageError(f"{target_of(name)} builds {len(found) or 'no'} registered model(s); "
+                                 f"pass a model name instead" if found else
+                                 f"{target_of(name)} is not the builder of any registered model")
+            model = found[0]
         else:
             model = _model(conn, name)
-    if model.weights_enum is None:
+        return _enum_of(conn, model)
+
+
+def _enum_of(conn: Connection, model: Row) -> type[enum.Enum]:
+    if model.weights_enum is not None:
+        return load_target(model.weights_enum)
+    rows = _weights_of(conn, model)
+    if not rows:
         raise UnknownWeightsError(f"{model.name}.DEFAULT", [])
-    return load_target(model.weights_enum)
+    from zoo.weights import catalog_enum
+
+    categories = _categories(conn, rows)
+    return catalog_enum(f"{model.name}_weights", [
+        {"member": w.member_name, "url": w.url, "transforms": w.transforms, "meta": _meta(w, categories),
+         "sha256": w.sha256, "file_size": w.file_size, "is_default": w.is_default} for w in rows])
 
 
 def get_weight(name: str | enum.Enum | None, *, model: str | None = None) -> enum.Enum | None:
-    """A weights enum member from any of the names torchvision users write.
+    """A weights enum member from any of the names torchvision users write, and the zoo's.
 
     Accepts ``"ResNet50_Weights.IMAGENET1K_V2"``, ``"resnet50.IMAGENET1K_V2"``,
-    ``"resnet50.DEFAULT"``, a bare member name or ``"DEFAULT"`` together with
-    `model`, an enum member (returned as is) and None.
+    ``"resnet50.DEFAULT"``, ``"timm/resnet50.a1_in1k"``,
+    ``"torchvision/ResNet50_Weights.DEFAULT"``, a bare tag or ``"DEFAULT"`` together
+    with `model`, an enum member (returned as is) and None.
     """
     if name is None or isinstance(name, enum.Enum):
         return name
     if not isinstance(name, str):
         raise UsageError(f"weights must be a name, an enum member or None, not {type(name).__name__}")
     with ensure_current().connect() as conn:
-        row, enum_target = _resolve_weights(conn, name, model)
-    return load_target(enum_target)[row.member_name]
+        row, owner = _resolve_weights(conn, name, model)
+        weights_enum = _enum_of(conn, owner)
+    return weights_enum[row.member_name]
 
 
 @dataclass(frozen=True)
@@ -221,10 +285,12 @@ def build_model(
 ) -> BuiltModel:
     """Build model `name` with pretrained `weights`, a head of `num_classes` and a stem for `in_channels`.
 
-    With weights, the pretrained model is built first (as its builder knows how), then
-    the heads the catalog lists for it are replaced by fresh ones of `num_classes`
-    outputs and its first convolution adapted to `in_channels` (`zoo.surgery`); the
-    report of `zoo.surgery.load_partial` accounts for every pretrained tensor.
+    With weights, the pretrained model is built first (as its builder knows how, or,
+    for weights listed without an enum, with the weights' builder arguments and then
+    the verified state dict loaded strictly), then the heads the catalog lists for it
+    are replaced by fresh ones of `num_classes` outputs and its first convolution
+    adapted to `in_channels` (`zoo.surgery`); the report of `zoo.surgery.load_partial`
+    accounts for every pretrained tensor.
     """
     from zoo import surgery
 
@@ -232,16 +298,23 @@ def build_model(
     engine = ensure_current()
     with engine.connect() as conn:
         row = _model(conn, name)
-    builder = _through_zoo(load_target(row.builder), engine)
+        # weights listed without an enum: the zoo builds the model for them and loads them
+        entry = _member_of_model(conn, row, member.name) if member is not None and row.weights_enum is None else None
+    builder = _through_zoo(_builder(row), engine)
     _check_surgery(row, num_classes=num_classes, in_channels=in_channels, pretrained=member is not None)
 
     if member is None:
-        model = builder(weights=None, **config, **({} if num_classes is None else {"num_classes": num_classes}))
+        no_weights = {"weights": None} if row.weights_enum else {}  # torchvision's convention
+        model = builder(**no_weights, **config, **({} if num_classes is None else {"num_classes": num_classes}))
         if in_channels is not None:
             surgery.replace_first_conv(model, row.first_conv, in_channels)
         return BuiltModel(model, None)
 
-    model = builder(weights=member, **config)
+    if entry is None:  # torchvision's convention: the builder loads its weights
+        model = builder(weights=member, **config)
+    else:
+        model = builder(**{**entry.builder_args, **config})
+        _load_strictly(model, _verified_state_dict(engine, member, progress=True), str(member))
     pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
     if num_classes is not None and num_classes != len(member.meta.get("categories") or ()):
         surgery.replace_head(model, row.classifier[0], num_classes)
@@ -253,6 +326,16 @@ def build_model(
         surgery.replace_first_conv(model, row.first_conv, in_channels)
         adapters[f"{row.first_conv}.weight"] = surgery.adapt_conv_weight
     return BuiltModel(model, surgery.load_partial(model, pretrained, adapters))
+
+
+def _load_strictly(model: Any, state: dict[str, Any], what: str) -> None:
+    """Load `state` into `model`, refusing (in one line) a file that does not fit it exactly."""
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(
+            f"weights {what} do not fit the model built for them: {len(result.missing_keys)} tensor(s) missing "
+            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:3]})")
 
 
 def _check_surgery(row: Row, *, num_classes: int | None, in_channels: int | None, pretrained: bool) -> None:
@@ -302,11 +385,12 @@ def verify_weights(names: Iterable[str] = ()) -> list[dict[str, Any]]:
         else:
             rows = list(conn.execute(select(weights).order_by(weights.c.id)))
         learned = _learned_files(conn, [w.url for w in rows])
+        shown = _weights_names(conn, rows)
     report = []
     for w in rows:
         file = WeightsFile(w.url, w.sha256 or learned.get(w.url, _UNKNOWN)[0])
         path = cached_path(file)
-        record = {"weights": _full_name(w), "path": str(path), "expected": file.sha256 or file.hash_prefix}
+        record = {"weights": shown[w.id], "path": str(path), "expected": file.sha256 or file.hash_prefix}
         if not path.is_file():
             if names:
                 report.append({**record, "status": "missing", "sha256": None})
@@ -319,20 +403,178 @@ def verify_weights(names: Iterable[str] = ()) -> list[dict[str, Any]]:
     return report
 
 
-def _resolve_weights(conn: Connection, name: str, model: str | None) -> tuple[Row, str]:
-    """The weights row of a `get_weight` name, and its enum's import target."""
+# -- names ---------------------------------------------------------------------------
+
+
+def _module_or_include(module: ModuleType | Patterns, include: Patterns) -> tuple[ModuleType | None, Patterns]:
+    """torchvision's ``list_models(module, include, exclude)``, and the zoo's ``list_models(include)``."""
+    if module is None or isinstance(module, ModuleType):
+        return module, include
+    if include is not None:
+        raise UsageError(f"list_models takes a module first, not {excerpt(module)}; pass patterns as include=")
+    return None, module
+
+
+def _in_module(builder: str, module: ModuleType) -> bool:
+    """Whether `builder` is defined in a module directly inside `module` (torchvision's rule)."""
+    return builder.partition(":")[0].rpartition(".")[0] == module.__name__
+
+
+def _preference() -> list[str]:
+    """``$ZOO_PREFER``: namespaces whose models answer bare names first, in order."""
+    return [p.strip().lower() for p in os.environ.get(PREFER_ENV, "").split(",") if p.strip()]
+
+
+def _shown_names(conn: Connection, rows: list[Row]) -> list[str]:
+    """The name that reaches each model of `rows` (rows with name, namespace and preferred)."""
+    answering = _answering(conn, {row.name for row in rows}) if _preference() else {}
+    return [
+        row.name if answering.get(row.name, row.namespace if row.preferred else None) == row.namespace
+        else f"{row.namespace}/{row.name}"
+        for row in rows
+    ]
+
+
+def _answering(conn: Connection, names: set[str]) -> dict[str, str]:
+    """Bare name -> the namespace whose model answers it, for `names` that several plugins provide,
+    with ``$ZOO_PREFER`` applied."""
+    shared = (select(models.c.name).where(models.c.name.in_(names)).group_by(models.c.name)
+              .having(func.count() > 1)) if len(names) < 500 else (
+        select(models.c.name).group_by(models.c.name).having(func.count() > 1))
+    rows = conn.execute(select(*_NAMING).join(plugins).where(models.c.name.in_(shared))).all()
+    return {name: _answer(conn, [r for r in rows if r.name == name]).namespace for name in {r.name for r in rows}}
+
+
+def _answer(conn: Connection, candidates: list[Row]) -> Row:
+    """Of the models with one bare name, the one that answers it: ``$ZOO_PREFER``, else the catalog's choice."""
+    order = _preference()
+    ranked = sorted(candidates, key=lambda r: (
+        order.index(r.namespace) if r.namespace in order else len(order), not r.preferred, r.namespace))
+    return ranked[0]
+
+
+def _model(conn: Connection, name: str) -> Row:
+    """The model row `name` reaches: ``PLUGIN/NAME``, or a bare name (see the module docstring)."""
+    if not isinstance(name, str):
+        raise UsageError(f"a model name must be a string, not {type(name).__name__}")
+    namespace, _, bare = name.lower().rpartition("/")
+    query = select(models, plugins.c.namespace).join(plugins).where(models.c.name == bare)
+    if namespace:
+        query = query.where(plugins.c.namespace == namespace)
+    found = conn.execute(query).all()
+    if not found:
+        raise UnknownModelError(name, _known_names(conn))
+    return found[0] if len(found) == 1 else _answer(conn, found)
+
+
+def _known_names(conn: Connection) -> list[str]:
+    rows = conn.execute(select(*_NAMING).join(plugins)).all()
+    return _shown_names(conn, rows)
+
+
+def _full_name(row: Row, model_name: str) -> str:
+    """How a weights entry is named: ``Enum.MEMBER``, or ``MODEL.TAG`` for weights without an enum."""
+    return f"{row.enum_name}.{row.member_name}" if row.enum_name else f"{model_name}.{row.member_name}"
+
+
+def _weights_names(conn: Connection, rows: list[Row]) -> dict[int, str]:
+    """Weights id -> full name, for weights rows."""
+    owners = conn.execute(select(models.c.id, *_NAMING).join(plugins)
+                          .where(models.c.id.in_({w.model_id for w in rows}))).all()
+    shown = dict(zip((o.id for o in owners), _shown_names(conn, owners)))
+    return {w.id: _full_name(w, shown[w.model_id]) for w in rows}
+
+
+def _resolve_weights(conn: Connection, name: str, model: str | None) -> tuple[Row, Row]:
+    """The weights row of a `get_weight` name, and its model's row."""
     owner, _, member = name.rpartition(".")
     if owner:
         return _weights_by_owner(conn, owner, member)
     if model is None:
         raise UsageError(f"weights {name!r} needs a model: write 'MODEL.{name}' or pass model=")
     found = _model(conn, model)
-    return _member_of_model(conn, found, member), found.weights_enum
+    return _member_of_model(conn, found, member), found
 
 
 def _as_weights_name(name: str, model: str | None) -> tuple[str, str | None]:
     """A bare model name stands for its default weights."""
     return (name, model) if "." in name or model is not None else ("DEFAULT", name)
+
+
+def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, Row]:
+    """Weights ``[PLUGIN/]MODEL.TAG`` or ``[PLUGIN/]Enum.MEMBER``, and their model's row.
+
+    A bare model name whose answering model lacks the tag falls back to the one
+    other provider of that name that has it (timm's ``resnet50.a1_in1k`` beside
+    torchvision's resnet50). An enum's class name means the enum of the plugin that
+    answers for it (its models answer their names); another plugin's enum of the same
+    name is reached only by ``PLUGIN/Enum.MEMBER``.
+    """
+    namespace, _, bare = owner.lower().rpartition("/")
+    in_namespace = plugins.c.namespace == namespace if namespace else True
+    candidates = conn.execute(select(models, plugins.c.namespace).join(plugins)
+                              .where(models.c.name == bare, in_namespace)).all()
+    if candidates:
+        first = candidates[0] if len(candidates) == 1 else _answer(conn, candidates)
+        for model in [first, *[c for c in candidates if c is not first]]:
+            found = _member(_weights_of(conn, model), member)
+            if found is not None:
+                return found, model
+        return _member_of_model(conn, first, member), first  # raises, listing the tags it has
+    enums = conn.execute(
+        select(weights.c.model_id, plugins.c.namespace, models.c.preferred).join(models).join(plugins)
+        .where(func.lower(weights.c.enum_name) == bare, in_namespace)
+    ).all()
+    if enums:
+        chosen = _answer(conn, enums).namespace
+        model_ids = {e.model_id for e in enums if e.namespace == chosen}
+        rows = conn.execute(select(weights).where(weights.c.model_id.in_(model_ids))).all()
+        found = _member(rows, member)
+        if found is not None:
+            return found, conn.execute(select(models, plugins.c.namespace).join(plugins)
+                                       .where(models.c.id == found.model_id)).one()
+        known = [f"{owner}.{w.member_name}" for w in rows]
+    else:
+        known = [f"{e}.{m}" for e, m in conn.execute(
+            select(weights.c.enum_name, weights.c.member_name).where(weights.c.enum_name.is_not(None))).all()]
+    raise UnknownWeightsError(f"{owner}.{member}", known)
+
+
+def _member_of_model(conn: Connection, model: Row, member: str) -> Row:
+    rows = _weights_of(conn, model)
+    found = _member(rows, member)
+    if found is None:
+        raise UnknownWeightsError(f"{model.name}.{member}", [f"{model.name}.{w.member_name}" for w in rows])
+    return found
+
+
+def _member(rows: Iterable[Row], member: str) -> Row | None:
+    """The row of tag `member` (any case), or of the default for ``DEFAULT``."""
+    member = member.lower()
+    return next((w for w in rows if w.member_name.lower() == member or (member == "default" and w.is_default)), None)
+
+
+def _weights_of(conn: Connection, model: Row) -> list[Row]:
+    return list(conn.execute(select(weights).where(weights.c.model_id == model.id).order_by(weights.c.id)))
+
+
+def _categories(conn: Connection, rows: list[Row]) -> dict[int, list[str]]:
+    """Category list id -> the list, for the lists `rows` (weights) use."""
+    ids = {w.categories_id for w in rows if w.categories_id is not None}
+    if not ids:
+        return {}
+    return dict(conn.execute(select(category_lists.c.id, category_lists.c.categories)
+                             .where(category_lists.c.id.in_(ids))).all())
+
+
+def _meta(row: Row, categories: Mapping[int, list[str]]) -> dict[str, Any]:
+    """A weights entry's meta as its plugin declared it: the shared category list put back."""
+    if row.categories_id is None:
+        return row.meta
+    return {**row.meta, "categories": categories[row.categories_id]}
+
+
+# -- weights files -------------------------------------------------------------------
 
 
 def _url_of(conn: Connection, weights_name: str | enum.Enum, model: str | None) -> str:
@@ -375,50 +617,7 @@ def _verified_state_dict(engine: Engine, member: enum.Enum, progress: bool) -> d
     return state_dict_from(_fetch_url(engine, member.url, offline=None, progress=progress, get=read_verified))
 
 
-def _model(conn: Connection, name: str) -> Row:
-    model = conn.execute(select(models).where(models.c.name == name.lower())).first()
-    if model is None:
-        raise UnknownModelError(name, conn.scalars(select(models.c.name)).all())
-    return model
-
-
-def _weights_of(conn: Connection, model: Row) -> list[Row]:
-    return list(conn.execute(select(weights).where(weights.c.model_id == model.id).order_by(weights.c.id)))
-
-
-def _member_of_model(conn: Connection, model: Row, member: str) -> Row:
-    rows = _weights_of(conn, model)
-    found = _member(rows, member)
-    if found is None:
-        raise UnknownWeightsError(f"{model.name}.{member}", [f"{model.name}.{w.member_name}" for w in rows])
-    return found
-
-
-def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, str]:
-    """Weights named ``<model>.<member>`` or ``<enum>.<member>``, and their enum's import target."""
-    model = conn.execute(select(models).where(models.c.name == owner.lower())).first()
-    if model is not None:
-        return _member_of_model(conn, model, member), model.weights_enum
-    rows = conn.execute(
-        select(weights, models.c.weights_enum.label("enum_target"))
-        .join(models)
-        .where(func.lower(weights.c.enum_name) == owner.lower())
-    ).all()
-    found = _member(rows, member)
-    if found is None:
-        known = conn.execute(select(weights.c.enum_name, weights.c.member_name)).all()
-        raise UnknownWeightsError(f"{owner}.{member}", [f"{e}.{m}" for e, m in known])
-    return found, found.enum_target
-
-
-def _member(rows: Iterable[Row], member: str) -> Row | None:
-    """The row of enum member `member` (any case), or of the default for ``DEFAULT``."""
-    member = member.lower()
-    return next((w for w in rows if w.member_name.lower() == member or (member == "default" and w.is_default)), None)
-
-
-def _full_name(row: Row) -> str:
-    return f"{row.enum_name}.{row.member_name}"
+# -- filters -------------------------------------------------------------------------
 
 
 def _filtered(
@@ -432,18 +631,9 @@ def _filtered(
 ) -> Select:
     """`query` (over the models table) narrowed by the metadata filters, as SQL."""
     if task is not None:
-        tasks = conn.scalars(select(models.c.task).distinct()).all()
-        if task.lower() not in tasks:
-            raise UsageError(f"unknown task {excerpt(task)}; tasks in the catalog: {', '.join(sorted(tasks))}")
-        query = query.where(models.c.task == task.lower())
+        query = query.where(_does_task(conn, task))
     if plugin is not None:
-        names = conn.execute(select(plugins.c.name, plugins.c.distribution)).all()
-        if plugin.lower() not in {n.lower() for row in names for n in row if n}:
-            raise UsageError(f"unknown plugin {excerpt(plugin)}; plugins: {', '.join(sorted(n for n, _ in names))}")
-        owned = select(plugins.c.id).where(
-            (func.lower(plugins.c.name) == plugin.lower()) | (func.lower(plugins.c.distribution) == plugin.lower())
-        )
-        query = query.where(models.c.plugin_id.in_(owned))
+        query = query.where(models.c.plugin_id.in_(_plugin_ids(conn, plugin)))
     if pretrained is not None:
         has_weights = exists().where(weights.c.model_id == models.c.id)
         query = query.where(has_weights if pretrained else ~has_weights)
@@ -466,6 +656,29 @@ def _filtered(
     return query
 
 
+def _does_task(conn: Connection, task: str) -> Any:
+    """The condition "the model, or one of its weights, does `task`"; an unknown task is refused."""
+    task = task.lower() if isinstance(task, str) else task
+    if not conn.scalar(select(exists().where(models.c.task == task))) and not conn.scalar(
+            select(exists().where(weights.c.task == task))):
+        tasks = {*conn.scalars(select(models.c.task).distinct()),
+                 *conn.scalars(select(weights.c.task).distinct().where(weights.c.task.is_not(None)))}
+        raise UsageError(f"unknown task {excerpt(task)}; tasks in the catalog: {', '.join(sorted(tasks))}")
+    by_weights = select(weights.c.model_id).where(weights.c.task == task)
+    return or_(models.c.task == task, models.c.id.in_(by_weights))
+
+
+def _plugin_ids(conn: Connection, plugin: str) -> Select:
+    """The ids of the plugins `plugin` names (namespace, entry-point or distribution name); unknown: refused."""
+    wanted = plugin.lower()
+    columns = (plugins.c.namespace, plugins.c.name, plugins.c.distribution)
+    matching = or_(*(func.lower(c) == wanted for c in columns))
+    if not conn.scalar(select(exists().where(matching))):
+        names = conn.scalars(select(plugins.c.namespace)).all()
+        raise UsageError(f"unknown plugin {excerpt(plugin)}; plugins: {', '.join(sorted(names))}")
+    return select(plugins.c.id).where(matching)
+
+
 def _check_metrics(conn: Connection, min_metric: Mapping[str, float]) -> None:
     """Refuse a `min_metric` filter that could only ever match nothing by mistake."""
     known = conn.execute(select(metrics.c.dataset, metrics.c.name).distinct()).all()
@@ -481,19 +694,31 @@ def _check_metrics(conn: Connection, min_metric: Mapping[str, float]) -> None:
             raise UsageError(f"no dataset of metric {excerpt(metric)}; datasets with {name}: {', '.join(datasets)}")
 
 
-def _matching(names: Iterable[str], include: Patterns, exclude: Patterns) -> list[str]:
-    """The names that match an `include` pattern (all, without one) and no `exclude` pattern."""
-    includes, excludes = _patterns(include), _patterns(exclude)
-    return [
-        name for name in names
-        if (not includes or any(fnmatchcase(name, p) for p in includes))
-        and not any(fnmatchcase(name, p) for p in excludes)
-    ]
+def _matcher(include: Patterns, exclude: Patterns) -> Callable[[Row], bool]:
+    """Whether a model (a row with name and namespace) matches an `include` pattern (any, without
+    one) and no `exclude` one. A pattern with a ``/`` is matched against ``PLUGIN/NAME``, others
+    against the bare name."""
+    includes, excludes = _compiled(include), _compiled(exclude)
+
+    def matches(row: Row) -> bool:
+        qualified = f"{row.namespace}/{row.name}"
+        return ((includes is None or bool(includes[0].match(row.name) or includes[1].match(qualified)))
+                and not (excludes is not None and (excludes[0].match(row.name) or excludes[1].match(qualified))))
+
+    return matches
 
 
-def _patterns(patterns: Patterns) -> list[str]:
+def _compiled(patterns: Patterns) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
+    """`patterns` as two regular expressions, for bare and for qualified names; None without patterns."""
     if patterns is None:
-        return []
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    return [p.lower() for p in patterns]
+        return None
+    items = [patterns] if isinstance(patterns, str) else list(patterns)
+    if not items:
+        return None
+    return _regex(tuple(p.lower() for p in items if "/" not in p)), _regex(tuple(p.lower() for p in items if "/" in p))
+
+
+@lru_cache(maxsize=64)
+def _regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression matching any of the fnmatch `patterns` (none: nothing)."""
+    return re.compile("|".join(translate(p) for p in patterns) if patterns else r"(?!)")

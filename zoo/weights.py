@@ -19,6 +19,7 @@ import io
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -69,6 +70,28 @@ def _get_state_dict(self: torchvision.models.WeightsEnum, *args: Any, **kwargs: 
 
 
 torchvision.models.WeightsEnum.get_state_dict = _get_state_dict
+
+
+def catalog_enum(name: str, entries: list[dict[str, Any]]) -> type[WeightsEnum]:
+    """A weights enum made from catalog records, for a model whose plugin lists weights
+    without an enum class: ``transforms()`` builds the entry's `PreprocessSpec` on
+    torchvision's transforms, ``meta`` is its metadata, ``DEFAULT`` the default entry.
+
+    Each entry has member, url, transforms (spec JSON or None), meta, sha256,
+    file_size and is_default.
+    """
+    from zoo.preprocessing import PreprocessSpec, to_torchvision
+
+    members = []
+    for entry in entries:
+        spec = entry["transforms"]
+        transforms = partial(to_torchvision, PreprocessSpec.from_json(spec)) if spec else None
+        value = Weights(url=entry["url"], transforms=transforms, meta=entry["meta"], sha256=entry["sha256"],
+                        file_size=entry["file_size"])
+        members.append((entry["member"], value))
+        if entry["is_default"]:
+            members.append(("DEFAULT", value))  # the same value: an alias, as torchvision's DEFAULT is
+    return WeightsEnum(name, members)
 
 
 def load_state_dict(
