@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,81 @@ def code_on_load(marker: Path) -> bytes:
     buffer = io.BytesIO()
     torch.save({"fc.weight": CodeOnLoad(marker), "fc.bias": torch.zeros(3)}, buffer)
     return buffer.getvalue()
+
+
+class WeightsServer:
+    """A real HTTP server on 127.0.0.1 for weights files the tests make.
+
+    Serves ``files`` by path (without the leading slash); ``modes`` makes a file arrive
+    corrupted, cut off, slowly or stalled halfway; ``requests`` lists what was asked for.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.modes: dict[str, str] = {}
+        self.requests: list[str] = []
+        self.stalled = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                name = self.path.lstrip("/")
+                server.requests.append(name)
+                if name not in server.files:
+                    self.send_error(404)
+                    return
+                body, mode = server.files[name], server.modes.get(name, "ok")
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if mode == "corrupt":
+                    body = body[: len(body) // 2] + bytes([body[len(body) // 2] ^ 0xFF]) + body[len(body) // 2 + 1:]
+                if mode == "drop":  # promise the whole file, send half, hang up
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if mode == "stall":  # send half, then never the rest (until the client goes away)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    server.stalled.wait(60)
+                    return
+                step = max(1, len(body) // 20) if mode == "slow" else len(body)
+                for start in range(0, len(body), step):
+                    self.wfile.write(body[start:start + step])
+                    if mode == "slow":
+                        time.sleep(0.05)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def stop(self) -> None:
+        """Stop serving and free the port (again: nothing)."""
+        if self.thread.is_alive():
+            self.stalled.set()
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[WeightsServer]:
+    """A `WeightsServer` on a free port of 127.0.0.1, stopped after the test."""
+    s = WeightsServer()
+    s.thread.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A weights cache of the test's own (``$TORCH_HOME``), with no mirror and offline mode off."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    monkeypatch.delenv("ZOO_WEIGHTS_MIRROR", raising=False)
+    return tmp_path / "torch" / "hub" / "checkpoints"

@@ -1,4 +1,4 @@
-"""Weights as verified artifacts: a real HTTP server on 127.0.0.1 serves files the tests make.
+"""Weights as verified artifacts: a real HTTP server on 127.0.0.1 (conftest's `WeightsServer`) serves files the tests make.
 
 Covers: a good download lands in the cache; corrupted bytes or a dropped connection
 leave nothing in the cache; a cached file altered on disk is caught before it is
@@ -14,10 +14,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,74 +25,9 @@ import zoo
 from zoo.fetch import WeightsFile, cache_dir, fetch, verify
 from zoo.weights import Weights, WeightsEnum, load_state_dict
 
-from conftest import FIXTURES, code_on_load, pip_install, run_zoo
+from conftest import FIXTURES, WeightsServer, code_on_load, pip_install, run_zoo
 
-
-class WeightsServer:
-    """Serves ``files`` by name; ``modes`` makes a file arrive corrupted, cut off, slowly or stalled halfway."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.modes: dict[str, str] = {}
-        self.requests: list[str] = []
-        self.stalled = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                name = self.path.lstrip("/")
-                server.requests.append(name)
-                if name not in server.files:
-                    self.send_error(404)
-                    return
-                body, mode = server.files[name], server.modes.get(name, "ok")
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if mode == "corrupt":
-                    body = body[: len(body) // 2] + bytes([body[len(body) // 2] ^ 0xFF]) + body[len(body) // 2 + 1:]
-                if mode == "drop":  # promise the whole file, send half, hang up
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                if mode == "stall":  # send half, then never the rest (until the client goes away)
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    server.stalled.wait(60)
-                    return
-                step = max(1, len(body) // 20) if mode == "slow" else len(body)
-                for start in range(0, len(body), step):
-                    self.wfile.write(body[start:start + step])
-                    if mode == "slow":
-                        time.sleep(0.05)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-
-@pytest.fixture
-def server() -> Iterator[WeightsServer]:
-    s = WeightsServer()
-    s.thread.start()
-    yield s
-    s.stalled.set()
-    s.httpd.shutdown()
-    s.httpd.server_close()
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
-    monkeypatch.delenv("ZOO_WEIGHTS_MIRROR", raising=False)
-    return tmp_path / "torch" / "hub" / "checkpoints"
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def state_dict_bytes(seed: int = 0) -> bytes:
