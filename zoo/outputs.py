@@ -44,13 +44,16 @@ _FORCE = "pass --force (overwrite=True in Python) to replace it"
 
 
 @contextlib.contextmanager
-def file_lock(target: Path, *, optional: bool = False) -> Iterator[bool]:
+def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = None) -> Iterator[bool]:
     """Hold an exclusive lock on `target` (the file ``.NAME.lock`` beside it, removed afterwards).
 
     Yields whether the lock is held. The lock file is unlinked while still held; a
     waiter that then gets the unlinked file notices and locks the new one. With
     `optional`, a folder where the lock file cannot be made (a read-only cache) is used
-    without a lock (yielding False); otherwise that raises `OSError`.
+    without a lock (yielding False); otherwise that raises `OSError`. `leftovers`, a
+    regular expression, names the scratch files and folders that holders of this lock
+    make beside `target`: those it matches in full are removed once the lock is held,
+    since whoever made them is gone.
     """
     lock_path = target.with_name(f".{target.name}.lock")
     try:
@@ -61,6 +64,8 @@ def file_lock(target: Path, *, optional: bool = False) -> Iterator[bool]:
         yield False
         return
     try:
+        if leftovers is not None:
+            _remove_leftovers(target.parent, re.compile(leftovers))
         yield True
     finally:
         with contextlib.suppress(OSError):
@@ -106,10 +111,9 @@ def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what
         raise _unwritable(target, exc) from None
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(file_lock(target))
+            stack.enter_context(file_lock(target, leftovers=rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp"))
         except OSError as exc:
             raise _unwritable(target, exc) from None
-        _remove_stale(target)
         before = _permitted(target, overwrite, what)
         try:
             work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -228,10 +232,14 @@ def _identity(st: os.stat_result | None) -> tuple[int, ...] | None:
     return None if st is None else (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
 
 
-def _remove_stale(target: Path) -> None:
-    """Remove the private folders of earlier writers to `target` (call with its lock held: they are dead)."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")
+def _remove_leftovers(folder: Path, pattern: re.Pattern[str]) -> None:
+    """Remove the entries of `folder` whose names `pattern` matches in full (a folder with what it holds)."""
     with contextlib.suppress(OSError):
-        for entry in os.scandir(target.parent):
-            if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+        for entry in os.scandir(folder):
+            if not pattern.fullmatch(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
