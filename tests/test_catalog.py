@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, select, text
 
 import zoo
 from zoo.catalog.engine import open_engine
-from zoo.catalog.fingerprint import SCHEMA_REVISION, stored_fingerprint
+from zoo.catalog.fingerprint import SCHEMA_REVISION
 from zoo.catalog.sync import MIGRATIONS
 from zoo.catalog import tables
 from zoo.catalog.tables import metadata
@@ -158,12 +158,22 @@ def test_get_model_builds_with_config(synced: str) -> None:
     assert zoo.get_model("digits_cnn", weights="DEFAULT", num_classes=7).classifier.out_features == 7
 
 
+def _plugin_rows(url: str) -> dict[str, tuple]:
+    with open_engine(url).connect() as conn:
+        rows = conn.execute(select(tables.plugins.c.namespace, tables.plugins.c.id, tables.plugins.c.fingerprint,
+                                   tables.plugins.c.synced_at)).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
 def test_sync_is_skipped_when_current_and_redone_when_forced(synced: str) -> None:
-    engine = open_engine(synced)
-    before = stored_fingerprint(engine)
+    before = _plugin_rows(synced)
     assert zoo.sync(synced, force=False).rewritten is False
+    assert _plugin_rows(synced) == before
     assert zoo.sync(synced, force=True).rewritten is True
-    assert stored_fingerprint(engine) == before
+    after = _plugin_rows(synced)
+    # the same rows (ids and fingerprints kept), written again
+    assert {ns: row[:2] for ns, row in after.items()} == {ns: row[:2] for ns, row in before.items()}
+    assert all(after[ns][2] > before[ns][2] for ns in before)
 
 
 def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(sqlite_url: str, use_catalog) -> None:

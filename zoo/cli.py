@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=_show)
 
-    p = commands.add_parser("plugins", help="list installed plugins and whether they loaded")
+    p = commands.add_parser("plugins", help="list the catalog's plugins, whether they loaded and are installed here")
+    p.add_argument("--verbose", action="store_true", help="also list each model that failed, with its traceback")
     _add_json(p)
     p.set_defaults(run=_plugins)
 
@@ -219,9 +220,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=_bench)
 
-    p = commands.add_parser("sync", help="rebuild the catalog from the installed plugins now")
+    p = commands.add_parser("sync", help="write the installed plugins into the catalog now")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
+    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
+                   help="remove the plugins not installed here (default: on a SQLite catalog, not on PostgreSQL, "
+                        "which other machines may share)")
     p.set_defaults(run=_sync)
     return parser
 
@@ -319,11 +323,30 @@ def _plugins(args: argparse.Namespace) -> int:
     from zoo.registry import list_plugins
 
     records = list_plugins()
-    _emit(args, records, lambda: _table(
-        ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "MODELS", "ERROR"],
-        [[p["name"], p["distribution"], p["version"], p["status"], p["models"], p["error"] or ""] for p in records],
-    ))
+    _emit(args, records, lambda: _plugins_text(records, verbose=args.verbose))
     return 0
+
+
+def _plugins_text(records: list[dict[str, Any]], *, verbose: bool) -> str:
+    """The plugins table; with `verbose`, each failed model and its traceback after it."""
+    table = _table(
+        ["NAMESPACE", "NAME", "DISTRIBUTION", "VERSION", "STATUS", "MODELS", "HERE", "ERROR"],
+        [[p["namespace"], p["name"], p["distribution"], p["version"], p["status"], p["models"],
+          "yes" if p["installed_here"] else "no",
+          p["error"] or (f"{len(p['failures'])} model(s) failed" + ("" if verbose else " (--verbose)")
+                         if p["failures"] else "")] for p in records],
+    )
+    if not verbose:
+        return table
+    failed = [
+        f"\nplugin {p['namespace']}, model {f['name']}: {f['error']}\n" + _indented(f["traceback"] or "")
+        for p in records for f in p["failures"]
+    ]
+    return "\n".join([table, *failed])
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.rstrip().splitlines())
 
 
 def _weights_fetch(args: argparse.Namespace) -> int:
@@ -507,7 +530,7 @@ def _sync(args: argparse.Namespace) -> int:
     engine = open_engine()
     require_writable(engine.url)  # before loading any plugin
     # Plugin code runs in a child with a deadline ($ZOO_SYNC_TIMEOUT), as for the automatic sync.
-    output = sync_in_child(engine, force=True, strict=args.strict)
+    output = sync_in_child(engine, force=True, strict=args.strict, prune=args.prune)
     print(output.summary)
     for line in output.warnings:
         print(line, file=sys.stderr)

@@ -8,9 +8,11 @@ A plugin is an installed distribution with an entry point in the group ``zoo``::
 The module it names implements one or more of the hooks below, marked with
 `zoo.hookimpl`. Hooks return plain data (`zoo.ModelSpec`); the zoo stores it in its
 catalog and imports the builders only when a model is built. A hook runs only when
-the catalog is synced, which happens by itself when the set or versions of
-installed plugins change (or on ``zoo sync``), in a child process with a deadline
-(``ZOO_SYNC_TIMEOUT``).
+the catalog is synced, which happens by itself when the plugin, its version or the
+versions of the distributions it requires change (or on ``zoo sync``), in a child
+process with a deadline (``ZOO_SYNC_TIMEOUT``). The catalog gives the plugin a
+namespace: its entry-point name, or its distribution's name when another plugin
+has that one already.
 
 A module that implements no hook, or a function marked `zoo.hookimpl` whose name
 is not a hook below (a misspelling), fails to load with that reason.
@@ -22,7 +24,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from zoo.specs import ModelSpec
+from zoo.specs import DeferredSpec, ModelSpec
 
 PROJECT = "zoo"
 
@@ -31,10 +33,15 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def zoo_register_models() -> Iterable[ModelSpec]:
-    """Return the models this plugin adds to the zoo.
+def zoo_register_models() -> Iterable[ModelSpec | DeferredSpec]:
+    """Return the models this plugin adds to the zoo: `zoo.ModelSpec`s, or `zoo.DeferredSpec`s
+    whose spec the zoo makes when it loads the plugin.
 
-    Each model name must be unique across all installed plugins: a name another
-    plugin already registered makes this plugin fail to load (the error names both
-    distributions). Raising here marks this plugin as failed; other plugins still load.
+    Each spec is checked on its own: a bad one (or a `DeferredSpec` whose ``make``
+    raises, or a name this plugin returns twice) fails that model alone, recorded with
+    its name, error and traceback (``zoo plugins --verbose``); the others load. A
+    name another plugin also registers is no error: every model is reachable as
+    ``NAMESPACE/NAME``, and a bare name keeps meaning what it meant before this plugin
+    was installed. Raising here, or returning anything but specs, marks this plugin as
+    failed; other plugins still load.
     """

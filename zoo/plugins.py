@@ -4,37 +4,45 @@ Plugins are entry points in the group ``zoo``. Each is imported and asked for it
 models on its own, so a plugin that raises (on import, on registration or in its
 hook, even by calling ``sys.exit``) is recorded as failed and the others still
 load; so is a plugin that breaks the contract (a misspelled hook name, no hook at
-all) and one whose entry-point name another distribution already uses.
-``ZOO_LOAD_PLUGINS`` picks which plugins load; strict mode turns any failure into an
-error, for CI.
+all, a hook returning something that is not a spec). Within a loaded plugin each
+model is checked on its own: a bad spec, a `DeferredSpec` whose ``make`` raises or
+a name the plugin registers twice fails that model alone (`ModelFailure`, with its
+traceback), and the plugin's other models load.
+
+Two plugins may register the same model name, and two distributions may use the
+same entry-point name: the catalog gives every plugin a namespace of its own
+(`zoo.catalog.sync`). ``ZOO_LOAD_PLUGINS`` picks which plugins load; strict mode
+turns any failure into an error, for CI.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginError, UsageError, first_line
-from zoo.specs import ModelSpec
+from zoo.errors import PluginError, UsageError, excerpt, first_line
+from zoo.specs import DeferredSpec, ModelSpec
 
 LOAD_PLUGINS_ENV = "ZOO_LOAD_PLUGINS"
 STRICT_ENV = "ZOO_STRICT_PLUGINS"
-#: What a sync child writes on stderr, then a plugin's name, before and after that
+#: What a sync child writes on stderr, then a plugin's key, before and after that
 #: plugin's code runs: its parent names a plugin that hangs or ends the child by these.
 LOADING_PREFIX = "zoo-sync: loading plugin "
 LOADED_PREFIX = "zoo-sync: loaded plugin "
-#: zoo's own plugin distributions: an entry-point name one of them uses stays theirs.
-BUNDLED = frozenset({"zoo-digits", "zoo-torchvision"})
+#: zoo's own plugin distributions: they load first among plugins of one entry-point
+#: name, and their models answer a bare name that is new to the catalog first.
+BUNDLED = frozenset({"zoo-digits", "zoo-torchvision", "zoo-timm"})
+#: The most of a model failure's traceback that is kept (its end, where the error is).
+MAX_TRACEBACK_CHARS = 16_000
 
 
 @dataclass(frozen=True)
@@ -52,22 +60,42 @@ class PluginInfo:
         """How error messages name the plugin: its distribution and version."""
         return f"{self.distribution or '?'} {self.version or '?'} (plugin {self.name!r})"
 
+    @property
+    def key(self) -> str:
+        """What tells two plugins apart (two distributions may use one entry-point name): one line."""
+        return f"{normalized(self.distribution or '')}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """A model of a loaded plugin that could not be registered: its name, why (one line) and the traceback."""
+
+    name: str
+    error: str
+    traceback: str
+
 
 @dataclass(frozen=True)
 class LoadedPlugin:
-    """The outcome of loading one plugin: its models, or the error that stopped it."""
+    """The outcome of loading one plugin: its models and failed models, or the error that stopped it."""
 
     info: PluginInfo
     models: tuple[ModelSpec, ...] = ()
     error: str | None = None
+    failures: tuple[ModelFailure, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
+def normalized(distribution: str) -> str:
+    """A distribution name as packaging compares them (PEP 503): ``Zoo_Fixture.Clash`` -> ``zoo-fixture-clash``."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
 def installed_plugins(selection: str | None = None) -> list[PluginInfo]:
-    """The plugins to load, sorted by name: all installed ones, or those `selection` names.
+    """The plugins to load, in load order (see `_precedence`): all installed ones, or those `selection` names.
 
     `selection` defaults to ``$ZOO_LOAD_PLUGINS``: a comma-separated list of plugin or
     distribution names; empty loads none; unset loads all.
@@ -103,14 +131,13 @@ def installed_plugins(selection: str | None = None) -> list[PluginInfo]:
 
 def _precedence(plugin: PluginInfo) -> tuple[str, bool, str]:
     """Sort key: by entry-point name; of two with one name, a bundled one, then by distribution."""
-    distribution = re.sub(r"[-_.]+", "-", plugin.distribution or "").lower()
+    distribution = normalized(plugin.distribution or "")
     return plugin.name, distribution not in BUNDLED, distribution
 
 
-def fingerprint(plugins: list[PluginInfo]) -> str:
-    """A digest that changes when the set, targets or versions of `plugins` change."""
-    data = [(p.name, p.target, p.distribution, p.version) for p in plugins]
-    return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+def is_bundled(distribution: str | None) -> bool:
+    """Whether `distribution` is one of zoo's own plugin distributions."""
+    return normalized(distribution or "") in BUNDLED
 
 
 def strict_from_env() -> bool:
@@ -126,75 +153,97 @@ def load_plugins(
 ) -> list[LoadedPlugin]:
     """Import each plugin and collect its models, one plugin at a time.
 
-    A model name may belong to one plugin only: the plugin that claims a name already
-    taken (plugins load in name order) fails as a whole, with both distributions named.
-    So does a plugin whose entry-point name an earlier one in `plugins` has (see
-    `installed_plugins` for the order). Plugins named in `skip` are recorded as failed
-    with the reason given there, without running their code; each other plugin's code
-    runs inside ``watch(info)``. With `strict`, any failure raises `PluginError` after
-    all plugins were tried.
+    Plugins whose `PluginInfo.key` is in `skip` are recorded as failed with the reason
+    given there, without running their code; each other plugin's code runs inside
+    ``watch(info)``. With `strict`, any failure (of a plugin or of one model) raises
+    `PluginError` after all plugins were tried.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    owners: dict[str, PluginInfo] = {}
-    taken: dict[str, PluginInfo] = {}
     results = []
     for info in plugins:
-        if info.name in taken:
-            results.append(_name_clash(taken[info.name], info))
-            continue
-        taken[info.name] = info
-        if skip and info.name in skip:
-            results.append(LoadedPlugin(info, error=skip[info.name]))
+        if skip and info.key in skip:
+            results.append(LoadedPlugin(info, error=skip[info.key]))
             continue
         with watch(info) if watch else contextlib.nullcontext():
-            results.append(_load_safely(manager, owners, info))
-    failed = [r for r in results if not r.ok]
-    if strict and failed:
-        details = "; ".join(f"{r.info.name}: {r.error}" for r in failed)
-        raise PluginError(f"{len(failed)} plugin(s) failed to load (strict mode): {details}")
+            results.append(_load_safely(manager, info))
+    if strict:
+        _refuse_failures(results)
     return results
 
 
-def _load_safely(manager: pluggy.PluginManager, owners: dict[str, PluginInfo], info: PluginInfo) -> LoadedPlugin:
+def _refuse_failures(results: Iterable[LoadedPlugin]) -> None:
+    """Raise one `PluginError` naming every plugin and model that failed (strict mode)."""
+    failed = [r for r in results if not r.ok or r.failures]
+    if failed:
+        details = "; ".join(
+            f"{r.info.name}: {r.error}" if r.error
+            else "; ".join(f"{r.info.name}: model {f.name}: {f.error}" for f in r.failures)
+            for r in failed
+        )
+        raise PluginError(f"{len(failed)} plugin(s) failed to load (strict mode): {details}")
+
+
+def _load_safely(manager: pluggy.PluginManager, info: PluginInfo) -> LoadedPlugin:
     """Load one plugin; whatever it raises (even ``sys.exit``) is its failure, not ours."""
     try:
-        models = _load_one(manager, info)
-        _claim_names(owners, info, models)
-        return LoadedPlugin(info, models)
+        returned = _call_hook(manager, info)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
         return LoadedPlugin(info, error=_describe(exc))
+    models: dict[str, ModelSpec] = {}
+    failures = []
+    for entry in returned:
+        try:
+            spec = _checked(entry)
+            if spec.name in models:
+                raise PluginError(f"model name {spec.name!r} is registered twice by this plugin")
+            models[spec.name] = spec
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            failures.append(ModelFailure(_name_of(entry), _describe(exc), _traceback_text(exc)))
+    return LoadedPlugin(info, tuple(models.values()), failures=tuple(failures))
 
 
-def _name_clash(winner: PluginInfo, loser: PluginInfo) -> LoadedPlugin:
-    """The failed record of `loser`, whose entry-point name `winner` keeps.
-
-    The record gets a name of its own (the entry-point name and the distribution), so
-    both plugins can be listed side by side.
-    """
-    error = (f"entry-point name {loser.name!r} of {loser.distribution or '?'} {loser.version or '?'} "
-             f"is also used by {winner.distribution or '?'} {winner.version or '?'}, which keeps it "
-             f"(a bundled plugin first, then by distribution name); rename one of the entry points")
-    return LoadedPlugin(replace(loser, name=f"{loser.name} ({loser.distribution or '?'})"), error=error)
-
-
-def _load_one(manager: pluggy.PluginManager, info: PluginInfo) -> tuple[ModelSpec, ...]:
+def _call_hook(manager: pluggy.PluginManager, info: PluginInfo) -> tuple[ModelSpec | DeferredSpec, ...]:
+    """Import the plugin and call its hook: the specs it returns, unchecked."""
     module = info.entry_point.load()
-    manager.register(module, name=info.name)
+    manager.register(module, name=info.key)
     _check_contract(manager, module)
-    models: list[ModelSpec] = []
+    entries: list[ModelSpec | DeferredSpec] = []
     for impl in manager.hook.zoo_register_models.get_hookimpls():
-        if impl.plugin_name != info.name:
+        if impl.plugin_name != info.key:
             continue
         for spec in impl.function() or ():
-            if not isinstance(spec, ModelSpec):
+            if not isinstance(spec, (ModelSpec, DeferredSpec)):
                 raise PluginError(
-                    f"zoo_register_models returned {type(spec).__name__}; expected zoo.ModelSpec"
+                    f"zoo_register_models returned {type(spec).__name__}; expected zoo.ModelSpec or zoo.DeferredSpec"
                 )
-            models.append(spec)
-    return tuple(models)
+            entries.append(spec)
+    return tuple(entries)
+
+
+def _checked(entry: ModelSpec | DeferredSpec) -> ModelSpec:
+    """The checked `ModelSpec` of one hook entry: a `DeferredSpec` is made first."""
+    spec = entry.make() if isinstance(entry, DeferredSpec) else entry
+    if not isinstance(spec, ModelSpec):
+        raise PluginError(f"make() returned {type(spec).__name__}; expected zoo.ModelSpec")
+    if isinstance(entry, DeferredSpec) and spec.name != entry.name:
+        raise PluginError(f"make() returned the spec of {excerpt(spec.name)}, not of {excerpt(entry.name)}")
+    spec.check()
+    return spec
+
+
+def _name_of(entry: ModelSpec | DeferredSpec) -> str:
+    """How a failed model is named: its name, quoted when it is not a string."""
+    return entry.name[:200] if isinstance(entry.name, str) else excerpt(entry.name)
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The end of `exc`'s formatted traceback, at most `MAX_TRACEBACK_CHARS` long."""
+    return "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
 
 
 def _check_contract(manager: pluggy.PluginManager, module: object) -> None:
@@ -214,21 +263,6 @@ def _check_contract(manager: pluggy.PluginManager, module: object) -> None:
         raise PluginError(f"implements unknown hook {', '.join(unknown)}; known hooks: {', '.join(known)}")
     if not callers:
         raise PluginError(f"implements no hook (mark functions with @zoo.hookimpl); known hooks: {', '.join(known)}")
-
-
-def _claim_names(owners: dict[str, PluginInfo], info: PluginInfo, models: tuple[ModelSpec, ...]) -> None:
-    """Check that `models` claim no name twice; record them as `info`'s on success."""
-    mine: set[str] = set()
-    for spec in models:
-        if spec.name in mine:
-            raise PluginError(f"model name {spec.name!r} is registered twice by {info.label}")
-        if spec.name in owners:
-            raise PluginError(
-                f"model name {spec.name!r} is claimed by both {owners[spec.name].label} "
-                f"and {info.label}"
-            )
-        mine.add(spec.name)
-    owners.update(dict.fromkeys(mine, info))
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,9 +1,16 @@
 """Is the catalog in step with the installed plugins? Answered without loading any.
 
-The catalog stores a fingerprint of the plugins it was built from (names, targets,
-distributions, versions) and of its schema revision. Lookups compare it with the
-installed plugins and, when they differ, re-sync in a child process, so the caller
-never imports torch or a plugin just to list models. Light: Core only, no ORM.
+Each plugin row carries the fingerprint of what it was made from
+(`plugin_fingerprint`: the plugin, its distribution's version and the installed
+versions of what that distribution requires, the schema revision and zoo's
+version). The catalog is stale here when an installed (selected) plugin's row is
+missing or has another fingerprint, or, where syncs prune (a private SQLite
+catalog), when it holds plugins not installed here. Machines with different
+plugin sets on one PostgreSQL catalog so each see the union without re-syncing
+each other's plugins away. A stale catalog is re-synced in a child process, so the
+caller never imports torch or a plugin just to list models; the check itself runs
+at most once per ``ZOO_CATALOG_CHECK_INTERVAL`` seconds per catalog and plugin
+selection in a process. Light: Core only, no ORM.
 """
 
 from __future__ import annotations
@@ -13,65 +20,135 @@ import hashlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
-from typing import IO, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.engine import URL
 
 from zoo import __version__
 from zoo.catalog import tables
 from zoo.catalog.engine import URL_ENV, CatalogWarning, DamagedCatalogError, open_engine, read_only, where
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, CatalogError, UsageError
 from zoo.plugins import (
+    LOAD_PLUGINS_ENV,
     LOADED_PREFIX,
     LOADING_PREFIX,
     PluginInfo,
-    fingerprint,
     installed_plugins,
+    normalized,
     strict_from_env,
 )
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
-SCHEMA_REVISION = "0004"
-FINGERPRINT_KEY = "plugins_fingerprint"
+SCHEMA_REVISION = "0005"
 #: Bump when what a sync writes changes without a schema change (e.g. the transforms format).
-DATA_FORMAT = 2
+DATA_FORMAT = 3
+CHECK_INTERVAL_ENV = "ZOO_CATALOG_CHECK_INTERVAL"
+DEFAULT_CHECK_INTERVAL = 2.0
+#: The project name a Requires-Dist line starts with (PEP 508).
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+#: When this process last found each (catalog URL, plugin selection) current, by time.monotonic().
+_checked: dict[tuple[str, str | None], float] = {}
 
 
-def catalog_fingerprint(plugins: list[PluginInfo]) -> str:
-    """The fingerprint a catalog built from `plugins` by this zoo version would carry."""
-    parts = f"{fingerprint(plugins)}|schema={SCHEMA_REVISION}|data={DATA_FORMAT}|zoo={__version__}"
-    return hashlib.sha256(parts.encode()).hexdigest()
+def plugin_fingerprint(info: PluginInfo) -> str:
+    """A digest of everything a plugin's catalog rows are made from.
+
+    The installed versions of the distributions its distribution requires are part
+    of it, so upgrading timm re-syncs the timm plugin.
+    """
+    data = {
+        "plugin": [info.name, info.target, info.distribution, info.version],
+        "requires": _required_versions(info),
+        "schema": SCHEMA_REVISION,
+        "data": DATA_FORMAT,
+        "zoo": __version__,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def fingerprint_in(conn: Connection) -> str | None:
-    state = tables.catalog_state
-    return conn.scalar(select(state.c.value).where(state.c.key == FINGERPRINT_KEY))
+def _required_versions(info: PluginInfo) -> dict[str, str | None]:
+    """Installed version (None: not installed) of each distribution the plugin's distribution requires."""
+    dist = info.entry_point.dist
+    names = {normalized(m[1]) for line in (dist.requires or []) if (m := _REQUIREMENT_NAME.match(line))} if dist else ()
+    return {name: _installed_version(name) for name in sorted(names)}
 
 
-def stored_fingerprint(engine: Engine) -> str | None:
-    """The fingerprint the catalog holds, or None when it has none (new, unmigrated or damaged)."""
+def _installed_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+class Staleness(NamedTuple):
+    """How the catalog differs from the plugins installed here."""
+
+    outdated: list[PluginInfo]  # installed plugins whose rows are missing or made from other inputs
+    foreign: list[int]  # ids of the plugin rows of plugins not installed here
+
+    def stale(self, prune: bool) -> bool:
+        """Whether a sync that prunes (or not) would change anything."""
+        return bool(self.outdated) or (prune and bool(self.foreign))
+
+
+def staleness(conn: Connection, plugins: Sequence[PluginInfo]) -> Staleness:
+    """Which of `plugins` the catalog lacks or holds out of date, and which of its plugins are not among them."""
+    p = tables.plugins
+    rows = conn.execute(select(p.c.id, p.c.name, p.c.distribution, p.c.fingerprint)).all()
+    stored = {(r.name, r.distribution): r.fingerprint for r in rows}
+    here = {(info.name, info.distribution) for info in plugins}
+    return Staleness(
+        [info for info in plugins if stored.get((info.name, info.distribution)) != plugin_fingerprint(info)],
+        [r.id for r in rows if (r.name, r.distribution) not in here],
+    )
+
+
+def catalog_staleness(engine: Engine, plugins: Sequence[PluginInfo]) -> Staleness | None:
+    """`staleness` of the catalog, or None when it lacks its tables (new, unmigrated or damaged)."""
     try:
         with engine.connect() as conn:
-            return fingerprint_in(conn)
+            return staleness(conn, plugins)
     except DamagedCatalogError as exc:
-        if exc.missing:  # no catalog_state table: a sync builds or repairs it
+        if exc.missing:  # a missing table or column: a sync builds or repairs it
             return None
         raise
+
+
+def prunes_by_default(url: URL) -> bool:
+    """Whether a sync removes the plugins not installed here: on a private SQLite catalog, not on a shared one."""
+    return url.get_backend_name() == "sqlite"
+
+
+def installed_here(rows: Iterable[Any]) -> list[bool]:
+    """For each plugin row (name, distribution, version), whether this machine has that plugin at that version."""
+    here = {(p.name, p.distribution, p.version) for p in installed_plugins()}
+    return [(r.name, r.distribution, r.version) in here for r in rows]
 
 
 def ensure_current(url: str | None = None) -> Engine:
     """The catalog's engine, after re-syncing it in a child process if it is stale.
 
-    A stale catalog this process cannot write (see `read_only`) is served as it is,
-    with a `CatalogWarning`: a shared read-only catalog stays usable.
+    Checked at most once per ``$ZOO_CATALOG_CHECK_INTERVAL`` seconds (default 2) per
+    catalog and plugin selection in this process, so warm lookups do not scan entry
+    points. A stale catalog this process cannot write (see `read_only`) is served as
+    it is, with a `CatalogWarning`: a shared read-only catalog stays usable.
     """
     engine = open_engine(url)
-    if stored_fingerprint(engine) != catalog_fingerprint(installed_plugins()):
+    key = (str(engine.url), os.environ.get(LOAD_PLUGINS_ENV))
+    if time.monotonic() - _checked.get(key, -math.inf) < check_interval():
+        return engine
+    found = catalog_staleness(engine, installed_plugins())
+    if found is None or found.stale(prunes_by_default(engine.url)):
         if read_only(engine.url):
             warnings.warn(
                 f"{where(engine.url)} is read-only and out of date with the installed plugins; "
@@ -81,7 +158,20 @@ def ensure_current(url: str | None = None) -> Engine:
             )
         else:
             sync_in_child(engine, force=False)
+    _checked[key] = time.monotonic()
     return engine
+
+
+def forget_check(url: URL) -> None:
+    """Make the next lookup on the catalog at `url` check it again (a sync is changing it)."""
+    for key in [k for k in _checked if k[0] == str(url)]:
+        del _checked[key]
+
+
+def check_interval() -> float:
+    """``$ZOO_CATALOG_CHECK_INTERVAL`` in seconds (default 2; 0 checks on every lookup)."""
+    return _seconds(CHECK_INTERVAL_ENV, DEFAULT_CHECK_INTERVAL, "a number of seconds, 0 or more, e.g. 2",
+                    lambda value: value >= 0)
 
 
 SYNC_TIMEOUT_ENV = "ZOO_SYNC_TIMEOUT"
@@ -105,9 +195,11 @@ class SyncOutput(NamedTuple):
 
 
 def sync_in_child(
-    engine: Engine, *, force: bool = True, strict: bool | None = None
+    engine: Engine, *, force: bool = True, strict: bool | None = None, prune: bool | None = None
 ) -> SyncOutput:
     """Sync the catalog in a child process bounded by ``$ZOO_SYNC_TIMEOUT`` seconds.
+
+    `force`, `strict` and `prune` are `zoo.catalog.sync.sync`'s.
 
     Plugin code runs only there. A plugin that hangs past the timeout, or ends the
     child (``os._exit``, a crash), is named in a `CatalogError`; unless `strict`, it is
@@ -117,9 +209,10 @@ def sync_in_child(
     """
     timeout = sync_timeout()
     strict = strict_from_env() if strict is None else strict
-    culprits: dict[str, str] = {}
+    forget_check(engine.url)
+    culprits: dict[str, str] = {}  # plugin key -> why it is recorded as failed
     while True:
-        done = _run_sync_child(engine, timeout, force=force, strict=strict, skip=culprits)
+        done = _run_sync_child(engine, timeout, force=force, strict=strict, prune=prune, skip=culprits)
         culprit = _culprit(done, timeout)
         if culprit is None or culprit[0] in culprits:  # a skipped plugin's code never runs
             break
@@ -129,8 +222,8 @@ def sync_in_child(
     if culprits:
         recorded = "" if strict or done.returncode != 0 else (
             "; recorded as failed (see zoo plugins); zoo sync tries it again")
-        labels = {p.name: p.label for p in reversed(installed_plugins())}  # of one name, the first loads
-        named = "; ".join(f"{labels.get(name, repr(name))} {reason}" for name, reason in culprits.items())
+        labels = {p.key: p.label for p in installed_plugins()}
+        named = "; ".join(f"{labels.get(key, repr(key))} {reason}" for key, reason in culprits.items())
         raise CatalogError(f"syncing the catalog failed: {named}{recorded}")
     if done.returncode != 0:
         raise CatalogError(_child_error(done, timeout))
@@ -140,15 +233,21 @@ def sync_in_child(
 
 def sync_timeout() -> float:
     """``$ZOO_SYNC_TIMEOUT`` in seconds (default 300): how long one sync child may run."""
-    text = os.environ.get(SYNC_TIMEOUT_ENV, "").strip()
+    return _seconds(SYNC_TIMEOUT_ENV, DEFAULT_SYNC_TIMEOUT, "a positive number of seconds, e.g. 300",
+                    lambda value: value > 0)
+
+
+def _seconds(env: str, default: float, expected: str, valid: Callable[[float], bool]) -> float:
+    """The number of seconds in ``$env`` (`default` when unset or empty); a `UsageError` unless finite and `valid`."""
+    text = os.environ.get(env, "").strip()
     if not text:
-        return DEFAULT_SYNC_TIMEOUT
+        return default
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{SYNC_TIMEOUT_ENV} must be a positive number of seconds, e.g. 300; got {text[:40]!r}")
+    if not (math.isfinite(value) and valid(value)):
+        raise UsageError(f"{env} must be {expected}; got {text[:40]!r}")
     return value
 
 
@@ -161,7 +260,8 @@ class ChildRun(NamedTuple):
     progress: str  # the LOADING_PREFIX / LOADED_PREFIX lines
 
 
-def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool, skip: dict[str, str]) -> ChildRun:
+def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool, prune: bool | None,
+                    skip: dict[str, str]) -> ChildRun:
     """Run one sync child; on timeout (or our own interruption) kill its whole process group.
 
     The child leads a session of its own, so whatever a plugin starts can be killed
@@ -176,7 +276,8 @@ def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as progress:
         args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict",
-                "--skip", json.dumps(skip), "--parent", str(os.getpid()), "--progress-fd", str(progress.fileno())]
+                "--skip", json.dumps(skip), "--parent", str(os.getpid()), "--progress-fd", str(progress.fileno()),
+                *([] if prune is None else ["--prune" if prune else "--no-prune"])]
         child = subprocess.Popen(
             [sys.executable, "-c", _CHILD_PROGRAM, *args], env=env, stdin=subprocess.DEVNULL, stdout=out,
             stderr=err, pass_fds=(progress.fileno(),), start_new_session=True,

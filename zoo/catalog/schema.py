@@ -1,11 +1,12 @@
 """Typed ORM classes over the catalog's tables (`zoo.catalog.tables`), used to write it.
 
-A sync builds one object graph per plugin (plugin -> models -> weights -> metrics)
-and lets the ORM insert it with its foreign keys.
+A sync builds one object graph per plugin (plugin -> models -> weights -> metrics,
+and its failed models) and lets the ORM insert it with its foreign keys.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
@@ -24,12 +25,16 @@ class PluginRow(Base):
 
     id: Mapped[int]
     name: Mapped[str]
+    namespace: Mapped[str]
     target: Mapped[str]
     distribution: Mapped[str | None]
     version: Mapped[str | None]
     status: Mapped[str]
     error: Mapped[str | None]
+    fingerprint: Mapped[str]
+    synced_at: Mapped[datetime]
     models: Mapped[list[ModelRow]] = relationship(back_populates="plugin", cascade="all, delete-orphan")
+    failures: Mapped[list[ModelFailureRow]] = relationship(cascade="all, delete-orphan")
 
 
 class ModelRow(Base):
@@ -40,6 +45,7 @@ class ModelRow(Base):
     id: Mapped[int]
     name: Mapped[str]
     plugin_id: Mapped[int]
+    preferred: Mapped[bool]
     task: Mapped[str]
     builder: Mapped[str]
     weights_enum: Mapped[str | None]
@@ -48,18 +54,20 @@ class ModelRow(Base):
     meta: Mapped[dict[str, Any]]
     classifier: Mapped[list[str]]
     first_conv: Mapped[str | None]
+    builder_args: Mapped[dict[str, Any]]
+    input_size: Mapped[list[int] | None]
     plugin: Mapped[PluginRow] = relationship(back_populates="models")
     weights: Mapped[list[WeightsRow]] = relationship(back_populates="model", cascade="all, delete-orphan")
 
 
 class WeightsRow(Base):
-    """One member of a model's weights enum."""
+    """One pretrained weights entry of a model (a member of its weights enum, or a tag)."""
 
     __table__ = tables.weights
 
     id: Mapped[int]
     model_id: Mapped[int]
-    enum_name: Mapped[str]
+    enum_name: Mapped[str | None]
     member_name: Mapped[str]
     url: Mapped[str]
     sha256: Mapped[str | None]
@@ -67,6 +75,9 @@ class WeightsRow(Base):
     transforms: Mapped[dict[str, Any] | None]
     meta: Mapped[dict[str, Any]]
     is_default: Mapped[bool]
+    builder_args: Mapped[dict[str, Any]]
+    task: Mapped[str | None]
+    categories_id: Mapped[int | None]
     model: Mapped[ModelRow] = relationship(back_populates="weights")
     metrics: Mapped[list[MetricRow]] = relationship(back_populates="weights", cascade="all, delete-orphan")
 
@@ -82,3 +93,15 @@ class MetricRow(Base):
     name: Mapped[str]
     value: Mapped[float]
     weights: Mapped[WeightsRow] = relationship(back_populates="metrics")
+
+
+class ModelFailureRow(Base):
+    """A model of a loaded plugin that failed on its own: its name, the error and the traceback."""
+
+    __table__ = tables.model_failures
+
+    id: Mapped[int]
+    plugin_id: Mapped[int]
+    name: Mapped[str]
+    error: Mapped[str]
+    traceback: Mapped[str | None]

@@ -1,16 +1,41 @@
 """Writing the installed plugins' models into the catalog.
 
-A sync loads the plugins first (the slow part, outside any lock), then rewrites the
+A sync loads the plugins first (the slow part, outside any lock), then writes the
 catalog in one write transaction: readers see the old catalog or the new one, never
 half of either, and processes syncing at once queue instead of clashing. Migrations
 run inside the same transaction. Lookups trigger a sync by themselves when the
 catalog is stale (`zoo.catalog.fingerprint`); ``zoo sync`` forces one.
+
+Catalogs merge: a sync upserts the rows of the plugins it loaded (a plugin is its
+entry-point name and distribution), replaces only their models, weights, metrics
+and failed models, and leaves every other plugin's rows alone, so machines with
+different plugins can share one PostgreSQL catalog. Pruning deletes the rows of
+plugins not installed here: by default on SQLite (a private catalog), never on
+PostgreSQL unless asked (``zoo sync --prune``).
+
+Namespaces: every plugin row gets one, the PLUGIN of ``PLUGIN/NAME``: its
+entry-point name, unless another plugin holds that already (in the catalog, or
+earlier in this load): then its normalised distribution name. Once given, a
+namespace stays with its plugin across syncs.
+
+Who answers a bare name (`answering_row`; ``models.preferred``, one row per name):
+installing a plugin never changes what an existing name means. The plugin whose
+model answered a name before a sync keeps answering it as long as it still
+provides the name, also when it is re-synced. A name new to the catalog, or whose
+plugin left it, goes to a bundled plugin's model first, then to the plugin first
+synced into this catalog (the lowest plugin id: ids are kept across syncs and
+given in load order).
+
+A weights entry's category list (``meta["categories"]``) is stored once in
+``category_lists`` for all entries that share it; lists no entry uses are deleted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import itertools
 import json
 import os
 import signal
@@ -18,10 +43,12 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import JSON, Connection, DateTime, Engine, Float, Integer, Table, delete, inspect, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, Float, Integer, Row, Table, delete, inspect, select, text, update
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import Session
 
@@ -35,12 +62,13 @@ from zoo.catalog.engine import (
     write_transaction,
 )
 from zoo.catalog.fingerprint import (
-    FINGERPRINT_KEY,
-    catalog_fingerprint,
-    fingerprint_in,
-    stored_fingerprint,
+    catalog_staleness,
+    forget_check,
+    plugin_fingerprint,
+    prunes_by_default,
+    staleness,
 )
-from zoo.catalog.schema import MetricRow, ModelRow, PluginRow, WeightsRow
+from zoo.catalog.schema import MetricRow, ModelFailureRow, ModelRow, PluginRow, WeightsRow
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, CatalogError, ZooError, excerpt, first_line
 from zoo.plugins import (
     LOADED_PREFIX,
@@ -48,25 +76,31 @@ from zoo.plugins import (
     LoadedPlugin,
     PluginInfo,
     installed_plugins,
+    is_bundled,
     load_plugins,
+    normalized,
     strict_from_env,
 )
-from zoo.specs import ModelSpec
+from zoo.specs import ModelSpec, WeightsSpec
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-#: Tables every sync rewrites from the plugins: rebuilt empty when damaged.
-DERIVED = (tables.plugins, tables.models, tables.weights, tables.metrics, tables.catalog_state)
+#: Tables whose rows come from the plugins: rebuilt empty when damaged.
+DERIVED = (tables.plugins, tables.models, tables.category_lists, tables.weights, tables.metrics,
+           tables.model_failures, tables.catalog_state)
 #: Tables whose rows only this catalog knows (learned hashes, export records): kept when rebuilt.
 KEPT = (tables.weight_files, tables.exports)
+#: How many row ids one UPDATE names (well under SQLite's limit on parameters).
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
 class SyncReport:
-    """What a sync did: every plugin tried, whether the catalog was rewritten, what was repaired."""
+    """What a sync did: every plugin tried, whether the catalog was written, what was pruned and repaired."""
 
     plugins: tuple[LoadedPlugin, ...]
     rewritten: bool
     repairs: tuple[str, ...] = ()  # what a damaged catalog needed, e.g. "created the missing table exports"
+    pruned: tuple[str, ...] = ()  # namespaces of the plugins removed as not installed here
 
     @property
     def model_count(self) -> int:
@@ -78,34 +112,37 @@ def sync(
     *,
     force: bool = True,
     strict: bool | None = None,
+    prune: bool | None = None,
     skip: Mapping[str, str] | None = None,
     watch: Callable[[PluginInfo], AbstractContextManager[object]] | None = None,
 ) -> SyncReport:
-    """Load the selected plugins and write their models into the catalog at `url`.
+    """Load the selected plugins and write their rows into the catalog at `url`.
 
-    With ``force=False`` the catalog is rewritten only when its fingerprint is stale.
-    `strict` (default ``$ZOO_STRICT_PLUGINS``) makes a failing plugin an error that
+    With ``force=False`` only plugins whose rows are missing or out of date are loaded
+    and written (none when the catalog is current). `prune` (default: on SQLite, not
+    on PostgreSQL) also deletes the rows of plugins not installed here. `strict`
+    (default ``$ZOO_STRICT_PLUGINS``) makes a failing plugin or model an error that
     leaves the catalog as it was. `skip` and `watch` go to `zoo.plugins.load_plugins`.
     """
     engine = open_engine(url)
     require_writable(engine.url)
     plugins = installed_plugins()
-    wanted = catalog_fingerprint(plugins)
-    current = stored_fingerprint(engine)  # also fails fast, before the slow part, on a catalog we cannot use
-    if not force and current == wanted:
+    prune = prunes_by_default(engine.url) if prune is None else prune
+    found = catalog_staleness(engine, plugins)  # also fails fast, before the slow part, on a catalog we cannot use
+    if not force and found is not None and not found.stale(prune):
         return SyncReport((), rewritten=False)
+    forget_check(engine.url)
     strict = strict_from_env() if strict is None else strict
-    loaded = tuple(load_plugins(plugins, strict=strict, skip=skip, watch=watch))
+    wanted = plugins if force or found is None else found.outdated
+    loaded = tuple(load_plugins(wanted, strict=strict, skip=skip, watch=watch))
     with write_transaction(engine) as conn:
         repairs = _prepare_schema(conn)
-        if not force and fingerprint_in(conn) == wanted:
+        now = staleness(conn, plugins)
+        if not force and not now.stale(prune):
             return SyncReport(loaded, rewritten=False, repairs=repairs)  # another process synced meanwhile
-        _replace_catalog(conn, loaded)
-        state = tables.catalog_state
-        conn.execute(delete(state).where(state.c.key == FINGERPRINT_KEY))
-        conn.execute(state.insert().values(key=FINGERPRINT_KEY, value=wanted))
+        pruned = _write_catalog(conn, loaded, now.foreign if prune else [])
     _checkpoint(engine)
-    return SyncReport(loaded, rewritten=True, repairs=repairs)
+    return SyncReport(loaded, rewritten=True, repairs=repairs, pruned=pruned)
 
 
 def _checkpoint(engine: Engine) -> None:
@@ -293,28 +330,74 @@ def _salvage(conn: Connection, table: Table, lacking: set[str]) -> str:
     return f"rebuilt {table.name} (column(s) {', '.join(sorted(lacking))} were gone), keeping {kept} row(s)"
 
 
-def _replace_catalog(conn: Connection, loaded: tuple[LoadedPlugin, ...]) -> None:
-    for table in (tables.metrics, tables.weights, tables.models, tables.plugins):
-        conn.execute(delete(table))
-    with Session(bind=conn) as session:
+def _write_catalog(conn: Connection, loaded: Sequence[LoadedPlugin], prune: Sequence[int]) -> tuple[str, ...]:
+    """Delete the plugins with ids `prune`, upsert the `loaded` ones; returns the pruned namespaces."""
+    answered = dict(conn.execute(select(tables.models.c.name, tables.models.c.plugin_id)
+                                 .where(tables.models.c.preferred)).all())
+    pruned = _prune(conn, prune)
+    namespaces = _namespaces(conn, [result.info for result in loaded])
+    categories: dict[str, int] = {}
+    with Session(bind=conn, autoflush=False) as session:
         for result in loaded:
-            info = result.info
-            plugin = PluginRow(
-                name=info.name,
-                target=info.target,
-                distribution=info.distribution,
-                version=info.version,
-                status="loaded" if result.ok else "failed",
-                error=result.error,
-            )
-            plugin.models = [_model_row(spec) for spec in result.models]
-            session.add(plugin)
-        session.flush()
+            _write_plugin(session, result, namespaces[result.info.key], categories)
+            session.flush()
+    conn.execute(delete(tables.category_lists).where(
+        tables.category_lists.c.id.not_in(select(tables.weights.c.categories_id)
+                                          .where(tables.weights.c.categories_id.is_not(None)))))
+    _choose_preferred(conn, answered)
+    return pruned
 
 
-def _model_row(spec: ModelSpec) -> ModelRow:
+def _prune(conn: Connection, ids: Sequence[int]) -> tuple[str, ...]:
+    """Delete the plugin rows `ids` (their models and the rest go with them); their namespaces."""
+    p = tables.plugins
+    namespaces = conn.scalars(select(p.c.namespace).where(p.c.id.in_(ids)).order_by(p.c.namespace)).all()
+    conn.execute(delete(p).where(p.c.id.in_(ids)))
+    return tuple(namespaces)
+
+
+def _namespaces(conn: Connection, infos: Sequence[PluginInfo]) -> dict[str, str]:
+    """The namespace of each plugin in `infos`, by key: the one it holds, else its entry-point name, else its
+    distribution's, whichever is free first (in the catalog and among `infos` before it)."""
+    p = tables.plugins
+    held = {(r.name, r.distribution): r.namespace for r in conn.execute(select(p.c.name, p.c.distribution,
+                                                                               p.c.namespace))}
+    taken = set(held.values())
+    given = {}
+    for info in infos:
+        namespace = held.get((info.name, info.distribution))
+        if namespace is None:
+            base = normalized(info.distribution) if info.distribution else info.name.lower()
+            candidates = itertools.chain([info.name.lower(), base], (f"{base}-{n}" for n in itertools.count(2)))
+            namespace = next(c for c in candidates if c not in taken)
+            taken.add(namespace)
+        given[info.key] = namespace
+    return given
+
+
+def _write_plugin(session: Session, result: LoadedPlugin, namespace: str, categories: dict[str, int]) -> None:
+    """Upsert the plugin row of `result` and replace its models and failed models."""
+    info = result.info
+    row = session.scalars(select(PluginRow).where(
+        PluginRow.name == info.name, PluginRow.distribution.is_not_distinct_from(info.distribution))).one_or_none()
+    if row is None:
+        row = PluginRow(name=info.name, distribution=info.distribution, namespace=namespace)
+        session.add(row)
+    else:  # the database deletes their weights and metrics with them
+        session.execute(delete(tables.models).where(tables.models.c.plugin_id == row.id))
+        session.execute(delete(tables.model_failures).where(tables.model_failures.c.plugin_id == row.id))
+    row.target, row.version, row.fingerprint = info.target, info.version, plugin_fingerprint(info)
+    row.status, row.error = ("loaded", None) if result.ok else ("failed", result.error)
+    row.synced_at = datetime.now(timezone.utc)
+    conn = session.connection()
+    row.models = [_model_row(conn, spec, categories) for spec in result.models]
+    row.failures = [ModelFailureRow(name=f.name, error=f.error, traceback=f.traceback) for f in result.failures]
+
+
+def _model_row(conn: Connection, spec: ModelSpec, categories: dict[str, int]) -> ModelRow:
     row = ModelRow(
         name=spec.name,
+        preferred=False,  # chosen for all rows at the end (_choose_preferred)
         task=spec.task,
         builder=spec.builder,
         weights_enum=spec.weights_enum,
@@ -323,26 +406,79 @@ def _model_row(spec: ModelSpec) -> ModelRow:
         meta=spec.metadata,
         classifier=list(spec.classifier),
         first_conv=spec.first_conv,
+        builder_args=dict(spec.builder_args),
+        input_size=list(spec.input_size) if spec.input_size is not None else None,
     )
-    for w in spec.weights:
-        weights = WeightsRow(
-            enum_name=spec.weights_enum_name,
-            member_name=w.member,
-            url=w.url,
-            sha256=w.sha256,
-            file_size=w.file_size,
-            transforms=w.transforms,
-            meta=w.meta,
-            is_default=w.is_default,
-        )
-        weights.metrics = [
-            MetricRow(dataset=dataset, name=name, value=float(value))
-            for dataset, values in (w.meta.get("_metrics") or {}).items()
-            for name, value in values.items()
-            if isinstance(value, (int, float))
-        ]
-        row.weights.append(weights)
+    row.weights = [_weights_row(conn, spec, w, categories) for w in spec.weights]
     return row
+
+
+def _weights_row(conn: Connection, spec: ModelSpec, w: WeightsSpec, categories: dict[str, int]) -> WeightsRow:
+    meta = dict(w.meta)
+    shared = meta.pop("categories") if isinstance(meta.get("categories"), list) else None
+    return WeightsRow(
+        enum_name=spec.weights_enum_name,
+        member_name=w.member,
+        url=w.url,
+        sha256=w.sha256,
+        file_size=w.file_size,
+        transforms=w.transforms_json(),
+        meta=meta,
+        is_default=w.is_default,
+        builder_args=dict(w.builder_args),
+        task=w.task,
+        categories_id=_category_list(conn, shared, categories) if shared is not None else None,
+        metrics=[
+            MetricRow(dataset=dataset, name=name, value=float(value))
+            for dataset, values in _dict(w.meta.get("_metrics")).items()
+            for name, value in _dict(values).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        ],
+    )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a dict, else an empty one (metadata a plugin shaped otherwise has no metrics)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _category_list(conn: Connection, categories: list[Any], known: dict[str, int]) -> int:
+    """The id of the `category_lists` row holding `categories`, added if new; `known` caches them by SHA-256."""
+    digest = hashlib.sha256(json.dumps(categories, separators=(",", ":")).encode()).hexdigest()
+    if digest not in known:
+        c = tables.category_lists
+        found = conn.scalar(select(c.c.id).where(c.c.sha256 == digest))
+        known[digest] = found if found is not None else conn.execute(
+            c.insert().values(sha256=digest, categories=categories)).inserted_primary_key[0]
+    return known[digest]
+
+
+def answering_row(providers: Sequence[Row], owner: int | None) -> Row:
+    """Of the model rows `providers` (one name, several plugins), the one that answers the bare name.
+
+    The row of `owner` (the plugin whose model answered it before this sync) while it
+    still provides the name; else a bundled plugin's, then the plugin first synced
+    into this catalog (lowest plugin id). Rows have ``plugin_id`` and ``distribution``.
+    """
+    for row in providers:
+        if row.plugin_id == owner:
+            return row
+    return min(providers, key=lambda row: (not is_bundled(row.distribution), row.plugin_id))
+
+
+def _choose_preferred(conn: Connection, answered: Mapping[str, int]) -> None:
+    """Set ``models.preferred`` so that one row answers each name (`answering_row`), given who `answered` before."""
+    m, p = tables.models, tables.plugins
+    rows = conn.execute(select(m.c.id, m.c.name, m.c.plugin_id, m.c.preferred, p.c.distribution)
+                        .join(p, p.c.id == m.c.plugin_id)).all()
+    by_name: dict[str, list[Row]] = {}
+    for row in rows:
+        by_name.setdefault(row.name, []).append(row)
+    chosen = {answering_row(providers, answered.get(name)).id for name, providers in by_name.items()}
+    for value, ids in ((False, [r.id for r in rows if r.preferred and r.id not in chosen]),
+                       (True, [r.id for r in rows if not r.preferred and r.id in chosen])):
+        for start in range(0, len(ids), _CHUNK):
+            conn.execute(update(m).where(m.c.id.in_(ids[start:start + _CHUNK])).values(preferred=value))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -358,28 +494,40 @@ def main(argv: Sequence[str]) -> None:
     status = 0
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            report = sync(force=options.force, strict=options.strict, skip=json.loads(options.skip),
-                          watch=partial(_announced, options.progress_fd))
+            report = sync(force=options.force, strict=options.strict, prune=options.prune,
+                          skip=json.loads(options.skip), watch=partial(_announced, options.progress_fd))
     except ZooError as exc:
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         status = 1
     else:
-        failed = [p for p in report.plugins if not p.ok]
-        print(f"synced {report.model_count} model(s) from {len(report.plugins) - len(failed)} plugin(s)")
-        for p in failed:
-            print(f"{WARNING_PREFIX}plugin {p.info.name} failed: {p.error}", file=sys.stderr)
-        for repair in report.repairs:
-            print(f"{WARNING_PREFIX}the catalog was damaged: {repair}", file=sys.stderr)
+        _print_report(report)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _print_report(report: SyncReport) -> None:
+    """The sync child's summary line on stdout; what failed, was pruned or repaired as warnings on stderr."""
+    failed = [p for p in report.plugins if not p.ok]
+    print(f"synced {report.model_count} model(s) from {len(report.plugins) - len(failed)} plugin(s)"
+          + (f"; removed {len(report.pruned)} plugin(s) not installed here: {', '.join(report.pruned)}"
+             if report.pruned else ""))
+    for p in failed:
+        print(f"{WARNING_PREFIX}plugin {p.info.label} failed: {p.error}", file=sys.stderr)
+    for p in report.plugins:
+        if p.failures:
+            print(f"{WARNING_PREFIX}plugin {p.info.label}: {len(p.failures)} model(s) failed: "
+                  f"{', '.join(f.name for f in p.failures)} (see zoo plugins --verbose)", file=sys.stderr)
+    for repair in report.repairs:
+        print(f"{WARNING_PREFIX}the catalog was damaged: {repair}", file=sys.stderr)
 
 
 def _child_options(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="zoo.catalog.sync")
     parser.add_argument("--force", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--skip", default="{}", help="JSON object: plugin name -> why it is recorded as failed unloaded")
+    parser.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--skip", default="{}", help="JSON object: plugin key -> why it is recorded as failed unloaded")
     parser.add_argument("--parent", type=int, help="the process id of the parent this child must not outlive")
     parser.add_argument("--progress-fd", type=int, help="where to write which plugin's code runs")
     return parser.parse_args(argv)
@@ -404,7 +552,7 @@ def _die_with_parent(parent: int | None) -> None:
 def _announced(fd: int | None, info: PluginInfo) -> Iterator[None]:
     """Tell the parent, by a line on file descriptor `fd`, which plugin's code runs now."""
     if fd is not None:
-        os.write(fd, f"{LOADING_PREFIX}{info.name}\n".encode())
+        os.write(fd, f"{LOADING_PREFIX}{info.key}\n".encode())
     yield
     if fd is not None:
-        os.write(fd, f"{LOADED_PREFIX}{info.name}\n".encode())
+        os.write(fd, f"{LOADED_PREFIX}{info.key}\n".encode())
