@@ -1,24 +1,40 @@
 """Finding a weights file on disk, verified by SHA-256: cache, mirror, then URL.
 
 Sources, in order: a ``file://`` URL (weights shipped inside a plugin) is used in
-place; else the cache, ``$TORCH_HOME/hub/checkpoints/<file name>`` as torch.hub
-keeps it; else the mirror directory ``$ZOO_WEIGHTS_MIRROR`` (a team's pre-seeded
-copy); else the URL. Nothing reaches the cache unverified: a download streams to a
-temporary file beside it and is renamed into place only when its hash matches, so
-an interrupted or concurrent fetch never leaves a bad file, and the next fetch of a
-file removes the ``.part`` files of downloads that died (holding the file's lock
-proves their owner is gone). A file already cached is re-hashed on every use: what
-is loaded are the very bytes whose hash was checked (`read_verified`), so nothing
-beside the file (no stamp, no mtime) can make the zoo believe it. Offline mode
-(``ZOO_OFFLINE=1``) never touches the network.
+place; else the cache under ``$TORCH_HOME/hub/checkpoints``; else the mirror
+directory ``$ZOO_WEIGHTS_MIRROR`` (a team's pre-seeded copy); else the URL.
+
+The cache is content-addressed, so two URLs never share an entry (every file on the
+Hugging Face hub is ``model.safetensors``). A file is kept
+
+- at ``<name>``, exactly where torch.hub keeps it, when its name carries torch.hub's
+  hash prefix (``resnet50-0676ba61.pth``): torchvision's files are shared with torch.hub;
+- else at ``zoo/sha256/<full SHA-256><suffix>`` when its full hash is known;
+- else at ``zoo/url/<SHA-256 of the whole URL>/<name>``; when its full hash becomes
+  known (the catalog learns it from the first verified download), the next fetch
+  moves it to its SHA-256 entry, as it adopts a file that earlier zoos kept at
+  ``<name>`` once that file verifies against the full hash (never otherwise: such a
+  file may be another URL's).
+
+The suffix is kept because the loader picks safetensors by it. The mirror is looked
+up by full hash (``sha256/<hex><suffix>``), by host and path as ``wget -x`` mirrors a
+site (``huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors``), and
+by name only for names with torch.hub's hash prefix.
+
+Nothing reaches the cache unverified: a download streams to a temporary file beside
+its entry and is renamed into place only when its hash matches, so an interrupted or
+concurrent fetch never leaves a bad file, and the next fetch of a file removes the
+``.part`` files of downloads that died (holding the entry's lock proves their owner
+is gone). A cached file is re-hashed on every use: what is loaded are the very bytes
+whose hash was checked (`read_verified`), so nothing beside the file (no stamp, no
+mtime) can make the zoo believe it. Offline mode (``ZOO_OFFLINE=1``) never touches
+the network.
 
 Torch-free: the catalog and the CLI use it without importing torch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import http.client
 import os
@@ -27,13 +43,13 @@ import stat
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.error import URLError
 from urllib.parse import unquote, urlparse
 from urllib.request import Request, url2pathname, urlopen
 
-from zoo.errors import HashMismatchError, UsageError, WeightsError
+from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt
 from zoo.outputs import file_lock
 
 OFFLINE_ENV = "ZOO_OFFLINE"
@@ -42,6 +58,8 @@ CHUNK = 1 << 20
 TIMEOUT_S = 60
 # torch.hub's convention: "<name>-<first hex digits of the SHA-256>.<ext>"
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
+FULL_HASH = re.compile(r"[0-9a-f]{64}")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -97,8 +115,12 @@ def offline_from_env() -> bool:
 
 
 def cached_path(weights: WeightsFile) -> Path:
-    """Where `weights` is used from: the file itself for ``file://`` URLs, else its cache path."""
-    return weights.local_path or cache_dir() / weights.name
+    """Where `weights` is used from: the file itself for ``file://`` URLs, else its cache entry,
+    or the copy kept under its URL that the next fetch moves to that entry."""
+    if weights.local_path is not None:
+        return weights.local_path
+    entry, url_copy = _cache_entry(weights), _url_entry(weights)
+    return url_copy if not os.path.lexists(entry) and _is_regular(url_copy) else entry
 
 
 def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True) -> Fetched:
@@ -139,29 +161,105 @@ def _present(weights: WeightsFile, offline: bool | None, progress: bool) -> Path
         if not weights.local_path.is_file():
             raise WeightsError(f"weights file {weights.local_path} is missing; reinstall the package that ships it")
         return weights.local_path
-    target = cache_dir() / weights.name
+    target = _cache_entry(weights)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(f"cannot create the weights cache {target.parent} ({exc}); set TORCH_HOME") from None
-    with file_lock(target, optional=True) as locked:  # one process fetches; the others then find it cached
-        if locked:
-            _remove_stale(target)
+        raise WeightsError(f"cannot create the weights cache {target.parent} ({exc.strerror}); set TORCH_HOME") from None
+    leftovers = rf"\.{re.escape(target.name)}\.(?:[^.]+\.part|zoo-verified)"  # dead downloads, old stamps
+    with file_lock(target, optional=True, leftovers=leftovers) as locked:  # one process fetches; the others find it
         if target.is_file():
             return target
         if os.path.lexists(target):
             raise WeightsError(f"weights cache entry {target} is not a regular file; remove it, then fetch again")
+        earlier = _earlier_copy(weights)
+        if earlier is not None:
+            return _moved(earlier, target) if locked else earlier
         mirror = _mirror_copy(weights)
         if mirror is not None:
             with mirror.open("rb") as source:
                 return _store(source, weights, target, origin=str(mirror), progress=False)
         if offline:
-            where = f" nor in the mirror {_mirror_dir()}" if _mirror_dir() else f" and ${MIRROR_ENV} is not set"
-            raise WeightsError(
-                f"offline mode: {weights.name} is not in the cache {target.parent}{where}; "
-                f"fetch it where there is network (zoo weights fetch NAME) or put it in a mirror directory"
-            )
+            raise WeightsError(f"offline mode: {weights.name} is not in the cache (looked for "
+                               f"{', '.join(map(str, _cache_places(weights)))}){_mirror_places(weights)}; "
+                               f"fetch {excerpt(weights.url, 200)} where there is network (zoo weights fetch NAME) "
+                               f"or put it in a mirror directory")
         return _download(weights, target, progress)
+
+
+def _cache_entry(weights: WeightsFile) -> Path:
+    """Where the cache keeps `weights`: torch.hub's path for names with a hash prefix, else its
+    full-hash entry when the hash is known, else its URL's entry."""
+    name = _file_name(weights)
+    if weights.hash_prefix is not None:
+        return cache_dir() / name
+    if weights.sha256 is not None:
+        return cache_dir() / "zoo" / "sha256" / _by_hash(weights)
+    return _url_entry(weights)
+
+
+def _url_entry(weights: WeightsFile) -> Path:
+    """The cache entry of a file known by its whole URL only."""
+    return cache_dir() / "zoo" / "url" / hashlib.sha256(weights.url.encode()).hexdigest() / _file_name(weights)
+
+
+def _by_hash(weights: WeightsFile) -> str:
+    """``<full SHA-256><suffix>``: the file name of `weights` in a content-addressed folder."""
+    if not FULL_HASH.fullmatch(weights.sha256 or ""):
+        raise UsageError(f"the SHA-256 given for {excerpt(weights.url)} is {excerpt(weights.sha256)}, "
+                         f"not 64 lowercase hex digits")
+    return f"{weights.sha256}{Path(_file_name(weights)).suffix}"
+
+
+def _file_name(weights: WeightsFile) -> str:
+    """The file name at the end of the URL of `weights`, refused unless it is one plain name."""
+    name = weights.name
+    if name in {"", ".", ".."} or "/" in name or "\0" in name:
+        raise UsageError(f"weights URL {excerpt(weights.url)} does not end in a file name")
+    return name
+
+
+def _cache_places(weights: WeightsFile) -> list[Path]:
+    """Where the cache may hold `weights`: its entry, then the copies `_earlier_copy` adopts."""
+    entry = _cache_entry(weights)
+    if weights.hash_prefix is not None or weights.sha256 is None:
+        return [entry]
+    return [entry, _url_entry(weights), cache_dir() / _file_name(weights)]
+
+
+def _earlier_copy(weights: WeightsFile) -> Path | None:
+    """A verified copy of `weights` kept before its full hash was known: under its URL (which
+    must verify), or at the per-name path of earlier zoos (used only if it verifies: that
+    file may be another URL's)."""
+    places = _cache_places(weights)[1:]
+    if not places:
+        return None
+    url_copy, old = places
+    if _is_regular(url_copy):
+        return verify(url_copy, weights).path
+    if _is_regular(old):
+        try:
+            return verify(old, weights).path
+        except WeightsError:
+            return None
+    return None
+
+
+def _moved(source: Path, target: Path) -> Path:
+    """`source` renamed to `target` (one file system, so no copy); where it is if that fails."""
+    try:
+        os.replace(source, target)
+    except OSError:
+        return source
+    return target
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether `path` is a regular file itself (not a link to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _open_regular(path: Path) -> BinaryIO:
@@ -229,7 +327,7 @@ def _download(weights: WeightsFile, target: Path, progress: bool) -> Path:
     except (URLError, http.client.HTTPException, OSError) as exc:
         raise WeightsError(
             f"downloading {weights.url} failed ({exc}); nothing was cached; try again, "
-            f"or put {weights.name} in ${MIRROR_ENV}"
+            f"or put the file in ${MIRROR_ENV} as {' or '.join(map(str, _mirror_names(weights)))}"
         ) from None
 
 
@@ -242,7 +340,7 @@ def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str,
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
                                      delete=False) as part:
         try:
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=weights.name,
                       disable=not progress, file=sys.stderr) as bar:
                 while chunk := source.read(CHUNK):
                     part.write(chunk)
@@ -273,24 +371,49 @@ def _mirror_dir() -> Path | None:
 
 
 def _mirror_copy(weights: WeightsFile) -> Path | None:
+    """The first of the mirror's places for `weights` that holds a file (`_mirror_names`)."""
     mirror = _mirror_dir()
     if mirror is None:
         return None
     if not mirror.is_dir():
         raise UsageError(f"${MIRROR_ENV} is {str(mirror)!r}, which is not a directory")
-    candidate = mirror / weights.name
-    return candidate if candidate.is_file() else None
+    return next((mirror / name for name in _mirror_names(weights) if (mirror / name).is_file()), None)
 
 
-def _remove_stale(target: Path) -> None:
-    """Remove what dead fetches of `target` left: ``.part`` files, and the stamps older zoos wrote.
+def _mirror_names(weights: WeightsFile) -> list[PurePosixPath]:
+    """Where a mirror may hold `weights`, relative to it: by full hash, by host and path, and
+    by name alone for torch.hub-style names (their hash prefix tells files apart)."""
+    names = [PurePosixPath("sha256", _by_hash(weights))] if weights.sha256 is not None else []
+    site = _site_path(weights.url)
+    if site is not None:
+        names.append(site)
+    if weights.hash_prefix is not None:
+        names.append(PurePosixPath(_file_name(weights)))
+    return names
 
-    Called with the file's lock held: every ``.part`` of `target` is written under
-    that lock, so any found now belongs to a process that is gone.
-    """
-    stale = re.compile(rf"\.{re.escape(target.name)}\.(?:[^.]+\.part|zoo-verified)")
-    for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        if stale.fullmatch(path.name):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
 
+def _site_path(url: str) -> PurePosixPath | None:
+    """``<host>[:<port>]/<path>`` of `url`, as ``wget -x`` lays out a mirror; None if it would leave the mirror."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    host = parsed.hostname or ""
+    if port is not None and port != DEFAULT_PORTS.get(parsed.scheme):
+        host = f"{host}:{port}"
+    parts = (host, *PurePosixPath(unquote(parsed.path)).parts[1:])
+    if len(parts) < 2 or any(p in {"", ".", ".."} or "\0" in p for p in parts):
+        return None
+    return PurePosixPath(*parts)
+
+
+def _mirror_places(weights: WeightsFile) -> str:
+    """Where the mirror was looked in, for an error message."""
+    mirror = _mirror_dir()
+    if mirror is None:
+        return f" and ${MIRROR_ENV} is not set"
+    names = _mirror_names(weights)
+    if not names:
+        return f" and the mirror {mirror} has no place for its URL"
+    return f" nor in the mirror (looked for {', '.join(str(mirror / n) for n in names)})"
