@@ -19,6 +19,7 @@ it, e.g. timm's ``resnet50.a1_in1k``), ``PLUGIN/Enum.MEMBER``, or ``NAME.DEFAULT
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import re
@@ -48,6 +49,11 @@ _MAX_COUNT = 2**63 - 1  # the largest number a BIGINT column compares with
 _NAMING = (models.c.name, plugins.c.namespace, models.c.preferred)
 
 
+def _select(*columns: Any) -> Select:
+    """SELECT `columns` from the models joined with their plugins."""
+    return select(*columns).select_from(models.join(plugins))
+
+
 def list_models(
     module: ModuleType | Patterns = None,
     include: Patterns = None,
@@ -74,7 +80,7 @@ def list_models(
     """
     module, include = _module_or_include(module, include)
     with ensure_current().connect() as conn:
-        query = _filtered(conn, select(*_NAMING, models.c.builder).join(plugins), task, plugin, pretrained,
+        query = _filtered(conn, _select(*_NAMING, models.c.builder), task, plugin, pretrained,
                           max_params, min_metric)
         matches = _matcher(include, exclude)
         rows = [row for row in conn.execute(query)
@@ -91,7 +97,7 @@ def summarize_models(
     name, qualified_name, task, plugin (namespace), num_params, weights (full names)
     and default_weights."""
     with ensure_current().connect() as conn:
-        query = select(models.c.id, *_NAMING, models.c.task, models.c.num_params).join(plugins)
+        query = _select(models.c.id, *_NAMING, models.c.task, models.c.num_params)
         matches = _matcher(include, exclude)
         rows = [row for row in conn.execute(_filtered(conn, query, **filters)) if matches(row)]
         shown = dict(zip((row.id for row in rows), _shown_names(conn, rows)))
@@ -129,7 +135,7 @@ def describe(name: str) -> dict[str, Any]:
         rows = _weights_of(conn, model)
         learned = _learned_files(conn, [w.url for w in rows])
         categories = _categories(conn, rows)
-        providers = conn.execute(select(*_NAMING).join(plugins).where(models.c.name == model.name)).all()
+        providers = conn.execute(_select(*_NAMING).where(models.c.name == model.name)).all()
         shown = _shown_names(conn, [model])[0]
     default = next((w for w in rows if w.is_default), None)
     return {
@@ -231,12 +237,19 @@ def _enum_of(conn: Connection, model: Row) -> type[enum.Enum]:
     rows = _weights_of(conn, model)
     if not rows:
         raise UnknownWeightsError(f"{model.name}.DEFAULT", [])
+    categories = _categories(conn, rows)
+    entries = [{"member": w.member_name, "url": w.url, "transforms": w.transforms, "meta": _meta(w, categories),
+                "sha256": w.sha256, "file_size": w.file_size, "is_default": w.is_default} for w in rows]
+    return _catalog_enum(f"{model.name}_weights", json.dumps(entries, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def _catalog_enum(name: str, entries: str) -> type[enum.Enum]:
+    """One enum class per model and catalog content, so that its members compare (and are) the same
+    from call to call, as torchvision's are."""
     from zoo.weights import catalog_enum
 
-    categories = _categories(conn, rows)
-    return catalog_enum(f"{model.name}_weights", [
-        {"member": w.member_name, "url": w.url, "transforms": w.transforms, "meta": _meta(w, categories),
-         "sha256": w.sha256, "file_size": w.file_size, "is_default": w.is_default} for w in rows])
+    return catalog_enum(name, json.loads(entries))
 
 
 def get_weight(name: str | enum.Enum | None, *, model: str | None = None) -> enum.Enum | None:
@@ -441,7 +454,7 @@ def _answering(conn: Connection, names: set[str]) -> dict[str, str]:
     shared = (select(models.c.name).where(models.c.name.in_(names)).group_by(models.c.name)
               .having(func.count() > 1)) if len(names) < 500 else (
         select(models.c.name).group_by(models.c.name).having(func.count() > 1))
-    rows = conn.execute(select(*_NAMING).join(plugins).where(models.c.name.in_(shared))).all()
+    rows = conn.execute(_select(*_NAMING).where(models.c.name.in_(shared))).all()
     return {name: _answer(conn, [r for r in rows if r.name == name]).namespace for name in {r.name for r in rows}}
 
 
@@ -458,7 +471,7 @@ def _model(conn: Connection, name: str) -> Row:
     if not isinstance(name, str):
         raise UsageError(f"a model name must be a string, not {type(name).__name__}")
     namespace, _, bare = name.lower().rpartition("/")
-    query = select(models, plugins.c.namespace).join(plugins).where(models.c.name == bare)
+    query = _select(models, plugins.c.namespace).where(models.c.name == bare)
     if namespace:
         query = query.where(plugins.c.namespace == namespace)
     found = conn.execute(query).all()
@@ -468,7 +481,7 @@ def _model(conn: Connection, name: str) -> Row:
 
 
 def _known_names(conn: Connection) -> list[str]:
-    rows = conn.execute(select(*_NAMING).join(plugins)).all()
+    rows = conn.execute(_select(*_NAMING)).all()
     return _shown_names(conn, rows)
 
 
@@ -479,7 +492,7 @@ def _full_name(row: Row, model_name: str) -> str:
 
 def _weights_names(conn: Connection, rows: list[Row]) -> dict[int, str]:
     """Weights id -> full name, for weights rows."""
-    owners = conn.execute(select(models.c.id, *_NAMING).join(plugins)
+    owners = conn.execute(_select(models.c.id, *_NAMING)
                           .where(models.c.id.in_({w.model_id for w in rows}))).all()
     shown = dict(zip((o.id for o in owners), _shown_names(conn, owners)))
     return {w.id: _full_name(w, shown[w.model_id]) for w in rows}
@@ -512,7 +525,7 @@ def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, R
     """
     namespace, _, bare = owner.lower().rpartition("/")
     in_namespace = plugins.c.namespace == namespace if namespace else True
-    candidates = conn.execute(select(models, plugins.c.namespace).join(plugins)
+    candidates = conn.execute(_select(models, plugins.c.namespace)
                               .where(models.c.name == bare, in_namespace)).all()
     if candidates:
         first = candidates[0] if len(candidates) == 1 else _answer(conn, candidates)
@@ -522,7 +535,8 @@ def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, R
                 return found, model
         return _member_of_model(conn, first, member), first  # raises, listing the tags it has
     enums = conn.execute(
-        select(weights.c.model_id, plugins.c.namespace, models.c.preferred).join(models).join(plugins)
+        select(weights.c.model_id, plugins.c.namespace, models.c.preferred)
+        .select_from(weights.join(models).join(plugins))
         .where(func.lower(weights.c.enum_name) == bare, in_namespace)
     ).all()
     if enums:
@@ -531,7 +545,7 @@ def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, R
         rows = conn.execute(select(weights).where(weights.c.model_id.in_(model_ids))).all()
         found = _member(rows, member)
         if found is not None:
-            return found, conn.execute(select(models, plugins.c.namespace).join(plugins)
+            return found, conn.execute(_select(models, plugins.c.namespace)
                                        .where(models.c.id == found.model_id)).one()
         known = [f"{owner}.{w.member_name}" for w in rows]
     else:

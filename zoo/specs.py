@@ -112,8 +112,8 @@ class ModelSpec:
     verified state dict into it. `classifier` lists the module paths of the model's
     output layers (main head first, then auxiliary heads) and `first_conv` the path of
     its first convolution: the zoo swaps them for ``num_classes=`` and
-    ``in_channels=``. `input_size` is ``(C, H, W)`` for an architecture that takes
-    one size only (export uses it when the weights' preprocessing does not say).
+    ``in_channels=``. `input_size` is the ``(C, H, W)`` the architecture is made for
+    (export uses it when no weights' preprocessing says).
     """
 
     name: str
