@@ -14,7 +14,6 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from functools import partial
 from typing import Any, NoReturn
 
@@ -244,10 +243,12 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def _count(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGbB]?)\s*", text)
+    """A count such as ``10M``, ``1.5k`` or ``25557032``, in exact integer arithmetic (rounded down)."""
+    match = re.fullmatch(r"\s*(\d+)(?:\.(\d+))?\s*([kKmMgGbB]?)\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"{excerpt(text)} is not a count; use e.g. 10M, 500k or 25557032")
-    return int(Fraction(match[1]) * _SUFFIXES[match[2].lower()])
+    whole, fraction, suffix = match[1], match[2] or "", match[3].lower()
+    return int(whole + fraction) * _SUFFIXES[suffix] // 10 ** len(fraction)
 
 
 def _metric(text: str) -> tuple[str, float]:

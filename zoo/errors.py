@@ -7,7 +7,6 @@ torchvision's `get_model` keeps working.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 #: How zoo's command lines start the one line that reports a user mistake on stderr.
@@ -48,6 +47,8 @@ class UnknownNameError(ZooError, ValueError):
     """A name is not in the catalog; the message lists the closest known names."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        import difflib  # here: imported only when a name is unknown, not by every command
+
         known = list(known)
         close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=5, cutoff=0.5)
         by_lower = {k.lower(): k for k in known}
