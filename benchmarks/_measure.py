@@ -25,9 +25,13 @@ GNU_TIME = "/usr/bin/time"
 
 @dataclass(frozen=True)
 class Child:
-    """One finished child process: wall seconds, peak RSS in bytes, and its standard output."""
+    """One finished child process: wall and CPU (user + system) seconds, peak RSS in bytes, standard output.
+
+    CPU time says more than wall time on a busy machine: it does not count waiting for a CPU.
+    """
 
     wall_s: float
+    cpu_s: float
     max_rss: int
     stdout: str
 
@@ -39,7 +43,7 @@ def child_env(**overrides: str) -> dict[str, str]:
 
 
 def run_child(argv: Sequence[str], env: Mapping[str, str], cwd: Path | str) -> Child:
-    """Run `argv` to its end: its wall time, peak RSS and output, or SystemExit with its stderr.
+    """Run `argv` to its end: its times, peak RSS and output, or SystemExit with its stderr.
 
     The peak RSS comes from GNU time where it is installed: wait4's figure for a child
     of this process counts this process's memory too (the child starts as its copy).
@@ -56,7 +60,7 @@ def run_child(argv: Sequence[str], env: Mapping[str, str], cwd: Path | str) -> C
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"benchmark child failed: {' '.join(argv)}\n{err.read()[-2000:]}")
         kib = int(rss.read().split()[-1]) if timed[0] == GNU_TIME else usage.ru_maxrss  # Linux reports KiB
-        return Child(wall, kib * 1024, out.read())
+        return Child(wall, usage.ru_utime + usage.ru_stime, kib * 1024, out.read())
 
 
 def zoo_argv(*args: str) -> list[str]:

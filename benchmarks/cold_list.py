@@ -4,7 +4,8 @@ Makes a new SQLite catalog in a temporary folder, syncs it twice (new, then agai
 with the selected plugins (``--plugins``, as ``ZOO_LOAD_PLUGINS``; all installed
 ones by default), then runs ``zoo list`` and ``zoo list --plugin PLUGIN`` `--runs`
 times each, interleaved, after one warm-up run that also fills Python's bytecode
-cache. Reports the median and 90th percentile of wall time, the largest peak RSS,
+cache. Reports the median and 90th percentile of wall time, the median CPU time
+(user + system: what a busy machine inflates least), the largest peak RSS,
 and the floors under them: an empty interpreter and one that only imports
 SQLAlchemy. Prints a markdown table and writes ``benchmarks/results/cold_list.md``.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -34,9 +36,11 @@ def catalog_bytes(path: Path) -> int:
 
 
 def row(what: str, count: object, runs: list[Child], target: str) -> list[object]:
-    """A table row: median and p90 wall time, and the largest peak RSS, of `runs`."""
+    """A table row: median and p90 wall time, median CPU time, and the largest peak RSS, of `runs`."""
     median, p90 = median_p90([c.wall_s for c in runs]) if len(runs) > 1 else (runs[0].wall_s, runs[0].wall_s)
-    return [what, count, f"{median:.3f}", f"{p90:.3f}", f"{max(c.max_rss for c in runs) / MIB:.1f}", target]
+    cpu = statistics.median(c.cpu_s for c in runs)
+    return [what, count, f"{median:.3f}", f"{p90:.3f}", f"{cpu:.3f}", f"{max(c.max_rss for c in runs) / MIB:.1f}",
+            target]
 
 
 def main() -> None:
@@ -44,7 +48,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9, help="fresh processes per command (default 9)")
     parser.add_argument("--plugins", help="ZOO_LOAD_PLUGINS for every command (default: as in the environment)")
     parser.add_argument("--list-plugin", default="timm", help="the plugin of `zoo list --plugin` (default timm)")
-    parser.add_argument("--output", default="cold_list.md", help="file name under benchmarks/results/")
+    parser.add_argument("--output", default="cold_list.md", help="path under benchmarks/results/")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -71,7 +75,8 @@ def main() -> None:
         f"Cold commands, each a fresh process ({args.runs} runs each, interleaved; plugins: "
         f"{args.plugins if args.plugins is not None else 'all installed'}).",
         "",
-        markdown_table(["command", "models", "wall median (s)", "wall p90 (s)", "peak RSS (MiB)", "target"], rows),
+        markdown_table(["command", "models", "wall median (s)", "wall p90 (s)", "CPU median (s)", "peak RSS (MiB)",
+                        "target"], rows),
         "",
         f"Catalog (SQLite, after sync): {size / 1e6:.2f} MB (target 10 MB).",
         "",
