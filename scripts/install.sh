@@ -14,6 +14,7 @@ PYTHON=${PYTHON:-python3}
     -e ".[torch,onnx,test]" \
     -e plugins/zoo-torchvision \
     -e plugins/zoo-digits \
+    -e plugins/zoo-timm \
     netron
 if .venv/bin/python -m pip show --quiet onnxruntime >/dev/null 2>&1; then
     echo "install.sh: the CPU package onnxruntime is installed beside onnxruntime-gpu; remove it" >&2
