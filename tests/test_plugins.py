@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -42,8 +44,9 @@ def zoo_with(plugin_dir: Path, tmp_path: Path, plugins: str, *args: str, check: 
 
 
 def plugins_json(plugin_dir: Path, tmp_path: Path, plugins: str) -> dict[str, dict]:
+    """``zoo plugins --json``, by namespace."""
     done = zoo_with(plugin_dir, tmp_path, plugins, "plugins", "--json", check=True)
-    return {p["name"]: p for p in json.loads(done.stdout)}
+    return {p["namespace"]: p for p in json.loads(done.stdout)}
 
 
 def models_json(plugin_dir: Path, tmp_path: Path, plugins: str) -> list[str]:
@@ -54,8 +57,9 @@ def models_json(plugin_dir: Path, tmp_path: Path, plugins: str) -> list[str]:
 def test_third_party_plugin_is_discovered_and_builds(plugin_dir: Path, tmp_path: Path) -> None:
     assert models_json(plugin_dir, tmp_path, "digits,fixture-good") == ["digits_cnn", "tiny_mlp"]
     info = plugins_json(plugin_dir, tmp_path, "digits,fixture-good")["fixture-good"]
-    assert info == {"name": "fixture-good", "distribution": "zoo-fixture-good", "version": "1.0.0",
-                    "status": "loaded", "models": 1, "error": None}
+    assert info == {"name": "fixture-good", "namespace": "fixture-good", "distribution": "zoo-fixture-good",
+                    "version": "1.0.0", "status": "loaded", "models": 1, "error": None, "failures": [],
+                    "installed_here": True}
     code = "import zoo; m = zoo.get_model('TINY_MLP', num_classes=5); print(type(m).__name__, m[1].out_features)"
     env = {**os.environ, **env_for(plugin_dir, tmp_path, "digits,fixture-good")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -82,7 +86,7 @@ def test_failing_plugin_is_recorded_and_others_load(plugin_dir: Path, tmp_path: 
     assert plugin in shown and error in shown
 
 
-@pytest.mark.parametrize("plugin", ["fixture-import-error", "fixture-hook-error", "fixture-duplicate"])
+@pytest.mark.parametrize("plugin", ["fixture-import-error", "fixture-hook-error", "fixture-badmodel"])
 def test_strict_mode_fails_and_leaves_catalog_unchanged(plugin_dir: Path, tmp_path: Path, plugin: str) -> None:
     before = models_json(plugin_dir, tmp_path, "digits,fixture-good")
     done = zoo_with(plugin_dir, tmp_path, f"digits,fixture-good,{plugin}", "sync", "--strict")
@@ -93,16 +97,60 @@ def test_strict_mode_fails_and_leaves_catalog_unchanged(plugin_dir: Path, tmp_pa
     assert models_json(plugin_dir, tmp_path, "digits,fixture-good") == before
 
 
-def test_duplicate_model_name_names_both_distributions(plugin_dir: Path, tmp_path: Path) -> None:
-    plugins = plugins_json(plugin_dir, tmp_path, "digits,fixture-duplicate")
-    error = plugins["fixture-duplicate"]["error"]
-    assert plugins["fixture-duplicate"]["status"] == "failed"
-    assert "'digits_cnn'" in error and "zoo-digits 0.1.0" in error and "zoo-fixture-duplicate 1.0.0" in error
-    # The failing plugin registers nothing, not even its names that were free.
-    assert models_json(plugin_dir, tmp_path, "digits,fixture-duplicate") == ["digits_cnn"]
-    described = json.loads(zoo_with(plugin_dir, tmp_path, "digits,fixture-duplicate", "show", "digits_cnn", "--json",
-                                    check=True).stdout)
-    assert described["plugin"]["distribution"] == "zoo-digits"
+def test_a_name_two_plugins_register_keeps_its_first_meaning(plugin_dir: Path, tmp_path: Path) -> None:
+    # zoo-fixture-duplicate also registers digits_cnn: both plugins load, the name stays zoo-digits'
+    selection = "digits,fixture-duplicate"
+    plugins = plugins_json(plugin_dir, tmp_path, selection)
+    assert [(p["status"], p["models"], p["error"]) for p in plugins.values()] == [("loaded", 1, None),
+                                                                                 ("loaded", 2, None)]
+    assert models_json(plugin_dir, tmp_path, selection) == [
+        "digits_cnn", "fixture-duplicate/digits_cnn", "other_net"]
+    for name, distribution in (("digits_cnn", "zoo-digits"), ("digits/digits_cnn", "zoo-digits"),
+                               ("fixture-duplicate/digits_cnn", "zoo-fixture-duplicate")):
+        shown = json.loads(zoo_with(plugin_dir, tmp_path, selection, "show", name, "--json", check=True).stdout)
+        assert shown["plugin"]["distribution"] == distribution, name
+
+
+def test_a_bad_model_fails_alone_with_its_name_error_and_traceback(plugin_dir: Path, tmp_path: Path) -> None:
+    selection = "fixture-good,fixture-badmodel"
+    assert models_json(plugin_dir, tmp_path, selection) == ["good_one", "good_two", "tiny_mlp"]
+    record = plugins_json(plugin_dir, tmp_path, selection)["fixture-badmodel"]
+    assert (record["status"], record["error"], record["models"]) == ("loaded", None, 2)
+    failures = {f["name"]: f for f in record["failures"]}
+    assert [f["name"] for f in record["failures"]] == ["bad_task", "bad_deferred", "good_one"]
+    assert failures["bad_task"]["error"] == "task 'Not A Task' is not a lower_snake_case word"
+    assert failures["bad_deferred"]["error"] == "IndexError: list index out of range"
+    assert failures["good_one"]["error"] == "model name 'good_one' is registered twice by this plugin"
+    for failure in failures.values():
+        assert failure["traceback"].startswith("Traceback (most recent call last):")
+    # the traceback reaches into the plugin's own code, where the error was raised
+    assert 'first_conv_of' in failures["bad_deferred"]["traceback"]
+    assert failures["bad_deferred"]["traceback"].rstrip().endswith("IndexError: list index out of range")
+    # the good one of the two `good_one`s is the first: a classifier, not the detector registered second
+    shown = json.loads(zoo_with(plugin_dir, tmp_path, selection, "show", "good_one", "--json", check=True).stdout)
+    assert shown["task"] == "classification"
+
+    table = zoo_with(plugin_dir, tmp_path, selection, "plugins", check=True).stdout
+    assert "3 model(s) failed (--verbose)" in table and "Traceback" not in table
+    verbose = zoo_with(plugin_dir, tmp_path, selection, "plugins", "--verbose", check=True).stdout
+    for name, failure in failures.items():
+        assert f"plugin fixture-badmodel, model {name}: {failure['error']}" in verbose
+    assert verbose.count("Traceback (most recent call last):") == 3
+    assert "IndexError: list index out of range" in verbose.split("model bad_deferred:")[1]
+    # a sync says so, and strict mode refuses it, naming each model
+    synced = zoo_with(plugin_dir, tmp_path, selection, "sync", check=True)
+    assert "3 model(s) failed: bad_task, bad_deferred, good_one (see zoo plugins --verbose)" in synced.stderr
+    line = one_error_line(zoo_with(plugin_dir, tmp_path, selection, "sync", "--strict"))
+    assert "fixture-badmodel: model bad_deferred: IndexError: list index out of range" in line
+
+
+def installed_fixture_names() -> list[str]:
+    """The entry-point names of the fixture distributions, read from their pyproject.toml files."""
+    names = []
+    for source in FIXTURES.iterdir():
+        project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+        names.extend(project.get("entry-points", {}).get("zoo", {}))
+    return names
 
 
 def test_load_plugins_selection(plugin_dir: Path, tmp_path: Path) -> None:
@@ -110,11 +158,11 @@ def test_load_plugins_selection(plugin_dir: Path, tmp_path: Path) -> None:
     assert models_json(plugin_dir, tmp_path, "") == []
     done = zoo_with(plugin_dir, tmp_path, "digits,nosuchplugin", "list")
     assert done.returncode == 1
+    # the bundled plugins installed beside zoo, and the fixtures; torchvision once, though two use it
+    installed = sorted({*(ep.name for ep in entry_points(group="zoo")), *installed_fixture_names()})
     assert done.stderr.strip().splitlines() == [
         "zoo: error: ZOO_LOAD_PLUGINS names plugins that are not installed: nosuchplugin; installed plugins: "
-        + ", ".join(sorted(["digits", "torchvision", "fixture-good", "fixture-import-error", "fixture-hook-error",
-                            "fixture-duplicate", "fixture-remote", "fixture-exit", "fixture-crash", "fixture-sleep",
-                            "fixture-misspelled", "fixture-no-hook"]))  # torchvision once, though two use it
+        + ", ".join(installed)
     ]
 
 
@@ -198,19 +246,22 @@ def test_plugin_breaking_the_contract_fails_with_the_reason(plugin_dir: Path, tm
     assert line.endswith(f"(strict mode): {plugin}: {error}")
 
 
-def test_entry_point_name_clash_keeps_the_bundled_plugin(plugin_dir: Path, tmp_path: Path) -> None:
-    # zoo-fixture-clash also names its entry point "torchvision"; by distribution name it would come first.
+def test_two_entry_points_with_one_name_both_load(plugin_dir: Path, tmp_path: Path) -> None:
+    # zoo-fixture-clash also names its entry point "torchvision": both load, the bundled one keeps the namespace
     models = models_json(plugin_dir, tmp_path, "digits,torchvision")
-    assert "resnet50" in models and "digits_cnn" in models and "clash_mlp" not in models
+    assert {"resnet50", "digits_cnn", "clash_mlp"} <= set(models)
     plugins = plugins_json(plugin_dir, tmp_path, "digits,torchvision")
-    assert plugins["torchvision"]["distribution"] == "zoo-torchvision"
-    assert plugins["torchvision"]["status"] == "loaded"
-    clash = plugins["torchvision (zoo-fixture-clash)"]
-    assert clash["status"] == "failed" and clash["distribution"] == "zoo-fixture-clash"
-    assert "'torchvision'" in clash["error"] and "zoo-fixture-clash 1.0.0" in clash["error"]
-    assert "zoo-torchvision 0.1.0" in clash["error"]
-    shown = zoo_with(plugin_dir, tmp_path, "digits,torchvision", "plugins", check=True).stdout
-    assert "torchvision (zoo-fixture-clash)" in shown
+    assert sorted(plugins) == ["digits", "torchvision", "zoo-fixture-clash"]
+    bundled, clash = plugins["torchvision"], plugins["zoo-fixture-clash"]
+    assert (bundled["name"], bundled["distribution"], bundled["status"]) == ("torchvision", "zoo-torchvision", "loaded")
+    assert (clash["name"], clash["distribution"], clash["status"], clash["models"]) == (
+        "torchvision", "zoo-fixture-clash", "loaded", 1)
+    shown = json.loads(zoo_with(plugin_dir, tmp_path, "digits,torchvision", "show", "zoo-fixture-clash/clash_mlp",
+                                "--json", check=True).stdout)
+    assert shown["plugin"]["distribution"] == "zoo-fixture-clash"
+    table = zoo_with(plugin_dir, tmp_path, "digits,torchvision", "plugins", check=True).stdout
+    assert [line.split()[:2] for line in table.splitlines()[1:]] == [
+        ["digits", "digits"], ["torchvision", "torchvision"], ["zoo-fixture-clash", "torchvision"]]
 
 
 def test_hanging_plugin_is_stopped_named_and_recorded(plugin_dir: Path, tmp_path: Path) -> None:

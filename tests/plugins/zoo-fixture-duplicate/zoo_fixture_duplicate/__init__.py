@@ -1,4 +1,5 @@
-"""Claims the name `digits_cnn`, which the zoo-digits plugin already registers."""
+"""Also registers `digits_cnn`, which the zoo-digits plugin registers first: both load, and `digits_cnn` stays
+zoo-digits' (this one is `fixture-duplicate/digits_cnn`)."""
 
 import zoo
 
