@@ -255,6 +255,32 @@ def test_sync_rebuilds_a_dropped_table_and_keeps_what_must_survive(kept_rows: st
     assert zoo.sync(kept_rows).repairs == ()  # repaired for good
 
 
+def test_a_0004_catalog_is_migrated_keeping_what_must_survive(catalog_url: str, use_catalog) -> None:
+    from alembic import command
+
+    use_catalog(catalog_url, plugins="digits")
+    with open_engine(catalog_url).begin() as conn:  # a catalog as the zoo before namespaces left it
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+        conn.execute(text("INSERT INTO plugins (id, name, target, distribution, version, status) "
+                          "VALUES (1, 'digits', 'zoo_digits', 'zoo-digits', '0.0.1', 'loaded')"))
+        conn.execute(text("INSERT INTO models (name, plugin_id, task, builder, tags, metadata, classifier) "
+                          "VALUES ('old_name', 1, 'classification', 'zoo_digits:build', '[]', '{}', '[]')"))
+        conn.execute(tables.weight_files.insert().values(**LEARNED))
+        conn.execute(tables.exports.insert().values(**EXPORTED))
+    report = zoo.sync(catalog_url)
+    assert report.rewritten and report.repairs == ()
+    assert _schema_diffs(catalog_url) == []
+    assert zoo.list_models() == ["digits_cnn"]
+    with open_engine(catalog_url).connect() as conn:
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == SCHEMA_REVISION
+        assert conn.execute(select(tables.weight_files)).mappings().one() == LEARNED
+        assert conn.execute(select(tables.exports.c.path, tables.exports.c.sha256)).all() == [
+            (EXPORTED["path"], EXPORTED["sha256"])]
+
+
 @pytest.mark.parametrize("damage", ["ALTER TABLE alembic_version RENAME COLUMN version_num TO v",
                                     "INSERT INTO alembic_version VALUES ('0003')"])
 def test_sync_replaces_an_unreadable_schema_revision_record(kept_rows: str, damage: str) -> None:
