@@ -153,9 +153,10 @@ class WeightsServer:
 
     Serves ``files`` by path (without the leading slash); ``modes`` makes a file arrive
     corrupted, cut off, slowly or stalled halfway; ``requests`` lists what was asked for.
+    It listens on `port` (0: a free one).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.files: dict[str, bytes] = {}
         self.modes: dict[str, str] = {}
         self.requests: list[str] = []
@@ -194,7 +195,7 @@ class WeightsServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, name: str) -> str:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,32 +40,30 @@ def tensors(seed: int) -> dict[str, torch.Tensor]:
     return {"1.weight": torch.randn(3, 4, generator=generator), "1.bias": torch.randn(3, generator=generator)}
 
 
-@pytest.fixture(scope="module")
-def hub_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    site = tmp_path_factory.mktemp("hub-site")
-    pip_install(FIXTURES / "zoo-fixture-hub", site)
-    return site
+def equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def served(model: str) -> bytes:
+    """The safetensors file served for `model`."""
+    from safetensors.torch import save
+
+    return save(tensors(list(REPOS).index(model)))
 
 
 class Hub:
     """The served files of `hub_a` and `hub_b`, and the environment of a catalog with the fixture plugin."""
 
-    def __init__(self, server: WeightsServer, site: Path, tmp_path: Path) -> None:
-        from safetensors.torch import save
-
+    def __init__(self, server: WeightsServer, env: dict[str, str]) -> None:
         self.server = server
         self.state = {model: tensors(seed) for seed, model in enumerate(REPOS)}
-        self.data = {model: save(state) for model, state in self.state.items()}
+        self.data = {model: served(model) for model in REPOS}
         self.sha256 = {model: hashlib.sha256(data).hexdigest() for model, data in self.data.items()}
         self.paths = {model: f"{repo}/{FILE}" for model, repo in REPOS.items()}
         for model, path in self.paths.items():
             server.files[path] = self.data[model]
-        self.cache = tmp_path / "torch" / "hub" / "checkpoints"
-        self.env = {
-            "PYTHONPATH": str(site), "ZOO_LOAD_PLUGINS": "hub", "ZOO_FIXTURE_HUB_URL": server.url("").rstrip("/"),
-            "ZOO_FIXTURE_HUB_A_SHA256": self.sha256["hub_a"], "ZOO_REGISTRY_URL": f"sqlite:///{tmp_path / 'registry.db'}",
-            "TORCH_HOME": str(tmp_path / "torch"),
-        }
+        self.cache = Path(env["TORCH_HOME"]) / "hub" / "checkpoints"
+        self.env = env
 
     def url(self, model: str) -> str:
         return self.server.url(self.paths[model])
@@ -71,27 +71,51 @@ class Hub:
     def zoo(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         return run_zoo(*args, env={**self.env, **env}, check=check)
 
-    def built(self, model: str, **env: str) -> dict[str, torch.Tensor]:
-        """The state dict of `model` built with its default weights by ``zoo.get_model`` in a fresh process."""
-        code = ("import json, sys, zoo; m = zoo.get_model(sys.argv[1], weights='DEFAULT'); "
-                "print(json.dumps({k: v.tolist() for k, v in m.state_dict().items()}))")
-        done = subprocess.run([sys.executable, "-c", code, model], env={**os.environ, **self.env, **env},
+    def built(self, **env: str) -> dict[str, dict[str, torch.Tensor]]:
+        """The state dicts of both models built with their default weights by ``zoo.get_model`` in a fresh process."""
+        code = ("import json, sys, zoo; print(json.dumps({name: {k: v.tolist() for k, v in "
+                "zoo.get_model(name, weights='DEFAULT').state_dict().items()} for name in sys.argv[1:]}))")
+        done = subprocess.run([sys.executable, "-c", code, *REPOS], env={**os.environ, **self.env, **env},
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        return {k: torch.tensor(v) for k, v in json.loads(done.stdout).items()}
+        return {model: {k: torch.tensor(v) for k, v in state.items()} for model, state in json.loads(done.stdout).items()}
+
+    def builds_as_served(self, **env: str) -> None:
+        """Each model builds with the weights served for it, and the two differ."""
+        built = self.built(**env)
+        assert all(equal(built[model], self.state[model]) for model in REPOS)
+        assert not equal(built["hub_a"], built["hub_b"])
 
     def fetched(self, *models: str, **env: str) -> list[Path]:
         """The paths ``zoo weights fetch`` prints for `models`."""
         return [Path(line) for line in self.zoo("weights", "fetch", *models, **env).stdout.split()]
 
 
+@pytest.fixture(scope="module")
+def hub_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, str]]:
+    """A port for the tests' servers, and the environment of a catalog synced with the fixture plugin
+    installed and pointed at it (one sync per module: a test works on a copy of the catalog)."""
+    root = tmp_path_factory.mktemp("hub")
+    pip_install(FIXTURES / "zoo-fixture-hub", root / "site")
+    probe = WeightsServer()  # a free port, for the catalog's URLs; each test serves on it again
+    port = probe.httpd.server_address[1]
+    probe.httpd.server_close()
+    env = {"PYTHONPATH": str(root / "site"), "ZOO_LOAD_PLUGINS": "hub", "ZOO_FIXTURE_HUB_URL": f"http://127.0.0.1:{port}",
+           "ZOO_FIXTURE_HUB_A_SHA256": hashlib.sha256(served("hub_a")).hexdigest(),
+           "ZOO_REGISTRY_URL": f"sqlite:///{root / 'registry.db'}"}
+    run_zoo("sync", env=env)
+    return port, env
+
+
 @pytest.fixture
-def hub(server: WeightsServer, hub_site: Path, tmp_path: Path) -> Hub:
-    return Hub(server, hub_site, tmp_path)
-
-
-def equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def hub(hub_catalog: tuple[int, dict[str, str]], tmp_path: Path) -> Iterator[Hub]:
+    port, env = hub_catalog
+    catalog = tmp_path / "registry.db"
+    shutil.copyfile(env["ZOO_REGISTRY_URL"].removeprefix("sqlite:///"), catalog)
+    server = WeightsServer(port)
+    server.thread.start()
+    yield Hub(server, {**env, "ZOO_REGISTRY_URL": f"sqlite:///{catalog}", "TORCH_HOME": str(tmp_path / "torch")})
+    server.stop()
 
 
 def sha256_of(path: Path) -> str:
@@ -106,9 +130,7 @@ def test_two_files_named_model_safetensors_stay_apart(hub: Hub) -> None:
     assert path_b.is_relative_to(hub.cache / "zoo" / "url")  # not known yet: by its whole URL
     assert [Path(hub.zoo("weights", "path", m).stdout.strip()) for m in REPOS] == [path_a, path_b]
 
-    built = {model: hub.built(model) for model in REPOS}
-    assert equal(built["hub_a"], hub.state["hub_a"]) and equal(built["hub_b"], hub.state["hub_b"])
-    assert not equal(built["hub_a"], built["hub_b"])
+    hub.builds_as_served()
 
     verified = json.loads(hub.zoo("weights", "verify", "--json").stdout)
     assert sorted((r["weights"], r["status"], r["sha256"]) for r in verified) == [
@@ -131,8 +153,7 @@ def test_offline_works_for_both_after_one_fetch(hub: Hub) -> None:
     offline = hub.fetched("hub_a", "hub_b", ZOO_OFFLINE="1")
     assert [sha256_of(p) for p in offline] == [hub.sha256[m] for m in REPOS]
     assert hub.zoo("weights", "fetch", "--offline", "hub_a", "hub_b").stdout.split() == list(map(str, offline))
-    for model in REPOS:
-        assert equal(hub.built(model, ZOO_OFFLINE="1"), hub.state[model])
+    hub.builds_as_served(ZOO_OFFLINE="1")
 
 
 def test_offline_miss_names_where_it_looked(hub: Hub, tmp_path: Path) -> None:
@@ -163,8 +184,7 @@ def test_a_mirror_serves_both_by_hash_or_by_host_and_path(hub: Hub, tmp_path: Pa
     path_a, path_b = hub.fetched("hub_a", "hub_b", **env)
     assert path_a.is_relative_to(hub.cache) and path_b.is_relative_to(hub.cache)  # copied into the cache
     assert sha256_of(path_a) == hub.sha256["hub_a"] and sha256_of(path_b) == hub.sha256["hub_b"]
-    for model in REPOS:
-        assert equal(hub.built(model, **env), hub.state[model])
+    hub.builds_as_served(**env)
 
 
 def test_a_mirror_copy_that_does_not_verify_is_named_and_not_cached(hub: Hub, tmp_path: Path) -> None:
@@ -185,14 +205,13 @@ def test_old_layout_file_is_adopted_only_by_the_url_it_verifies_for(hub: Hub) ->
 
     (path_b,) = hub.fetched("hub_b")  # its hash is not known: the old file is not even looked at
     assert sha256_of(path_b) == hub.sha256["hub_b"] and old.exists()
-    assert equal(hub.built("hub_b"), hub.state["hub_b"])
     assert hub.server.requests == [hub.paths["hub_b"]]
 
     hub.server.stop()
     (path_a,) = hub.fetched("hub_a", ZOO_OFFLINE="1")  # its hash is declared and the old file has it
     assert path_a == hub.cache / "zoo" / "sha256" / f"{hub.sha256['hub_a']}.safetensors"
     assert not old.exists() and sha256_of(path_a) == hub.sha256["hub_a"]
-    assert equal(hub.built("hub_a", ZOO_OFFLINE="1"), hub.state["hub_a"])
+    hub.builds_as_served(ZOO_OFFLINE="1")
 
 
 def test_old_layout_file_of_another_url_is_never_used(hub: Hub) -> None:
