@@ -21,6 +21,7 @@ import zoo
 from zoo.catalog import tables
 from zoo.catalog.engine import open_engine
 from conftest import FIXTURES, pip_install, run_zoo
+from test_plugins import install_good_v2
 
 TORCHVISION = set(tvm.list_models())
 
@@ -148,19 +149,6 @@ def test_a_private_sqlite_catalog_prunes_what_is_not_installed(sqlite_url: str, 
     assert synced.stdout.strip().endswith("removed 1 plugin(s) not installed here: fixture-good")
 
 
-def upgraded_good(site: Path, tmp_path: Path) -> None:
-    """Replace zoo-fixture-good 1.0.0 in `site` by a 2.0.0 whose model is tiny_mlp_v2."""
-    source = tmp_path / "zoo-fixture-good"
-    shutil.copytree(FIXTURES / "zoo-fixture-good", source)
-    pyproject = source / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('version = "1.0.0"', 'version = "2.0.0"'))
-    module = source / "zoo_fixture_good" / "__init__.py"
-    module.write_text(module.read_text().replace('name="tiny_mlp"', 'name="tiny_mlp_v2"'))
-    for old in site.glob("zoo_fixture_good*"):
-        shutil.rmtree(old)
-    pip_install(source, site)
-
-
 def test_two_machines_share_one_postgresql_catalog(postgresql_url: str, site: Path, tmp_path: Path) -> None:
     own_site = tmp_path / "site"
     shutil.copytree(site, own_site)
@@ -180,7 +168,7 @@ def test_two_machines_share_one_postgresql_catalog(postgresql_url: str, site: Pa
         "digits": True, "fixture-good": True, "torchvision": False}
 
     # A upgrades fixture-good: only its rows are written again, and B sees the new model without syncing
-    upgraded_good(own_site, tmp_path)
+    install_good_v2(own_site, tmp_path)
     assert set(listed(postgresql_url, own_site, a)) == TORCHVISION | {"digits_cnn", "tiny_mlp_v2"}
     after = plugin_rows(postgresql_url)
     assert {ns: after[ns] for ns in ("digits", "torchvision")} == {ns: first[ns] for ns in ("digits", "torchvision")}

@@ -174,6 +174,13 @@ def test_catalog_resyncs_when_a_plugin_version_changes(plugin_dir: Path, tmp_pat
     assert models_json(site, db, "digits,fixture-good") == ["digits_cnn", "tiny_mlp"]
 
     # Release 2.0.0 of the plugin renames its model; installing it must show in the next lookup.
+    install_good_v2(site, tmp_path)
+    assert models_json(site, db, "digits,fixture-good") == ["digits_cnn", "tiny_mlp_v2"]
+    assert plugins_json(site, db, "digits,fixture-good")["fixture-good"]["version"] == "2.0.0"
+
+
+def install_good_v2(site: Path, tmp_path: Path) -> None:
+    """Replace zoo-fixture-good 1.0.0 in `site` by a release 2.0.0 whose model is tiny_mlp_v2."""
     source = tmp_path / "zoo-fixture-good"
     shutil.copytree(FIXTURES / "zoo-fixture-good", source)
     pyproject = source / "pyproject.toml"
@@ -183,9 +190,6 @@ def test_catalog_resyncs_when_a_plugin_version_changes(plugin_dir: Path, tmp_pat
     for old in site.glob("zoo_fixture_good*"):
         shutil.rmtree(old)
     pip_install(source, site)
-
-    assert models_json(site, db, "digits,fixture-good") == ["digits_cnn", "tiny_mlp_v2"]
-    assert plugins_json(site, db, "digits,fixture-good")["fixture-good"]["version"] == "2.0.0"
 
 
 def zoo_script(plugin_dir: Path, tmp_path: Path, plugins: str, *args: str, cwd: Path | None = None,
