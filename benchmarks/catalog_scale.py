@@ -132,7 +132,7 @@ def bench_backend(backend: str, folder: Path, env: dict[str, str], calls: int) -
                 child = run_child([sys.executable, __file__, "--child", "--calls", str(calls)], env, folder)
             for label, r in json.loads(child.stdout).items():
                 target = LOOKUPS[label][0]
-                rows.append([backend, "1 spinning process" if loaded else "idle", label, r["size"],
+                rows.append([backend, "1 spinning process" if loaded else "no added load", label, r["size"],
                              f"{r['median']:.2f}", f"{r['p90']:.2f}", f"{target} ms" if target else "-"])
     return rows, sync_line
 
