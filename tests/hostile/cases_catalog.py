@@ -136,7 +136,10 @@ def _read_only_folder(plugins: str, catalog: bool = True) -> Callable[[Path], di
 CASES = [
     # a table or column gone: lookups say what to do, sync repairs
     *[Case(f"catalog-drop-{table}-{command[0]}", command, DAMAGED, setup=_sql(f"DROP TABLE {table}"), keep=("registry.db",))
-      for table in ("plugins", "models", "weights") for command in (("list",), ("show", "digits_cnn"))],
+      for table in ("models", "weights") for command in (("list",), ("show", "digits_cnn"))],
+    # the plugins table is where a lookup reads whether the catalog is current: without it, it re-syncs
+    *[Case(f"catalog-drop-plugins-{command[0]}", command, None, setup=_sql("DROP TABLE plugins"), check=_repaired())
+      for command in (("list",), ("show", "digits_cnn"))],
     Case("catalog-drop-metrics-list-min-metric", ("list", "--min-metric", "acc@1=50"), DAMAGED,
          setup=_sql("DROP TABLE metrics"), keep=("registry.db",)),
     Case("catalog-drop-column-show", ("show", "digits_cnn"), DAMAGED,

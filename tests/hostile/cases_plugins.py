@@ -48,10 +48,10 @@ def pid_gone(ws: Path, done: subprocess.CompletedProcess) -> None:
 
 
 def plugin_record(name: str, status: str, error: str | None) -> Check:
-    """A check of ``zoo plugins --json``: plugin `name` has `status` and an error containing `error`."""
+    """A check of ``zoo plugins --json``: the plugin of namespace `name` has `status` and an error containing `error`."""
 
     def check(ws: Path, done: subprocess.CompletedProcess) -> None:
-        records = {p["name"]: p for p in json.loads(done.stdout)}
+        records = {p["namespace"]: p for p in json.loads(done.stdout)}
         assert records[name]["status"] == status, records[name]
         assert (error is None) == (records[name]["error"] is None), records[name]
         assert error is None or error in records[name]["error"], records[name]
@@ -59,9 +59,12 @@ def plugin_record(name: str, status: str, error: str | None) -> Check:
     return check
 
 
-def bundled_models(ws: Path, done: subprocess.CompletedProcess) -> None:
-    names = [m["name"] for m in json.loads(done.stdout)]
-    assert len(names) == BUNDLED_MODELS and "resnet50" in names and "clash_mlp" not in names, len(names)
+def bundled_and_clash_models(ws: Path, done: subprocess.CompletedProcess) -> None:
+    """Both plugins of the entry-point name torchvision load; the bundled one keeps its models' names."""
+    records = {m["name"]: m for m in json.loads(done.stdout)}
+    assert len(records) == BUNDLED_MODELS + 1, len(records)
+    assert records["resnet50"]["plugin"] == "torchvision", records["resnet50"]
+    assert records["clash_mlp"]["plugin"] == "zoo-fixture-clash", records["clash_mlp"]
 
 
 def listed(*names: str) -> Check:
@@ -96,12 +99,10 @@ CASES = [
     Case("plugins-no-hook-strict", ("sync", "--strict"), r"fixture-no-hook: implements no hook",
          setup=plugin("zoo-fixture-no-hook", "digits,fixture-no-hook")),
     Case("plugins-entry-point-clash-list", ("list", "--json"), None,
-         setup=plugin("zoo-fixture-clash", None), check=bundled_models),
+         setup=plugin("zoo-fixture-clash", "digits,torchvision"), check=bundled_and_clash_models),
     Case("plugins-entry-point-clash-shown", ("plugins", "--json"), None,
          setup=plugin("zoo-fixture-clash", "digits,torchvision"),
-         check=plugin_record("torchvision (zoo-fixture-clash)", "failed",
-                             "entry-point name 'torchvision' of zoo-fixture-clash 1.0.0 is also used by "
-                             "zoo-torchvision 0.1.0")),
+         check=plugin_record("zoo-fixture-clash", "loaded", None)),
     Case("plugins-sync-timeout-not-a-number", ("sync",), r"ZOO_SYNC_TIMEOUT must be a positive number of seconds",
          setup=lambda ws: {"ZOO_SYNC_TIMEOUT": "soon"}),
     Case("plugins-sync-timeout-negative", ("sync",), r"ZOO_SYNC_TIMEOUT must be a positive number.*'-5'",
