@@ -37,7 +37,8 @@ NEW_CLASSES = 7
 
 
 def family_sample() -> list[str]:
-    """The smallest architecture of each timm module (``test_*`` models aside: they exist for timm's CI)."""
+    """The smallest architecture of each timm module (``test_*`` models aside: they exist for timm's CI),
+    by qualified name (``timm/vgg11``: torchvision's plugin may answer the bare one)."""
     import timm
     from zoo_timm.params import load_counts
 
@@ -46,7 +47,7 @@ def family_sample() -> list[str]:
     for module in timm.list_modules():
         archs = [a for a in timm.list_models(module=module) if not a.startswith("test_")]
         if archs:
-            sample.append(min(archs, key=lambda a: (counts.get(a, math.inf), a)))
+            sample.append(f"timm/{min(archs, key=lambda a: (counts.get(a, math.inf), a))}")
     return sorted(sample)
 
 
@@ -55,6 +56,7 @@ def check_model(name: str, work: Path) -> dict[str, Any]:
     import torch
 
     import zoo
+    from zoo.errors import first_line
 
     record = zoo.describe(name)
     row: dict[str, Any] = {"family": record["tags"][0], "model": name, "built": False, "forward": False,
@@ -76,7 +78,7 @@ def check_model(name: str, work: Path) -> dict[str, Any]:
         row["max_abs_error"] = max(c.max_abs_error for c in result.verification)
         result.path.unlink()
     except Exception as exc:  # noqa: BLE001 - one model's failure is its row
-        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        row["error"] = f"{type(exc).__name__}: {first_line(exc)}"[:300]
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
 
@@ -87,12 +89,13 @@ def run_child(name: str, timeout: float) -> dict[str, Any]:
         done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"family": family(name), "model": name, "error": f"timed out after {timeout:.0f} s",
-                "seconds": timeout}
+        return {"family": family(name.rpartition("/")[2]), "model": name,
+                "error": f"timed out after {timeout:.0f} s", "seconds": timeout}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"family": family(name), "model": name, "error": f"child exited {done.returncode}: {tail}"[:300]}
+        return {"family": family(name.rpartition("/")[2]), "model": name,
+                "error": f"child exited {done.returncode}: {tail}"[:300]}
     return json.loads(lines[-1])
 
 

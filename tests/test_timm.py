@@ -182,7 +182,7 @@ def test_bare_name_stays_torchvisions_when_timm_arrives(sqlite_url: str, use_cat
 def sample() -> list[str]:
     """The models the build-and-export test runs: the CI sample, or every family with ``ZOO_FULL_SWEEP=1``."""
     if os.environ.get(FULL_SWEEP_ENV) == "1":
-        return [f"timm/{name}" for name in load_sweep().family_sample()]
+        return load_sweep().family_sample()
     return list(FAMILY_SAMPLE)
 
 
