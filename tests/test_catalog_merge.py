@@ -244,6 +244,7 @@ def test_a_lookup_checks_the_catalog_at_most_once_per_interval(sqlite_url: str, 
     assert zoo.list_models() == ["digits_cnn"]
     with open_engine(sqlite_url).begin() as conn:  # behind zoo's back: the catalog is stale now
         conn.execute(tables.plugins.delete())
+        conn.execute(tables.catalog_state.update().values(value="another"))  # a new generation: read it again
     assert zoo.list_models() == []  # not checked again within the interval
     monkeypatch.setenv("ZOO_CATALOG_CHECK_INTERVAL", "0")
     assert zoo.list_models() == ["digits_cnn"]  # checked, found stale, re-synced

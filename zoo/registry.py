@@ -29,13 +29,13 @@ from fnmatch import translate
 from functools import lru_cache, partial, wraps
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or_, select
 
 from zoo.catalog.engine import remember
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.tables import category_lists, metrics, models, plugins, weight_files, weights
+from zoo.catalog.tables import catalog_state, category_lists, metrics, models, plugins, weight_files, weights
 from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, WeightsError, excerpt
 from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, read_verified, verify
 from zoo.targets import load_target, target_of
@@ -47,6 +47,7 @@ _UNKNOWN = (None, None)  # sha256 and size of a file never verified
 _MAX_COUNT = 2**63 - 1  # the largest number a BIGINT column compares with
 #: The columns that name a model: its bare name, its plugin's namespace, and whether it answers the bare name.
 _NAMING = (models.c.name, plugins.c.namespace, models.c.preferred)
+_NOTHING = r"(?!)"  # a regular expression that matches nothing
 
 
 def _select(*columns: Any) -> Select:
@@ -79,13 +80,14 @@ def list_models(
     reaches it (see the module docstring).
     """
     module, include = _module_or_include(module, include)
+    filters = {"task": task, "plugin": plugin, "pretrained": pretrained, "max_params": max_params,
+               "min_metric": min_metric}
     with ensure_current().connect() as conn:
-        query = _filtered(conn, _select(*_NAMING, models.c.builder), task, plugin, pretrained,
-                          max_params, min_metric)
+        naming = _naming(conn)
+        ids = _filtered_ids(conn, naming, **filters)
         matches = _matcher(include, exclude)
-        rows = [row for row in conn.execute(query)
-                if matches(row) and (module is None or _in_module(row.builder, module))]
-        return sorted(_shown_names(conn, rows))
+        return sorted(naming.shown[i] for i in ids if matches(naming.entries[i])
+                      and (module is None or _in_module(naming.entries[i].builder, module)))
 
 
 def summarize_models(
@@ -97,22 +99,24 @@ def summarize_models(
     name, qualified_name, task, plugin (namespace), num_params, weights (full names)
     and default_weights."""
     with ensure_current().connect() as conn:
-        query = _select(models.c.id, *_NAMING, models.c.task, models.c.num_params)
+        naming = _naming(conn)
         matches = _matcher(include, exclude)
-        rows = [row for row in conn.execute(_filtered(conn, query, **filters)) if matches(row)]
-        shown = dict(zip((row.id for row in rows), _shown_names(conn, rows)))
-        by_model: dict[int, list[Row]] = {}
+        ids = {i for i in _filtered_ids(conn, naming, **filters) if matches(naming.entries[i])}
+        summaries = select(models.c.id, models.c.name, models.c.task, models.c.num_params)
         names = select(weights.c.model_id, weights.c.enum_name, weights.c.member_name, weights.c.is_default)
-        if len(rows) < 500:  # else read them all: one query beats a huge IN list
-            names = names.where(weights.c.model_id.in_(list(shown)))
+        if len(ids) < 500:  # else read them all: one query beats a huge IN list
+            summaries, names = summaries.where(models.c.id.in_(ids)), names.where(weights.c.model_id.in_(ids))
+        rows = [row for row in conn.execute(summaries) if row.id in ids]
+        shown = naming.shown
+        by_model: dict[int, list[Row]] = {}
         for w in conn.execute(names.order_by(weights.c.id)):
             by_model.setdefault(w.model_id, []).append(w)
     records = [
         {
             "name": shown[row.id],
-            "qualified_name": f"{row.namespace}/{row.name}",
+            "qualified_name": naming.entries[row.id].qualified,
             "task": row.task,
-            "plugin": row.namespace,
+            "plugin": naming.entries[row.id].namespace,
             "num_params": row.num_params,
             "weights": [_full_name(w, shown[row.id]) for w in by_model.get(row.id, [])],
             "default_weights": next(
@@ -130,21 +134,20 @@ def describe(name: str) -> dict[str, Any]:
     and `providers` the qualified names of every model with the same bare name.
     """
     with ensure_current().connect() as conn:
-        model = _model(conn, name)
-        plugin = conn.execute(select(plugins).where(plugins.c.id == model.plugin_id)).one()
+        naming = _naming(conn)
+        model = _model(conn, name, naming)
         rows = _weights_of(conn, model)
-        learned = _learned_files(conn, [w.url for w in rows])
+        learned = _learned_files(conn, [w.url for w in rows if not (w.sha256 and w.file_size)])
         categories = _categories(conn, rows)
-        providers = conn.execute(_select(*_NAMING).where(models.c.name == model.name)).all()
-        shown = _shown_names(conn, [model])[0]
+    shown = naming.shown[model.id]
     default = next((w for w in rows if w.is_default), None)
     return {
         "name": shown,
-        "qualified_name": f"{plugin.namespace}/{model.name}",
+        "qualified_name": naming.entries[model.id].qualified,
         "task": model.task,
-        "plugin": {"name": plugin.name, "namespace": plugin.namespace, "distribution": plugin.distribution,
-                   "version": plugin.version},
-        "providers": sorted(f"{p.namespace}/{p.name}" for p in providers),
+        "plugin": {"name": model.plugin_name, "namespace": model.namespace, "distribution": model.distribution,
+                   "version": model.version},
+        "providers": sorted(naming.entries[i].qualified for i in naming.by_name[model.name]),
         "builder": model.builder,
         "builder_args": model.builder_args,
         "weights_enum": model.weights_enum,
@@ -433,56 +436,87 @@ def _in_module(builder: str, module: ModuleType) -> bool:
     return builder.partition(":")[0].rpartition(".")[0] == module.__name__
 
 
-def _preference() -> list[str]:
+def _preference() -> tuple[str, ...]:
     """``$ZOO_PREFER``: namespaces whose models answer bare names first, in order."""
-    return [p.strip().lower() for p in os.environ.get(PREFER_ENV, "").split(",") if p.strip()]
+    return tuple(p.strip().lower() for p in os.environ.get(PREFER_ENV, "").split(",") if p.strip())
 
 
-def _shown_names(conn: Connection, rows: list[Row]) -> list[str]:
-    """The name that reaches each model of `rows` (rows with name, namespace and preferred)."""
-    answering = _answering(conn, {row.name for row in rows}) if _preference() else {}
-    return [
-        row.name if answering.get(row.name, row.namespace if row.preferred else None) == row.namespace
-        else f"{row.namespace}/{row.name}"
-        for row in rows
-    ]
+class _Entry(NamedTuple):
+    """How one model is named: its bare name, its plugin's namespace, whether the catalog gave it the
+    bare name, and its builder."""
+
+    id: int
+    name: str
+    namespace: str
+    preferred: bool
+    builder: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
-def _answering(conn: Connection, names: set[str]) -> dict[str, str]:
-    """Bare name -> the namespace whose model answers it, for `names` that several plugins provide,
-    with ``$ZOO_PREFER`` applied."""
-    shared = (select(models.c.name).where(models.c.name.in_(names)).group_by(models.c.name)
-              .having(func.count() > 1)) if len(names) < 500 else (
-        select(models.c.name).group_by(models.c.name).having(func.count() > 1))
-    rows = conn.execute(_select(*_NAMING).where(models.c.name.in_(shared))).all()
-    return {name: _answer(conn, [r for r in rows if r.name == name]).namespace for name in {r.name for r in rows}}
+@dataclass(frozen=True)
+class _Naming:
+    """Every model's names in one catalog generation: entries and the name that reaches each
+    model (by id), and the ids of each bare name."""
+
+    entries: dict[int, _Entry]
+    shown: dict[int, str]
+    by_name: dict[str, list[int]]
 
 
-def _answer(conn: Connection, candidates: list[Row]) -> Row:
-    """Of the models with one bare name, the one that answers it: ``$ZOO_PREFER``, else the catalog's choice."""
+#: The naming of each (catalog, generation, preference) this process read, newest last.
+_NAMINGS: dict[tuple[str, str, tuple[str, ...]], _Naming] = {}
+_KEPT_NAMINGS = 4
+
+
+def _naming(conn: Connection) -> _Naming:
+    """The catalog's naming: read once per catalog generation (every sync makes a new one), then kept."""
+    from zoo.catalog.sync import GENERATION_KEY
+
+    generation = conn.scalar(select(catalog_state.c.value).where(catalog_state.c.key == GENERATION_KEY))
+    key = (conn.engine.url.render_as_string(), generation, _preference())
+    if generation is not None and key in _NAMINGS:
+        return _NAMINGS[key]
+    entries = {row[0]: _Entry(*row) for row in conn.execute(_select(models.c.id, *_NAMING, models.c.builder))}
+    by_name: dict[str, list[int]] = {}
+    for entry in entries.values():
+        by_name.setdefault(entry.name, []).append(entry.id)
+    shown = {}
+    for ids in by_name.values():
+        answer = ids[0] if len(ids) == 1 else _answer([entries[i] for i in ids]).id
+        shown.update((i, entries[i].name if i == answer else entries[i].qualified) for i in ids)
+    naming = _Naming(entries, shown, by_name)
+    if generation is not None:
+        while len(_NAMINGS) >= _KEPT_NAMINGS:
+            del _NAMINGS[next(iter(_NAMINGS))]
+        _NAMINGS[key] = naming
+    return naming
+
+
+def _answer(candidates: list[Any]) -> Any:
+    """Of the models with one bare name (rows with namespace and preferred), the one that answers it:
+    ``$ZOO_PREFER``, else the catalog's choice."""
     order = _preference()
-    ranked = sorted(candidates, key=lambda r: (
+    return min(candidates, key=lambda r: (
         order.index(r.namespace) if r.namespace in order else len(order), not r.preferred, r.namespace))
-    return ranked[0]
 
 
-def _model(conn: Connection, name: str) -> Row:
-    """The model row `name` reaches: ``PLUGIN/NAME``, or a bare name (see the module docstring)."""
+def _model(conn: Connection, name: str, naming: _Naming | None = None) -> Row:
+    """The model row `name` reaches (``PLUGIN/NAME`` or a bare name, see the module docstring), with its
+    plugin's name, namespace, distribution and version."""
     if not isinstance(name, str):
         raise UsageError(f"a model name must be a string, not {type(name).__name__}")
+    naming = naming or _naming(conn)
     namespace, _, bare = name.lower().rpartition("/")
-    query = _select(models, plugins.c.namespace).where(models.c.name == bare)
-    if namespace:
-        query = query.where(plugins.c.namespace == namespace)
-    found = conn.execute(query).all()
+    found = [naming.entries[i] for i in naming.by_name.get(bare, ())
+             if not namespace or naming.entries[i].namespace == namespace]
     if not found:
-        raise UnknownModelError(name, _known_names(conn))
-    return found[0] if len(found) == 1 else _answer(conn, found)
-
-
-def _known_names(conn: Connection) -> list[str]:
-    rows = conn.execute(_select(*_NAMING)).all()
-    return _shown_names(conn, rows)
+        raise UnknownModelError(name, list(naming.shown.values()))
+    chosen = found[0] if len(found) == 1 else _answer(found)
+    return conn.execute(_select(models, plugins.c.name.label("plugin_name"), plugins.c.namespace,
+                                plugins.c.distribution, plugins.c.version).where(models.c.id == chosen.id)).one()
 
 
 def _full_name(row: Row, model_name: str) -> str:
@@ -492,9 +526,7 @@ def _full_name(row: Row, model_name: str) -> str:
 
 def _weights_names(conn: Connection, rows: list[Row]) -> dict[int, str]:
     """Weights id -> full name, for weights rows."""
-    owners = conn.execute(_select(models.c.id, *_NAMING)
-                          .where(models.c.id.in_({w.model_id for w in rows}))).all()
-    shown = dict(zip((o.id for o in owners), _shown_names(conn, owners)))
+    shown = _naming(conn).shown
     return {w.id: _full_name(w, shown[w.model_id]) for w in rows}
 
 
@@ -525,28 +557,29 @@ def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, R
     """
     namespace, _, bare = owner.lower().rpartition("/")
     in_namespace = plugins.c.namespace == namespace if namespace else True
-    candidates = conn.execute(_select(models, plugins.c.namespace)
-                              .where(models.c.name == bare, in_namespace)).all()
+    naming = _naming(conn)
+    candidates = [naming.entries[i] for i in naming.by_name.get(bare, ())
+                  if not namespace or naming.entries[i].namespace == namespace]
     if candidates:
-        first = candidates[0] if len(candidates) == 1 else _answer(conn, candidates)
-        for model in [first, *[c for c in candidates if c is not first]]:
+        first = _answer(candidates)
+        models_in_order = [_model(conn, e.qualified, naming) for e in [first, *(c for c in candidates if c != first)]]
+        for model in models_in_order:
             found = _member(_weights_of(conn, model), member)
             if found is not None:
                 return found, model
-        return _member_of_model(conn, first, member), first  # raises, listing the tags it has
+        return _member_of_model(conn, models_in_order[0], member), models_in_order[0]  # raises, listing its tags
     enums = conn.execute(
         select(weights.c.model_id, plugins.c.namespace, models.c.preferred)
         .select_from(weights.join(models).join(plugins))
         .where(func.lower(weights.c.enum_name) == bare, in_namespace)
     ).all()
     if enums:
-        chosen = _answer(conn, enums).namespace
+        chosen = _answer(enums).namespace
         model_ids = {e.model_id for e in enums if e.namespace == chosen}
         rows = conn.execute(select(weights).where(weights.c.model_id.in_(model_ids))).all()
         found = _member(rows, member)
         if found is not None:
-            return found, conn.execute(_select(models, plugins.c.namespace)
-                                       .where(models.c.id == found.model_id)).one()
+            return found, _model(conn, f"{chosen}/{naming.entries[found.model_id].name}", naming)
         known = [f"{owner}.{w.member_name}" for w in rows]
     else:
         known = [f"{e}.{m}" for e, m in conn.execute(
@@ -634,29 +667,36 @@ def _verified_state_dict(engine: Engine, member: enum.Enum, progress: bool) -> d
 # -- filters -------------------------------------------------------------------------
 
 
-def _filtered(
+def _filtered_ids(
     conn: Connection,
-    query: Select,
+    naming: _Naming,
     task: str | None = None,
     plugin: str | None = None,
     pretrained: bool | None = None,
     max_params: int | None = None,
     min_metric: Mapping[str, float] | None = None,
-) -> Select:
-    """`query` (over the models table) narrowed by the metadata filters, as SQL."""
+) -> list[int]:
+    """The ids of the models that pass the metadata filters (as SQL); every model without filters.
+
+    A filter naming a task, plugin, metric or dataset the catalog does not have is
+    refused; that is checked only when nothing passes, so a lookup that finds
+    something pays for no check.
+    """
+    _check_values(max_params, min_metric)
+    if task is None and plugin is None and pretrained is None and max_params is None and not min_metric:
+        return list(naming.entries)
+    query = select(models.c.id)
     if task is not None:
-        query = query.where(_does_task(conn, task))
+        task = str(task).lower()
+        by_weights = select(weights.c.model_id).where(weights.c.task == task)
+        query = query.where(or_(models.c.task == task, models.c.id.in_(by_weights)))
     if plugin is not None:
-        query = query.where(models.c.plugin_id.in_(_plugin_ids(conn, plugin)))
+        query = query.where(models.c.plugin_id.in_(select(plugins.c.id).where(_names_plugin(plugin))))
     if pretrained is not None:
         has_weights = exists().where(weights.c.model_id == models.c.id)
         query = query.where(has_weights if pretrained else ~has_weights)
     if max_params is not None:
-        if not isinstance(max_params, int) or isinstance(max_params, bool) or not 0 <= max_params <= _MAX_COUNT:
-            raise UsageError(f"max_params must be a whole number from 0 to {_MAX_COUNT}, not {excerpt(max_params)}")
         query = query.where(models.c.num_params <= max_params)
-    if min_metric:
-        _check_metrics(conn, min_metric)
     for metric, minimum in (min_metric or {}).items():
         dataset, _, name = metric.rpartition(":")
         meets = (
@@ -667,38 +707,42 @@ def _filtered(
         if dataset:
             meets = meets.where(func.lower(metrics.c.dataset) == dataset.lower())
         query = query.where(models.c.id.in_(meets))
-    return query
+    ids = [i for i in conn.scalars(query) if i in naming.entries]
+    if not ids:
+        _check_known(conn, task, plugin, min_metric)
+    return ids
 
 
-def _does_task(conn: Connection, task: str) -> Any:
-    """The condition "the model, or one of its weights, does `task`"; an unknown task is refused."""
-    task = task.lower() if isinstance(task, str) else task
-    if not conn.scalar(select(exists().where(models.c.task == task))) and not conn.scalar(
-            select(exists().where(weights.c.task == task))):
-        tasks = {*conn.scalars(select(models.c.task).distinct()),
-                 *conn.scalars(select(weights.c.task).distinct().where(weights.c.task.is_not(None)))}
-        raise UsageError(f"unknown task {excerpt(task)}; tasks in the catalog: {', '.join(sorted(tasks))}")
-    by_weights = select(weights.c.model_id).where(weights.c.task == task)
-    return or_(models.c.task == task, models.c.id.in_(by_weights))
-
-
-def _plugin_ids(conn: Connection, plugin: str) -> Select:
-    """The ids of the plugins `plugin` names (namespace, entry-point or distribution name); unknown: refused."""
+def _names_plugin(plugin: str) -> Any:
+    """The condition "this plugin row is `plugin`" (its namespace, entry-point or distribution name)."""
     wanted = plugin.lower()
-    columns = (plugins.c.namespace, plugins.c.name, plugins.c.distribution)
-    matching = or_(*(func.lower(c) == wanted for c in columns))
-    if not conn.scalar(select(exists().where(matching))):
-        names = conn.scalars(select(plugins.c.namespace)).all()
-        raise UsageError(f"unknown plugin {excerpt(plugin)}; plugins: {', '.join(sorted(names))}")
-    return select(plugins.c.id).where(matching)
+    return or_(*(func.lower(c) == wanted for c in (plugins.c.namespace, plugins.c.name, plugins.c.distribution)))
 
 
-def _check_metrics(conn: Connection, min_metric: Mapping[str, float]) -> None:
-    """Refuse a `min_metric` filter that could only ever match nothing by mistake."""
-    known = conn.execute(select(metrics.c.dataset, metrics.c.name).distinct()).all()
-    for metric, minimum in min_metric.items():
+def _check_values(max_params: int | None, min_metric: Mapping[str, float] | None) -> None:
+    """Refuse filter values that are not numbers a query can compare with."""
+    if max_params is not None and (
+            not isinstance(max_params, int) or isinstance(max_params, bool) or not 0 <= max_params <= _MAX_COUNT):
+        raise UsageError(f"max_params must be a whole number from 0 to {_MAX_COUNT}, not {excerpt(max_params)}")
+    for metric, minimum in (min_metric or {}).items():
         if not isinstance(minimum, (int, float)) or isinstance(minimum, bool) or not math.isfinite(minimum):
             raise UsageError(f"minimum of metric {excerpt(metric)} must be a finite number, not {excerpt(minimum)}")
+
+
+def _check_known(conn: Connection, task: str | None, plugin: str | None,
+                 min_metric: Mapping[str, float] | None) -> None:
+    """Refuse a filter that could only ever match nothing by mistake: an unknown task, plugin,
+    metric, or a dataset without that metric."""
+    if task is not None:
+        tasks = {*conn.scalars(select(models.c.task).distinct()),
+                 *conn.scalars(select(weights.c.task).distinct().where(weights.c.task.is_not(None)))}
+        if task not in tasks:
+            raise UsageError(f"unknown task {excerpt(task)}; tasks in the catalog: {', '.join(sorted(tasks))}")
+    if plugin is not None and not conn.scalar(select(exists().where(_names_plugin(plugin)))):
+        names = conn.scalars(select(plugins.c.namespace)).all()
+        raise UsageError(f"unknown plugin {excerpt(plugin)}; plugins: {', '.join(sorted(names))}")
+    known = conn.execute(select(metrics.c.dataset, metrics.c.name).distinct()).all() if min_metric else []
+    for metric in min_metric or {}:
         dataset, _, name = metric.lower().rpartition(":")
         datasets = sorted(d for d, n in known if n.lower() == name)
         if not datasets:
@@ -708,18 +752,20 @@ def _check_metrics(conn: Connection, min_metric: Mapping[str, float]) -> None:
             raise UsageError(f"no dataset of metric {excerpt(metric)}; datasets with {name}: {', '.join(datasets)}")
 
 
-def _matcher(include: Patterns, exclude: Patterns) -> Callable[[Row], bool]:
-    """Whether a model (a row with name and namespace) matches an `include` pattern (any, without
-    one) and no `exclude` one. A pattern with a ``/`` is matched against ``PLUGIN/NAME``, others
-    against the bare name."""
+def _matcher(include: Patterns, exclude: Patterns) -> Callable[[_Entry], bool]:
+    """Whether a model matches an `include` pattern (any, without one) and no `exclude` one.
+
+    A pattern with a ``/`` is matched against ``PLUGIN/NAME``, others against the bare name.
+    """
     includes, excludes = _compiled(include), _compiled(exclude)
+    if includes is None and excludes is None:
+        return lambda entry: True
 
-    def matches(row: Row) -> bool:
-        qualified = f"{row.namespace}/{row.name}"
-        return ((includes is None or bool(includes[0].match(row.name) or includes[1].match(qualified)))
-                and not (excludes is not None and (excludes[0].match(row.name) or excludes[1].match(qualified))))
+    def hit(patterns: tuple[re.Pattern[str], re.Pattern[str]], entry: _Entry) -> bool:
+        bare, qualified = patterns
+        return bool(bare.match(entry.name) or (qualified.pattern != _NOTHING and qualified.match(entry.qualified)))
 
-    return matches
+    return lambda entry: (includes is None or hit(includes, entry)) and not (excludes and hit(excludes, entry))
 
 
 def _compiled(patterns: Patterns) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
@@ -735,4 +781,5 @@ def _compiled(patterns: Patterns) -> tuple[re.Pattern[str], re.Pattern[str]] | N
 @lru_cache(maxsize=64)
 def _regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
     """One regular expression matching any of the fnmatch `patterns` (none: nothing)."""
-    return re.compile("|".join(translate(p) for p in patterns) if patterns else r"(?!)")
+    return re.compile("|".join(translate(p) for p in patterns) if patterns else _NOTHING)
+

@@ -40,6 +40,7 @@ import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ from zoo.plugins import (
 from zoo.specs import ModelSpec, WeightsSpec
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: The `catalog_state` key of the catalog's generation (see `_new_generation`).
+GENERATION_KEY = "generation"
 #: Tables whose rows come from the plugins: rebuilt empty when damaged.
 DERIVED = (tables.plugins, tables.models, tables.category_lists, tables.weights, tables.metrics,
            tables.model_failures, tables.catalog_state)
@@ -345,7 +348,15 @@ def _write_catalog(conn: Connection, loaded: Sequence[LoadedPlugin], prune: Sequ
         tables.category_lists.c.id.not_in(select(tables.weights.c.categories_id)
                                           .where(tables.weights.c.categories_id.is_not(None)))))
     _choose_preferred(conn, answered)
+    _new_generation(conn)
     return pruned
+
+
+def _new_generation(conn: Connection) -> None:
+    """Give the catalog a new generation: processes that kept what they read before read it again."""
+    state = tables.catalog_state
+    conn.execute(delete(state).where(state.c.key == GENERATION_KEY))
+    conn.execute(state.insert().values(key=GENERATION_KEY, value=uuid.uuid4().hex))
 
 
 def _prune(conn: Connection, ids: Sequence[int]) -> tuple[str, ...]:

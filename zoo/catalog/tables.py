@@ -81,7 +81,7 @@ weights = Table(
     Column("metadata", JSON, nullable=False, key="meta"),
     Column("is_default", Boolean, nullable=False),
     Column("builder_args", JSON, nullable=False),  # what the model needs to fit these weights
-    Column("task", String(100)),  # when not the model's, e.g. "embedding"
+    Column("task", String(100), index=True),  # when not the model's, e.g. "embedding"
     # the categories, stored once for every entry that has the same list (meta then lacks them)
     Column("categories_id", ForeignKey("category_lists.id"), index=True),
     UniqueConstraint("model_id", "member_name"),
@@ -118,6 +118,8 @@ model_failures = Table(
     Column("traceback", Text),
 )
 
+# Facts about the catalog as a whole, e.g. its generation: a new value at every sync that
+# changed it, so that a process can keep what it read until then.
 catalog_state = Table(
     "catalog_state",
     metadata,

@@ -114,6 +114,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_weights_categories_id'), ['categories_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_weights_enum_name'), ['enum_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_weights_model_id'), ['model_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_weights_task'), ['task'], unique=False)
 
     op.create_table('metrics',
     sa.Column('id', sa.Integer(), nullable=False),
