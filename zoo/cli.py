@@ -290,10 +290,15 @@ def _show(args: argparse.Namespace) -> int:
 
 def _show_text(r: dict[str, Any]) -> str:
     plugin = r["plugin"]
+    others = [p for p in r["providers"] if p != r["qualified_name"]]
     lines = [
         f"{r['name']}  [{r['task']}]",
-        f"  plugin:       {plugin['name']} ({plugin['distribution']} {plugin['version']})",
-        f"  builder:      {r['builder']}",
+        f"  qualified:    {r['qualified_name']}",
+        *([f"  also:         {', '.join(others)} (same name, other plugins; "
+           f"{'this one answers it' if r['name'] == r['qualified_name'].partition('/')[2] else 'use the qualified name'})"]
+          if others else []),
+        f"  plugin:       {plugin['namespace']} ({plugin['distribution']} {plugin['version']})",
+        f"  builder:      {r['builder']}" + (f" {json.dumps(r['builder_args'])}" if r["builder_args"] else ""),
         f"  weights enum: {r['weights_enum'] or '-'}",
         f"  parameters:   {r['num_params']:,}" if r["num_params"] is not None else "  parameters:   -",
         f"  tags:         {', '.join(r['tags']) or '-'}",
