@@ -24,25 +24,27 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import translate
 from functools import lru_cache, partial, wraps
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or_, select
 
 from zoo.catalog.engine import remember
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.tables import catalog_state, category_lists, metrics, models, plugins, weight_files, weights
+from zoo.catalog.tables import GENERATION_KEY, catalog_state, category_lists, metrics, models, plugins, weight_files, weights
 from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, WeightsError, excerpt
-from zoo.fetch import Fetched, WeightsFile, cached_path, fetch, read_verified, verify
 from zoo.targets import load_target, target_of
 
 Patterns = str | Iterable[str] | None
 PREFER_ENV = "ZOO_PREFER"
-FetchedT = TypeVar("FetchedT", bound=Fetched)
+if TYPE_CHECKING:  # zoo.fetch (urllib, http.client) is imported only by the lookups that touch files
+    from zoo.fetch import Fetched
+
+FetchedT = TypeVar("FetchedT", bound="Fetched")
 _UNKNOWN = (None, None)  # sha256 and size of a file never verified
 _MAX_COUNT = 2**63 - 1  # the largest number a BIGINT column compares with
 #: The columns that name a model: its bare name, its plugin's namespace, and whether it answers the bare name.
@@ -84,10 +86,10 @@ def list_models(
                "min_metric": min_metric}
     with ensure_current().connect() as conn:
         naming = _naming(conn)
-        ids = _filtered_ids(conn, naming, **filters)
-        matches = _matcher(include, exclude)
-        return sorted(naming.shown[i] for i in ids if matches(naming.entries[i])
-                      and (module is None or _in_module(naming.entries[i].builder, module)))
+        ids = set(_filtered_ids(conn, naming, **filters))
+    matches = _matcher(include, exclude)
+    return [name for i, name in naming.ordered if i in ids and matches(naming.entries[i])
+            and (module is None or _in_module(naming.entries[i].builder, module))]
 
 
 def summarize_models(
@@ -386,6 +388,8 @@ def weights_path(weights: str | enum.Enum, *, model: str | None = None) -> Path:
     """Where the file of `weights` is used from (it may not have been fetched yet)."""
     with ensure_current().connect() as conn:
         url = _url_of(conn, weights, model)
+        from zoo.fetch import WeightsFile, cached_path
+
         return cached_path(WeightsFile(url, _known_sha256(conn, url)))
 
 
@@ -402,6 +406,8 @@ def verify_weights(names: Iterable[str] = ()) -> list[dict[str, Any]]:
             rows = list(conn.execute(select(weights).order_by(weights.c.id)))
         learned = _learned_files(conn, [w.url for w in rows])
         shown = _weights_names(conn, rows)
+    from zoo.fetch import WeightsFile, cached_path, verify
+
     report = []
     for w in rows:
         file = WeightsFile(w.url, w.sha256 or learned.get(w.url, _UNKNOWN)[0])
@@ -459,22 +465,24 @@ class _Entry(NamedTuple):
 @dataclass(frozen=True)
 class _Naming:
     """Every model's names in one catalog generation: entries and the name that reaches each
-    model (by id), and the ids of each bare name."""
+    model (by id), the ids of each bare name, (id, name) sorted by name, and the answers of
+    the filters asked so far (the catalog cannot change within a generation)."""
 
     entries: dict[int, _Entry]
     shown: dict[int, str]
     by_name: dict[str, list[int]]
+    ordered: list[tuple[int, str]]
+    filtered: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
 
 
 #: The naming of each (catalog, generation, preference) this process read, newest last.
 _NAMINGS: dict[tuple[str, str, tuple[str, ...]], _Naming] = {}
 _KEPT_NAMINGS = 4
+_KEPT_FILTERS = 64  # filter answers kept per naming
 
 
 def _naming(conn: Connection) -> _Naming:
     """The catalog's naming: read once per catalog generation (every sync makes a new one), then kept."""
-    from zoo.catalog.sync import GENERATION_KEY
-
     generation = conn.scalar(select(catalog_state.c.value).where(catalog_state.c.key == GENERATION_KEY))
     key = (conn.engine.url.render_as_string(), generation, _preference())
     if generation is not None and key in _NAMINGS:
@@ -487,7 +495,7 @@ def _naming(conn: Connection) -> _Naming:
     for ids in by_name.values():
         answer = ids[0] if len(ids) == 1 else _answer([entries[i] for i in ids]).id
         shown.update((i, entries[i].name if i == answer else entries[i].qualified) for i in ids)
-    naming = _Naming(entries, shown, by_name)
+    naming = _Naming(entries, shown, by_name, sorted(shown.items(), key=lambda item: item[1]))
     if generation is not None:
         while len(_NAMINGS) >= _KEPT_NAMINGS:
             del _NAMINGS[next(iter(_NAMINGS))]
@@ -642,12 +650,14 @@ def _learned_files(conn: Connection, urls: list[str]) -> dict[str, tuple[str, in
 
 
 def _fetch_url(engine: Engine, url: str, *, offline: bool | None, progress: bool,
-               get: Callable[..., FetchedT] = fetch) -> FetchedT:
+               get: Callable[..., FetchedT] | None = None) -> FetchedT:
     """The file at `url` by `get` (`fetch`, or `read_verified` for its bytes), checked against the
     hash the catalog knows; the first verified copy of a file without one teaches it the catalog."""
     with engine.connect() as conn:
         known = _known_sha256(conn, url)
-    fetched = get(WeightsFile(url, known), offline=offline, progress=progress)
+    from zoo.fetch import WeightsFile, fetch
+
+    fetched = (get or fetch)(WeightsFile(url, known), offline=offline, progress=progress)
     if known is None:
         def learn(conn: Connection) -> None:
             conn.execute(delete(weight_files).where(weight_files.c.url == url))
@@ -659,6 +669,7 @@ def _fetch_url(engine: Engine, url: str, *, offline: bool | None, progress: bool
 
 def _verified_state_dict(engine: Engine, member: enum.Enum, progress: bool) -> dict[str, Any]:
     """The state dict of weights `member`, read from the very bytes whose hash was checked."""
+    from zoo.fetch import read_verified
     from zoo.weights import state_dict_from
 
     return state_dict_from(_fetch_url(engine, member.url, offline=None, progress=progress, get=read_verified))
@@ -680,14 +691,25 @@ def _filtered_ids(
 
     A filter naming a task, plugin, metric or dataset the catalog does not have is
     refused; that is checked only when nothing passes, so a lookup that finds
-    something pays for no check.
+    something pays for no check. Answers are kept for the catalog's generation.
     """
-    _check_values(max_params, min_metric)
+    _check_values(task, plugin, max_params, min_metric)
     if task is None and plugin is None and pretrained is None and max_params is None and not min_metric:
         return list(naming.entries)
+    key = (task, plugin, pretrained, max_params, tuple(sorted((min_metric or {}).items())))
+    if key not in naming.filtered:
+        while len(naming.filtered) >= _KEPT_FILTERS:
+            del naming.filtered[next(iter(naming.filtered))]
+        naming.filtered[key] = _query_ids(conn, naming, task, plugin, pretrained, max_params, min_metric)
+    return naming.filtered[key]
+
+
+def _query_ids(conn: Connection, naming: _Naming, task: str | None, plugin: str | None, pretrained: bool | None,
+               max_params: int | None, min_metric: Mapping[str, float] | None) -> list[int]:
+    """`_filtered_ids`, asked of the database."""
     query = select(models.c.id)
     if task is not None:
-        task = str(task).lower()
+        task = task.lower()
         by_weights = select(weights.c.model_id).where(weights.c.task == task)
         query = query.where(or_(models.c.task == task, models.c.id.in_(by_weights)))
     if plugin is not None:
@@ -719,8 +741,13 @@ def _names_plugin(plugin: str) -> Any:
     return or_(*(func.lower(c) == wanted for c in (plugins.c.namespace, plugins.c.name, plugins.c.distribution)))
 
 
-def _check_values(max_params: int | None, min_metric: Mapping[str, float] | None) -> None:
-    """Refuse filter values that are not numbers a query can compare with."""
+def _check_values(task: Any, plugin: Any, max_params: int | None, min_metric: Mapping[str, float] | None) -> None:
+    """Refuse filter values a query cannot compare with."""
+    for what, value in (("task", task), ("plugin", plugin)):
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"{what} must be a name, not {excerpt(value)}")
+    if min_metric is not None and not (isinstance(min_metric, Mapping) and all(isinstance(k, str) for k in min_metric)):
+        raise UsageError(f"min_metric must map metric names to minimums, e.g. {{'acc@1': 75}}, not {excerpt(min_metric)}")
     if max_params is not None and (
             not isinstance(max_params, int) or isinstance(max_params, bool) or not 0 <= max_params <= _MAX_COUNT):
         raise UsageError(f"max_params must be a whole number from 0 to {_MAX_COUNT}, not {excerpt(max_params)}")

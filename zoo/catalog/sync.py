@@ -54,6 +54,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import Session
 
 from zoo.catalog import tables
+from zoo.catalog.tables import GENERATION_KEY
 from zoo.catalog.engine import (
     URL_ENV,
     DamagedCatalogError,
@@ -85,8 +86,6 @@ from zoo.plugins import (
 from zoo.specs import ModelSpec, WeightsSpec
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-#: The `catalog_state` key of the catalog's generation (see `_new_generation`).
-GENERATION_KEY = "generation"
 #: Tables whose rows come from the plugins: rebuilt empty when damaged.
 DERIVED = (tables.plugins, tables.models, tables.category_lists, tables.weights, tables.metrics,
            tables.model_failures, tables.catalog_state)

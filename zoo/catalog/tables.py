@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+GENERATION_KEY = "generation"
 
 plugins = Table(
     "plugins",
@@ -118,8 +119,8 @@ model_failures = Table(
     Column("traceback", Text),
 )
 
-# Facts about the catalog as a whole, e.g. its generation: a new value at every sync that
-# changed it, so that a process can keep what it read until then.
+# Facts about the catalog as a whole, e.g. its generation (GENERATION_KEY): a new value at
+# every sync that changed it, so that a process can keep what it read until then.
 catalog_state = Table(
     "catalog_state",
     metadata,
