@@ -49,7 +49,6 @@ _UNKNOWN = (None, None)  # sha256 and size of a file never verified
 _MAX_COUNT = 2**63 - 1  # the largest number a BIGINT column compares with
 #: The columns that name a model: its bare name, its plugin's namespace, and whether it answers the bare name.
 _NAMING = (models.c.name, plugins.c.namespace, models.c.preferred)
-_NOTHING = r"(?!)"  # a regular expression that matches nothing
 
 
 def _select(*columns: Any) -> Select:
@@ -456,10 +455,7 @@ class _Entry(NamedTuple):
     namespace: str
     preferred: bool
     builder: str
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    qualified: str  # PLUGIN/NAME
 
 
 @dataclass(frozen=True)
@@ -487,7 +483,8 @@ def _naming(conn: Connection) -> _Naming:
     key = (conn.engine.url.render_as_string(), generation, _preference())
     if generation is not None and key in _NAMINGS:
         return _NAMINGS[key]
-    entries = {row[0]: _Entry(*row) for row in conn.execute(_select(models.c.id, *_NAMING, models.c.builder))}
+    entries = {row[0]: _Entry(*row, f"{row[2]}/{row[1]}")
+               for row in conn.execute(_select(models.c.id, *_NAMING, models.c.builder))}
     by_name: dict[str, list[int]] = {}
     for entry in entries.values():
         by_name.setdefault(entry.name, []).append(entry.id)
@@ -787,26 +784,32 @@ def _matcher(include: Patterns, exclude: Patterns) -> Callable[[_Entry], bool]:
     includes, excludes = _compiled(include), _compiled(exclude)
     if includes is None and excludes is None:
         return lambda entry: True
+    include_bare, include_qualified = includes or (None, None)
+    exclude_bare, exclude_qualified = excludes or (_never, _never)
+    return lambda entry: (
+        (include_bare is None or include_bare(entry.name) or include_qualified(entry.qualified))
+        and not (exclude_bare(entry.name) or exclude_qualified(entry.qualified)))
 
-    def hit(patterns: tuple[re.Pattern[str], re.Pattern[str]], entry: _Entry) -> bool:
-        bare, qualified = patterns
-        return bool(bare.match(entry.name) or (qualified.pattern != _NOTHING and qualified.match(entry.qualified)))
 
-    return lambda entry: (includes is None or hit(includes, entry)) and not (excludes and hit(excludes, entry))
+def _never(name: str) -> None:
+    return None
 
 
-def _compiled(patterns: Patterns) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
-    """`patterns` as two regular expressions, for bare and for qualified names; None without patterns."""
+def _compiled(patterns: Patterns) -> tuple[Callable[[str], Any], Callable[[str], Any]] | None:
+    """`patterns` as two matchers, for bare and for qualified names; None without patterns."""
     if patterns is None:
         return None
     items = [patterns] if isinstance(patterns, str) else list(patterns)
     if not items:
         return None
-    return _regex(tuple(p.lower() for p in items if "/" not in p)), _regex(tuple(p.lower() for p in items if "/" in p))
+    if not all(isinstance(p, str) for p in items):
+        raise UsageError(f"patterns must be strings such as 'resnet*', not {excerpt(patterns)}")
+    bare = tuple(p.lower() for p in items if "/" not in p)
+    qualified = tuple(p.lower() for p in items if "/" in p)
+    return (_regex(bare).match if bare else _never), (_regex(qualified).match if qualified else _never)
 
 
 @lru_cache(maxsize=64)
 def _regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """One regular expression matching any of the fnmatch `patterns` (none: nothing)."""
-    return re.compile("|".join(translate(p) for p in patterns) if patterns else _NOTHING)
-
+    """One regular expression matching any of the fnmatch `patterns`."""
+    return re.compile("|".join(translate(p) for p in patterns))
