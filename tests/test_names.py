@@ -114,6 +114,9 @@ def test_weights_listed_as_data_build_verify_and_transform(shadowed) -> None:
     embedding = zoo.get_model("shadow_tagged", weights="shadow_tagged.clip")
     assert isinstance(embedding[3], torch.nn.Identity)
     assert embedding(torch.rand(2, 3, 4, 4)).shape == (2, 4)
+    headed = zoo.build_model("shadow_tagged", weights="shadow_tagged.clip", num_classes=3)
+    assert headed.model[3].out_features == 3 and torch.equal(headed.model[1].weight, shadowed["clip"]["1.weight"])
+    assert sorted(headed.report.missing) == ["3.bias", "3.weight"] and not headed.report.mismatched
     assert zoo.list_models(task="embedding") == ["shadow_tagged"]
     record = zoo.describe("shadow_tagged")
     assert [w["name"] for w in record["weights"]] == ["shadow_tagged.300ep_in1k", "shadow_tagged.clip"]

@@ -167,8 +167,10 @@ def test_zoo_lists_every_timm_model_and_tag(sqlite_url: str, use_catalog) -> Non
     assert tags >= set(timm.list_models(pretrained=True))
 
 
-def test_bare_name_stays_torchvisions_when_timm_arrives(sqlite_url: str, use_catalog) -> None:
-    use_catalog(sqlite_url, "torchvision")
+@pytest.mark.parametrize("first", ["torchvision", "timm,torchvision"])
+def test_bare_name_stays_torchvisions_when_timm_arrives(first: str, sqlite_url: str, use_catalog) -> None:
+    """torchvision's names keep their meaning whether timm comes later or in the same first sync."""
+    use_catalog(sqlite_url, first)
     run_zoo("sync")
     use_catalog(sqlite_url, "timm,torchvision")
     bare = json.loads(run_zoo("show", "resnet50", "--json").stdout)

@@ -40,7 +40,9 @@ LOADING_PREFIX = "zoo-sync: loading plugin "
 LOADED_PREFIX = "zoo-sync: loaded plugin "
 #: zoo's own plugin distributions: they load first among plugins of one entry-point
 #: name, and their models answer a bare name that is new to the catalog first.
-BUNDLED = frozenset({"zoo-digits", "zoo-torchvision", "zoo-timm"})
+#: In precedence order: of two bundled plugins that both have a name, the first answers it
+#: (torchvision's names mean what torchvision users expect, also beside timm).
+BUNDLED = ("zoo-torchvision", "zoo-digits", "zoo-timm")
 #: The most of a model failure's traceback that is kept (its end, where the error is).
 MAX_TRACEBACK_CHARS = 16_000
 
@@ -135,9 +137,10 @@ def _precedence(plugin: PluginInfo) -> tuple[str, bool, str]:
     return plugin.name, distribution not in BUNDLED, distribution
 
 
-def is_bundled(distribution: str | None) -> bool:
-    """Whether `distribution` is one of zoo's own plugin distributions."""
-    return normalized(distribution or "") in BUNDLED
+def bundled_rank(distribution: str | None) -> int:
+    """Where `distribution` stands in `BUNDLED` (0 first); after all of them when it is not bundled."""
+    name = normalized(distribution or "")
+    return BUNDLED.index(name) if name in BUNDLED else len(BUNDLED)
 
 
 def strict_from_env() -> bool:

@@ -302,12 +302,13 @@ def build_model(
 ) -> BuiltModel:
     """Build model `name` with pretrained `weights`, a head of `num_classes` and a stem for `in_channels`.
 
-    With weights, the pretrained model is built first (as its builder knows how, or,
-    for weights listed without an enum, with the weights' builder arguments and then
-    the verified state dict loaded strictly), then the heads the catalog lists for it
-    are replaced by fresh ones of `num_classes` outputs and its first convolution
-    adapted to `in_channels` (`zoo.surgery`); the report of `zoo.surgery.load_partial`
-    accounts for every pretrained tensor.
+    With weights, the pretrained model is built first (as its builder knows how), then
+    the heads the catalog lists for it are replaced by fresh ones of `num_classes`
+    outputs and its first convolution adapted to `in_channels` (`zoo.surgery`); the
+    report of `zoo.surgery.load_partial` accounts for every pretrained tensor. Weights
+    listed without an enum build the model with the weights' builder arguments (and
+    `num_classes`, so the builder makes the new head, also for embedding weights that
+    have none), then the verified state dict is loaded: strictly, unless the head is new.
     """
     from zoo import surgery
 
@@ -327,17 +328,20 @@ def build_model(
             surgery.replace_first_conv(model, row.first_conv, in_channels)
         return BuiltModel(model, None)
 
+    new_head = num_classes is not None and num_classes != len(member.meta.get("categories") or ())
     if entry is None:  # torchvision's convention: the builder loads its weights
         model = builder(weights=member, **config)
-    else:
-        model = builder(**{**entry.builder_args, **config})
-        _load_strictly(model, _verified_state_dict(engine, member, progress=True), str(member))
-    pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
-    if num_classes is not None and num_classes != len(member.meta.get("categories") or ()):
-        surgery.replace_head(model, row.classifier[0], num_classes)
-        for path in row.classifier[1:]:  # auxiliary heads, which some builders drop with weights
-            if surgery.has_submodule(model, path):
-                surgery.replace_head(model, path, num_classes)
+        pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
+        if new_head:
+            surgery.replace_head(model, row.classifier[0], num_classes)
+            for path in row.classifier[1:]:  # auxiliary heads, which some builders drop with weights
+                if surgery.has_submodule(model, path):
+                    surgery.replace_head(model, path, num_classes)
+    else:  # the builder makes the head (also where the weights have none: embeddings); the rest must load
+        pretrained = _verified_state_dict(engine, member, progress=True)
+        model = builder(**{**entry.builder_args, **config, **({"num_classes": num_classes} if new_head else {})})
+        if not new_head:
+            _load_strictly(model, pretrained, str(member))
     adapters = {}
     if in_channels is not None:
         surgery.replace_first_conv(model, row.first_conv, in_channels)

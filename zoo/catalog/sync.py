@@ -22,7 +22,8 @@ Who answers a bare name (`answering_row`; ``models.preferred``, one row per name
 installing a plugin never changes what an existing name means. The plugin whose
 model answered a name before a sync keeps answering it as long as it still
 provides the name, also when it is re-synced. A name new to the catalog, or whose
-plugin left it, goes to a bundled plugin's model first, then to the plugin first
+plugin left it, goes to a bundled plugin's model first (torchvision, digits, timm, in
+that order), then to the plugin first
 synced into this catalog (the lowest plugin id: ids are kept across syncs and
 given in load order).
 
@@ -77,8 +78,8 @@ from zoo.plugins import (
     LOADING_PREFIX,
     LoadedPlugin,
     PluginInfo,
+    bundled_rank,
     installed_plugins,
-    is_bundled,
     load_plugins,
     normalized,
     strict_from_env,
@@ -468,12 +469,13 @@ def answering_row(providers: Sequence[Row], owner: int | None) -> Row:
 
     The row of `owner` (the plugin whose model answered it before this sync) while it
     still provides the name; else a bundled plugin's, then the plugin first synced
-    into this catalog (lowest plugin id). Rows have ``plugin_id`` and ``distribution``.
+    into this catalog (lowest plugin id). Bundled plugins come in the order of
+    `zoo.plugins.BUNDLED`: torchvision first. Rows have ``plugin_id`` and ``distribution``.
     """
     for row in providers:
         if row.plugin_id == owner:
             return row
-    return min(providers, key=lambda row: (not is_bundled(row.distribution), row.plugin_id))
+    return min(providers, key=lambda row: (bundled_rank(row.distribution), row.plugin_id))
 
 
 def _choose_preferred(conn: Connection, answered: Mapping[str, int]) -> None:
