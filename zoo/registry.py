@@ -103,27 +103,31 @@ def summarize_models(
         naming = _naming(conn)
         matches = _matcher(include, exclude)
         ids = {i for i in _filtered_ids(conn, naming, **filters) if matches(naming.entries[i])}
-        summaries = select(models.c.id, models.c.name, models.c.task, models.c.num_params)
+        summaries = select(models.c.id, models.c.task, models.c.num_params)
         names = select(weights.c.model_id, weights.c.enum_name, weights.c.member_name, weights.c.is_default)
         if len(ids) < 500:  # else read them all: one query beats a huge IN list
             summaries, names = summaries.where(models.c.id.in_(ids)), names.where(weights.c.model_id.in_(ids))
-        rows = [row for row in conn.execute(summaries) if row.id in ids]
+        rows = [row for row in conn.execute(summaries).tuples() if row[0] in ids]
         shown = naming.shown
-        by_model: dict[int, list[Row]] = {}
-        for w in conn.execute(names.order_by(weights.c.id)):
-            by_model.setdefault(w.model_id, []).append(w)
+        weights_of: dict[int, list[str]] = {}
+        default_of: dict[int, str] = {}
+        for model_id, enum_name, member, is_default in conn.execute(names.order_by(weights.c.id)):
+            if model_id in ids:
+                full = _full_name(enum_name, member, shown[model_id])
+                weights_of.setdefault(model_id, []).append(full)
+                if is_default:
+                    default_of[model_id] = full
     records = [
         {
-            "name": shown[row.id],
-            "qualified_name": naming.entries[row.id].qualified,
-            "task": row.task,
-            "plugin": naming.entries[row.id].namespace,
-            "num_params": row.num_params,
-            "weights": [_full_name(w, shown[row.id]) for w in by_model.get(row.id, [])],
-            "default_weights": next(
-                (_full_name(w, shown[row.id]) for w in by_model.get(row.id, []) if w.is_default), None),
+            "name": shown[model_id],
+            "qualified_name": naming.entries[model_id].qualified,
+            "task": task,
+            "plugin": naming.entries[model_id].namespace,
+            "num_params": num_params,
+            "weights": weights_of.get(model_id, []),
+            "default_weights": default_of.get(model_id),
         }
-        for row in rows
+        for model_id, task, num_params in rows
     ]
     return sorted(records, key=lambda r: r["name"])
 
@@ -158,10 +162,10 @@ def describe(name: str) -> dict[str, Any]:
         "classifier": model.classifier,
         "first_conv": model.first_conv,
         "input_size": model.input_size,
-        "default_weights": _full_name(default, shown) if default else None,
+        "default_weights": _full_name(default.enum_name, default.member_name, shown) if default else None,
         "weights": [
             {
-                "name": _full_name(w, shown),
+                "name": _full_name(w.enum_name, w.member_name, shown),
                 "enum": w.enum_name,
                 "member": w.member_name,
                 "is_default": w.is_default,
@@ -528,15 +532,15 @@ def _model(conn: Connection, name: str, naming: _Naming | None = None) -> Row:
                                 plugins.c.distribution, plugins.c.version).where(models.c.id == chosen.id)).one()
 
 
-def _full_name(row: Row, model_name: str) -> str:
+def _full_name(enum_name: str | None, member: str, model_name: str) -> str:
     """How a weights entry is named: ``Enum.MEMBER``, or ``MODEL.TAG`` for weights without an enum."""
-    return f"{row.enum_name}.{row.member_name}" if row.enum_name else f"{model_name}.{row.member_name}"
+    return f"{enum_name}.{member}" if enum_name else f"{model_name}.{member}"
 
 
 def _weights_names(conn: Connection, rows: list[Row]) -> dict[int, str]:
     """Weights id -> full name, for weights rows."""
     shown = _naming(conn).shown
-    return {w.id: _full_name(w, shown[w.model_id]) for w in rows}
+    return {w.id: _full_name(w.enum_name, w.member_name, shown[w.model_id]) for w in rows}
 
 
 def _resolve_weights(conn: Connection, name: str, model: str | None) -> tuple[Row, Row]:
