@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 import zoo
 from zoo.errors import UnknownWeightsError
-from conftest import FIXTURES, pip_install
+from conftest import FIXTURES, pip_install, run_zoo
 
 
 WEIGHTS_FILES = ("tagged-300ep.safetensors", "tagged-clip.safetensors", "resnet50.pth")
@@ -81,6 +81,14 @@ def test_a_newcomer_leaves_torchvision_names_alone(shadowed) -> None:
     assert zoo.get_model_builder("resnet50").__wrapped__ is tvm.resnet50
     assert zoo.get_weight("ResNet50_Weights.IMAGENET1K_V2") is tvm.ResNet50_Weights.IMAGENET1K_V2
     assert zoo.get_weight("resnet50.DEFAULT") is tvm.ResNet50_Weights.DEFAULT
+
+
+def test_zoo_plugins_shows_the_names_plugins_share_and_who_answers(shadowed, shadow_site: Path) -> None:
+    records = {p["namespace"]: p for p in zoo.list_plugins()}
+    assert records["shadow"]["shared"] == [{"name": "resnet50", "answered_by": "torchvision"}]
+    assert records["torchvision"]["shared"] == [{"name": "resnet50", "answered_by": "torchvision"}]
+    shown = run_zoo("plugins", "--verbose", env={"PYTHONPATH": str(shadow_site)}).stdout
+    assert "plugin shadow shares 1 name(s)" in shown and "resnet50 -> torchvision/resnet50" in shown
 
 
 def test_a_newcomers_enum_of_the_same_name_is_reached_only_by_its_namespace(shadowed) -> None:

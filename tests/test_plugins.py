@@ -59,7 +59,7 @@ def test_third_party_plugin_is_discovered_and_builds(plugin_dir: Path, tmp_path:
     info = plugins_json(plugin_dir, tmp_path, "digits,fixture-good")["fixture-good"]
     assert info == {"name": "fixture-good", "namespace": "fixture-good", "distribution": "zoo-fixture-good",
                     "version": "1.0.0", "status": "loaded", "models": 1, "error": None, "failures": [],
-                    "installed_here": True}
+                    "installed_here": True, "shared": []}
     code = "import zoo; m = zoo.get_model('TINY_MLP', num_classes=5); print(type(m).__name__, m[1].out_features)"
     env = {**os.environ, **env_for(plugin_dir, tmp_path, "digits,fixture-good")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)

@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_show)
 
     p = commands.add_parser("plugins", help="list the catalog's plugins, whether they loaded and are installed here")
-    p.add_argument("--verbose", action="store_true", help="also list each model that failed, with its traceback")
+    p.add_argument("--verbose", action="store_true",
+                   help="also list the names shared with other plugins, and each model that failed, with its traceback")
     _add_json(p)
     p.set_defaults(run=_plugins)
 
@@ -334,21 +335,35 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _plugins_text(records: list[dict[str, Any]], *, verbose: bool) -> str:
-    """The plugins table; with `verbose`, each failed model and its traceback after it."""
+    """The plugins table; with `verbose`, the names each shares with other plugins (and which plugin
+    answers each), then each failed model and its traceback."""
     table = _table(
-        ["NAMESPACE", "NAME", "DISTRIBUTION", "VERSION", "STATUS", "MODELS", "HERE", "ERROR"],
+        ["NAMESPACE", "NAME", "DISTRIBUTION", "VERSION", "STATUS", "MODELS", "SHARED", "HERE", "ERROR"],
         [[p["namespace"], p["name"], p["distribution"], p["version"], p["status"], p["models"],
-          "yes" if p["installed_here"] else "no",
+          _shared_text(p), "yes" if p["installed_here"] else "no",
           p["error"] or (f"{len(p['failures'])} model(s) failed" + ("" if verbose else " (--verbose)")
                          if p["failures"] else "")] for p in records],
     )
     if not verbose:
         return table
+    shared = [
+        f"\nplugin {p['namespace']} shares {len(p['shared'])} name(s) with other plugins; the bare name means:\n"
+        + _indented(", ".join(f"{n['name']} -> {n['answered_by']}/{n['name']}" for n in p["shared"]))
+        for p in records if p["shared"]
+    ]
     failed = [
         f"\nplugin {p['namespace']}, model {f['name']}: {f['error']}\n" + _indented(f["traceback"] or "")
         for p in records for f in p["failures"]
     ]
-    return "\n".join([table, *failed])
+    return "\n".join([table, *shared, *failed])
+
+
+def _shared_text(record: dict[str, Any]) -> str:
+    """How many of a plugin's names other plugins also have, and how many of those it does not answer."""
+    if not record["shared"]:
+        return "-"
+    elsewhere = sum(n["answered_by"] != record["namespace"] for n in record["shared"])
+    return f"{len(record['shared'])} ({elsewhere} qualified only)"
 
 
 def _indented(text: str) -> str:

@@ -184,11 +184,20 @@ def describe(name: str) -> dict[str, Any]:
 
 def list_plugins() -> list[dict[str, Any]]:
     """Every plugin in the catalog: name, namespace, distribution, version, status, error, model
-    count, the models that failed, and whether this machine has it installed (can build its models)."""
+    count, the models that failed, whether this machine has it installed (can build its models),
+    and `shared`: its model names that other plugins also provide, with the namespace that
+    answers each bare name."""
     from zoo.catalog.plugin_records import plugin_records
 
     with ensure_current().connect() as conn:
-        return plugin_records(conn)
+        records, naming = plugin_records(conn), _naming(conn)
+    shared: dict[str, list[dict[str, str]]] = {}
+    for name, ids in sorted(naming.by_name.items()):
+        if len(ids) > 1:
+            answer = next(naming.entries[i].namespace for i in ids if naming.shown[i] == name)
+            for i in ids:
+                shared.setdefault(naming.entries[i].namespace, []).append({"name": name, "answered_by": answer})
+    return [{**record, "shared": shared.get(record["namespace"], [])} for record in records]
 
 
 def get_model_builder(name: str) -> Callable[..., Any]:
