@@ -107,7 +107,7 @@ def summarize_models(
         names = select(weights.c.model_id, weights.c.enum_name, weights.c.member_name, weights.c.is_default)
         if len(ids) < 500:  # else read them all: one query beats a huge IN list
             summaries, names = summaries.where(models.c.id.in_(ids)), names.where(weights.c.model_id.in_(ids))
-        rows = [row for row in conn.execute(summaries).tuples() if row[0] in ids]
+        rows = [row for row in conn.execute(summaries) if row[0] in ids]
         shown = naming.shown
         weights_of: dict[int, list[str]] = {}
         default_of: dict[int, str] = {}

@@ -95,21 +95,25 @@ class Staleness(NamedTuple):
 
     outdated: list[PluginInfo]  # installed plugins whose rows are missing or made from other inputs
     foreign: list[int]  # ids of the plugin rows of plugins not installed here
+    unmarked: bool = False  # the catalog has no generation: no sync of this zoo finished writing it
 
     def stale(self, prune: bool) -> bool:
         """Whether a sync that prunes (or not) would change anything."""
-        return bool(self.outdated) or (prune and bool(self.foreign))
+        return bool(self.outdated) or (prune and bool(self.foreign)) or self.unmarked
 
 
 def staleness(conn: Connection, plugins: Sequence[PluginInfo]) -> Staleness:
-    """Which of `plugins` the catalog lacks or holds out of date, and which of its plugins are not among them."""
-    p = tables.plugins
+    """Which of `plugins` the catalog lacks or holds out of date, which of its plugins are not among
+    them, and whether it lacks the generation every sync writes."""
+    p, state = tables.plugins, tables.catalog_state
     rows = conn.execute(select(p.c.id, p.c.name, p.c.distribution, p.c.fingerprint)).all()
     stored = {(r.name, r.distribution): r.fingerprint for r in rows}
     here = {(info.name, info.distribution) for info in plugins}
+    generation = conn.scalar(select(state.c.value).where(state.c.key == tables.GENERATION_KEY))
     return Staleness(
         [info for info in plugins if stored.get((info.name, info.distribution)) != plugin_fingerprint(info)],
         [r.id for r in rows if (r.name, r.distribution) not in here],
+        unmarked=generation is None,
     )
 
 
