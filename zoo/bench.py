@@ -29,6 +29,7 @@ import numpy as np
 from zoo.errors import UsageError, ZooError, excerpt, first_line
 from zoo.shapes import check_size
 from zoo.specs import DETECTION_TASKS
+from zoo.text import table
 
 __all__ = ["BenchResult", "BenchRow", "bench", "compare_onnx", "parse_batches", "sample_photographs",
            "SAMPLE_PHOTOGRAPHS"]
@@ -78,7 +79,6 @@ class BenchResult:
         headers = ["engine", "provider", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs eager"]
         body = [[r.engine, r.provider, str(r.batch), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}",
                  f"{r.throughput:.1f}", "-" if r.speedup is None else f"{r.speedup:.2f}x"] for r in self.rows]
-        widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
         lines = [f"model: {self.model} ({self.source})", f"machine: {_machine_text(self.machine)}",
                  f"settings: {_settings_text(self.settings)}"]
         if self.calibration is not None:
@@ -86,9 +86,7 @@ class BenchResult:
             shown = ", ".join(c["images"][:8]) + (", ..." if c["count"] > 8 else "")
             lines.append(f"int8 calibration: {c['count']} images from {c['source']}: {shown}")
         lines += [f"note: {n}" for n in self.notes]
-        lines += ["", "  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-        lines += ["  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                  for row in body]
+        lines += ["", *table(headers, body, right=range(2, len(headers)))]
         return "\n".join(lines)
 
     def __str__(self) -> str:

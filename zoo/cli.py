@@ -563,9 +563,9 @@ def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers, *[["" if c is None else str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    from zoo.text import table
+
+    return "\n".join(table(headers, rows))
 
 
 def _human(count: int | None) -> str:

@@ -41,6 +41,7 @@ from torchvision.models.feature_extraction import (  # the private helper: trace
 from zoo.errors import UsageError, ZooError
 from zoo.shapes import EXAMPLES, parse_shape
 from zoo.registry import get_model, get_model_builder
+from zoo.text import table
 
 #: torchvision models whose forward takes a list of C,H,W images rather than a batch.
 _IMAGE_LIST_MODELS = (GeneralizedRCNN, RetinaNet, FCOS, SSD)
@@ -117,14 +118,9 @@ class ModelSummary:
 
     def table(self) -> str:
         """A torchsummary-style table: one row per module, indented by depth, then the totals."""
-        cells = [["Layer", "Output shape", "Params", "Trainable"]] + [
-            [_layer_label(r), r.output_text, f"{r.params:,}", r.trainable or "-"] for r in self.rows
-        ]
-        widths = [max(len(row[i]) for row in cells) for i in range(4)]
-        lines = [
-            "  ".join(c.rjust(w) if i == 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-            for row in cells
-        ]
+        lines = table(["Layer", "Output shape", "Params", "Trainable"],
+                      [[_layer_label(r), r.output_text, f"{r.params:,}", r.trainable or "-"] for r in self.rows],
+                      right={2})
         rule = "-" * max(len(line) for line in lines)
         inputs = ", ".join(shape_text(tuple(s)) for s in self.inputs)
         return "\n".join([
