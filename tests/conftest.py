@@ -152,13 +152,17 @@ class WeightsServer:
     """A real HTTP server on 127.0.0.1 for weights files the tests make.
 
     Serves ``files`` by path (without the leading slash); ``modes`` makes a file arrive
-    corrupted, cut off, slowly or stalled halfway; ``requests`` lists what was asked for.
+    corrupted, cut off, slowly or stalled halfway; ``failures`` lists, per path, what the
+    next requests get instead of the file, one each: an HTTP status (answered with
+    ``failure_headers``) or a mode; ``requests`` lists what was asked for.
     It listens on `port` (0: a free one).
     """
 
     def __init__(self, port: int = 0) -> None:
         self.files: dict[str, bytes] = {}
         self.modes: dict[str, str] = {}
+        self.failures: dict[str, list[int | str]] = {}
+        self.failure_headers: dict[str, str] = {}
         self.requests: list[str] = []
         self.stalled = threading.Event()
         server = self
@@ -171,6 +175,16 @@ class WeightsServer:
                     self.send_error(404)
                     return
                 body, mode = server.files[name], server.modes.get(name, "ok")
+                queued = server.failures.get(name)
+                failure = queued.pop(0) if queued else None
+                if isinstance(failure, int):
+                    self.send_response(failure)
+                    for header, value in server.failure_headers.items():
+                        self.send_header(header, value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                mode = failure or mode
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -42,12 +42,16 @@ import re
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
 from urllib.request import Request, url2pathname, urlopen
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential, wait_random
 
 from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt
 from zoo.outputs import file_lock
@@ -56,6 +60,11 @@ OFFLINE_ENV = "ZOO_OFFLINE"
 MIRROR_ENV = "ZOO_WEIGHTS_MIRROR"
 CHUNK = 1 << 20
 TIMEOUT_S = 60
+RETRIES_ENV = "ZOO_FETCH_RETRIES"  # "ATTEMPTS[,BASE_SECONDS]" for downloads
+RETRY_ATTEMPTS = 4
+MAX_ATTEMPTS = 20
+RETRY_BASE_S = 0.5  # the first wait; each next one doubles, plus up to this much jitter
+RETRY_MAX_S = 30.0  # no wait is longer, a server's Retry-After included
 # torch.hub's convention: "<name>-<first hex digits of the SHA-256>.<ext>"
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
 FULL_HASH = re.compile(r"[0-9a-f]{64}")
@@ -318,17 +327,100 @@ def _mismatch(actual: str, weights: WeightsFile) -> str | None:
 
 
 def _download(weights: WeightsFile, target: Path, progress: bool) -> Path:
+    """`weights` downloaded into `target`, tried again with backoff after transient failures.
+
+    Each attempt streams to its own ``.part`` file (removed when the attempt fails), all
+    under the entry's lock that `_present` holds.
+    """
     if urlparse(weights.url).scheme not in {"http", "https"}:
         raise UsageError(f"weights URL {weights.url!r} is not http(s) or file; cannot fetch it")
+    attempts, base = _retry_policy()
+    retrying = Retrying(stop=stop_after_attempt(attempts), wait=_backoff(base), reraise=True,
+                        retry=retry_if_exception(lambda error: isinstance(error, _DownloadError) and error.transient),
+                        before_sleep=_announce_retry if progress else None)
+    try:
+        return retrying(_attempt, weights, target, progress)
+    except _DownloadError as exc:
+        attempts = retrying.statistics["attempt_number"]
+        raise WeightsError(
+            f"downloading {weights.url} failed ({exc}) after {attempts} attempt{'s' if attempts != 1 else ''}; "
+            f"nothing was cached; try again, "
+            f"or put the file in ${MIRROR_ENV} as {' or '.join(map(str, _mirror_names(weights)))}"
+        ) from None
+
+
+class _DownloadError(WeightsError):
+    """One attempt's failure: `transient` when another attempt may not meet it (the network, the
+    server's load), with the server's numeric ``Retry-After`` if it gave one."""
+
+    def __init__(self, reason: str, *, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class _CutShortError(WeightsError):
+    """A transfer that ended before the length its server announced."""
+
+
+def _attempt(weights: WeightsFile, target: Path, progress: bool) -> Path:
+    """One download of `weights` into `target`; a failure raises `_DownloadError` (a wrong hash as itself)."""
     try:
         with urlopen(Request(weights.url, headers={"User-Agent": "zoo"}), timeout=TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             return _store(response, weights, target, origin=weights.url, progress=progress, total=total)
-    except (URLError, http.client.HTTPException, OSError) as exc:
-        raise WeightsError(
-            f"downloading {weights.url} failed ({exc}); nothing was cached; try again, "
-            f"or put the file in ${MIRROR_ENV} as {' or '.join(map(str, _mirror_names(weights)))}"
-        ) from None
+    except HTTPError as exc:
+        exc.close()
+        if exc.code == 429 or exc.code >= 500:
+            raise _DownloadError(str(exc), transient=True,
+                                 retry_after=_retry_after(exc.headers.get("Retry-After"))) from None
+        raise _DownloadError(str(exc), transient=False) from None
+    except (URLError, http.client.HTTPException, ConnectionError, TimeoutError, _CutShortError) as exc:
+        raise _DownloadError(str(exc), transient=True) from None
+    except OSError as exc:  # the cache's disk, not the network: another try would not help
+        raise _DownloadError(str(exc), transient=False) from None
+
+
+def _retry_policy() -> tuple[int, float]:
+    """How many attempts a download gets and the base delay in seconds, from ``$ZOO_FETCH_RETRIES``
+    (``ATTEMPTS[,BASE_SECONDS]``) or the defaults."""
+    value = os.environ.get(RETRIES_ENV, "").strip()
+    if not value:
+        return RETRY_ATTEMPTS, RETRY_BASE_S
+    attempts, _, base = value.partition(",")
+    try:
+        policy = int(attempts), float(base) if base else RETRY_BASE_S
+    except ValueError:
+        policy = (0, RETRY_BASE_S)
+    if not (1 <= policy[0] <= MAX_ATTEMPTS and 0 <= policy[1] <= RETRY_MAX_S):
+        raise UsageError(f"${RETRIES_ENV} is {excerpt(value)}; give ATTEMPTS[,BASE_SECONDS] with ATTEMPTS "
+                         f"from 1 to {MAX_ATTEMPTS} and BASE_SECONDS from 0 to {RETRY_MAX_S:g}, e.g. 4,0.5")
+    return policy
+
+
+def _backoff(base: float) -> Callable[[RetryCallState], float]:
+    """Exponential backoff from `base` with jitter, capped, or the server's Retry-After if longer (also capped)."""
+    exponential = wait_exponential(multiplier=base, max=RETRY_MAX_S) + wait_random(0, base)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        asked = getattr(error, "retry_after", None) or 0.0
+        return min(max(exponential(state), asked), RETRY_MAX_S)
+
+    return wait
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A numeric ``Retry-After`` in seconds; None for none or for the HTTP-date form (backoff decides)."""
+    value = (value or "").strip()
+    return float(value) if value.isdigit() else None
+
+
+def _announce_retry(state: RetryCallState) -> None:
+    """Tell the user, on stderr, that a download failed and when it is tried again."""
+    error = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0.0
+    print(f"zoo: download attempt {state.attempt_number} failed ({error}); retrying in {delay:.1f}s", file=sys.stderr)
 
 
 def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str, progress: bool,
@@ -348,7 +440,7 @@ def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str,
                     size += len(chunk)
                     bar.update(len(chunk))
             if total is not None and size != total:
-                raise WeightsError(f"transfer of {origin} stopped after {size} of {total} bytes; nothing was cached; try again")
+                raise _CutShortError(f"the transfer stopped after {size} of {total} bytes")
             expected = _mismatch(digest.hexdigest(), weights)
             if expected is not None:
                 raise HashMismatchError(
