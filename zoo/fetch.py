@@ -30,6 +30,12 @@ whose hash was checked (`read_verified`), so nothing beside the file (no stamp, 
 mtime) can make the zoo believe it. Offline mode (``ZOO_OFFLINE=1``) never touches
 the network.
 
+A download that fails for a passing reason (a connection error or timeout, HTTP 5xx or
+429, a transfer cut short) is tried again with capped exponential backoff and jitter,
+waiting as long as a numeric ``Retry-After`` asks, up to the cap; a 4xx or a wrong hash
+is final. ``$ZOO_FETCH_RETRIES`` (``ATTEMPTS[,BASE_SECONDS]``, default ``4,0.5``) sets
+how many attempts and the first wait.
+
 Torch-free: the catalog and the CLI use it without importing torch.
 """
 
