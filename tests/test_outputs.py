@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -210,12 +212,69 @@ def test_stale_folders_of_a_dead_writer_are_removed_under_the_lock(tmp_path: Pat
 def test_a_live_writer_holds_the_lock(tmp_path: Path) -> None:
     """A second process cannot take the path's lock while the first holds it; the lock file goes with it."""
     target = tmp_path / "out.onnx"
-    probe = ("import fcntl, os, sys\n"
-             f"fd = os.open({str(tmp_path / '.out.onnx.lock')!r}, os.O_WRONLY)\n"
-             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    print('held')\n")
+    probe = ("from filelock import FileLock, Timeout\n"
+             f"try:\n    FileLock({str(tmp_path / '.out.onnx.lock')!r}, blocking=False).acquire()\n"
+             "except Timeout:\n    print('held')\n")
     with file_lock(target) as held:
         assert held
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
         assert done.stdout.strip() == "held", done.stderr
     assert list(tmp_path.iterdir()) == []
 
+
+def test_a_waiting_process_gets_the_lock_once_released_and_removes_it(tmp_path: Path) -> None:
+    """A process that waits on the lock file the holder then removes takes a fresh lock, and removes that."""
+    target = tmp_path / "out.onnx"
+    got = tmp_path / "got"
+    code = ("from pathlib import Path\nfrom zoo.outputs import file_lock\n"
+            f"with file_lock(Path({str(target)!r})) as held:\n"
+            f"    Path({str(got)!r}).write_text(str(held))\n")
+    with file_lock(target):
+        waiter = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiter.wait(timeout=2)  # still waiting: it may not take the lock while this process holds it
+        assert not got.exists()
+    _, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert got.read_text() == "True"
+    got.unlink()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_hold_the_lock_one_at_a_time(tmp_path: Path) -> None:
+    target = tmp_path / "out.onnx"
+    inside: list[int] = []
+    most: list[int] = []
+
+    def hold() -> None:
+        with file_lock(target) as held:
+            assert held
+            inside.append(1)
+            most.append(len(inside))
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=hold) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most == [1] * 6
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (os.mkfifo, "its lock file is not a regular file"),
+    (lambda p: os.symlink(p.with_name("elsewhere"), p), "Too many levels of symbolic links"),
+])
+def test_a_lock_path_that_is_not_a_regular_file_is_refused_and_left(tmp_path: Path, make, message: str) -> None:
+    target = tmp_path / "out.onnx"
+    lock_path = tmp_path / ".out.onnx.lock"
+    make(lock_path)
+    with pytest.raises(UsageError, match=message) as caught:
+        _write_through(target)
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.onnx.lock"]
+    assert not stat.S_ISREG(os.lstat(lock_path).st_mode)
+    with file_lock(target, optional=True) as held:  # the weights cache goes on without a lock
+        assert not held

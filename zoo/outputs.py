@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import shutil
@@ -30,6 +29,8 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock, UnixFileLock
 
 from zoo import metadata
 from zoo.errors import UsageError, excerpt
@@ -47,17 +48,21 @@ _FORCE = "pass --force (overwrite=True in Python) to replace it"
 def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = None) -> Iterator[bool]:
     """Hold an exclusive lock on `target` (the file ``.NAME.lock`` beside it, removed afterwards).
 
-    Yields whether the lock is held. The lock file is unlinked while still held; a
-    waiter that then gets the unlinked file notices and locks the new one. With
+    One holder at a time, across processes and threads, by `filelock` (flock on Unix,
+    LockFileEx on Windows). Yields whether the lock is held. On Unix the lock file is
+    unlinked while still held (filelock keeps it otherwise); a waiter that then gets the
+    unlinked file notices and locks a new one. Windows removes it on release. With
     `optional`, a folder where the lock file cannot be made (a read-only cache) is used
-    without a lock (yielding False); otherwise that raises `OSError`. `leftovers`, a
-    regular expression, names the scratch files and folders that holders of this lock
-    make beside `target`: those it matches in full are removed once the lock is held,
-    since whoever made them is gone.
+    without a lock (yielding False); otherwise that raises `OSError`, as does a lock
+    path that is not a regular file. `leftovers`, a regular expression, names the
+    scratch files and folders that holders of this lock make beside `target`: those it
+    matches in full are removed once the lock is held, since whoever made them is gone.
     """
     lock_path = target.with_name(f".{target.name}.lock")
+    # No soft fallback (where flock is missing): unlinking a soft lock's marker would release it.
+    lock = FileLock(lock_path, fallback_to_soft=False, on_acquired=_require_regular)
     try:
-        fd = _acquire(lock_path)
+        lock.acquire()
     except OSError:
         if not optional:
             raise
@@ -68,27 +73,16 @@ def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = N
             _remove_leftovers(target.parent, re.compile(leftovers))
         yield True
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(lock_path)
-        os.close(fd)
+        if isinstance(lock, UnixFileLock):
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+        lock.release()
 
 
-def _acquire(lock_path: Path) -> int:
-    """An open, flock-ed descriptor of the regular file at `lock_path` (made if missing)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    while True:
-        fd = os.open(lock_path, flags, 0o644)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EEXIST, "its lock file is not a regular file", str(lock_path))
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with contextlib.suppress(FileNotFoundError):
-                if os.lstat(lock_path).st_ino == os.fstat(fd).st_ino:
-                    return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # the holder removed this file after we opened it: lock the new one
+def _require_regular(fd: int) -> None:
+    """Refuse a lock on what is not a regular file (a fifo planted at the lock path)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(errno.EEXIST, "its lock file is not a regular file")
 
 
 @contextlib.contextmanager
