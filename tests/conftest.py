@@ -234,8 +234,10 @@ def server() -> Iterator[WeightsServer]:
 
 @pytest.fixture
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A weights cache of the test's own (``$TORCH_HOME``), with no mirror and offline mode off."""
+    """A weights cache of the test's own (``$TORCH_HOME``), with no mirror, offline mode off, and
+    download retries that wait milliseconds, not seconds."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ZOO_FETCH_RETRIES", "4,0.01")
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
     monkeypatch.delenv("ZOO_WEIGHTS_MIRROR", raising=False)
     return tmp_path / "torch" / "hub" / "checkpoints"
