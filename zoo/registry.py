@@ -402,10 +402,10 @@ def fetch_weights(
 
 def weights_path(weights: str | enum.Enum, *, model: str | None = None) -> Path:
     """Where the file of `weights` is used from (it may not have been fetched yet)."""
+    from zoo.fetch import WeightsFile, cached_path
+
     with ensure_current().connect() as conn:
         url = _url_of(conn, weights, model)
-        from zoo.fetch import WeightsFile, cached_path
-
         return cached_path(WeightsFile(url, _known_sha256(conn, url)))
 
 
@@ -531,14 +531,23 @@ def _model(conn: Connection, name: str, naming: _Naming | None = None) -> Row:
     if not isinstance(name, str):
         raise UsageError(f"a model name must be a string, not {type(name).__name__}")
     naming = naming or _naming(conn)
-    namespace, _, bare = name.lower().rpartition("/")
-    found = [naming.entries[i] for i in naming.by_name.get(bare, ())
-             if not namespace or naming.entries[i].namespace == namespace]
+    found = _candidates(naming, name)
     if not found:
         raise UnknownModelError(name, list(naming.shown.values()))
-    chosen = found[0] if len(found) == 1 else _answer(found)
+    return _row_of(conn, _answer(found))
+
+
+def _candidates(naming: _Naming, name: str) -> list[_Entry]:
+    """The models `name` can mean: ``PLUGIN/NAME`` one at most, a bare name each of its providers."""
+    namespace, _, bare = name.lower().rpartition("/")
+    return [naming.entries[i] for i in naming.by_name.get(bare, ())
+            if not namespace or naming.entries[i].namespace == namespace]
+
+
+def _row_of(conn: Connection, entry: _Entry) -> Row:
+    """The model row of `entry`, with its plugin's name, namespace, distribution and version."""
     return conn.execute(_select(models, plugins.c.name.label("plugin_name"), plugins.c.namespace,
-                                plugins.c.distribution, plugins.c.version).where(models.c.id == chosen.id)).one()
+                                plugins.c.distribution, plugins.c.version).where(models.c.id == entry.id)).one()
 
 
 def _full_name(enum_name: str | None, member: str, model_name: str) -> str:
@@ -577,19 +586,19 @@ def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, R
     answers for it (its models answer their names); another plugin's enum of the same
     name is reached only by ``PLUGIN/Enum.MEMBER``.
     """
-    namespace, _, bare = owner.lower().rpartition("/")
-    in_namespace = plugins.c.namespace == namespace if namespace else True
     naming = _naming(conn)
-    candidates = [naming.entries[i] for i in naming.by_name.get(bare, ())
-                  if not namespace or naming.entries[i].namespace == namespace]
+    candidates = _candidates(naming, owner)
     if candidates:
         first = _answer(candidates)
-        models_in_order = [_model(conn, e.qualified, naming) for e in [first, *(c for c in candidates if c != first)]]
-        for model in models_in_order:
+        for entry in [first, *(c for c in candidates if c != first)]:
+            model = _row_of(conn, entry)
             found = _member(_weights_of(conn, model), member)
             if found is not None:
                 return found, model
-        return _member_of_model(conn, models_in_order[0], member), models_in_order[0]  # raises, listing its tags
+        first_row = _row_of(conn, first)
+        return _member_of_model(conn, first_row, member), first_row  # raises, listing its tags
+    namespace, _, bare = owner.lower().rpartition("/")
+    in_namespace = plugins.c.namespace == namespace if namespace else True
     enums = conn.execute(
         select(weights.c.model_id, plugins.c.namespace, models.c.preferred)
         .select_from(weights.join(models).join(plugins))
@@ -601,7 +610,7 @@ def _weights_by_owner(conn: Connection, owner: str, member: str) -> tuple[Row, R
         rows = conn.execute(select(weights).where(weights.c.model_id.in_(model_ids))).all()
         found = _member(rows, member)
         if found is not None:
-            return found, _model(conn, f"{chosen}/{naming.entries[found.model_id].name}", naming)
+            return found, _row_of(conn, naming.entries[found.model_id])
         known = [f"{owner}.{w.member_name}" for w in rows]
     else:
         known = [f"{e}.{m}" for e, m in conn.execute(
