@@ -57,6 +57,7 @@ _EXPORTS = {
     "predict": "zoo.runtime",
     "quantize_int8": "zoo.quantize",
     "bench": "zoo.bench",
+    "TaskAdapter": "zoo.tasks",
     "fetch_weights": "zoo.registry",
     "weights_path": "zoo.registry",
     "verify_weights": "zoo.registry",
@@ -112,6 +113,7 @@ if TYPE_CHECKING:
         weights_path,
     )
     from zoo.bench import bench
+    from zoo.tasks import TaskAdapter
     from zoo.quantize import quantize_int8
     from zoo.runtime import Predictor, predict
     from zoo.specs import DeferredSpec, ModelSpec, WeightsSpec

@@ -21,10 +21,14 @@ is not a hook below (a misspelling), fails to load with that reason.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from zoo.specs import DeferredSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from zoo.tasks import TaskAdapter
 
 PROJECT = "zoo"
 
@@ -44,4 +48,17 @@ def zoo_register_models() -> Iterable[ModelSpec | DeferredSpec]:
     ``NAMESPACE/NAME``, and a bare name keeps meaning what it meant before this plugin
     was installed. Raising here, or returning anything but specs, marks this plugin as
     failed; other plugins still load.
+    """
+
+
+@hookspec
+def zoo_register_tasks() -> Iterable[TaskAdapter]:
+    """Return the tasks this plugin adds: instances of `zoo.TaskAdapter` subclasses.
+
+    An adapter holds everything the zoo knows about its task (`zoo.tasks`): how a
+    model of the task is exported and verified, and how its outputs are decoded and
+    drawn. Subclass a built-in adapter (``zoo.tasks.classification.Classification``,
+    say) to extend a task under a new name. Unlike model registration this hook runs
+    whenever the zoo needs a task it does not know, also on a deployment host: its
+    module must import without torch. The built-in tasks keep their adapters.
     """
