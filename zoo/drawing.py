@@ -37,7 +37,8 @@ __all__ = ["draw_bounding_boxes", "draw_segmentation_masks", "draw_keypoints", "
 Color = Union[str, tuple[int, int, int]]
 #: An image to draw on: uint8 H x W x 3 (or H x W grey), or a PIL image.
 ImageLike = Union[np.ndarray, Image.Image]
-FontLike = Union[ImageFont.ImageFont, ImageFont.FreeTypeFont, ImageFont.TransposedFont]
+#: Pillow's default font is a bitmap font where Pillow has no FreeType.
+FontLike = Union[ImageFont.ImageFont, ImageFont.FreeTypeFont]
 
 #: Most boxes, masks, keypoint instances, classes or grid images one call draws.
 MAX_OBJECTS = 10_000
@@ -90,9 +91,9 @@ def draw_bounding_boxes(image: ImageLike, boxes: np.ndarray | Sequence[Sequence[
     width = _count("width", width, MAX_STROKE)
     box_colors = _colors(colors, count)
     text_colors = box_colors if label_colors is None else _colors(label_colors, count)
+    text_font = _font(font, font_size)
     if count == 0:
         return pixels.copy()
-    text_font = _font(font, font_size) if any(t is not None for t in texts) else None
     canvas = Image.fromarray(pixels)
     draw = ImageDraw.Draw(canvas, "RGBA" if fill else None)
     for box, color, text, text_color in zip(box_array.astype(np.int64).tolist(), box_colors, texts, text_colors):
@@ -100,7 +101,7 @@ def draw_bounding_boxes(image: ImageLike, boxes: np.ndarray | Sequence[Sequence[
         if text is not None:
             inset = width + 1
             draw.text((box[0] + inset, box[1] + inset), text, fill=text_color, font=text_font)
-    return np.asarray(canvas).copy()
+    return np.array(canvas)
 
 
 def draw_segmentation_masks(image: ImageLike, masks: np.ndarray, alpha: float = 0.8,
@@ -134,9 +135,10 @@ def draw_keypoints(image: ImageLike, keypoints: np.ndarray | Sequence[Sequence[S
     """`image` with N instances of K keypoints (N x K x 2: x, y) drawn as discs, joined by `connectivity`.
 
     As torchvision's ``draw_keypoints``: coordinates truncated to integers, discs of
-    `radius` in `colors` (Pillow's default ink, white, when None), connections as white
-    lines of `width`; a keypoint whose `visibility` (N x K, or N x K x 1) is false is
-    not drawn, nor are its connections.
+    `radius` in `colors`, connections as white lines of `width`; a keypoint whose
+    `visibility` (N x K, or N x K x 1) is false is not drawn, nor are its connections.
+    With `colors` None no discs are drawn at all (torchvision gives Pillow neither a
+    fill nor an outline then), so pass a colour to see the points.
     """
     pixels = _rgb(image)
     points = _coordinates("keypoints", keypoints, (None, None, 2), "N x K x 2 (x, y)")
@@ -145,7 +147,8 @@ def draw_keypoints(image: ImageLike, keypoints: np.ndarray | Sequence[Sequence[S
     else:
         visible = np.asarray(visibility)
         visible = visible[..., 0] if visible.ndim == 3 and visible.shape[2] == 1 else visible
-        if visible.shape != points.shape[:2] or not (visible.dtype == np.bool_ or np.issubdtype(visible.dtype, np.number)):
+        if visible.shape != points.shape[:2] or not (np.issubdtype(visible.dtype, np.number)
+                                                     or visible.dtype == np.bool_):
             raise UsageError(f"visibility must be N x K ({points.shape[0]} x {points.shape[1]}), "
                              f"bool or numbers; got {_described(visibility)}")
         visible = visible.astype(bool)
@@ -162,7 +165,7 @@ def draw_keypoints(image: ImageLike, keypoints: np.ndarray | Sequence[Sequence[S
         for start, end in pairs:
             if shown[start] and shown[end]:
                 draw.line((tuple(instance[start]), tuple(instance[end])), width=width)
-    return np.asarray(canvas).copy()
+    return np.array(canvas)
 
 
 def flow_to_image(flow: np.ndarray) -> np.ndarray:
@@ -175,8 +178,9 @@ def flow_to_image(flow: np.ndarray) -> np.ndarray:
     if not isinstance(flow, np.ndarray) or flow.ndim != 3 or 2 not in (flow.shape[0], flow.shape[2]) \
             or not np.issubdtype(flow.dtype, np.floating):
         raise UsageError(f"flow must be a float numpy array, H x W x 2 or 2 x H x W; got {_described(flow)}")
-    vectors = (flow if flow.shape[2] == 2 else np.moveaxis(flow, 0, -1)).astype(np.float32)
+    vectors = flow if flow.shape[2] == 2 else np.moveaxis(flow, 0, -1)
     check_image_size(vectors.shape[1], vectors.shape[0], "flow")
+    vectors = vectors.astype(np.float32)
     if not np.isfinite(vectors).all():
         raise UsageError("flow must be finite (it has NaN or infinite values)")
     norm = np.sqrt(vectors[..., 0] ** 2 + vectors[..., 1] ** 2)
@@ -219,9 +223,8 @@ def topk_bars(image: ImageLike, labels: Sequence[str], probabilities: Sequence[f
     percentage and a horizontal bar as long as its probability."""
     pixels = _rgb(image)
     names = _labels(labels, None, "labels")
-    values = np.asarray(probabilities, dtype=object if not isinstance(probabilities, np.ndarray) else None)
     try:
-        values = values.astype(np.float64)
+        values = np.asarray(probabilities, dtype=np.float64)
     except (TypeError, ValueError):
         raise UsageError(f"probabilities must be numbers in [0, 1]; got {excerpt(probabilities)}") from None
     if values.shape != (len(names),) or not np.all((values >= 0) & (values <= 1)):
@@ -308,19 +311,17 @@ def _rgb(image: ImageLike) -> np.ndarray:
 def _coordinates(name: str, value: object, shape: tuple[int | None, ...], accepted: str) -> np.ndarray:
     """`value` as a float64 array of `shape` (None: any length up to `MAX_OBJECTS`), finite and
     within `MAX_COORDINATE`, or a one-line `UsageError` naming `accepted`."""
-    array = np.asarray(value) if isinstance(value, np.ndarray) else None
-    if array is None:
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise UsageError(f"{name} must be numbers, {accepted}; got {excerpt(value)}") from None
+    try:
+        array = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be numbers, {accepted}; got {excerpt(value)}") from None
     if array.size == 0 and array.ndim < len(shape):
         array = array.reshape((0,) + tuple(s or 0 for s in shape[1:]))
     if array.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, array.shape)) \
             or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise UsageError(f"{name} must be a numeric array, {accepted}; got {_described(array)}")
     for axis, n in enumerate(array.shape[:-1]):
-        _count(f"{name}' axis {axis} length", n, MAX_OBJECTS)
+        _count(f"{name}.shape[{axis}]", n, MAX_OBJECTS)
     array = array.astype(np.float64)
     if not np.isfinite(array).all() or np.abs(array).max(initial=0) > MAX_COORDINATE:
         raise UsageError(f"{name} must be finite pixel coordinates within +-{MAX_COORDINATE}")
@@ -434,8 +435,7 @@ def _with_panel(pixels: np.ndarray, rows: list[tuple[str, Sequence[int], float |
     rows need more height than the image has.
     """
     font = ImageFont.load_default(max(10, min(pixels.shape[0] // 30, 48)))
-    ascent, descent = font.getmetrics()
-    line = ascent + descent
+    line = int(font.getbbox("Ag")[3]) + 2
     bars = any(fraction is not None for _, _, fraction in rows)
     row_h = 2 * line + _PANEL_MARGIN if bars else line + _PANEL_MARGIN
     text_w = max((int(font.getlength(text)) for text, _, _ in rows), default=0)
@@ -457,4 +457,4 @@ def _with_panel(pixels: np.ndarray, rows: list[tuple[str, Sequence[int], float |
             bar_w = round(fraction * (panel_w - 2 * _PANEL_MARGIN))
             if bar_w:
                 draw.rectangle([left, top + line, left + bar_w - 1, top + 2 * line - 2], fill=fill)
-    return np.asarray(canvas).copy()
+    return np.array(canvas)
