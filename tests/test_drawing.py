@@ -235,7 +235,10 @@ def test_empty_inputs_draw_nothing() -> None:
     (lambda im: drawing.flow_to_image(np.zeros((3, 4, 5), np.float32)), "H x W x 2"),
     (lambda im: drawing.class_overlay(im, np.full(im.shape[:2], 3), ["a", "b"]), "0 to 1"),
     (lambda im: drawing.topk_bars(im, ["a", "b"], [0.5]), "one per label"),
+    (lambda im: drawing.flow_to_image(np.zeros((0, 0, 2), np.float32)), "H x W x 2"),
     (lambda im: drawing.make_grid([im], nrow=0), "nrow"),
+    (lambda im: drawing.make_grid(iter([im])), "list of images"),
+    (lambda im: drawing.make_grid([im[:0]]), "non-empty uint8"),
     (lambda im: drawing.draw_bounding_boxes(Image.new("1", (9000, 9000)), [[0, 0, 5, 5]]), "scale it down"),
 ])
 def test_bad_input_is_a_one_line_usage_error(call, message: str) -> None:

@@ -176,7 +176,7 @@ def flow_to_image(flow: np.ndarray) -> np.ndarray:
     axes both have 2 entries is read as H x W x 2.
     """
     if not isinstance(flow, np.ndarray) or flow.ndim != 3 or 2 not in (flow.shape[0], flow.shape[2]) \
-            or not np.issubdtype(flow.dtype, np.floating):
+            or not np.issubdtype(flow.dtype, np.floating) or 0 in flow.shape:
         raise UsageError(f"flow must be a float numpy array, H x W x 2 or 2 x H x W; got {_described(flow)}")
     vectors = flow if flow.shape[2] == 2 else np.moveaxis(flow, 0, -1)
     check_image_size(vectors.shape[1], vectors.shape[0], "flow")
@@ -246,6 +246,8 @@ def make_grid(images: Sequence[ImageLike] | np.ndarray, nrow: int = 8, padding: 
     """
     if isinstance(images, (np.ndarray, Image.Image)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
         images = [images]
+    if not isinstance(images, (Sequence, np.ndarray)):
+        raise UsageError(f"images must be a list of images or a B x H x W x 3 array; got {_described(images)}")
     count = _count("number of images", len(images), MAX_OBJECTS)
     if count == 0:
         raise UsageError("make_grid needs at least one image")
@@ -299,8 +301,8 @@ def _rgb(image: ImageLike) -> np.ndarray:
         check_image_size(*image.size)
         return np.asarray(to_8bit(image).convert("RGB"))
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 \
-            or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
-        raise UsageError(f"image must be a PIL image or a uint8 numpy array, H x W x 3 or H x W; "
+            or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))) or 0 in image.shape:
+        raise UsageError(f"image must be a PIL image or a non-empty uint8 numpy array, H x W x 3 or H x W; "
                          f"got {_described(image)}")
     check_image_size(image.shape[1], image.shape[0])
     if image.ndim == 2 or image.shape[2] == 1:
