@@ -423,9 +423,11 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from zoo.registry import describe
     from zoo.summary import catalog_model, summarize
 
-    summary = summarize(catalog_model(args.name, weights=args.weights), args.input, depth=args.depth)
+    model = catalog_model(args.name, weights=args.weights)
+    summary = summarize(model, args.input, depth=args.depth, task=describe(args.name)["task"])
     _emit(args, {"name": args.name, **summary.to_json()}, summary.table)
     return 0
 

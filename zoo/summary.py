@@ -2,53 +2,39 @@
 
 `summarize` runs one pass with forward hooks and reports, per module, its output
 shapes, the parameters it owns and whether they train, with totals for parameters,
-buffers, activations and inputs (torchsummary's table, as text or plain data).
-`feature_nodes`, `features_model` and `extract_features` wrap torchvision's torch.fx
-feature extraction for any module or catalog model, with errors that name the node
-or the untraceable model. torch.fx cannot trace models whose Python control flow
-depends on tensors: torchvision's detection, instance segmentation and keypoint
-models (their backbones trace) and RAFT (its encoders trace) as a whole; every
-other catalog model traces, but MViT's features past its first in-place update are
-refused because torchvision's extractor would compute them wrong.
+buffers, activations and inputs (torchsummary's table, as text or plain data). The
+example inputs follow the model's task adapter (`zoo.tasks`): a detector takes a list
+of images.
+
+`feature_nodes`, `features_model` and `extract_features` are `zoo.features`' torch.fx
+feature extraction for a module or a catalog name. This module is where a catalog name
+becomes a module for looking inside (`catalog_model`, and a skeleton on the meta device
+where only the structure matters), above the registry; `zoo.features` and `zoo.surgery`
+stay below it.
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import itertools
-import operator
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
-from torchvision.models.detection import FCOS, RetinaNet
-from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.ssd import SSD
-from torchvision.models.feature_extraction import (  # the private helper: trace exactly as the extractor does
-    NodePathTracer,
-    _set_default_tracer_kwargs,
-    create_feature_extractor,
-    get_graph_node_names,
-)
 
-from zoo.errors import UsageError, ZooError
-from zoo.shapes import EXAMPLES, parse_shape
+from zoo import features, tasks
+from zoo.errors import UsageError
+from zoo.features import kept_modes, run_model, tensors_in
 from zoo.registry import get_model, get_model_builder
+from zoo.shapes import EXAMPLES, parse_shape
 from zoo.text import table
 
-#: torchvision models whose forward takes a list of C,H,W images rather than a batch.
-_IMAGE_LIST_MODELS = (GeneralizedRCNN, RetinaNet, FCOS, SSD)
 #: what constructors fill new weights with, besides torch.nn.init (skipped by `_NoInit`)
 _RANDOM_FILLS = (torch.Tensor.uniform_, torch.Tensor.normal_)
 
-T = TypeVar("T")
 Shape = Any  # a tuple of ints per tensor, nested in lists and dicts as the module returned them
 
 
@@ -176,15 +162,17 @@ def summarize(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     depth: int | None = None,
+    task: str | None = None,
 ) -> ModelSummary:
     """Run one forward pass of `model` on `example_inputs` of `input_size` and summarise it per module.
 
     The pass runs in eval mode under ``torch.inference_mode()``; every module's own
     training flag is restored afterwards and the hooks are removed even on error.
-    `device` defaults to the model's. Rows follow ``named_modules()`` (the root first);
-    `depth` keeps only modules whose path has at most that many dots (``depth=0``:
-    ``conv1``, ``layer1``; ``depth=1`` adds ``layer1.0``; the root row always stays),
-    rolling deeper modules' parameters into their nearest shown ancestor.
+    `device` defaults to the model's; `task` as in `example_inputs`. Rows follow
+    ``named_modules()`` (the root first); `depth` keeps only modules whose path has at
+    most that many dots (``depth=0``: ``conv1``, ``layer1``; ``depth=1`` adds
+    ``layer1.0``; the root row always stays), rolling deeper modules' parameters into
+    their nearest shown ancestor.
 
     Activations count the bytes of every distinct tensor storage that a module returned
     during the pass, each once: a container returning its last child's output, an
@@ -195,7 +183,7 @@ def summarize(
     sizes = _input_sizes(input_size)
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more (dots in a module path), not {depth}")
-    inputs = example_inputs(model, sizes, dtype=dtype, device=device)
+    inputs = example_inputs(model, sizes, dtype=dtype, device=device, task=task)
     modules = dict(model.named_modules())
     calls = {path: _Calls() for path in modules}
     outputs: dict[int, torch.UntypedStorage] = {}  # storage id -> storage, kept alive so ids stay unique
@@ -203,13 +191,13 @@ def summarize(
     try:
         for path, module in modules.items():
             handles.append(module.register_forward_hook(_recorder(calls[path], outputs)))
-        with _kept_modes(model), torch.inference_mode():
+        with kept_modes(model), torch.inference_mode():
             model.eval()
-            _forward(model, inputs, type(model).__name__)
+            run_model(model, inputs, type(model).__name__)
     finally:
         for handle in handles:
             handle.remove()
-    input_storages = {t.untyped_storage()._cdata for t in _tensors(inputs)}
+    input_storages = {t.untyped_storage()._cdata for t in tensors_in(inputs)}
     params = list(model.parameters())
     buffers = list(model.buffers())
     return ModelSummary(
@@ -223,7 +211,7 @@ def summarize(
         param_bytes=sum(p.nbytes for p in params),
         buffer_bytes=sum(b.nbytes for b in buffers),
         activation_bytes=sum(s.nbytes() for key, s in outputs.items() if key not in input_storages),
-        input_bytes=sum(t.nbytes for t in _tensors(inputs)),
+        input_bytes=sum(t.nbytes for t in tensors_in(inputs)),
     )
 
 
@@ -233,11 +221,13 @@ def example_inputs(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    task: str | None = None,
 ) -> list[Any]:
     """The positional arguments for ``model(*args)``: one tensor per size, uniform in [0, 1) from seed 0.
 
-    torchvision's detection models (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD)
-    take a list of C,H,W images, so each N,C,H,W size becomes a list of N images.
+    The task's adapter arranges them (`TaskAdapter.call_inputs`: a detector takes each
+    N,C,H,W size as a list of N images). `task` is the model's catalog task; without
+    it, the adapter that recognises the module (`zoo.tasks.for_module`), if any.
     `device` defaults to the device of the model's first parameter or buffer.
     """
     sizes = _input_sizes(input_size)
@@ -245,11 +235,8 @@ def example_inputs(
         device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     generator = torch.Generator().manual_seed(0)
     tensors = [torch.rand(size, generator=generator).to(device=device, dtype=dtype) for size in sizes]
-    if not isinstance(model, _IMAGE_LIST_MODELS):
-        return tensors
-    if any(len(size) != 4 for size in sizes):
-        raise UsageError(f"{type(model).__name__} takes images as N,C,H,W (e.g. 1,3,320,320), not {sizes}")
-    return [list(t.unbind(0)) for t in tensors]
+    adapter = tasks.adapter(task) if task else tasks.for_module(model)
+    return adapter.call_inputs(model, tensors) if adapter else tensors
 
 
 def catalog_model(name: str, **get_model_kwargs: Any) -> nn.Module:
@@ -264,16 +251,13 @@ def catalog_model(name: str, **get_model_kwargs: Any) -> nn.Module:
 
 
 def feature_nodes(model: nn.Module | str, *, submodule: str | None = None) -> tuple[list[str], list[str]]:
-    """The node names torch.fx finds in train and in eval mode (torchvision's ``get_graph_node_names``).
+    """`zoo.features.feature_nodes` of a module or a catalog name.
 
-    `model` is a module or a catalog name; a name is built without weights, on the meta
-    device where its constructor allows (node names need no values). `submodule` (a
-    dotted path such as ``backbone``) looks inside. A model torch.fx cannot trace
-    raises a UsageError naming it and its traceable submodules.
+    A name is built without weights, on the meta device where its constructor allows
+    (node names need no values).
     """
-    name = model if isinstance(model, str) else None
-    module, label, path = _target(_skeleton(model) if name else model, name, submodule)
-    return _traced(module, label, path, partial(get_graph_node_names, suppress_diff_warning=True))
+    module, name = _resolved(model, {}, skeleton=True)
+    return features.feature_nodes(module, submodule=submodule, name=name)
 
 
 def features_model(
@@ -283,19 +267,9 @@ def features_model(
     submodule: str | None = None,
     **get_model_kwargs: Any,
 ) -> fx.GraphModule:
-    """A module returning a dict of intermediate outputs (torchvision's ``create_feature_extractor``).
-
-    `nodes` are names from `feature_nodes` (a module path such as ``layer1`` stands for
-    its last node), or a mapping from node name to output key. A catalog name is built
-    with `catalog_model(name, **get_model_kwargs)`; `submodule` picks a part of it. The
-    result shares the model's parameters. Nodes are checked against the eval-mode graph,
-    which holds in train mode too (train mode only adds nodes).
-
-    torchvision's extractor drops every call whose result is unused, in-place updates
-    included; a node that such an update precedes would come out wrong (MViT's, in
-    torchvision 0.29), so asking for one raises a UsageError.
-    """
-    return _extractor(name_or_model, nodes, submodule, get_model_kwargs)[0]
+    """`zoo.features.features_model` of a module or a catalog name, built with `catalog_model(name, **get_model_kwargs)`."""
+    module, name = _resolved(name_or_model, get_model_kwargs)
+    return features.features_model(module, nodes, submodule=submodule, name=name)
 
 
 def extract_features(
@@ -306,15 +280,9 @@ def extract_features(
     submodule: str | None = None,
     **get_model_kwargs: Any,
 ) -> dict[str, torch.Tensor]:
-    """The outputs of `nodes` for `inputs` (a tensor, or one per forward argument); arguments as `features_model`.
-
-    Runs in eval mode under ``torch.inference_mode()`` and leaves every module's mode as it was.
-    """
-    extractor, label = _extractor(model, nodes, submodule, get_model_kwargs)
-    args = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
-    with _kept_modes(extractor), torch.inference_mode():
-        extractor.eval()
-        return _forward(extractor, args, label)
+    """`zoo.features.extract_features` of a module or a catalog name; arguments as `features_model`."""
+    module, name = _resolved(model, get_model_kwargs)
+    return features.extract_features(module, nodes, inputs, submodule=submodule, name=name)
 
 
 def shape_of(obj: Any) -> Shape:
@@ -357,7 +325,7 @@ def _recorder(calls: _Calls, outputs: dict[int, torch.UntypedStorage]) -> Callab
         if not calls.count:
             calls.output = shape_of(output)
         calls.count += 1
-        for t in _tensors(output):
+        for t in tensors_in(output):
             calls.output_bytes += t.nbytes
             storage = t.untyped_storage()
             outputs.setdefault(storage._cdata, storage)
@@ -395,18 +363,6 @@ def _input_sizes(input_size: Sequence[int] | Sequence[Sequence[int]]) -> list[li
     return [list(parse_shape(size, what="input size")) for size in sizes]
 
 
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    """The tensors in `obj`, through tuples, lists and dict values."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            yield from _tensors(item)
-    elif isinstance(obj, Mapping):
-        for item in obj.values():
-            yield from _tensors(item)
-
-
 def _plain(shape: Shape) -> Any:
     """`shape` with tuples as lists, so that it survives a JSON round trip unchanged."""
     if isinstance(shape, (tuple, list)):
@@ -432,15 +388,18 @@ def _bytes_text(n: int) -> str:
     return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
-@contextmanager
-def _kept_modes(model: nn.Module) -> Iterator[None]:
-    """Restore every module's own training flag on exit (``model.train(mode)`` would set them all alike)."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in modes:  # parents before children: a custom train() override still runs
-            module.train(training)
+def _resolved(model: nn.Module | str, get_model_kwargs: dict[str, Any], *,
+              skeleton: bool = False) -> tuple[nn.Module, str | None]:
+    """The module `model` means, and its catalog name if it is one: where a name becomes a module.
+
+    A name is built with `catalog_model(name, **get_model_kwargs)`, or as a `_skeleton`
+    for its structure alone; builder arguments with a module are a UsageError.
+    """
+    if isinstance(model, str):
+        return (_skeleton(model) if skeleton else catalog_model(model, **get_model_kwargs)), model
+    if get_model_kwargs:
+        raise UsageError(f"builder arguments ({', '.join(get_model_kwargs)}) need a catalog model name, not a module")
+    return model, None
 
 
 def _skeleton(name: str) -> nn.Module:
@@ -466,132 +425,3 @@ class _NoInit(TorchFunctionMode):
         if getattr(func, "__module__", None) == "torch.nn.init" or func in _RANDOM_FILLS:
             return args[0] if args else kwargs["tensor"]
         return func(*args, **kwargs)
-
-
-def _target(model: nn.Module, name: str | None, submodule: str | None) -> tuple[nn.Module, str, str]:
-    """The module to trace, how errors name it, and its path in `model`."""
-    label = name or type(model).__name__
-    if not submodule:
-        return model, f"{label} ({type(model).__name__})" if name else label, ""
-    try:
-        module = model.get_submodule(submodule)
-    except AttributeError:
-        paths = [path for path, _ in model.named_modules() if path]
-        raise UsageError(f"{label} has no submodule {submodule!r}; {_suggestion(submodule, paths)}") from None
-    return module, f"{label}.{submodule} ({type(module).__name__})", submodule
-
-
-def _extractor(
-    name_or_model: nn.Module | str, nodes: Sequence[str] | Mapping[str, str], submodule: str | None,
-    get_model_kwargs: dict[str, Any],
-) -> tuple[fx.GraphModule, str]:
-    """`features_model`'s extractor, and how errors name the traced module."""
-    if isinstance(name_or_model, str):
-        model, name = catalog_model(name_or_model, **get_model_kwargs), name_or_model
-    elif get_model_kwargs:
-        raise UsageError(f"builder arguments ({', '.join(get_model_kwargs)}) need a catalog model name, not a module")
-    else:
-        model, name = name_or_model, None
-    module, label, path = _target(model, name, submodule)
-    return_nodes = _return_nodes(nodes)
-    _check_nodes(return_nodes, *_traced(module, label, path, _eval_graph), label)
-    with _kept_modes(module):
-        return create_feature_extractor(module, return_nodes=return_nodes, suppress_diff_warning=True), label
-
-
-def _check_nodes(return_nodes: dict[str, str], tracer: NodePathTracer, graph: fx.Graph, label: str) -> None:
-    """Every requested node exists (as a node name or a module path above one) and would come out right."""
-    qualnames = [tracer.node_to_qualname.get(node, "") for node in graph.nodes]
-    known = _prefixes([q for q in qualnames if q])
-    dropped = next((i for i, node in enumerate(graph.nodes) if _side_effect_only(node)), len(qualnames))
-    for node in return_nodes:
-        if node not in known:
-            raise UsageError(f"{label} has no feature node {node!r}; {_suggestion(node, known)} "
-                             "(feature_nodes lists them all)")
-        if any(q == node or q.startswith(node + ".") for q in qualnames[dropped + 1:]):
-            raise UsageError(f"{label}: feature node {node!r} would come out wrong: torchvision's feature "
-                             f"extraction drops {qualnames[dropped]}, an in-place update whose result the model "
-                             "does not use, which runs before it; nodes before that one are exact")
-
-
-def _eval_graph(module: nn.Module) -> tuple[NodePathTracer, fx.Graph]:
-    """The eval-mode graph exactly as ``create_feature_extractor`` traces it, with its tracer (node names)."""
-    module.eval()
-    tracer = NodePathTracer(**_set_default_tracer_kwargs(None))
-    graph = tracer.trace(module)
-    fx.GraphModule(tracer.root, graph)  # sets the graph's owning module, which Node.is_impure needs
-    return tracer, graph
-
-
-def _side_effect_only(node: fx.Node) -> bool:
-    """A call whose result nothing uses and that fx does not know to keep: an in-place update, presumably."""
-    return (node.op in ("call_function", "call_method", "call_module") and not node.users
-            and node.target not in (getattr, operator.getitem, "size", "dim") and not node.is_impure())
-
-
-def _traced(module: nn.Module, label: str, path: str, trace: Callable[[nn.Module], T]) -> T:
-    """`trace(module)`, with every module's mode kept; a module torch.fx cannot trace is a UsageError."""
-    try:
-        with _kept_modes(module):
-            return trace(module)
-    except Exception as exc:  # torch.fx fails in many ways (TraceError, TypeError, ...) on dynamic code
-        children = [f"{path}.{c}" if path else c for c in _traceable_children(module)]
-        hint = (f"extract from a traceable submodule instead: {', '.join(children)} "
-                f"(submodule={children[0]!r} in Python, --module {children[0]} on the command line)"
-                if children else "nor can any of its direct submodules with parameters")
-        raise UsageError(f"{label} cannot be traced by torch.fx ({type(exc).__name__}: "
-                         f"{_first_sentence(exc)}); {hint}") from exc
-
-
-def _forward(model: nn.Module, args: list[Any], label: str) -> Any:
-    """``model(*args)``; a model's complaint about its input (they complain in many ways) becomes a UsageError."""
-    try:
-        return model(*args)
-    except ZooError:
-        raise
-    except Exception as exc:
-        shapes = ";".join(",".join(map(str, t.shape)) for t in _tensors(args))
-        raise UsageError(f"{label} does not run on input {shapes} ({type(exc).__name__}: "
-                         f"{_first_sentence(exc)}); {EXAMPLES}") from exc
-
-
-def _traceable_children(module: nn.Module) -> list[str]:
-    """Names of the direct children that have parameters and that torch.fx can trace."""
-    found = []
-    for name, child in module.named_children():
-        if next(child.parameters(), None) is None:
-            continue
-        try:
-            with _kept_modes(child):
-                get_graph_node_names(child, suppress_diff_warning=True)
-        except Exception:  # not traceable: not a suggestion
-            continue
-        found.append(name)
-    return found
-
-
-def _return_nodes(nodes: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
-    if isinstance(nodes, str):
-        nodes = [nodes]
-    return_nodes = dict(nodes) if isinstance(nodes, Mapping) else {node: node for node in nodes}
-    if not return_nodes:
-        raise UsageError("no feature nodes given; name at least one, e.g. layer1 (see feature_nodes)")
-    return return_nodes
-
-
-def _prefixes(names: list[str]) -> list[str]:
-    """Every node name and every module path above one (``layer1`` for ``layer1.0.conv1``), in order."""
-    return list(dict.fromkeys(name.rsplit(".", up)[0] for name in names for up in range(name.count("."), -1, -1)))
-
-
-def _suggestion(word: str, candidates: list[str]) -> str:
-    """The closest dotted names to `word`, or else the top-level ones."""
-    close = difflib.get_close_matches(word, candidates, n=5, cutoff=0.6)
-    if close:
-        return f"did you mean: {', '.join(close)}?"
-    top = [c for c in candidates if "." not in c]
-    return f"top-level names: {', '.join(top[:8])}{', ...' if len(top) > 8 else ''}"
-
-
-def _first_sentence(exc: Exception) -> str:
-    return re.split(r"(?<=\.)\s|\n", str(exc).strip(), maxsplit=1)[0]

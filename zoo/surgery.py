@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.errors import UsageError
+from zoo.features import features_model
 
 #: An adapter turns a checkpoint tensor into one that fits the model's tensor.
 Adapter = Callable[[Tensor, Tensor], Tensor]
@@ -95,11 +96,9 @@ def insert_submodule(model: nn.Module, path: str, new: nn.Module, *, before: boo
 def truncate(model: nn.Module, after: str) -> nn.Module:
     """A model that runs `model` up to and including the module at `after` and returns its output.
 
-    Traced with torch.fx (`zoo.summary.features_model`), so the parts after `after`
+    Traced with torch.fx (`zoo.features.features_model`), so the parts after `after`
     are gone, not just unused; the result shares its parameters with `model`.
     """
-    from zoo.summary import features_model
-
     get_submodule(model, after)  # a clear error for a wrong path
     return _FirstOutput(features_model(model, {after: "out"}))
 
