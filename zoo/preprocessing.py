@@ -329,6 +329,14 @@ def preprocess_numpy(spec: PreprocessSpec, *images: Any) -> np.ndarray | tuple[n
     return _preprocess_image(spec, images[0])
 
 
+def preprocess_image(spec: PreprocessSpec, image: Image.Image | np.ndarray) -> np.ndarray:
+    """One image as `preprocess_numpy` makes it: C x H x W float32, also each image of an optical flow
+    pair on its own (what `zoo.runtime.Predictor` needs to pair consecutive images once each)."""
+    if spec.kind == "video":
+        raise UsageError("video preprocessing takes a clip of frames, not one image; use preprocess_numpy")
+    return _preprocess_image(spec, image)
+
+
 def _preprocess_image(spec: PreprocessSpec, image: Image.Image | np.ndarray) -> np.ndarray:
     pixels = _resize(_pil_image(image, spec.channel_order), spec)
     if spec.crop_size is not None:

@@ -5,8 +5,11 @@ graph optimisation, a cache of the optimised model, FP16, CUDA graphs);
 `select_providers` resolves what to ask ONNX Runtime for. A `Predictor` reads the
 zoo provenance that `zoo.export.export_onnx` writes into the model (task,
 preprocessing, categories) through ONNX Runtime itself, preprocesses images with
-`zoo.preprocessing.preprocess_numpy`, runs the session, and turns its outputs into
-one result per image: top-k classes, detections, or a per-pixel class mask.
+`zoo.preprocessing.preprocess_image`, runs the session, and turns its outputs into
+one result per image with the task's adapter (`zoo.tasks.adapter`): top-k classes,
+detections, a per-pixel class mask, a feature vector, an optical flow, or whatever a
+plugin's task decodes. `draw` draws a result over its image (`zoo.drawing`), and
+`make_grid` puts several drawings in one picture.
 
 CUDA is used when it can really run: the default asks for it only when the CUDA
 driver reports a GPU, so that a CPU-only machine gets no error output from ONNX
@@ -35,13 +38,19 @@ from PIL import Image
 
 from zoo import metadata
 from zoo.errors import UsageError, excerpt, first_line
-from zoo.preprocessing import (MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size, preprocess_numpy,
+from zoo.preprocessing import (MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size, preprocess_image,
                                to_8bit)
-from zoo.specs import DETECTION_TASKS
+from zoo.tasks import BUILTIN, DecodeOptions, Result, TaskAdapter, adapter, known_tasks, shape_text
+from zoo.tasks.classification import ClassificationResult as Classification
+from zoo.tasks.detection import Detections
+from zoo.tasks.embedding import EmbeddingResult as Embedding
+from zoo.tasks.optical_flow import Flow
+from zoo.tasks.segmentation import SegmentationResult as Segmentation
 
 __all__ = [
-    "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Predictor", "Segmentation",
-    "create_session", "cuda_device_count", "open_image", "predict", "select_providers", "session_metadata",
+    "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Embedding", "Flow", "Predictor",
+    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "open_image", "predict",
+    "select_providers", "session_metadata",
 ]
 
 _CPU, _CUDA, _TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -54,24 +63,18 @@ OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-#: The tasks whose outputs a `Predictor` knows how to read.
-TASKS = ("classification", "segmentation", *DETECTION_TASKS)
+#: The built-in tasks, each read by its adapter (`zoo.tasks`); plugins add others
+#: (`zoo.tasks.known_tasks`). Video is refused by its adapter: a `Predictor` feeds images, not clips.
+TASKS = tuple(BUILTIN)
 #: Largest batch of images sent to a session with a dynamic batch in one call.
 _MAX_BATCH = 32
-#: Preprocessing kinds of one image, which is what a `Predictor` preprocesses.
-_IMAGE_KINDS = ("classification", "detection", "segmentation")
-#: The outputs a detection model's results are read from, by their rank; `_REQUIRED` always.
-_DETECTION_OUTPUTS = {"boxes": 2, "labels": 1, "scores": 1, "masks": 4, "keypoints": 3, "keypoints_scores": 2}
-_REQUIRED = ("boxes", "labels", "scores")
-#: The rank of the main output (N x classes, N x classes x H x W) of the other tasks.
-_TASK_OUTPUT_RANKS = {"classification": 2, "segmentation": 4}
+#: Preprocessing kinds a `Predictor` preprocesses image by image, and how many images one model call takes.
+_IMAGES_PER_CALL = {"classification": 1, "detection": 1, "segmentation": 1, "optical_flow": 2}
 #: Most class names a model file may list, and the longest name (ImageNet-21k has 21,843).
 MAX_CATEGORIES = 100_000
 MAX_LABEL_CHARS = 1000
 #: Most values of a model input whose sizes are fixed (a batch of 64 images of 3 x 1024 x 1024 is 2**28).
 MAX_INPUT_VALUES = 1 << 28
-#: torchvision's instance-segmentation masks are probabilities; a pixel belongs above this.
-_MASK_THRESHOLD = 0.5
 #: numpy types of the ONNX tensor types a CUDA graph's preallocated outputs can have.
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 _ACCEPTED_IMAGES = "image files Pillow can read (PNG, JPEG, ...), PIL images or numpy arrays"
@@ -261,79 +264,16 @@ def session_metadata(session: ort.InferenceSession, source: str = "model") -> di
 # -- results --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Classification:
-    """The `topk` most probable classes of one image, most probable first."""
+def draw(result: Result, image: ImageLike) -> Image.Image:
+    """A new RGB image: `result` drawn over `image`, the picture it was predicted from, by its task's adapter.
 
-    source: str | None  # the image's path, if it came from a file
-    labels: list[str]
-    indices: list[int]
-    probabilities: list[float]  # softmax of the logits
-
-    def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "task": "classification",
-                "top": [{"label": label, "index": index, "probability": p}
-                        for label, index, p in zip(self.labels, self.indices, self.probabilities)]}
-
-    def __str__(self) -> str:
-        top = ", ".join(f"{label} {p:.1%}" for label, p in zip(self.labels, self.probabilities))
-        return f"{self.source or 'image'}: {top}"
-
-
-@dataclass(frozen=True)
-class Detections:
-    """The objects found in one image at or above the score threshold, by descending score."""
-
-    source: str | None
-    boxes: np.ndarray  # (K, 4) float32: x1, y1, x2, y2 in the image's pixels
-    labels: list[str]
-    label_ids: np.ndarray  # (K,) int64, index into the categories
-    scores: np.ndarray  # (K,) float32
-    masks: np.ndarray | None = None  # instance segmentation: (K, H, W) bool
-    keypoints: np.ndarray | None = None  # keypoints: (K, J, 3) x, y, visibility
-    keypoint_scores: np.ndarray | None = None  # keypoints: (K, J)
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data; a mask is summarised by its pixel count (`masks` has the pixels)."""
-        objects = []
-        for i, label in enumerate(self.labels):
-            item: dict[str, Any] = {"label": label, "label_id": int(self.label_ids[i]),
-                                    "score": float(self.scores[i]), "box": [float(v) for v in self.boxes[i]]}
-            if self.masks is not None:
-                item["mask_pixels"] = int(self.masks[i].sum())
-            if self.keypoints is not None:
-                item["keypoints"] = self.keypoints[i].tolist()
-            objects.append(item)
-        return {"source": self.source, "task": "detection", "detections": objects}
-
-    def __str__(self) -> str:
-        lines = [f"{self.source or 'image'}: {len(self.labels)} detection(s)"]
-        lines += [f"  {label} {score:.1%} at ({', '.join(f'{v:.0f}' for v in box)})"
-                  for label, score, box in zip(self.labels, self.scores, self.boxes)]
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """One image's per-pixel classes, at the resolution the model ran at."""
-
-    source: str | None
-    mask: np.ndarray  # (H, W) int64 class index per pixel: argmax of the logits
-    classes: list[str]  # names of the classes present, by index
-    pixels: list[int] = field(default_factory=list)  # how many pixels each of `classes` has
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data; the mask is summarised by the pixels of each class present."""
-        return {"source": self.source, "task": "segmentation", "shape": list(self.mask.shape),
-                "classes": [{"label": c, "pixels": n} for c, n in zip(self.classes, self.pixels)]}
-
-    def __str__(self) -> str:
-        total = self.mask.size
-        present = ", ".join(f"{c} {n / total:.1%}" for c, n in zip(self.classes, self.pixels))
-        return f"{self.source or 'image'} ({self.mask.shape[0]}x{self.mask.shape[1]}): {present}"
-
-
-Result = Union[Classification, Detections, Segmentation]
+    `image` is a path, a PIL image or a uint8 array. Boxes, masks and keypoints are
+    drawn where the model saw them, so give the image as it was given to `predict`.
+    """
+    if not isinstance(result, Result):
+        raise UsageError(f"draw takes a result of Predictor.predict, not {type(result).__name__}")
+    picture = open_image(image) if isinstance(image, (str, os.PathLike)) else _pil(image)
+    return adapter(result.task).draw(result, picture.convert("RGB"))
 
 
 # -- the predictor --------------------------------------------------------------------
@@ -344,10 +284,15 @@ class Predictor:
 
     Task, preprocessing and categories come from the model's zoo metadata; `task`,
     `categories` and `preprocessing` (a `PreprocessSpec` or its JSON) override them,
-    and are how a model exported by other tools is given them. Session keywords are
-    `create_session`'s. `io_binding` runs through ONNX Runtime's IO binding, the
-    input copied to the provider's device first and outputs left there until read
-    (always on with `cuda_graph`).
+    and are how a model exported by other tools is given them. The task's adapter
+    (`zoo.tasks.adapter`) says how outputs are checked and decoded and whether images
+    go in batches. Session keywords are `create_session`'s. `io_binding` runs through
+    ONNX Runtime's IO binding, the inputs copied to the provider's device first and
+    outputs left there until read (always on with `cuda_graph`).
+
+    A model of several inputs (the adapter's `input_names`: optical flow takes two)
+    is run on consecutive images: frames 0 and 1, 1 and 2, ...; N images give N - 1
+    results, each with the first image of its pair as its source.
     """
 
     def __init__(
@@ -370,24 +315,39 @@ class Predictor:
                                       optimized_model_path=optimized_model_path, fp16=fp16, cuda_graph=cuda_graph)
         self.metadata = session_metadata(self.session, str(self.path))
         self.task = _task(task) if task is not None else self._from_file("task", _task)
+        self.adapter: TaskAdapter | None = adapter(self.task) if self.task is not None else None
         self.categories = (_categories(categories) if categories is not None
                            else self._from_file("categories", _categories))
         self.preprocessing = (_spec(preprocessing) if preprocessing is not None
                               else self._from_file("preprocessing", _spec))
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        self.input_shape: list[int | str | None] = _input_shape(self.path, model_input.shape)
+        model_inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in model_inputs]
+        self.input_name = self.input_names[0]
+        self.input_shape: list[int | str | None] = _input_shape(self.path, model_inputs[0].shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._check_model()
         self._binding = _Binding(self.session, cuda_graph) if io_binding or cuda_graph else None
 
     def _check_model(self) -> None:
-        """The task's outputs and the preprocessing's channels fit the model, or one line says how not.
+        """The task's inputs and outputs and the preprocessing fit the model, or one line says how not.
 
         Task and preprocessing may come from the file's metadata, which is untrusted.
         """
-        if self.task is not None:
-            _check_outputs(self.path, self.task, {o.name: list(o.shape) for o in self.session.get_outputs()})
+        if self.adapter is not None:
+            self.adapter.check_outputs(str(self.path), {o.name: list(o.shape) for o in self.session.get_outputs()})
+            wanted = self.adapter.input_names
+            if len(wanted) != len(self.input_names):
+                raise UsageError(f"{self.path}: a {self.task} model takes {len(wanted)} input(s) "
+                                 f"({', '.join(wanted)}); this model takes {len(self.input_names)}")
+            spec = self.preprocessing
+            if spec is not None and _IMAGES_PER_CALL[spec.kind] != len(wanted):
+                raise UsageError(f"{self.path}: its preprocessing of kind {spec.kind!r} makes "
+                                 f"{_IMAGES_PER_CALL[spec.kind]} image(s) per call; a {self.task} model takes "
+                                 f"{len(wanted)}")
+        for model_input in self.session.get_inputs()[1:]:
+            if model_input.shape != self.session.get_inputs()[0].shape:
+                raise UsageError(f"{self.path}: zoo predicts with inputs of one shape; this model's are "
+                                 + ", ".join(shape_text(i.shape) for i in self.session.get_inputs())[:200])
         spec, channels = self.preprocessing, self.input_shape[1]
         if spec is not None and isinstance(channels, int) and channels != len(spec.channel_order):
             raise UsageError(f"{self.path}: its preprocessing makes {spec.channel_order} images of "
@@ -405,45 +365,56 @@ class Predictor:
         """The execution providers the session really got, best first."""
         return self.session.get_providers()
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The model's outputs by name on one preprocessed float32 batch, in one session call."""
-        self._check_batch(batch)
+    def run(self, *batches: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs by name on preprocessed float32 batches, one per input, in one session call."""
+        if len(batches) != len(self.input_names):
+            raise UsageError(f"{self.path.name} takes {len(self.input_names)} input batch(es) "
+                             f"({', '.join(self.input_names)}), got {len(batches)}")
+        for batch in batches:
+            self._check_batch(batch)
+        feeds = dict(zip(self.input_names, batches))
         if self._binding is not None:
-            return self._binding.run(self.input_name, batch)
-        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: batch})))
+            return self._binding.run(feeds)
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
     def predict(self, images: ImageLike | Sequence[ImageLike], *, topk: int = 5,
                 score_threshold: float = 0.5) -> list[Result]:
-        """One result per image, in order: `topk` classes, detections scoring at least
-        `score_threshold`, or a class mask, by the model's task.
+        """One result per image (per consecutive pair, for two inputs), in order: `topk`
+        classes, detections scoring at least `score_threshold`, a class mask, ..., as the
+        model's task decodes them.
 
         `images` is one image or a list: file paths, PIL images, uint8 H x W (x C)
         arrays, or already preprocessed float32 C x H x W arrays (or an N x C x H x W
         batch of them).
         """
-        self._check_ready()
+        model_adapter = self._check_ready()
         if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
             raise UsageError(f"topk must be a positive integer, not {topk!r}")
+        options = DecodeOptions(categories=self.categories, topk=topk, score_threshold=score_threshold)
         sources, samples = self._samples(images)
-        if self.task in DETECTION_TASKS:
-            # exported for one image of any size: one session call per image
-            return [self._detections(source, self.run(x[None]), score_threshold)
-                    for source, x in zip(sources, samples)]
-        outputs = self._run_batches(samples)
-        if self.task == "classification":
-            return [self._classification(s, logits, topk) for s, logits in zip(sources, outputs)]
-        return [self._segmentation(s, logits) for s, logits in zip(sources, outputs)]
+        span = len(self.input_names)
+        if len(samples) < span:
+            raise UsageError(f"a {self.task} model runs on {span} consecutive images at a time; got {len(samples)}")
+        calls = [tuple(samples[i:i + span]) for i in range(len(samples) - span + 1)]
+        if model_adapter.batched:
+            outputs = self._run_batches(calls)
+        else:  # exported for one image (or pair) of any size: one session call each
+            outputs = [self.run(*(x[None] for x in call)) for call in calls]
+        return [model_adapter.decode(out, source, options) for source, out in zip(sources, outputs)]
 
     # -- inputs
 
-    def _check_ready(self) -> None:
-        """Everything `predict` needs is known, or one line names the keywords that give it."""
+    def _check_ready(self) -> TaskAdapter:
+        """The task's adapter, when everything `predict` needs is known; else one line names the keywords
+        that give it."""
         missing = [name for name, value in (("task", self.task), ("preprocessing", self.preprocessing))
                    if value is None]
-        if missing:
+        if missing or self.adapter is None:
             raise UsageError(f"{self.path.name} has no zoo metadata for {' and '.join(missing)}; pass "
                              + ", ".join(f"{m}=" for m in missing)
-                             + f" to Predictor (task: one of {', '.join(TASKS)}; categories= names the classes)")
+                             + f" to Predictor (task: one of {', '.join(known_tasks())}; categories= names "
+                               "the classes)")
+        return self.adapter
 
     def _samples(self, images: ImageLike | Sequence[ImageLike]) -> tuple[list[str | None], list[np.ndarray]]:
         """Each image's source (its path, if any) and preprocessed C x H x W float32 array."""
@@ -464,15 +435,16 @@ class Predictor:
     def _preprocess(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """The spec's preprocessing; where the model takes one fixed size and that gives
         another (e.g. a shorter-side resize of a non-square image), a resize to it."""
-        sample = preprocess_numpy(self.preprocessing, image)
+        assert self.preprocessing is not None  # _check_ready
+        sample = preprocess_image(self.preprocessing, image)
         size = tuple(self.input_shape[-2:])
         if all(isinstance(d, int) for d in size) and sample.shape[-2:] != size:
-            sample = preprocess_numpy(_resized_to(self.preprocessing, size), image)
+            sample = preprocess_image(_resized_to(self.preprocessing, size), image)
         self._check_batch(sample[None], any_size=True)
         return sample
 
     def _check_batch(self, batch: np.ndarray, given: np.ndarray | None = None, any_size: bool = False) -> None:
-        """A float32 batch that the session's input takes, or one line with the shape it takes
+        """A float32 batch that the session's inputs take, or one line with the shape they take
         and what was `given` (the batch itself, unless it was one sample).
 
         `any_size` accepts any batch size: `predict` regroups samples into batches itself.
@@ -483,67 +455,33 @@ class Predictor:
         if not fits:
             given = batch if given is None else given
             got = f"{given.dtype} of shape {given.shape}" if isinstance(given, np.ndarray) else type(given).__name__
-            raise UsageError(f"{self.path.name} expected float32 of shape {_shape_text(self.input_shape)} "
+            raise UsageError(f"{self.path.name} expected float32 of shape {shape_text(self.input_shape)} "
                              f"(or a uint8 image to preprocess), got {got}")
 
-    def _run_batches(self, samples: list[np.ndarray]) -> list[np.ndarray]:
-        """The main output (a segmentation model's "out", not "aux") per sample.
+    def _run_batches(self, calls: list[tuple[np.ndarray, ...]]) -> list[dict[str, np.ndarray]]:
+        """Each call's outputs (each output's row of it), from as few session calls as the input's batch allows.
 
-        Samples of one shape go together, as many as the input's batch allows.
+        Calls of one shape go together; a fixed batch is filled up with zeros, the filler dropped.
         """
         fixed = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
-        main = "out" if "out" in self.output_names else self.output_names[0]
-        out: list[np.ndarray] = []
-        for group in _groups(samples, fixed or _MAX_BATCH):
-            batch = np.stack(group)
-            if fixed is not None and len(group) < fixed:  # a fixed batch is filled up, the filler dropped
-                batch = np.concatenate([batch, np.zeros((fixed - len(group), *batch.shape[1:]), np.float32)])
-            out += list(self.run(batch)[main][: len(group)])
+        out: list[dict[str, np.ndarray]] = []
+        for group in _groups(calls, fixed or _MAX_BATCH):
+            batches = [np.stack(column) for column in zip(*group)]
+            if fixed is not None and len(group) < fixed:
+                filler = np.zeros((fixed - len(group), *batches[0].shape[1:]), np.float32)
+                batches = [np.concatenate([b, filler]) for b in batches]
+            outputs = self.run(*batches)
+            out += [{name: value[i] for name, value in outputs.items()} for i in range(len(group))]
         return out
-
-    # -- outputs
-
-    def _label(self, index: int) -> str:
-        return self.categories[index] if self.categories and 0 <= index < len(self.categories) else str(index)
-
-    def _classification(self, source: str | None, logits: np.ndarray, topk: int) -> Classification:
-        probabilities = _softmax(logits.astype(np.float64))
-        top = np.argsort(-probabilities, kind="stable")[:topk]
-        return Classification(source, [self._label(int(i)) for i in top], [int(i) for i in top],
-                              [float(probabilities[i]) for i in top])
-
-    def _segmentation(self, source: str | None, logits: np.ndarray) -> Segmentation:
-        mask = logits.argmax(0).astype(np.int64)
-        present, counts = np.unique(mask, return_counts=True)
-        return Segmentation(source, mask, [self._label(int(i)) for i in present], [int(n) for n in counts])
-
-    def _detections(self, source: str | None, outputs: dict[str, np.ndarray], threshold: float) -> Detections:
-        scores = outputs["scores"]
-        keep = np.flatnonzero(scores >= threshold)
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
-        label_ids = outputs["labels"][keep].astype(np.int64)
-        masks = outputs.get("masks")
-        keypoints = outputs.get("keypoints")
-        keypoint_scores = outputs.get("keypoints_scores")
-        return Detections(
-            source=source,
-            boxes=outputs["boxes"][keep].astype(np.float32),
-            labels=[self._label(int(i)) for i in label_ids],
-            label_ids=label_ids,
-            scores=scores[keep].astype(np.float32),
-            masks=masks[keep, 0] > _MASK_THRESHOLD if masks is not None else None,
-            keypoints=keypoints[keep] if keypoints is not None else None,
-            keypoint_scores=keypoint_scores[keep] if keypoint_scores is not None else None,
-        )
 
 
 class _Binding:
     """Runs a session through IO binding on its provider's device.
 
-    The input is copied to the device once per run and the outputs stay there until
+    The inputs are copied to the device once per run and the outputs stay there until
     read. With a CUDA graph, the graph replays on the buffers it was captured with,
-    so the input is copied into the same buffer each time and outputs are allocated
-    once, at shapes that follow from the input's.
+    so the inputs are copied into the same buffers each time and outputs are allocated
+    once, at shapes that follow from the inputs'.
     """
 
     def __init__(self, session: ort.InferenceSession, cuda_graph: bool) -> None:
@@ -551,24 +489,30 @@ class _Binding:
         self.device = "cuda" if session.get_providers()[0] in _GPU_PROVIDERS else "cpu"
         self.cuda_graph = cuda_graph
         self.binding = session.io_binding()
-        self.input: ort.OrtValue | None = None
+        self.inputs: dict[str, ort.OrtValue] = {}
 
-    def run(self, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self.cuda_graph and self.input is not None:
-            if list(batch.shape) != self.input.shape():
-                raise UsageError(f"a CUDA graph replays one input shape, {tuple(self.input.shape())}, "
-                                 f"not {batch.shape}; make a Predictor without cuda_graph for other shapes")
-            self.input.update_inplace(batch)
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.cuda_graph and self.inputs:
+            for name, batch in feeds.items():
+                bound = self.inputs[name]
+                if list(batch.shape) != bound.shape():
+                    raise UsageError(f"a CUDA graph replays one input shape, {tuple(bound.shape())}, "
+                                     f"not {batch.shape}; make a Predictor without cuda_graph for other shapes")
+                bound.update_inplace(batch)
         else:
-            self._bind(name, batch)
+            self._bind(feeds)
         self.session.run_with_iobinding(self.binding)
         outputs = self.binding.copy_outputs_to_cpu()
         return dict(zip([o.name for o in self.session.get_outputs()], outputs))
 
-    def _bind(self, name: str, batch: np.ndarray) -> None:
-        self.input = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch), self.device, 0)
-        self.binding.bind_ortvalue_input(name, self.input)
-        symbols = {d: n for d, n in zip(self.session.get_inputs()[0].shape, batch.shape) if isinstance(d, str)}
+    def _bind(self, feeds: Mapping[str, np.ndarray]) -> None:
+        symbols: dict[str, int] = {}
+        for model_input in self.session.get_inputs():
+            batch = feeds[model_input.name]
+            self.inputs[model_input.name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch),
+                                                                             self.device, 0)
+            self.binding.bind_ortvalue_input(model_input.name, self.inputs[model_input.name])
+            symbols.update({d: n for d, n in zip(model_input.shape, batch.shape) if isinstance(d, str)})
         for output in self.session.get_outputs():
             if self.cuda_graph:
                 shape = [symbols.get(d, d) for d in output.shape]
@@ -593,9 +537,16 @@ def predict(path: str | os.PathLike[str], images: ImageLike | Sequence[ImageLike
 
 
 def _task(task: Any) -> str | None:
-    if task is not None and not (isinstance(task, str) and task in TASKS):
-        raise UsageError(f"cannot predict with a {excerpt(task)} model; tasks: {', '.join(TASKS)}")
-    return task
+    """`task`, if a task adapter reads it (`zoo.tasks.adapter`: built in, or a plugin's)."""
+    if task is None:
+        return None
+    if isinstance(task, str):
+        try:
+            adapter(task)
+            return task
+        except UsageError:
+            pass
+    raise UsageError(f"cannot predict with a {excerpt(task)} model; tasks: {', '.join(known_tasks())}")
 
 
 def _categories(categories: Any) -> list[str] | None:
@@ -616,23 +567,10 @@ def _spec(spec: PreprocessSpec | Mapping[str, Any] | None) -> PreprocessSpec | N
         raise UsageError(f"preprocessing spec: expected a JSON object of PreprocessSpec fields, "
                          f"got {type(spec).__name__} {excerpt(spec)}")
     spec = spec if isinstance(spec, PreprocessSpec) else PreprocessSpec.from_json(dict(spec))
-    if spec.kind not in _IMAGE_KINDS:
-        raise UsageError(f"preprocessing spec: kind {spec.kind!r} takes a clip or a pair of images; "
-                         f"a Predictor preprocesses one image ({', '.join(_IMAGE_KINDS)})")
+    if spec.kind not in _IMAGES_PER_CALL:
+        raise UsageError(f"preprocessing spec: kind {spec.kind!r} takes a clip; a Predictor preprocesses "
+                         f"images ({', '.join(_IMAGES_PER_CALL)})")
     return spec
-
-
-def _check_outputs(path: Path, task: str, shapes: Mapping[str, list[Any]]) -> None:
-    """The model's outputs (name: shape) are what `task`'s results are read from, or one line says why not."""
-    if task in DETECTION_TASKS:
-        needed = {name: rank for name, rank in _DETECTION_OUTPUTS.items() if name in shapes or name in _REQUIRED}
-    else:
-        needed = {"out" if "out" in shapes else next(iter(shapes)): _TASK_OUTPUT_RANKS[task]}
-    wrong = [name for name, rank in needed.items() if len(shapes.get(name, ())) != rank]
-    if wrong:
-        given = ", ".join(f"{name} {_shape_text(shape)}" for name, shape in shapes.items())
-        expected = ", ".join(f"{name} of rank {rank}" for name, rank in needed.items())
-        raise UsageError(f"{path}: a {task} model's outputs are {expected}; this model's are {given[:200]}")
 
 
 def _input_shape(path: Path, shape: Sequence[Any]) -> list[int | str | None]:
@@ -641,7 +579,7 @@ def _input_shape(path: Path, shape: Sequence[Any]) -> list[int | str | None]:
     sides = [d for d in shape[-2:] if isinstance(d, int)]
     if (len(shape) < 3 or any(d < 1 for d in fixed) or any(d > MAX_SIDE for d in sides)
             or math.prod(fixed) > MAX_INPUT_VALUES):
-        raise UsageError(f"{path}: its input has shape {_shape_text(shape)[:80]}; zoo predicts with inputs "
+        raise UsageError(f"{path}: its input has shape {shape_text(shape)[:80]}; zoo predicts with inputs "
                          f"N x C x ... x H x W of fixed sizes from 1 up, H and W at most {MAX_SIDE}, "
                          f"at most {MAX_INPUT_VALUES} values in all")
     return list(shape)
@@ -690,24 +628,23 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
                          f"give {_ACCEPTED_IMAGES}") from None
 
 
-def _groups(samples: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
-    """Consecutive runs of samples of one shape, at most `size` long."""
-    group: list[np.ndarray] = []
-    for sample in samples:
-        if group and (len(group) == size or sample.shape != group[0].shape):
+def _groups(calls: list[tuple[np.ndarray, ...]], size: int) -> Iterator[list[tuple[np.ndarray, ...]]]:
+    """Consecutive runs of calls whose inputs have one shape, at most `size` long."""
+    group: list[tuple[np.ndarray, ...]] = []
+    for call in calls:
+        if group and (len(group) == size or [x.shape for x in call] != [x.shape for x in group[0]]):
             yield group
             group = []
-        group.append(sample)
+        group.append(call)
     if group:
         yield group
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max())
-    return exp / exp.sum()
-
-
-def _shape_text(shape: Sequence[Any]) -> str:
-    """(N, 1, 8, 8): fixed sizes as numbers, a symbolic batch as N, other symbols by name."""
-    names = [str(d) if isinstance(d, int) else ("N" if i == 0 else str(d or "?")) for i, d in enumerate(shape)]
-    return f"({', '.join(names)})"
+def _pil(image: Any) -> Image.Image:
+    """A PIL image, or a uint8 H x W (x C) array as one; else one line says what `draw` takes."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
+        return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    described = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+    raise UsageError(f"draw takes the image as a path, a PIL image or a uint8 H x W (x C) array, not {described}")

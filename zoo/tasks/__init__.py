@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from zoo.export.verify import OutputCheck
 
-__all__ = ["TaskAdapter", "Result", "DecodeOptions", "adapter", "for_module", "known_tasks"]
+__all__ = ["TaskAdapter", "Result", "DecodeOptions", "adapter", "for_module", "known_tasks", "check_ranks",
+           "main_output", "shape_text", "captioned"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,21 @@ class Result:
     """One image's prediction. Each task's result is a frozen dataclass deriving from this."""
 
     source: str | None  # the image's path, if it came from a file
+    #: The task whose adapter decoded this result and draws it (`zoo.runtime.draw`). A result
+    #: class that several tasks share makes it a keyword-only field instead.
+    task: ClassVar[str] = ""
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``zoo predict --json``: includes ``source`` and ``task``."""
         raise NotImplementedError
+
+    @property
+    def top_class(self) -> int | None:
+        """The index of the one class this result names first (a classifier's top-1), else None.
+
+        What `zoo.quantize_int8` scores top-1 accuracy on, whatever the task.
+        """
+        return None
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,10 @@ class DecodeOptions:
         return cats[index] if cats and 0 <= index < len(cats) else str(index)
 
 
+#: The batch size of the second verification run of an export with a dynamic batch.
+SECOND_BATCH = 5
+
+
 class TaskAdapter:
     """What the zoo knows about one task. Subclass it, set `name`, override what differs.
 
@@ -70,7 +86,12 @@ class TaskAdapter:
 
     #: The task's name, as plugins write it in `ModelSpec.task` (lower_snake_case).
     name: ClassVar[str] = ""
-    #: (rtol, atol) for float32 verification: |onnx - torch| <= atol + rtol * |torch|.
+    #: (rtol, atol) for float32 verification: |onnx - torch| <= atol * scale + rtol * |torch|
+    #: everywhere, as `compare` applies it. The default is torchvision's test_onnx (rtol
+    #: 1e-3, atol 1e-5). The default `compare` counts atol per unit of the output's scale
+    #: (its largest magnitude, when above 1): float32 sums round in proportion to the
+    #: values summed, so a randomly initialised deeplabv3_resnet101, whose logits reach
+    #: 2e3, differs by 2.6e-3 near its zero crossings while agreeing to 1e-6 of its scale.
     tolerance: ClassVar[tuple[float, float]] = (1e-3, 1e-5)
     #: False: the model takes one image per call (detection); exported at batch 1, and
     #: a `Predictor` runs one image at a time.
@@ -91,20 +112,74 @@ class TaskAdapter:
 
     def default_shape(self, model: torch.nn.Module, *, name: str, preprocessing: Mapping[str, Any] | None,
                       min_size: Sequence[int] | None, input_size: Sequence[int] | None) -> tuple[int, ...]:
-        """The export input shape when none is given (of the first input), from the weights'
-        preprocessing or the size the model declares; a `UsageError` says what to pass."""
-        raise NotImplementedError
+        """The export input shape when none is given (of each input), from the weights'
+        preprocessing or the size the model declares; a `UsageError` says what to pass.
+
+        `model` is the built model, before `wrap`. By default: the one size the
+        architecture takes (``image_size``, as ViT declares it: built without weights it
+        may not be the size of its default weights, vit_h_14 224, its SWAG weights 518),
+        else the crop size, else the resize size, else the weights' `min_size`, else the
+        plugin's declared `input_size` (C, H, W); batch 1.
+        """
+        spec = preprocessing or {}
+        if spec.get("layout") == "CTHW":
+            raise UsageError(f"{name} takes video clips: pass input_shape, e.g. (1, 3, 16, 112, 112)")
+        channels = 1 if spec.get("channel_order") == "L" else 3
+        fixed = getattr(model, "image_size", None)
+        if isinstance(fixed, int) and not isinstance(fixed, bool):
+            return (1, channels, fixed, fixed)
+        if spec.get("crop_size"):
+            size = spec["crop_size"]
+        elif spec.get("resize_size"):
+            # exact: (h, w); shorter side n: a square n x n stands for any image it makes
+            size = spec["resize_size"] * (1 if spec.get("resize_mode") == "exact" else 2)
+        elif min_size:
+            size = min_size
+        elif input_size:
+            channels, *size = input_size
+        else:
+            raise UsageError(f"{name} declares no input size: pass input_shape, e.g. (1, 3, 224, 224)")
+        return (1, channels, int(size[0]), int(size[1]))
+
+    def sample(self, size: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        """One random verification input of `size`: standard normal values by default."""
+        import torch
+
+        return torch.randn(size, generator=generator)
 
     def verification_inputs(self, shape: tuple[int, ...], *, dynamic_batch: bool,
                             dynamic_image_size: bool) -> list[tuple[torch.Tensor, ...]]:
         """The inputs both runtimes see, one tuple (one tensor per input name) per run: the
-        export example first, then one per dynamic axis."""
-        raise NotImplementedError
+        export example first, then one per dynamic axis (batch `SECOND_BATCH`; height 3/4)."""
+        import torch
+
+        def run(size: Sequence[int], seed: int) -> tuple[torch.Tensor, ...]:
+            generator = torch.Generator().manual_seed(seed)
+            return tuple(self.sample(size, generator) for _ in self.input_names)
+
+        height, width = shape[-2:]
+        runs = [run(shape, 0)]
+        if dynamic_batch:
+            runs.append(run((SECOND_BATCH if shape[0] != SECOND_BATCH else 2, *shape[1:]), 1))
+        if dynamic_image_size:
+            runs.append(run((*shape[:-2], max(1, height * 3 // 4), width), 2))
+        return runs
+
+    def output_axes(self, output: str, *, dynamic_batch: bool, dynamic_image_size: bool) -> dict[int, str]:
+        """Names of `output`'s symbolic axes, for the TorchScript exporter (it names any other itself)."""
+        return {0: "batch"} if dynamic_batch else {}
 
     def compare(self, names: Sequence[str], expected: Sequence[np.ndarray], got: Sequence[np.ndarray],
                 input_shape: tuple[int, ...], rtol: float, atol: float) -> list[OutputCheck]:
-        """Each output of ONNX Runtime (`got`) against eager PyTorch (`expected`), at one input."""
-        raise NotImplementedError
+        """Each output of ONNX Runtime (`got`) against eager PyTorch (`expected`), at one input.
+
+        By default elementwise, with atol in units of the output's scale
+        (`zoo.export.verify.output_scale`).
+        """
+        from zoo.export.verify import compare, output_scale
+
+        return [compare(n, want, have, input_shape, rtol, atol, scale=output_scale(want))
+                for n, want, have in zip(names, expected, got)]
 
     def recognises(self, model: torch.nn.Module) -> bool:
         """Whether a bare module (no catalog name) is a model of this task, for the summary."""
@@ -170,3 +245,49 @@ def known_tasks() -> list[str]:
 def for_module(model: torch.nn.Module) -> TaskAdapter | None:
     """The adapter of the first task (built-in ones first) that `recognises` a bare module, if any."""
     return next((a for a in map(adapter, known_tasks()) if a.recognises(model)), None)
+
+
+# -- runtime-side helpers the adapters share -------------------------------------------
+
+
+def main_output(names: Sequence[str]) -> str:
+    """The output a result is read from: ``out`` where there is one (a segmentation model's, not
+    its ``aux``), else the first."""
+    return "out" if "out" in names else names[0]
+
+
+def shape_text(shape: Sequence[Any]) -> str:
+    """(N, 1, 8, 8): an ONNX shape with fixed sizes as numbers, a symbolic batch as N, other symbols by name."""
+    names = [str(d) if isinstance(d, int) else ("N" if i == 0 else str(d or "?")) for i, d in enumerate(shape)]
+    return f"({', '.join(names)})"
+
+
+def check_ranks(path: str, task: str, shapes: Mapping[str, Sequence[Any]], needed: Mapping[str, int]) -> None:
+    """Each output in `needed` (name: rank) has that rank, or one `UsageError` line names `path`,
+    what a `task` model's outputs are and what this model's are."""
+    wrong = [name for name, rank in needed.items() if len(shapes.get(name, ())) != rank]
+    if wrong:
+        given = ", ".join(f"{name} {shape_text(shape)}" for name, shape in shapes.items())
+        expected = ", ".join(f"{name} of rank {rank}" for name, rank in needed.items())
+        raise UsageError(f"{path}: a {task} model's outputs are {expected}; this model's are {given[:200]}")
+
+
+def captioned(image: Image.Image, text: str) -> Image.Image:
+    """A new RGB image: `image` above a white strip with `text` (one line or several) in Pillow's default font.
+
+    For results that are numbers rather than places in the picture (an embedding, a count).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    lines = text.splitlines() or [""]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [measure.textbbox((0, 0), line, font=font) for line in lines]
+    line_height = max(b[3] for b in boxes) + 4
+    width = max(image.width, max(b[2] for b in boxes) + 8)
+    out = Image.new("RGB", (width, image.height + line_height * len(lines) + 4), "white")
+    out.paste(image.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((4, image.height + 2 + i * line_height), line, fill="black", font=font)
+    return out
