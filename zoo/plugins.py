@@ -18,7 +18,6 @@ turns any failure into an error, for CI.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import traceback
@@ -26,16 +25,12 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
 
 import pluggy
 
 from zoo import hookspecs
 from zoo.errors import PluginError, UsageError, excerpt, first_line
 from zoo.specs import DeferredSpec, ModelSpec
-
-if TYPE_CHECKING:
-    from zoo.tasks import TaskAdapter
 
 LOAD_PLUGINS_ENV = "ZOO_LOAD_PLUGINS"
 STRICT_ENV = "ZOO_STRICT_PLUGINS"
@@ -281,29 +276,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, PluginError) or not str(exc).strip():
         return first_line(exc)
     return f"{type(exc).__name__}: {first_line(exc)}"
-
-
-@functools.cache
-def plugin_tasks() -> tuple[TaskAdapter, ...]:
-    """The task adapters the installed plugins register (``zoo_register_tasks``), once per process.
-
-    A plugin that fails to import or returns something else is left out here: its
-    failure is recorded when the catalog syncs it, and the task stays unknown.
-    """
-    from zoo.specs import TASK
-    from zoo.tasks import TaskAdapter
-
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    found: list[TaskAdapter] = []
-    for info in installed_plugins():
-        try:
-            module = info.entry_point.load()
-            manager.register(module, name=info.key)
-            returned = [impl.function() for impl in manager.hook.zoo_register_tasks.get_hookimpls()
-                        if impl.plugin_name == info.key]
-        except Exception:  # noqa: BLE001 - a broken plugin is reported by sync, not by every lookup
-            continue
-        found += [a for adapters in returned for a in adapters or ()
-                  if isinstance(a, TaskAdapter) and isinstance(a.name, str) and TASK.match(a.name)]
-    return tuple(found)

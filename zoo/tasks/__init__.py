@@ -19,6 +19,7 @@ nor SQLAlchemy.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -226,8 +227,6 @@ def adapter(task: str) -> TaskAdapter:
             module, _, cls = BUILTIN[task].partition(":")
             _adapters[task] = getattr(importlib.import_module(module), cls)()
         else:
-            from zoo.plugins import plugin_tasks
-
             for found in plugin_tasks():
                 _adapters.setdefault(found.name, found)
     if task not in _adapters:
@@ -237,9 +236,36 @@ def adapter(task: str) -> TaskAdapter:
 
 def known_tasks() -> list[str]:
     """The built-in tasks, then those the installed plugins register."""
-    from zoo.plugins import plugin_tasks
-
     return [*BUILTIN, *(t.name for t in plugin_tasks() if t.name not in BUILTIN)]
+
+
+@functools.cache
+def plugin_tasks() -> tuple[TaskAdapter, ...]:
+    """The task adapters the installed plugins register (``zoo_register_tasks``), once per process.
+
+    A plugin that fails to import or returns something else is left out here: its
+    failure is recorded when the catalog syncs it, and the task stays unknown.
+    """
+    import pluggy
+
+    from zoo import hookspecs
+    from zoo.plugins import installed_plugins
+    from zoo.specs import TASK
+
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    found: list[TaskAdapter] = []
+    for info in installed_plugins():
+        try:
+            module = info.entry_point.load()
+            manager.register(module, name=info.key)
+            returned = [impl.function() for impl in manager.hook.zoo_register_tasks.get_hookimpls()
+                        if impl.plugin_name == info.key]
+        except Exception:  # noqa: BLE001 - a broken plugin is reported by sync, not by every lookup
+            continue
+        found += [a for adapters in returned for a in adapters or ()
+                  if isinstance(a, TaskAdapter) and isinstance(a.name, str) and TASK.match(a.name)]
+    return tuple(found)
 
 
 def for_module(model: torch.nn.Module) -> TaskAdapter | None:
