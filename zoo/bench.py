@@ -28,7 +28,6 @@ import numpy as np
 
 from zoo.errors import UsageError, ZooError, excerpt, first_line
 from zoo.shapes import check_size
-from zoo.specs import DETECTION_TASKS
 from zoo.text import table
 
 __all__ = ["BenchResult", "BenchRow", "bench", "compare_onnx", "parse_batches", "sample_photographs",
@@ -263,9 +262,7 @@ def _float_model(name_or_onnx: str | os.PathLike[str], weights: Any, work: Path)
     from zoo.registry import describe
 
     record = describe(text)  # an unknown name raises UnknownModelError (one line)
-    if record["task"] in DETECTION_TASKS:
-        raise UsageError(f"bench times models that take a batch tensor; {record['name']} is a "
-                         f"{record['task']} model")
+    _check_timeable(record["task"], record["name"])
     exported = export_onnx(record["name"], work / f"{record['name']}.onnx", weights=weights, record=False)
     return exported.path, text
 
@@ -274,10 +271,19 @@ def _metadata(path: Path) -> dict[str, Any]:
     from zoo.export import read_metadata
 
     meta = read_metadata(path)
-    if meta.get("task") in DETECTION_TASKS:
-        raise UsageError(f"bench times models that take a batch tensor; {meta.get('model')} is a "
-                         f"{meta['task']} model")
+    if meta.get("task") is not None:
+        _check_timeable(meta["task"], meta.get("model") or path.name)
     return meta
+
+
+def _check_timeable(task: str, model: str) -> None:
+    """`task`'s models take one batch tensor, which is what bench feeds, or one line says they do not."""
+    from zoo.tasks import adapter
+
+    found = adapter(task)
+    if not found.batched or len(found.input_names) != 1:
+        raise UsageError(f"bench times models that take one batch tensor; {model} is a {task} model "
+                         f"({', '.join(found.input_names)}{'' if found.batched else ', one image per call'})")
 
 
 def _engines(float_path: Path, meta: dict[str, Any], providers: list[str], weights: Any, threads: int, int8: bool,

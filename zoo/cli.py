@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn
 
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, UsageError, ZooError, ZooWarning, excerpt
@@ -187,10 +188,13 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("predict", help="run an exported model on images with ONNX Runtime (no torch needed)",
                             description=("Run FILE (an ONNX model written by zoo export) on each IMAGE with ONNX "
                                          "Runtime, preprocessing and labelling from the file's own metadata: top-k "
-                                         "classes, detections, or a class mask. CUDA when a GPU is usable, else "
-                                         "CPU; the providers the session really got are printed."))
+                                         "classes, detections, a class mask, ..., as the model's task decodes "
+                                         "them (optical flow: on consecutive pairs of images). CUDA when a GPU is "
+                                         "usable, else CPU; the providers the session really got are printed. "
+                                         "--draw DIR also draws each prediction over its image."))
     p.add_argument("file", metavar="FILE", help="an ONNX model, e.g. written by zoo export")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ... anything Pillow reads)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG, ... anything Pillow reads), or folders: their image files, by name")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes per image (default 5)")
     p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
                    help="detections scoring below S are dropped (default 0.5)")
@@ -198,6 +202,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="cpu, cuda or tensorrt, or a comma-separated preference list (default: cuda if usable, "
                         "then cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--draw", type=Path, metavar="DIR",
+                   help="draw each prediction over its image into DIR/<image name>.png, and all of them in "
+                        "DIR/grid.png (DIR is made if missing)")
+    p.add_argument("--force", action="store_true", help="with --draw: replace files that are already there")
     _add_json(p)
     p.set_defaults(run=_predict)
 
@@ -514,14 +522,18 @@ def _export_text(r: Any) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from zoo.runtime import Predictor
+    from zoo.runtime import Predictor, image_files, save_drawings
 
+    if args.force and args.draw is None:
+        raise UsageError("--force replaces drawings; it needs --draw DIR")
     predictor = Predictor(args.file, providers=_providers(args.provider), threads=args.threads)
-    results = predictor.predict(args.images, topk=args.topk, score_threshold=args.score_threshold)
-    _emit(args, {"model": str(args.file), "providers": predictor.providers,
-                 "results": [r.to_json() for r in results]},
-          lambda: "\n".join([f"{args.file}: {predictor.task} on {', '.join(predictor.providers)}",
-                             *(str(r) for r in results)]))
+    results = predictor.predict(image_files(args.images), topk=args.topk, score_threshold=args.score_threshold)
+    drawings = save_drawings(results, args.draw, overwrite=args.force) if args.draw is not None else []
+    data = {"model": str(args.file), "providers": predictor.providers, "results": [r.to_json() for r in results],
+            **({"drawings": [str(p) for p in drawings]} if args.draw is not None else {})}
+    _emit(args, data, lambda: "\n".join([f"{args.file}: {predictor.task} on {', '.join(predictor.providers)}",
+                                         *(str(r) for r in results),
+                                         *([f"drew {len(drawings)} file(s) in {args.draw}"] if drawings else [])]))
     return 0
 
 

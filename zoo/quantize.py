@@ -47,6 +47,7 @@ from zoo.export import read_metadata
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
 from zoo.preprocessing import PreprocessSpec, preprocess_numpy
+from zoo.tasks import DecodeOptions, TaskAdapter, adapter
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -110,9 +111,10 @@ def quantize_int8(
     """Quantise the float model at `src` to int8 at `dst`, calibrated on `calibration_images`.
 
     Images are paths, PIL images or uint8 arrays; they go through `preprocessing`,
-    by default the spec in `src`'s metadata. `evaluation` is ``(images, labels)`` of
-    a classification model: both models are then scored on it and the figures are
-    stored in the file. `quant_format` is "qdq" (default) or "qoperator".
+    by default the spec in `src`'s metadata. `evaluation` is ``(images, labels)`` for a
+    model whose results name a class (`zoo.tasks.Result.top_class`, as a classifier's
+    do): both models are then scored on it and the figures are stored in the file.
+    `quant_format` is "qdq" (default) or "qoperator".
     `dst` is written as `zoo.outputs.staged_output` writes: only a regular file, replacing
     an existing one only if zoo wrote it (or `overwrite`) and it is not write-protected
     (unless `overwrite`). Raises `UsageError` for bad arguments; nothing is left at `dst`
@@ -125,15 +127,18 @@ def quantize_int8(
     if isinstance(calibration_images, (str, os.PathLike)) or len(calibration_images) == 0:
         raise UsageError("int8 calibration needs at least one image (a list of paths, PIL images or uint8 arrays)")
     spec = _spec(src, metadata, preprocessing)
-    if evaluation is not None:
-        _check_evaluation(evaluation, metadata)
+    if evaluation is not None:  # the float model first: a task whose results name no class is refused here
+        _check_evaluation(evaluation)
+        task = adapter(metadata.get("task") or "classification")
+        samples, truth = _preprocessed(spec, evaluation[0]), np.asarray(evaluation[1]).astype(np.int64)
+        float_top1 = _top1(_session(src), samples, task)
 
     with staged_output(dst, overwrite=overwrite, what="quantisation output") as work:
         calibration = _preprocessed(spec, calibration_images)
         staged = work / dst.name
         _quantize(src, staged, calibration, quant_format, per_channel, reduce_range)
         info = _info(src, quant_format, per_channel, reduce_range, len(calibration))
-        scored = _evaluate(src, staged, spec, evaluation) if evaluation is not None else None
+        scored = _scores(truth, float_top1, _top1(_session(staged), samples, task)) if evaluation is not None else None
         if scored is not None:
             info["evaluation"] = asdict(scored)
         _write_metadata(src, staged, info)
@@ -160,15 +165,13 @@ def _spec(src: Path, metadata: Mapping[str, Any], given: PreprocessSpec | Mappin
     return spec
 
 
-def _check_evaluation(evaluation: Any, metadata: Mapping[str, Any]) -> None:
+def _check_evaluation(evaluation: Any) -> None:
     if not (isinstance(evaluation, (tuple, list)) and len(evaluation) == 2):
         raise UsageError("evaluation must be a pair (images, labels)")
     images, labels = evaluation
     if len(images) == 0 or len(images) != len(labels):
         raise UsageError(f"evaluation needs as many labels as images, at least one; got {len(images)} images "
                          f"and {len(labels)} labels")
-    if metadata.get("task") not in (None, "classification"):
-        raise UsageError(f"evaluation scores top-1 accuracy of classifiers; this model's task is {metadata['task']}")
 
 
 def _preprocessed(spec: PreprocessSpec, images: Sequence[ImageLike]) -> list[np.ndarray]:
@@ -301,13 +304,7 @@ def _load_check(path: Path, samples: Sequence[np.ndarray]) -> None:
         raise ZooError(f"the int8 model of {path.name} gives non-finite outputs; no file written")
 
 
-def _evaluate(float_path: Path, int8_path: Path, spec: PreprocessSpec,
-              evaluation: tuple[Sequence[ImageLike], Sequence[int]]) -> QuantEvaluation:
-    images, labels = evaluation
-    samples = _preprocessed(spec, images)
-    truth = np.asarray(labels).astype(np.int64)
-    float_top1 = _top1(_session(float_path), samples)
-    int8_top1 = _top1(_session(int8_path), samples)
+def _scores(truth: np.ndarray, float_top1: np.ndarray, int8_top1: np.ndarray) -> QuantEvaluation:
     float_accuracy, int8_accuracy = float((float_top1 == truth).mean()), float((int8_top1 == truth).mean())
     return QuantEvaluation(
         samples=len(truth), float_accuracy=float_accuracy, int8_accuracy=int8_accuracy,
@@ -315,10 +312,19 @@ def _evaluate(float_path: Path, int8_path: Path, spec: PreprocessSpec,
     )
 
 
-def _top1(session: onnxruntime.InferenceSession, samples: Sequence[np.ndarray]) -> np.ndarray:
-    """The first output's argmax over classes, per sample (a fixed batch runs one sample at a time)."""
+def _top1(session: onnxruntime.InferenceSession, samples: Sequence[np.ndarray], task: TaskAdapter) -> np.ndarray:
+    """Each sample's top class (`Result.top_class`) as `task`'s adapter decodes the outputs; a task
+    whose results name no class is one line. A fixed batch, or an unbatched task, runs one sample at a time."""
     model_input = session.get_inputs()[0]
-    fixed = isinstance(model_input.shape[0], int)
-    out = [session.run(None, {model_input.name: batch})[0].argmax(1)
-           for batch in _batches(samples, 1 if fixed else BATCH)]
-    return np.concatenate(out)
+    names = [o.name for o in session.get_outputs()]
+    per_call = BATCH if task.batched and not isinstance(model_input.shape[0], int) else 1
+    options = DecodeOptions(topk=1)
+    top: list[int | None] = []
+    for batch in _batches(samples, per_call):
+        outputs = dict(zip(names, session.run(names, {model_input.name: batch})))
+        rows = ([{name: value[i] for name, value in outputs.items()} for i in range(len(batch))]
+                if task.batched else [outputs])
+        top += [task.decode(row, None, options).top_class for row in rows]
+        if None in top:
+            raise UsageError(f"evaluation scores top-1 accuracy; the results of a {task.name} model name no class")
+    return np.asarray(top, dtype=np.int64)

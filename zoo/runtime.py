@@ -38,6 +38,7 @@ from PIL import Image
 
 from zoo import metadata
 from zoo.errors import UsageError, excerpt, first_line
+from zoo.outputs import staged_output
 from zoo.preprocessing import (MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size, preprocess_image,
                                to_8bit)
 from zoo.tasks import BUILTIN, DecodeOptions, Result, TaskAdapter, adapter, known_tasks, shape_text
@@ -49,7 +50,7 @@ from zoo.tasks.segmentation import SegmentationResult as Segmentation
 
 __all__ = [
     "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Embedding", "Flow", "Predictor",
-    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "open_image", "predict",
+    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "image_files", "open_image", "save_drawings", "predict",
     "select_providers", "session_metadata",
 ]
 
@@ -66,6 +67,9 @@ OPTIMIZATION_LEVELS = {
 #: The built-in tasks, each read by its adapter (`zoo.tasks`); plugins add others
 #: (`zoo.tasks.known_tasks`). Video is refused by its adapter: a `Predictor` feeds images, not clips.
 TASKS = tuple(BUILTIN)
+#: ``grid.png`` of `save_drawings`: at most this many drawings, this many to a row, each fit into a
+#: square of this side (a folder of large photographs makes a grid of a few megapixels, not gigapixels).
+GRID_MOST, GRID_COLUMNS, GRID_SIDE = 64, 8, 512
 #: Largest batch of images sent to a session with a dynamic batch in one call.
 _MAX_BATCH = 32
 #: Preprocessing kinds a `Predictor` preprocesses image by image, and how many images one model call takes.
@@ -274,6 +278,70 @@ def draw(result: Result, image: ImageLike) -> Image.Image:
         raise UsageError(f"draw takes a result of Predictor.predict, not {type(result).__name__}")
     picture = open_image(image) if isinstance(image, (str, os.PathLike)) else _pil(image)
     return adapter(result.task).draw(result, picture.convert("RGB"))
+
+
+def save_drawings(results: Sequence[Result], folder: str | os.PathLike[str], *,
+                  overwrite: bool = False) -> list[Path]:
+    """Draw each result over its source image into ``folder/<image name>.png``, and, for more than
+    one, all of them in ``folder/grid.png`` (`make_grid`: the first `GRID_MOST` drawings, each scaled
+    to fit `GRID_SIDE` pixels); the paths written, grid last.
+
+    `folder` is made if missing. Files are written as `zoo.outputs.staged_output` writes
+    them: regular files only, atomically, an existing file replaced only with `overwrite`.
+    A result without a source file (an in-memory image) cannot be drawn: one line says so.
+    """
+    from zoo.drawing import make_grid
+
+    folder = Path(folder)
+    names = [Path(r.source).stem + ".png" if r.source is not None else None for r in results]
+    if None in names:
+        raise UsageError("drawing needs each result's image file; these results came from images in memory: "
+                         "draw them with zoo.runtime.draw(result, image)")
+    reserved = ["grid.png"] if len(results) > 1 else []
+    repeated = sorted({n for n in names if names.count(n) > 1 or n in reserved})
+    if repeated:
+        raise UsageError(f"drawings are named after their images, and {repeated[0]} would be written twice; "
+                         "give images with distinct names (and none named grid)")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--draw {folder} is not a directory; give a folder to draw into")
+    folder.mkdir(parents=True, exist_ok=True)
+    written, thumbnails = [], []
+    for result, name in zip(results, names):
+        drawing = draw(result, result.source)
+        written.append(_save_png(drawing, folder / name, overwrite))
+        if len(thumbnails) < GRID_MOST:
+            drawing.thumbnail((GRID_SIDE, GRID_SIDE))
+            thumbnails.append(np.asarray(drawing))
+    if reserved:
+        grid = make_grid(thumbnails, nrow=min(len(thumbnails), GRID_COLUMNS))
+        written.append(_save_png(Image.fromarray(grid), folder / "grid.png", overwrite))
+    return written
+
+
+def _save_png(image: Image.Image, path: Path, overwrite: bool) -> Path:
+    with staged_output(path, overwrite=overwrite, what="drawing") as work:
+        image.save(work / path.name, format="PNG")
+    return path
+
+
+def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """`paths` with each folder replaced by its image files (by Pillow's extensions), in name order.
+
+    Files are kept as given, whatever their name (`open_image` says what is wrong with one);
+    a folder without image files is one line.
+    """
+    Image.init()
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    found: list[str] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            found.append(os.fspath(path))
+            continue
+        inside = sorted(os.fspath(p) for p in path.iterdir() if p.suffix.lower() in extensions and p.is_file())
+        if not inside:
+            raise UsageError(f"folder {path} has no image files ({', '.join(sorted(extensions)[:6])}, ...)")
+        found += inside
+    return found
 
 
 # -- the predictor --------------------------------------------------------------------
