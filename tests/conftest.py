@@ -100,6 +100,17 @@ def run_zoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return done
 
 
+#: What a deployment host lacks: the runtime needs numpy, Pillow and onnxruntime only (DESIGN.md).
+NOT_ON_DEPLOYMENT_HOST = ("torch", "torchvision", "sqlalchemy", "onnx")
+
+
+def python_without(blocked: Iterable[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` (``-c CODE ...`` or ``-m MODULE ...``) in a child process where the `blocked`
+    top-level packages cannot be imported (scripts/without.py), for what must run without them."""
+    command = [sys.executable, str(ROOT / "scripts" / "without.py"), ",".join(blocked), *args]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
 def sweep(names: Iterable[str]) -> list[str]:
     """The catalog models an every-model test runs on: all of them with ``ZOO_FULL_SWEEP=1``,
     else the smallest model of each builder module (one per architecture family), so that

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,29 +13,12 @@ import zoo
 from zoo.export import export_onnx
 from zoo.runtime import cuda_device_count
 from zoo_digits.data import load_heldout
-from conftest import run_zoo
+from conftest import NOT_ON_DEPLOYMENT_HOST, python_without, run_zoo
 
 
 @pytest.fixture(scope="module")
 def digits(synced_catalog: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_onnx("digits_cnn", tmp_path_factory.mktemp("digits") / "digits.onnx", weights="DEFAULT").path
-
-
-def _zoo_without_torch(*args: str) -> subprocess.CompletedProcess[str]:
-    """The ``zoo`` command in a process where torch, torchvision and onnx cannot be imported."""
-    code = textwrap.dedent(f"""
-        import runpy, sys
-
-        class NotInstalled:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "torchvision", "onnx"):
-                    raise ImportError(f"{{name}} is not installed here")
-
-        sys.meta_path.insert(0, NotInstalled())
-        sys.argv = ["zoo", *{list(args)!r}]
-        runpy.run_module("zoo", run_name="__main__")
-    """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
 def test_predict_labels_digit_images_without_torch(digits: Path, tmp_path: Path) -> None:
@@ -47,7 +27,8 @@ def test_predict_labels_digit_images_without_torch(digits: Path, tmp_path: Path)
     for i in range(8):
         paths.append(tmp_path / f"digit{i}.png")
         Image.fromarray(images[i]).save(paths[-1])
-    done = _zoo_without_torch("predict", str(digits), *map(str, paths), "--topk", "2", "--json")
+    done = python_without(NOT_ON_DEPLOYMENT_HOST, "-m", "zoo", "predict", str(digits), *map(str, paths),
+                          "--topk", "2", "--json")
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no provider warnings on a machine without a GPU
     answer = json.loads(done.stdout)

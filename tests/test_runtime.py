@@ -27,6 +27,7 @@ from zoo.preprocessing import PreprocessSpec
 from zoo.runtime import (Classification, Detections, Predictor, Segmentation, create_session, cuda_device_count,
                          predict, select_providers, session_metadata)
 from zoo_digits.data import load_heldout
+from conftest import NOT_ON_DEPLOYMENT_HOST, python_without
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -67,21 +68,14 @@ def test_import_leaves_torch_torchvision_and_onnx_out() -> None:
 
 
 def test_prediction_runs_where_torch_and_onnx_cannot_be_imported(digits: Path, heldout) -> None:
-    done = _child(f"""
-        import json, sys
-
-        class Blocked:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "torchvision", "onnx"):
-                    raise ImportError(f"{{name}} is not installed here")
-
-        sys.meta_path.insert(0, Blocked())
+    done = python_without(NOT_ON_DEPLOYMENT_HOST, "-c", textwrap.dedent(f"""
+        import json
         from zoo.runtime import predict
         from zoo_digits.data import load_heldout
 
         images, _ = load_heldout()
         print(json.dumps([r.to_json() for r in predict({str(digits)!r}, list(images[:20]), topk=2)]))
-    """)
+    """))
     assert done.returncode == 0, done.stderr
     expected = [r.to_json() for r in Predictor(digits).predict(list(heldout[0][:20]), topk=2)]
     assert json.loads(done.stdout) == expected
