@@ -9,12 +9,14 @@ each model into ``benchmarks/results/export_coverage.md``: a summary per task an
 the full table (exported, checker, shape inference complete, verified, exporter,
 seconds, file size).
 
+The script has no task branches: what differs between tasks (wrapping, default
+shapes, verification) is the task adapter's (`zoo.tasks`), inside `zoo.export_onnx`.
 A model is changed only through its own builder arguments, as torchvision's tests
-do: detection models whose class takes ``min_size``/``max_size`` are built for
-320-pixel images (SSD models resize to their own fixed size), and their score
-thresholds are 0, because with random weights no score reaches the default cut and
-verification would compare empty outputs. Video models get a clip of 16 frames (or
-their ``min_temporal_size``) at their crop size.
+do: a model whose class takes ``min_size``/``max_size`` (the detection models) is built
+for 320-pixel images (SSD models resize to their own fixed size), and one that takes a
+score threshold gets 0, because with random weights no score reaches the default cut
+and verification would compare empty outputs. A model whose weights take clips
+(layout ``CTHW``) gets a clip of 16 frames (or its ``min_temporal_size``) at its crop size.
 
     .venv/bin/python benchmarks/export_coverage.py [PATTERN...] [--task T]... [--chunk I/N] [--resume]
     .venv/bin/python benchmarks/export_coverage.py --render
@@ -47,17 +49,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.specs import DETECTION_TASKS
-
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ROWS = RESULTS / "export_coverage.jsonl"
 DEFAULT_TABLE = RESULTS / "export_coverage.md"
 DEFAULT_TIMEOUT_S = 1500
-#: Given to each detection builder that takes them (through its model class): 320-pixel
-#: images, as torchvision's own tests shrink detection models (the export stays dynamic
-#: in H, W), and no score cut (R-CNNs: box_score_thresh; RetinaNet, FCOS, SSD:
-#: score_thresh), so that random weights still detect up to the per-image limit.
-DETECTION_BUILDER_KWARGS = {"min_size": 320, "max_size": 320, "box_score_thresh": 0.0, "score_thresh": 0.0}
+#: Given to each builder that takes them (through its model class; torchvision's detection
+#: models do): 320-pixel images, as torchvision's own tests shrink detection models (the
+#: export stays dynamic in H, W), and no score cut (R-CNNs: box_score_thresh; RetinaNet,
+#: FCOS, SSD: score_thresh), so that random weights still detect up to the per-image limit.
+SMALL_BUILDER_KWARGS = {"min_size": 320, "max_size": 320, "box_score_thresh": 0.0, "score_thresh": 0.0}
 #: torchvision's video models are trained and evaluated on 16-frame clips.
 VIDEO_FRAMES = 16
 VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime")
@@ -107,21 +107,23 @@ def chunk_of(items: Sequence[Any], index: int, count: int) -> list[Any]:
 
 
 def export_arguments(name: str) -> dict[str, Any]:
-    """The export_onnx arguments that fit this model: a clip shape for video, smaller detection images."""
+    """The export_onnx arguments that fit this model: a clip shape for clips, the `SMALL_BUILDER_KWARGS`
+    its builder takes; none for most (the task adapter's defaults)."""
     import zoo
 
     record = zoo.describe(name)
-    if record["task"] == "video":
-        return {"input_shape": video_shape(record)}
-    if record["task"] in DETECTION_TASKS:
-        accepted = builder_parameters(zoo.get_model_builder(name))
-        return {"builder_kwargs": {k: v for k, v in DETECTION_BUILDER_KWARGS.items() if k in accepted}}
-    return {}
-
-
-def video_shape(record: Mapping[str, Any]) -> tuple[int, ...]:
-    """(1, 3, T, H, W): 16 frames (or the weights' minimum) at the crop size of the default weights."""
     entry = next((w for w in record["weights"] if w["is_default"]), None) or {}
+    arguments: dict[str, Any] = {}
+    if (entry.get("transforms") or {}).get("layout") == "CTHW":
+        arguments["input_shape"] = clip_shape(entry)
+    accepted = builder_parameters(zoo.get_model_builder(name))
+    if accepted & set(SMALL_BUILDER_KWARGS):
+        arguments["builder_kwargs"] = {k: v for k, v in SMALL_BUILDER_KWARGS.items() if k in accepted}
+    return arguments
+
+
+def clip_shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
+    """(1, 3, T, H, W): 16 frames (or the weights' minimum) at the crop size of the weights `entry`."""
     spec, meta = entry.get("transforms") or {}, entry.get("meta") or {}
     frames = max(VIDEO_FRAMES, meta.get("min_temporal_size") or 0)
     height, width = spec.get("crop_size") or (112, 112)

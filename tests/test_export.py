@@ -211,7 +211,7 @@ def _detections(boxes: list[list[float]], scores: list[float], labels: list[int]
 
 
 def test_detections_pair_by_twin_boxes_even_without_area_and_a_moved_box_fails() -> None:
-    from zoo.export import _compare_detections
+    from zoo.tasks.detection import compare_detections as _compare_detections
 
     names = ["boxes", "labels", "scores"]
     # a random head's boxes often have no width (x1 == x2): IoU cannot pair them
@@ -233,7 +233,7 @@ def test_detections_pair_by_twin_boxes_even_without_area_and_a_moved_box_fails()
 
 
 def test_instance_masks_may_move_an_edge_by_one_pixel_but_no_further() -> None:
-    from zoo.export import _compare_detections
+    from zoo.tasks.detection import compare_detections as _compare_detections
 
     names = ["boxes", "labels", "scores", "masks"]
     mask = np.zeros((1, 1, 40, 40), np.float32)
@@ -302,7 +302,8 @@ def test_zero_tolerance_fails_on_float_differences(synced_catalog: str, tmp_path
         (lambda p: export_onnx("digits_cnn", p, input_shape=(1, 3, 8, 8)), UsageError,
          "cannot run on an input of shape 1x3x8x8"),
         (lambda p: export_onnx(torch.nn.ReLU(), p), UsageError, "pass input_shape"),
-        (lambda p: export_onnx("raft_small", p), UsageError, "optical flow export is not supported yet"),
+        (lambda p: export_onnx("raft_small", p, input_shape=(1, 3, 100, 100)), UsageError,
+         "raft_small cannot run on an input of shape 1x3x100x100: .*divisible by 8"),
         (lambda p: export_onnx("ssd300_vgg16", p, dynamic_batch=True), UsageError, "cannot have a dynamic batch"),
         (lambda p: export_onnx("ssd300_vgg16", p, builder_kwargs=["min_size"]), UsageError,
          "builder_kwargs must be a mapping"),
