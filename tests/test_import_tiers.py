@@ -1,19 +1,25 @@
 """The import tiers of `.importlinter`: the contracts hold, can break, and ignore only lazy imports.
 
-import-linter ignores an edge whole, so each edge under ``ignore_imports`` is checked
-here to be imported only inside functions (or under ``TYPE_CHECKING``): torch is
-imported only when a model is built.
+import-linter ignores an edge whole, so each real edge that a line under
+``ignore_imports`` matches (``zoo.tasks.* -> torch`` matches one per task module) is
+checked here to be imported only inside functions (or under ``TYPE_CHECKING``): torch
+is imported only when a model is built. And ``import zoo.runtime`` is timed by Python
+itself to show that neither torch nor SQLAlchemy is loaded.
 """
 
 from __future__ import annotations
 
 import ast
 import configparser
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+import grimp
+import pytest
+
+from conftest import NOT_ON_DEPLOYMENT_HOST, ROOT, python_without
 
 CONFIG = ROOT / ".importlinter"
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
@@ -25,12 +31,34 @@ def lint_imports(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-def ignored_edges(config: Path) -> set[tuple[str, str]]:
-    """Every ``importer -> imported`` edge under some contract's ``ignore_imports``."""
+def ignore_lines(config: Path) -> set[str]:
+    """Every ``importer -> imported`` line under some contract's ``ignore_imports`` (wildcards as written)."""
     parser = configparser.ConfigParser()
     parser.read(config)
     lines = (line for section in parser.sections() for line in parser[section].get("ignore_imports", "").splitlines())
-    return {tuple(part.strip() for part in line.split("->")) for line in lines if "->" in line}
+    return {" -> ".join(part.strip() for part in line.split("->")) for line in lines if "->" in line}
+
+
+def eager_ignored_imports(config: Path) -> list[str]:
+    """What is wrong with `config`'s ignored edges: a line that matches no import, or a real edge it
+    matches that is imported at module level. The graph is built as lint-imports builds it."""
+    settings = configparser.ConfigParser()
+    settings.read(config)
+    main = settings["importlinter"]
+    graph = grimp.build_graph(main["root_package"], cache_dir=None,
+                              include_external_packages=main.getboolean("include_external_packages", False),
+                              exclude_type_checking_imports=main.getboolean("exclude_type_checking_imports", False))
+    problems = []
+    for line in sorted(ignore_lines(config)):
+        edges = graph.find_matching_direct_imports(line)
+        if not edges:
+            problems.append(f"{line} matches no import: drop the ignored edge")
+        for edge in edges:
+            source = Path(importlib.util.find_spec(edge["importer"]).origin).read_text()
+            eager = [number for number, lazy in imports_of(source, edge["imported"]) if not lazy]
+            if eager:
+                problems.append(f"{edge['importer']} imports {edge['imported']} at module level (lines {eager})")
+    return problems
 
 
 def _names(node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -87,14 +115,46 @@ def test_a_broken_contract_fails(tmp_path: Path) -> None:
 
 
 def test_ignored_edges_are_lazy_imports() -> None:
-    edges = ignored_edges(CONFIG)
-    assert ("zoo.preprocessing", "torch") in edges
-    for importer, imported in edges:
-        path = ROOT / (importer.replace(".", "/") + ".py")
-        found = imports_of(path.read_text(), imported)
-        assert found, f"{importer} no longer imports {imported}: drop the ignored edge"
-        eager = [line for line, lazy in found if not lazy]
-        assert not eager, f"{importer} imports {imported} at module level (lines {eager})"
+    lines = ignore_lines(CONFIG)
+    assert {"zoo.preprocessing -> torch", "zoo.tasks.* -> torch"} <= lines
+    assert eager_ignored_imports(CONFIG) == []
+
+
+def test_a_wildcard_edge_is_checked_for_each_module_it_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = tmp_path / "tierpkg" / "tasks"
+    tasks.mkdir(parents=True)
+    for init in (tasks.parent / "__init__.py", tasks / "__init__.py"):
+        init.write_text("")
+    (tasks / "lazy.py").write_text("def load():\n    import json\n")
+    (tasks / "eager.py").write_text("import os\nimport json.decoder\n")
+    config = tmp_path / "tiers.ini"
+    config.write_text("[importlinter]\nroot_package = tierpkg\ninclude_external_packages = True\n\n"
+                      "[importlinter:contract:c]\nname = c\ntype = forbidden\nsource_modules =\n    tierpkg\n"
+                      "forbidden_modules =\n    json\nignore_imports =\n    tierpkg.tasks.* -> json\n"
+                      "    tierpkg.tasks.* -> csv\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert eager_ignored_imports(config) == [
+        "tierpkg.tasks.* -> csv matches no import: drop the ignored edge",
+        "tierpkg.tasks.eager imports json at module level (lines [2])",
+    ]
+
+
+def test_importing_the_runtime_loads_neither_torch_nor_sqlalchemy() -> None:
+    # Python's own account of every module the import loads: "import time: self | cumulative | name".
+    command = [sys.executable, "-X", "importtime", "-c", "import zoo.runtime"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"zoo.runtime", "zoo.tasks", "onnxruntime", "numpy", "PIL"} <= loaded
+    heavy = sorted(name for name in loaded if name.partition(".")[0] in ("torch", "torchvision", "sqlalchemy"))
+    assert heavy == []
+
+
+def test_the_blocker_finds_the_named_packages_missing() -> None:
+    done = python_without(NOT_ON_DEPLOYMENT_HOST, "-c", "import sys, zoo.runtime; print(sys.argv[1:]); import torch.nn",
+                          "an", "argument")
+    assert done.stdout.splitlines() == ["['an', 'argument']"]
+    assert done.returncode == 1 and "ModuleNotFoundError: No module named 'torch'" in done.stderr
 
 
 def test_module_level_import_is_not_lazy() -> None:
