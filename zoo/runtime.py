@@ -37,6 +37,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from zoo import metadata
+from zoo.drawing import make_grid
 from zoo.errors import UsageError, excerpt, first_line
 from zoo.outputs import staged_output
 from zoo.preprocessing import (MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size, preprocess_image,
@@ -50,7 +51,7 @@ from zoo.tasks.segmentation import SegmentationResult as Segmentation
 
 __all__ = [
     "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Embedding", "Flow", "Predictor",
-    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "image_files", "open_image", "save_drawings", "predict",
+    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "image_files", "make_grid", "open_image", "save_drawings", "predict",
     "select_providers", "session_metadata",
 ]
 
@@ -290,8 +291,6 @@ def save_drawings(results: Sequence[Result], folder: str | os.PathLike[str], *,
     them: regular files only, atomically, an existing file replaced only with `overwrite`.
     A result without a source file (an in-memory image) cannot be drawn: one line says so.
     """
-    from zoo.drawing import make_grid
-
     folder = Path(folder)
     names = [Path(r.source).stem + ".png" if r.source is not None else None for r in results]
     if None in names:
@@ -462,7 +461,8 @@ class Predictor:
         sources, samples = self._samples(images)
         span = len(self.input_names)
         if len(samples) < span:
-            raise UsageError(f"a {self.task} model runs on {span} consecutive images at a time; got {len(samples)}")
+            raise UsageError(f"{self.path.name} runs on {span} consecutive images at a time ({self.task}); "
+                             f"got {len(samples)}")
         calls = [tuple(samples[i:i + span]) for i in range(len(samples) - span + 1)]
         if model_adapter.batched:
             outputs = self._run_batches(calls)

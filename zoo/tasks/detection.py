@@ -263,10 +263,10 @@ def _decode_detections(task: str, outputs: Mapping[str, np.ndarray], source: str
 
 def _draw_detections(result: Result, image: Image.Image) -> Image.Image:
     """Masks blended in their object's colour, then boxes labelled with class and score, then
-    keypoints (joined as COCO's person skeleton when there are its 17)."""
+    keypoints in the same colour (joined as COCO's person skeleton when there are its 17)."""
     from PIL import Image
 
-    from zoo.drawing import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
+    from zoo.drawing import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks, palette
 
     assert isinstance(result, Detections), type(result)
     pixels = np.asarray(image.convert("RGB"))
@@ -277,8 +277,8 @@ def _draw_detections(result: Result, image: Image.Image) -> Image.Image:
     labels = [f"{label} {score:.0%}" for label, score in zip(result.labels, result.scores)]
     pixels = draw_bounding_boxes(pixels, result.boxes, labels=labels, width=2)
     if result.keypoints is not None and len(result.keypoints):
-        joints = result.keypoints.shape[1]
-        pixels = draw_keypoints(pixels, result.keypoints[..., :2],
-                                connectivity=COCO_PERSON_SKELETON if joints == 17 else None,
-                                visibility=result.keypoints[..., 2] > 0)
+        skeleton = COCO_PERSON_SKELETON if result.keypoints.shape[1] == 17 else None
+        for points, color in zip(result.keypoints, palette(len(result.keypoints))):
+            pixels = draw_keypoints(pixels, points[None, :, :2], connectivity=skeleton, colors=color,
+                                    visibility=points[None, :, 2] > 0)
     return Image.fromarray(pixels)
