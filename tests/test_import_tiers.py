@@ -164,3 +164,12 @@ def test_module_level_import_is_not_lazy() -> None:
     )
     assert imports_of(source, "torch") == [(2, False), (4, True), (6, True)]
     assert imports_of(source, "zoo.surgery") == [(7, True)]
+
+
+def test_a_postgresql_catalog_without_its_extra_is_one_line() -> None:
+    code = ("import os, sys\nos.environ['ZOO_REGISTRY_URL'] = 'postgresql://postgres@127.0.0.1:5432/zoo'\n"
+            "from zoo.cli import main\nsys.exit(main(['list']))\n")
+    done = python_without(("psycopg",), "-c", code)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("zoo: error: catalog URL 'postgresql+psycopg://postgres@127.0.0.1:5432/zoo' needs")
+    assert done.stderr.rstrip().endswith("install zoo's postgres extra (pip install 'zoo[postgres]')")

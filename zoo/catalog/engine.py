@@ -36,6 +36,8 @@ from zoo.errors import CatalogError, ZooWarning, excerpt, first_line
 URL_ENV = "ZOO_REGISTRY_URL"
 DEFAULT_URL = "sqlite:///registry.db"
 SQLITE_BUSY_TIMEOUT_MS = 120_000
+#: (backend, driver) of ``postgresql://``: psycopg 3, which the ``postgres`` extra installs
+POSTGRES = ("postgresql", "psycopg")
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock a sync holds.
 PG_SYNC_LOCK_KEY = 0x7A6F6F  # "zoo"
 _EXAMPLES = "for example sqlite:///registry.db or postgresql://user@host:5432/dbname"
@@ -76,7 +78,7 @@ def catalog_url(url: str | None = None) -> URL:
             "use a file, e.g. sqlite:///registry.db"
         )
     if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
+        parsed = parsed.set(drivername="+".join(POSTGRES))
     return parsed
 
 
@@ -118,10 +120,12 @@ def _create(url: URL, **kwargs: object) -> Engine:
     try:
         engine = create_engine(url, **kwargs)
     except (ImportError, NoSuchModuleError) as exc:
+        backend, driver = url.get_backend_name(), url.get_driver_name()
+        hint = ("install zoo's postgres extra (pip install 'zoo[postgres]')" if (backend, driver) == POSTGRES
+                else f"install it, or use {backend}:// ({'psycopg 3' if backend == 'postgresql' else 'sqlite3'})")
         raise CatalogError(
             f"catalog URL {excerpt(url.render_as_string(hide_password=True))} needs the database driver "
-            f"{url.get_driver_name()!r}, which is not installed ({first_line(exc)}); install it, or use "
-            f"{url.get_backend_name()}:// ({'psycopg 3' if url.get_backend_name() == 'postgresql' else 'sqlite3'})"
+            f"{driver!r}, which is not installed ({first_line(exc)}); {hint}"
         ) from None
     if engine.dialect.is_async:
         raise CatalogError(
