@@ -28,7 +28,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -302,7 +302,7 @@ def save_drawings(results: Sequence[Result], folder: str | os.PathLike[str], *,
         raise UsageError(f"drawings are named after their images, and {repeated[0]} would be written twice; "
                          "give images with distinct names (and none named grid)")
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--draw {folder} is not a directory; give a folder to draw into")
+        raise UsageError(f"cannot draw into {folder}: it is not a directory; give a folder")
     folder.mkdir(parents=True, exist_ok=True)
     written, thumbnails = [], []
     for result, name in zip(results, names):
