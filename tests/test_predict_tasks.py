@@ -298,3 +298,32 @@ def test_zoo_predict_draw_refuses_clashing_names_and_force_without_draw(colour_c
     assert not (tmp_path / "out").exists()
     lone = run_zoo("predict", str(colour_classifier), str(paths[0]), "--force", check=False)
     assert lone.returncode != 0 and "--force replaces drawings; it needs --draw DIR" in lone.stderr
+
+
+def test_raft_predicts_the_flow_of_each_consecutive_pair_as_pytorch_does(synced_catalog: str, tmp_path: Path) -> None:
+    import torch
+
+    import zoo
+    from zoo.export import export_onnx
+    from zoo.preprocessing import preprocess_numpy
+
+    exported = export_onnx("raft_small", tmp_path / "raft.onnx")  # random weights, seeded with 0
+    photo = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    frames = [np.roll(photo, shift, axis=1) for shift in (0, 2, 5)]
+    paths = []
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"frame{i}.png")
+        paths.append(str(tmp_path / f"frame{i}.png"))
+    predictor = Predictor(exported.path)
+    results = predictor.predict(paths)
+    assert [r.source for r in results] == paths[:2] and all(r.flow.shape == (128, 128, 2) for r in results)
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = zoo.get_model("raft_small").eval()
+    for result, (first, second) in zip(results, zip(frames, frames[1:])):
+        image1, image2 = (torch.from_numpy(x)[None] for x in preprocess_numpy(predictor.preprocessing, first, second))
+        with torch.inference_mode():
+            expected = model(image1, image2)[-1][0].permute(1, 2, 0).numpy()
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert np.abs(result.flow - expected).max() <= 1e-3 * scale
