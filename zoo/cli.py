@@ -508,7 +508,7 @@ def _export_text(r: Any) -> str:
         f"  model:     {r.model}  weights: {r.weights or 'none'}",
         f"  exporter:  {r.exporter}, opset {r.opset}, IR {r.ir_version}"
         + (f" (dynamo exporter failed: {r.fallback_reason})" if r.fallback_reason else ""),
-        f"  input:     {r.input_names[0]} {'x'.join(map(str, r.input_shape))}"
+        f"  input:     {', '.join(r.input_names)} {'x'.join(map(str, r.input_shape))}"
         + (f", dynamic axes {r.dynamic_axes}" if r.dynamic_axes else ", static"),
         f"  shapes:    {r.intermediate_tensors - len(r.tensors_without_shape)}/{r.intermediate_tensors} "
         "intermediate tensors shaped",
