@@ -83,7 +83,7 @@ def test_detections_keep_the_scores_above_the_threshold_best_first() -> None:
                  "keypoints": np.arange(3 * 17 * 3, dtype=np.float32).reshape(3, 17, 3),
                  "keypoints_scores": np.ones((3, 17), np.float32)}
     people = adapter("keypoints").decode(keypoints, None, OPTIONS)
-    assert people.task == "keypoints" and people.keypoints.shape == (2, 17, 3)
+    assert people.task == people.to_json()["task"] == "keypoints" and people.keypoints.shape == (2, 17, 3)
     np.testing.assert_array_equal(people.keypoints[0], keypoints["keypoints"][1])
 
 

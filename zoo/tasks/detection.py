@@ -57,7 +57,7 @@ class Detections(Result):
             if self.keypoints is not None:
                 item["keypoints"] = self.keypoints[i].tolist()
             objects.append(item)
-        return {"source": self.source, "task": "detection", "detections": objects}
+        return {"source": self.source, "task": self.task, "detections": objects}
 
     def __str__(self) -> str:
         lines = [f"{self.source or 'image'}: {len(self.labels)} detection(s)"]
