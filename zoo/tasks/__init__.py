@@ -99,7 +99,9 @@ class TaskAdapter:
     batched: ClassVar[bool] = True
     #: Whether exports have symbolic height and width unless asked otherwise.
     dynamic_image_size: ClassVar[bool] = False
-    #: The exported model's input names, in the order the wrapped model takes them.
+    #: The exported model's input names, in the order the wrapped model takes them. A
+    #: `Predictor` feeds a model of k inputs k consecutive images per result (optical flow:
+    #: frames 0-1, 1-2, ...).
     input_names: ClassVar[tuple[str, ...]] = ("input",)
     #: Layout of each output by name, recorded in an export's metadata; ``"*"`` for any other.
     output_layouts: ClassVar[Mapping[str, str]] = {}
@@ -198,7 +200,10 @@ class TaskAdapter:
         raise NotImplementedError
 
     def decode(self, outputs: Mapping[str, np.ndarray], source: str | None, options: DecodeOptions) -> Result:
-        """One image's result from its raw outputs (for a batched task, each output's row of that image)."""
+        """One image's result from its raw outputs (for a batched task, each output's row of that image).
+
+        `source` is the image's path (the first image's, for several inputs), or None.
+        """
         raise NotImplementedError
 
     def draw(self, result: Result, image: Image.Image) -> Image.Image:
