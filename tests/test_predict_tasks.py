@@ -222,6 +222,8 @@ def test_optical_flow_predicts_on_consecutive_pairs(difference_flow: Path) -> No
     # preprocessing maps 0..255 to -1..1: a step of v grey levels is 2 v / 255
     np.testing.assert_allclose(results[0].flow, 2.0, rtol=1e-6)
     np.testing.assert_allclose(results[1].flow, 2 * (51 - 255) / 255, rtol=1e-6)
+    bound = Predictor(difference_flow, providers="cpu", io_binding=True).predict(frames)  # both inputs bound
+    assert all(np.array_equal(a.flow, b.flow) for a, b in zip(bound, results))
     with pytest.raises(UsageError, match=r"flow.onnx runs on 2 consecutive images at a time \(optical_flow\); got 1"):
         Predictor(difference_flow).predict(frames[:1])
 
