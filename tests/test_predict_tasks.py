@@ -329,3 +329,22 @@ def test_raft_predicts_the_flow_of_each_consecutive_pair_as_pytorch_does(synced_
             expected = model(image1, image2)[-1][0].permute(1, 2, 0).numpy()
         scale = max(1.0, float(np.abs(expected).max()))
         assert np.abs(result.flow - expected).max() <= 1e-3 * scale
+
+
+def test_int8_evaluation_asks_the_task_for_a_top_class(tmp_path: Path) -> None:
+    """quantize_int8 scores top-1 accuracy on what the task's results name; a segmentation mask names none."""
+    from zoo.quantize import quantize_int8
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["out"])], "mean",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, 1, 1])],
+    )
+    spec = PreprocessSpec(kind="segmentation", resize_size=(8, 8), resize_mode="exact", interpolation="bilinear",
+                          antialias=True)
+    model = _save(graph, tmp_path / "seg.onnx", {"task": "segmentation", "preprocessing": spec.to_json()})
+    images = [np.full((8, 8, 3), 9, np.uint8)] * 2
+    with pytest.raises(UsageError, match="evaluation scores top-1 accuracy; the results of a segmentation model "
+                                         "name no class") as error:
+        quantize_int8(model, tmp_path / "seg.int8.onnx", images, evaluation=(images, [0, 1]))
+    assert _one_line(error) and not (tmp_path / "seg.int8.onnx").exists()
