@@ -348,3 +348,12 @@ def test_int8_evaluation_asks_the_task_for_a_top_class(tmp_path: Path) -> None:
                                          "name no class") as error:
         quantize_int8(model, tmp_path / "seg.int8.onnx", images, evaluation=(images, [0, 1]))
     assert _one_line(error) and not (tmp_path / "seg.int8.onnx").exists()
+
+
+def test_bench_asks_the_task_what_it_can_time(difference_flow: Path) -> None:
+    from zoo.bench import bench
+
+    with pytest.raises(UsageError, match=r"bench times models that take one batch tensor; flow.onnx is a model of "
+                                         r"task optical_flow, which takes 2 inputs \(image1, image2\)") as error:
+        bench(difference_flow, int8=False)
+    assert _one_line(error)

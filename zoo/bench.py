@@ -282,8 +282,10 @@ def _check_timeable(task: str, model: str) -> None:
 
     found = adapter(task)
     if not found.batched or len(found.input_names) != 1:
-        raise UsageError(f"bench times models that take one batch tensor; {model} is a {task} model "
-                         f"({', '.join(found.input_names)}{'' if found.batched else ', one image per call'})")
+        takes = (f"{len(found.input_names)} inputs ({', '.join(found.input_names)})" if found.batched
+                 else "one image per call")
+        raise UsageError(f"bench times models that take one batch tensor; {model} is a model of task {task}, "
+                         f"which takes {takes}")
 
 
 def _engines(float_path: Path, meta: dict[str, Any], providers: list[str], weights: Any, threads: int, int8: bool,
