@@ -14,7 +14,7 @@ TorchScript exporter when that fails, then, before the file appears at its path:
   opset, verification) into the model's ``metadata_props``.
 
 The steps live in this package: `zoo.export.plan` (what to export, resolved once),
-`zoo.export.exporters` (dynamo and TorchScript), `zoo.export.verify` (the numpy
+`zoo.export.exporters` (dynamo and TorchScript), `zoo.verify` (the numpy
 comparisons) and `zoo.export.records` (the catalog's exports table, `read_metadata`).
 Whatever differs between tasks (wrapping, default shape, verification inputs,
 comparison, tolerances, layouts) comes from the task's adapter in `zoo.tasks`.
@@ -34,7 +34,7 @@ from zoo.export.exporters import (default_opset, dynamic_axes_of, export_model, 
                                   onnxruntime_limits, opset_of, output_structure)
 from zoo.export.plan import ExportPlan, ExportRequest, check_arguments, make_plan
 from zoo.export.records import ExportResult, list_exports, read_metadata, record_export, reusable_export
-from zoo.export.verify import ExportVerificationError, OutputCheck
+from zoo.verify import ExportVerificationError, OutputCheck
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
 

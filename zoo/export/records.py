@@ -17,7 +17,7 @@ from typing import Any
 
 from zoo import metadata
 from zoo.errors import UsageError, first_line
-from zoo.export.verify import OutputCheck
+from zoo.verify import OutputCheck
 from zoo.fetch import sha256_of
 
 __all__ = ["ExportResult", "list_exports", "read_metadata", "reusable_export", "record_export"]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from zoo.export.verify import OutputCheck
+    from zoo.verify import OutputCheck
 
 __all__ = ["TaskAdapter", "Result", "DecodeOptions", "adapter", "for_module", "known_tasks", "check_ranks",
            "main_output", "shape_text", "captioned"]
@@ -177,9 +177,9 @@ class TaskAdapter:
         """Each output of ONNX Runtime (`got`) against eager PyTorch (`expected`), at one input.
 
         By default elementwise, with atol in units of the output's scale
-        (`zoo.export.verify.output_scale`).
+        (`zoo.verify.output_scale`).
         """
-        from zoo.export.verify import compare, output_scale
+        from zoo.verify import compare, output_scale
 
         return [compare(n, want, have, input_shape, rtol, atol, scale=output_scale(want))
                 for n, want, have in zip(names, expected, got)]

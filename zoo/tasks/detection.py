@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from zoo.export.verify import OutputCheck
+    from zoo.verify import OutputCheck
 
 #: The outputs a detection model's results are read from, by their rank; `_REQUIRED` always.
 _OUTPUT_RANKS = {"boxes": 2, "labels": 1, "scores": 1, "masks": 4, "keypoints": 3, "keypoints_scores": 2}
@@ -173,7 +173,7 @@ def compare_detections(names: Sequence[str], expected: Sequence[np.ndarray], got
     tolerated (and counted as unmatched) only where its scores sit at that cut; any
     other difference fails. Masks may move an edge by one pixel (`compare_masks`).
     """
-    from zoo.export.verify import compare, compare_masks
+    from zoo.verify import compare, compare_masks
 
     want, have = dict(zip(names, expected)), dict(zip(names, got))
     want_at_cut, have_at_cut = _at_cut(want["scores"], rtol, atol), _at_cut(have["scores"], rtol, atol)
@@ -210,7 +210,7 @@ def _match_detections(want: Mapping[str, np.ndarray], have: Mapping[str, np.ndar
     (`pair_greedy`), so a detection one runtime lacks cannot take its neighbour's twin;
     those pairs are the ones that then fail the comparison, with their measured error.
     """
-    from zoo.export.verify import box_iou, pair_greedy
+    from zoo.verify import box_iou, pair_greedy
 
     a, b = np.asarray(want["boxes"], np.float64), np.asarray(have["boxes"], np.float64)
     gap = np.abs(a[:, None, :] - b[None, :, :])

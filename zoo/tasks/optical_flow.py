@@ -48,7 +48,7 @@ class OpticalFlow(TaskAdapter):
     output_layouts = {"*": "N2HW (dx, dy in pixels)"}
     #: Classification's: RAFT refines the flow in 12 recurrent updates, so float
     #: differences compound, but atol counts in units of the flow's largest magnitude
-    #: (`zoo.export.verify.output_scale`), and that is enough. Measured by `export_onnx`
+    #: (`zoo.verify.output_scale`), and that is enough. Measured by `export_onnx`
     #: with random weights at 1x3x128x128 and batch 5 (TorchScript exporter, CPU):
     #: raft_small differs by up to 4.3e-5 px at a scale of 19.5 px (2.2e-6 of it),
     #: raft_large by 7.5e-6 px at 6.5 px (1.2e-6); rtol is no help where a flow component
