@@ -270,15 +270,16 @@ def _draw_detections(result: Result, image: Image.Image) -> Image.Image:
 
     assert isinstance(result, Detections), type(result)
     pixels = np.asarray(image.convert("RGB"))
+    colors = palette(len(result.boxes) + 1)[1:]  # object i in colour i + 1: the palette's first is black
     if result.masks is not None and len(result.masks):
         if result.masks.shape[1:] != pixels.shape[:2]:  # the model saw the image at another size
             pixels = np.asarray(image.convert("RGB").resize(result.masks.shape[:0:-1]))
-        pixels = draw_segmentation_masks(pixels, result.masks, alpha=0.5)
+        pixels = draw_segmentation_masks(pixels, result.masks, alpha=0.5, colors=colors)
     labels = [f"{label} {score:.0%}" for label, score in zip(result.labels, result.scores)]
-    pixels = draw_bounding_boxes(pixels, result.boxes, labels=labels, width=2)
+    pixels = draw_bounding_boxes(pixels, result.boxes, labels=labels, colors=colors, width=2)
     if result.keypoints is not None and len(result.keypoints):
         skeleton = COCO_PERSON_SKELETON if result.keypoints.shape[1] == 17 else None
-        for points, color in zip(result.keypoints, palette(len(result.keypoints))):
+        for points, color in zip(result.keypoints, colors):
             pixels = draw_keypoints(pixels, points[None, :, :2], connectivity=skeleton, colors=color,
                                     visibility=points[None, :, 2] > 0)
     return Image.fromarray(pixels)
