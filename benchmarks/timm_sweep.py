@@ -102,7 +102,7 @@ def run_child(name: str, timeout: float) -> dict[str, Any]:
 def render(rows: Sequence[dict[str, Any]]) -> str:
     """The markdown table: a summary line, then one row per model."""
     passed = sum(all(r.get(c) for c in COLUMNS[2:7]) for r in rows)
-    lines = [f"# timm sweep: one model per family, random weights\n",
+    lines = ["# timm sweep: one model per family, random weights\n",
              f"{passed} of {len(rows)} models pass every step.\n",
              "| " + " | ".join(COLUMNS) + " | error |", "|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:

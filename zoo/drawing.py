@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from zoo.errors import UsageError, excerpt
-from zoo.preprocessing import MAX_IMAGE_PIXELS, MAX_SIDE, check_image_size, to_8bit
+from zoo.preprocessing import MAX_SIDE, check_image_size, to_8bit
 
 __all__ = ["draw_bounding_boxes", "draw_segmentation_masks", "draw_keypoints", "flow_to_image",
            "class_overlay", "topk_bars", "make_grid", "palette", "MAX_OBJECTS"]

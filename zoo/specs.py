@@ -41,9 +41,6 @@ KNOWN_TASKS = (
     "video",
     "optical_flow",
 )
-#: Tasks whose models take a list of images and return, per image, a dict of
-#: variable-length tensors (boxes, labels, scores, and masks or keypoints).
-DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")
 
 
 @dataclass(frozen=True)
