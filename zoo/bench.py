@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import UsageError, ZooError, excerpt, first_line
-from zoo.shapes import check_size
+from zoo.shapes import check_size, dims_text
 from zoo.text import table
 
 __all__ = ["BenchResult", "BenchRow", "bench", "compare_onnx", "parse_batches", "sample_photographs",
@@ -492,4 +492,4 @@ def _machine_text(m: dict[str, Any]) -> str:
 
 def _settings_text(s: dict[str, Any]) -> str:
     return (f"{s['threads']} threads, {s['warmup']} warm-up and {s['iterations']} timed calls per engine and "
-            f"batch in {s['rounds']} interleaved rounds, input {'x'.join(map(str, s['input_shape']))}")
+            f"batch in {s['rounds']} interleaved rounds, input {dims_text(s['input_shape'])}")

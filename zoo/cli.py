@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, UsageError, ZooError, ZooWarning, excerpt
+from zoo.shapes import dims_text
 
 _PYTHON_SHOWWARNING = warnings.showwarning
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
@@ -508,13 +509,13 @@ def _export_text(r: Any) -> str:
         f"  model:     {r.model}  weights: {r.weights or 'none'}",
         f"  exporter:  {r.exporter}, opset {r.opset}, IR {r.ir_version}"
         + (f" (dynamo exporter failed: {r.fallback_reason})" if r.fallback_reason else ""),
-        f"  input:     {', '.join(r.input_names)} {'x'.join(map(str, r.input_shape))}"
+        f"  input:     {', '.join(r.input_names)} {dims_text(r.input_shape)}"
         + (f", dynamic axes {r.dynamic_axes}" if r.dynamic_axes else ", static"),
         f"  shapes:    {r.intermediate_tensors - len(r.tensors_without_shape)}/{r.intermediate_tensors} "
         "intermediate tensors shaped",
     ]
     detection = any(c.detections is not None for c in r.verification)
-    rows = [[c.name, "x".join(map(str, c.input_shape)), f"{c.max_abs_error:.2e}", f"{c.max_rel_error:.2e}",
+    rows = [[c.name, dims_text(c.input_shape), f"{c.max_abs_error:.2e}", f"{c.max_rel_error:.2e}",
              f"rtol={c.rtol:g} atol={c.atol:g}", *([f"{c.detections} ({c.unmatched} at the cut)"] if detection else []),
              "ok" if c.passed else "FAIL"] for c in r.verification]
     return "\n".join(lines) + "\n\n" + _table(

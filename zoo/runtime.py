@@ -42,7 +42,8 @@ from zoo.errors import UsageError, excerpt, first_line
 from zoo.outputs import staged_output
 from zoo.preprocessing import (MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size, preprocess_image,
                                to_8bit)
-from zoo.tasks import BUILTIN, DecodeOptions, Result, TaskAdapter, adapter, known_tasks, shape_text
+from zoo.shapes import onnx_shape_text
+from zoo.tasks import BUILTIN, DecodeOptions, Result, TaskAdapter, adapter, known_tasks
 from zoo.tasks.classification import ClassificationResult as Classification
 from zoo.tasks.detection import Detections
 from zoo.tasks.embedding import EmbeddingResult as Embedding
@@ -414,7 +415,7 @@ class Predictor:
         for model_input in self.session.get_inputs()[1:]:
             if model_input.shape != self.session.get_inputs()[0].shape:
                 raise UsageError(f"{self.path}: zoo predicts with inputs of one shape; this model's are "
-                                 + ", ".join(shape_text(i.shape) for i in self.session.get_inputs())[:200])
+                                 + ", ".join(onnx_shape_text(i.shape) for i in self.session.get_inputs())[:200])
         spec, channels = self.preprocessing, self.input_shape[1]
         if spec is not None and isinstance(channels, int) and channels != len(spec.channel_order):
             raise UsageError(f"{self.path}: its preprocessing makes {spec.channel_order} images of "
@@ -523,7 +524,7 @@ class Predictor:
         if not fits:
             given = batch if given is None else given
             got = f"{given.dtype} of shape {given.shape}" if isinstance(given, np.ndarray) else type(given).__name__
-            raise UsageError(f"{self.path.name} expected float32 of shape {shape_text(self.input_shape)} "
+            raise UsageError(f"{self.path.name} expected float32 of shape {onnx_shape_text(self.input_shape)} "
                              f"(or a uint8 image to preprocess), got {got}")
 
     def _run_batches(self, calls: list[tuple[np.ndarray, ...]]) -> list[dict[str, np.ndarray]]:
@@ -647,7 +648,7 @@ def _input_shape(path: Path, shape: Sequence[Any]) -> list[int | str | None]:
     sides = [d for d in shape[-2:] if isinstance(d, int)]
     if (len(shape) < 3 or any(d < 1 for d in fixed) or any(d > MAX_SIDE for d in sides)
             or math.prod(fixed) > MAX_INPUT_VALUES):
-        raise UsageError(f"{path}: its input has shape {shape_text(shape)[:80]}; zoo predicts with inputs "
+        raise UsageError(f"{path}: its input has shape {onnx_shape_text(shape)[:80]}; zoo predicts with inputs "
                          f"N x C x ... x H x W of fixed sizes from 1 up, H and W at most {MAX_SIDE}, "
                          f"at most {MAX_INPUT_VALUES} values in all")
     return list(shape)

@@ -19,6 +19,17 @@ MAX_ELEMENTS = 1 << 28
 EXAMPLES = "e.g. 1,3,224,224 for images, 1,3,16,112,112 for video, 1,3,224,224;1,3,224,224 for two inputs"
 
 
+def dims_text(shape: Sequence[int]) -> str:
+    """A shape as users write it: ``1x3x224x224``."""
+    return "x".join(map(str, shape))
+
+
+def onnx_shape_text(shape: Sequence[Any]) -> str:
+    """(N, 1, 8, 8): an ONNX shape with fixed sizes as numbers, a symbolic batch as N, other symbols by name."""
+    names = [str(d) if isinstance(d, int) else ("N" if i == 0 else str(d or "?")) for i, d in enumerate(shape)]
+    return f"({', '.join(names)})"
+
+
 def parse_shape(value: str | Sequence[int], *, what: str = "input shape", min_rank: int = 1) -> tuple[int, ...]:
     """A shape from ``"1,3,224,224"``, ``"1x3x224x224"`` or a sequence of ints, checked and bounded."""
     parts = value.replace("x", ",").split(",") if isinstance(value, str) else value
@@ -51,5 +62,5 @@ def check_size(shape: Sequence[int], *, what: str = "input shape") -> None:
     for dim in shape:
         count *= dim
     if count > MAX_ELEMENTS:
-        raise UsageError(f"{what} {'x'.join(map(str, shape))[:80]} has {count:,} values; at most "
+        raise UsageError(f"{what} {dims_text(shape)[:80]} has {count:,} values; at most "
                          f"{MAX_ELEMENTS:,} (2**28) are accepted per input")

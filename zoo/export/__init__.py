@@ -34,9 +34,10 @@ from zoo.export.exporters import (default_opset, dynamic_axes_of, export_model, 
                                   onnxruntime_limits, opset_of, output_structure)
 from zoo.export.plan import ExportPlan, ExportRequest, check_arguments, make_plan
 from zoo.export.records import ExportResult, list_exports, read_metadata, record_export, reusable_export
-from zoo.verify import ExportVerificationError, OutputCheck
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
+from zoo.shapes import dims_text
+from zoo.verify import ExportVerificationError, OutputCheck
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +120,7 @@ def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
         try:
             eager = plan.module(*example)
         except Exception as exc:
-            raise UsageError(f"{plan.name} cannot run on an input of shape {_shape_text(plan.input_shape)}: "
+            raise UsageError(f"{plan.name} cannot run on an input of shape {dims_text(plan.input_shape)}: "
                              f"{first_line(exc)}") from exc
     output_names, flatten = output_structure(eager)
     large = _tensor_bytes(plan.module) > _EXTERNAL_DATA_BYTES
@@ -145,7 +146,7 @@ def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
     checks = _verify(plan, staged, runs, output_names, flatten)
     if not all(c.passed for c in checks):
         detail = "; ".join(
-            f"{c.name} at {_shape_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
+            f"{c.name} at {dims_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
             f"max rel error {c.max_rel_error:.3g}"
             + (f", {c.unmatched} of {c.detections} detections unmatched" if c.unmatched else "")
             for c in checks if not c.passed)
@@ -252,7 +253,3 @@ def _save(proto: Any, target: Path, large: bool, meta: Mapping[str, str]) -> Non
 
 def _tensor_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    return "x".join(str(d) for d in shape)

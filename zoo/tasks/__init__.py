@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.errors import UsageError
+from zoo.shapes import onnx_shape_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from zoo.verify import OutputCheck
 
 __all__ = ["TaskAdapter", "Result", "DecodeOptions", "adapter", "for_module", "known_tasks", "check_ranks",
-           "main_output", "shape_text", "captioned"]
+           "main_output", "captioned"]
 
 
 @dataclass(frozen=True)
@@ -287,18 +288,12 @@ def main_output(names: Sequence[str]) -> str:
     return "out" if "out" in names else names[0]
 
 
-def shape_text(shape: Sequence[Any]) -> str:
-    """(N, 1, 8, 8): an ONNX shape with fixed sizes as numbers, a symbolic batch as N, other symbols by name."""
-    names = [str(d) if isinstance(d, int) else ("N" if i == 0 else str(d or "?")) for i, d in enumerate(shape)]
-    return f"({', '.join(names)})"
-
-
 def check_ranks(path: str, task: str, shapes: Mapping[str, Sequence[Any]], needed: Mapping[str, int]) -> None:
     """Each output in `needed` (name: rank) has that rank, or one `UsageError` line names `path`,
     what a `task` model's outputs are and what this model's are."""
     wrong = [name for name, rank in needed.items() if len(shapes.get(name, ())) != rank]
     if wrong:
-        given = ", ".join(f"{name} {shape_text(shape)}" for name, shape in shapes.items())
+        given = ", ".join(f"{name} {onnx_shape_text(shape)}" for name, shape in shapes.items())
         expected = ", ".join(f"{name} of rank {rank}" for name, rank in needed.items())
         raise UsageError(f"{path}: a {task} model's outputs are {expected}; this model's are {given[:200]}")
 

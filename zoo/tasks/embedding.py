@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from zoo.errors import UsageError
-from zoo.tasks import DecodeOptions, Result, TaskAdapter, captioned, main_output, shape_text
+from zoo.tasks import DecodeOptions, Result, TaskAdapter, captioned, main_output
+from zoo.shapes import onnx_shape_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -57,7 +58,7 @@ class Embedding(TaskAdapter):
         main = main_output(list(shapes))
         if len(shapes[main]) < 2:
             raise UsageError(f"{path}: an embedding model's output {main} is N x D (or N x D x ...); "
-                             f"this model's is {shape_text(shapes[main])}")
+                             f"this model's is {onnx_shape_text(shapes[main])}")
 
     def decode(self, outputs: Mapping[str, np.ndarray], source: str | None, options: DecodeOptions) -> Result:
         return EmbeddingResult(source, np.asarray(outputs[main_output(list(outputs))], np.float32).reshape(-1))

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from zoo.errors import UsageError
-from zoo.tasks import DecodeOptions, Result, TaskAdapter, main_output, shape_text
+from zoo.tasks import DecodeOptions, Result, TaskAdapter, main_output
+from zoo.shapes import onnx_shape_text
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +102,7 @@ class OpticalFlow(TaskAdapter):
         shape = shapes[main]
         if len(shape) != 4 or isinstance(shape[1], int) and shape[1] != 2:
             raise UsageError(f"{path}: an optical_flow model's output {main} is N x 2 x H x W; "
-                             f"this model's is {shape_text(shape)}")
+                             f"this model's is {onnx_shape_text(shape)}")
 
     def decode(self, outputs: Mapping[str, np.ndarray], source: str | None, options: DecodeOptions) -> Result:
         """The flow of one pair, as H x W x 2."""
