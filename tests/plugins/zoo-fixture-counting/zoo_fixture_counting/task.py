@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from zoo.errors import UsageError
-from zoo.tasks import DecodeOptions, Result, TaskAdapter, main_output, shape_text
+from zoo.shapes import onnx_shape_text
+from zoo.tasks import DecodeOptions, Result, TaskAdapter, main_output
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Counting(TaskAdapter):
     def check_outputs(self, path: str, shapes: Mapping[str, list[Any]]) -> None:
         shape = shapes[main_output(list(shapes))]
         if len(shape) != 2 or shape[1] != 1:
-            raise UsageError(f"{path}: a counting model's output is N x 1; this one's is {shape_text(shape)}")
+            raise UsageError(f"{path}: a counting model's output is N x 1; this one's is {onnx_shape_text(shape)}")
 
     def decode(self, outputs: Mapping[str, np.ndarray], source: str | None, options: DecodeOptions) -> Result:
         return Count(source, float(outputs[main_output(list(outputs))][0]))
