@@ -236,8 +236,8 @@ def test_hook_calling_sys_exit_is_recorded_and_others_load(plugin_dir: Path, tmp
 @pytest.mark.parametrize(
     ("plugin", "error"),
     [
-        ("fixture-misspelled", "implements unknown hook zoo_register_model; known hooks: zoo_register_models"),
-        ("fixture-no-hook", "implements no hook (mark functions with @zoo.hookimpl); known hooks: zoo_register_models"),
+        ("fixture-misspelled", "implements unknown hook zoo_register_model; known hooks: zoo_register_models, zoo_register_tasks"),
+        ("fixture-no-hook", "implements no hook (mark functions with @zoo.hookimpl); known hooks: zoo_register_models, zoo_register_tasks"),
     ],
 )
 def test_plugin_breaking_the_contract_fails_with_the_reason(plugin_dir: Path, tmp_path: Path, plugin: str,

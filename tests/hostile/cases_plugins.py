@@ -91,7 +91,7 @@ CASES = [
     Case("plugins-hook-ends-process", ("list",), r"zoo-fixture-crash 1\.0\.0 \(plugin 'fixture-crash'\) ended the "
          r"sync process \(exit code 7\)", setup=plugin("zoo-fixture-crash", "fixture-crash")),
     Case("plugins-misspelled-hook-strict", ("sync", "--strict"),
-         r"fixture-misspelled: implements unknown hook zoo_register_model; known hooks: zoo_register_models$",
+         r"fixture-misspelled: implements unknown hook zoo_register_model; known hooks: zoo_register_models, zoo_register_tasks$",
          setup=plugin("zoo-fixture-misspelled", "digits,fixture-misspelled")),
     Case("plugins-misspelled-hook", ("plugins", "--json"), None,
          setup=plugin("zoo-fixture-misspelled", "digits,fixture-misspelled"),
