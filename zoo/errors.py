@@ -95,3 +95,19 @@ class HashMismatchError(WeightsError):
     def __init__(self, message: str, *, path: str, actual: str, expected: str) -> None:
         super().__init__(message)
         self.path, self.actual, self.expected = path, actual, expected
+
+
+class ArtifactError(ZooError):
+    """A file cannot be stored in, or found in, the artifact store (`zoo.store`)."""
+
+
+class ArtifactTooLargeError(ArtifactError):
+    """More bytes arrived than the store was told to accept."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class UnknownArtifactError(ArtifactError):
+    """The artifact store has no file with that SHA-256."""
