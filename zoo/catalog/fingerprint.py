@@ -49,7 +49,7 @@ from zoo.plugins import (
 )
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 #: Bump when what a sync writes changes without a schema change (e.g. the transforms format).
 DATA_FORMAT = 3
 CHECK_INTERVAL_ENV = "ZOO_CATALOG_CHECK_INTERVAL"

@@ -90,8 +90,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 #: Tables whose rows come from the plugins: rebuilt empty when damaged.
 DERIVED = (tables.plugins, tables.models, tables.category_lists, tables.weights, tables.metrics,
            tables.model_failures, tables.catalog_state)
-#: Tables whose rows only this catalog knows (learned hashes, export records): kept when rebuilt.
-KEPT = (tables.weight_files, tables.exports)
+#: Tables whose rows only this catalog knows (learned hashes, export records, what was published,
+#: the service's tokens): kept when rebuilt, never pruned.
+KEPT = (tables.weight_files, tables.exports, tables.published_weights, tables.weight_aliases,
+        tables.published_exports, tables.tokens)
 #: How many row ids one UPDATE names (well under SQLite's limit on parameters).
 _CHUNK = 500
 

@@ -156,3 +156,60 @@ exports = Table(
     Column("result", JSON, nullable=False),  # ExportResult.to_json()
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- published artifacts: rows no plugin gives, so syncs and prunes never touch them (zoo.publish) --
+
+# A version of fine-tuned weights published as NAMESPACE/NAME; its file is in the artifact store.
+published_weights = Table(
+    "published_weights",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("namespace", String(100), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("version", Integer, nullable=False),  # 1, 2, ... per (namespace, name)
+    Column("model", String(200), nullable=False, index=True),  # the catalog model name it is for
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("categories", JSON),  # None: the model's own head
+    Column("metrics", JSON, nullable=False),  # {"DATASET:METRIC": value}
+    Column("preprocessing", JSON),  # a PreprocessSpec's JSON
+    Column("description", Text),
+    Column("from_weights", String(400)),  # the weights it was fine-tuned from
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("namespace", "name", "version"),
+)
+
+# A movable name for one version: NAMESPACE/NAME@ALIAS.
+weight_aliases = Table(
+    "weight_aliases",
+    metadata,
+    Column("namespace", String(100), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+# A verified ONNX export published into the artifact store, found by model and weights.
+published_exports = Table(
+    "published_exports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("model", String(200), nullable=False, index=True),
+    Column("weights", String(400)),
+    Column("metadata", JSON, nullable=False, key="meta"),  # the export's zoo metadata
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Tokens of the registry service (zoo serve): the secret itself is never stored, only its SHA-256.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),  # e.g. ["read", "publish"]
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
