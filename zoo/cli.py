@@ -229,6 +229,37 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=_bench)
 
+    p = commands.add_parser("serve", help="serve the registry over HTTP (JSON API, OpenAPI schema)",
+                            description=("Serve the catalog and the artifact store as a versioned JSON API under "
+                                         "/api/v1 (schema: /api/v1/openapi.json, docs: /api/v1/docs) with uvicorn "
+                                         "until Ctrl-C. Publishing needs a token (zoo token create); reads too with "
+                                         "--require-read-token. Answers only requests addressed to localhost, "
+                                         "127.0.0.1 or [::1] with its port, or to an --allow-host name."))
+    p.add_argument("--host", default="127.0.0.1", metavar="H",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8765, metavar="N", help="port (default 8765; 0: a free one, printed)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes sharing the port (default 1)")
+    p.add_argument("--require-read-token", action="store_true", help="reads need a token too (scope read or publish)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests addressed to NAME (e.g. a reverse proxy's public name); repeatable")
+    p.add_argument("--max-upload", type=_count, default=None, metavar="BYTES",
+                   help="largest file a client may publish, e.g. 500M (default 4G)")
+    p.set_defaults(run=_serve)
+
+    p = commands.add_parser("token", help="make, list and revoke the registry service's tokens")
+    actions = p.add_subparsers(title="actions", required=True, metavar="ACTION")
+    a = actions.add_parser("create", help="make a token and print its secret (once: only its hash is kept)")
+    a.add_argument("name", metavar="NAME", help="what the token is for, e.g. ci-publisher")
+    a.add_argument("--scope", action="append", choices=["publish", "read"], metavar="SCOPE",
+                   help="publish (upload; reads too) or read; repeatable (default: publish)")
+    a.set_defaults(run=_token_create)
+    a = actions.add_parser("list", help="list tokens: name, scopes, made, revoked (never a secret)")
+    _add_json(a)
+    a.set_defaults(run=_token_list)
+    a = actions.add_parser("revoke", help="revoke a token: every service process refuses it from now on")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(run=_token_revoke)
+
     p = commands.add_parser("sync", help="write the installed plugins into the catalog now")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail, leaving the catalog as it was, if any plugin fails (also $ZOO_STRICT_PLUGINS=1)")
@@ -556,6 +587,42 @@ def _view(args: argparse.Namespace) -> int:
     from zoo.view import view
 
     view(args.file, host=args.host, port=args.port, browse=args.browse)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from zoo.server.app import DEFAULT_MAX_UPLOAD, serve
+
+    serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,
+          allowed_hosts=tuple(args.allow_host), max_upload_bytes=args.max_upload or DEFAULT_MAX_UPLOAD)
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from zoo.server.tokens import DEFAULT_SCOPES, create_token
+
+    secret = create_token(args.name, args.scope or DEFAULT_SCOPES)
+    print(secret)
+    print(f"token {args.name!r} made; this is the only time its secret is shown", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from zoo.server.tokens import list_tokens
+
+    records = list_tokens()
+    _emit(args, records, lambda: _table(
+        ["NAME", "SCOPES", "CREATED", "REVOKED"],
+        [[r["name"], ",".join(r["scopes"]), r["created_at"][:19], (r["revoked_at"] or "-")[:19]] for r in records],
+    ) if records else "no tokens")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from zoo.server.tokens import revoke_token
+
+    revoke_token(args.name)
+    print(f"revoked token {args.name!r}")
     return 0
 
 

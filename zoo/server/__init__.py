@@ -1,0 +1,24 @@
+"""``zoo serve``: the registry as an HTTP service (an ASGI app on uvicorn).
+
+A versioned JSON API under ``/api/v1`` (OpenAPI schema at ``/api/v1/openapi.json``)
+over the catalog and the artifact store: models (the filters of `zoo.list_models`),
+a model's record, published weights and exports (records and files, with
+Content-Length, ETag = SHA-256, HEAD and Range), publishing (streaming uploads,
+verified against the declared SHA-256 and a size limit), health.
+
+The service keeps no state of its own: every request reads the catalog and the
+store, so several processes (``--workers N``, or servers on other ports and
+machines) on one PostgreSQL catalog and one store folder give the same answers.
+Writes need a token (`zoo.server.tokens`); reads too with ``--require-read-token``.
+Only requests addressed to this server by a loopback name (or an ``--allow-host``
+name) are answered, so that a web page cannot reach it through DNS rebinding.
+
+    app = create_app("sqlite:///registry.db")     # an ASGI app, for any ASGI server
+    serve(host="127.0.0.1", port=8765, workers=2)  # what `zoo serve` runs; blocks
+"""
+
+from __future__ import annotations
+
+from zoo.server.app import create_app, serve
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,393 @@
+"""The registry service's ASGI app (FastAPI) and how `zoo serve` runs it (uvicorn).
+
+Every answer is JSON, every error one line of it: ``{"error": "..."}``, with the
+status saying whose fault it is (400 bad input, 401/403 token, 404 unknown, 411/413
+upload size, 503 catalog unreachable); never a traceback. Handlers that read the
+catalog are plain functions (run in uvicorn's thread pool); uploads stream from the
+event loop into the store's verified writer in a worker thread, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+import anyio.from_thread
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select, text
+from starlette.exceptions import HTTPException
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from zoo.catalog.engine import URL_ENV, open_engine
+from zoo.catalog.tables import published_exports, published_weights
+from zoo.errors import (
+    ArtifactTooLargeError,
+    CatalogError,
+    UnknownArtifactError,
+    UnknownNameError,
+    UsageError,
+    ZooError,
+    excerpt,
+    first_line,
+)
+from zoo.server.tokens import READ_SCOPES, token_scopes
+from zoo.store import ARTIFACTS_ENV, ArtifactStore
+from zoo.view import LOOPBACK_NAMES, host_allowed
+
+API = "/api/v1"
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+DEFAULT_MAX_UPLOAD = 4 << 30  # bytes: larger than any torchvision or timm weights file
+#: How `serve` configures the app of each uvicorn worker process (`app_from_environment`).
+READ_TOKEN_ENV, ALLOW_HOSTS_ENV, MAX_UPLOAD_ENV = "ZOO_SERVE_READ_TOKEN", "ZOO_SERVE_ALLOW_HOSTS", "ZOO_SERVE_MAX_UPLOAD"
+MAX_PAGE = 1000
+_MAX_COUNT = 2**63 - 1
+SHA256_PATTERN = "^[0-9a-f]{64}$"
+_BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
+_log = logging.getLogger("zoo.server")
+_DESCRIPTION = ("The zoo's catalog and artifact store: models (the filters of zoo.list_models), published weights "
+                "and exports (records and files), publishing (token needed). Errors are one line of JSON: "
+                '{"error": "..."}.')
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one app serves and allows; the catalog itself is ``$ZOO_REGISTRY_URL``'s."""
+
+    store: ArtifactStore
+    read_token_required: bool
+    allowed_hosts: frozenset[str]
+    max_upload_bytes: int
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status; the message is the one line the client reads."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": first_line(Exception(message))}, status_code=status, headers=headers)
+
+
+def _status_of(exc: ZooError) -> int:
+    """The HTTP status of a zoo error: whose fault it is, and whether trying again can help."""
+    if isinstance(exc, CatalogError):
+        return 503
+    if isinstance(exc, (UnknownNameError, UnknownArtifactError)):
+        return 404
+    if isinstance(exc, ArtifactTooLargeError):
+        return 413
+    return 400
+
+
+def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
+               *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
+    """The registry service for the catalog at `catalog_url` and the artifact `store`.
+
+    A process serves one catalog and one store: a `catalog_url` or `store` given here
+    becomes ``$ZOO_REGISTRY_URL`` / ``$ZOO_ARTIFACTS``, which the lookups and publishing
+    read (default: those variables, else their defaults). `allowed_hosts` are host
+    names requests may be addressed to besides loopback ones (a reverse proxy's public
+    name); uploads larger than `max_upload_bytes` are refused before they are read.
+    """
+    if catalog_url is not None:
+        os.environ[URL_ENV] = catalog_url
+    if store is not None:
+        os.environ[ARTIFACTS_ENV] = str(store.root)
+    if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
+        raise UsageError(f"the upload limit must be a positive number of bytes, not {excerpt(max_upload_bytes)}")
+    settings = Settings(store or ArtifactStore.default(), bool(read_token_required),
+                        frozenset(h.lower() for h in allowed_hosts), max_upload_bytes)
+    app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
+                  redoc_url=None, description=_DESCRIPTION)
+    app.state.settings = settings
+    app.include_router(_router(settings))
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ZooError, _zoo_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker, configured by `serve` through the environment."""
+    hosts = os.environ.get(ALLOW_HOSTS_ENV, "")
+    return create_app(read_token_required=os.environ.get(READ_TOKEN_ENV) == "1",
+                      allowed_hosts=tuple(h for h in hosts.split(",") if h),
+                      max_upload_bytes=int(os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD))
+
+
+def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
+          allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+          log_level: str = "info") -> None:
+    """Serve the registry with uvicorn on `host`:`port` (0: a free port, which uvicorn prints) until Ctrl-C.
+
+    `workers` processes share the listening socket; each makes its app from the
+    environment, which carries the catalog, the store and the settings here.
+    """
+    import uvicorn
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
+    create_app(allowed_hosts=allowed_hosts, max_upload_bytes=max_upload_bytes)  # refuse bad settings here, in one line
+    os.environ[READ_TOKEN_ENV] = "1" if read_token_required else "0"
+    os.environ[ALLOW_HOSTS_ENV] = ",".join(allowed_hosts)
+    os.environ[MAX_UPLOAD_ENV] = str(max_upload_bytes)
+    uvicorn.run("zoo.server.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)
+
+
+# -- requests not addressed to this server --------------------------------------------
+
+
+class HostCheck:
+    """ASGI middleware: 400 for a request whose Host header names neither this server by a loopback
+    name with its port (see `zoo.view.host_allowed`) nor an allowed host name; and for a path or
+    query with a NUL character, which no name has and PostgreSQL cannot compare."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await _error(400, refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> str | None:
+        """Why the request in `scope` is refused, or None."""
+        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+        served, port = scope.get("server") or (None, None)
+        name = header.rpartition("]")[0].lstrip("[") if header and header.startswith("[") else \
+            (header or "").partition(":")[0]
+        ok = (port is not None and host_allowed(header, served or "", port)) or name.lower() in self.allowed \
+            or (port is None and name in LOOPBACK_NAMES)
+        if not ok:
+            return (f"this server answers requests addressed to {', '.join(LOOPBACK_NAMES)} (with its port)"
+                    f"{' or ' + ', '.join(sorted(self.allowed)) if self.allowed else ''}, not to host "
+                    f"{excerpt(header)}; start it with --allow-host NAME to answer another name")
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            return "a NUL character is in the path or query; no name contains one"
+        return None
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status, str(exc), exc.headers)
+
+
+async def _zoo_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ZooError)
+    return _error(_status_of(exc), str(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """The first problem FastAPI found with the request's parameters, in one line."""
+    assert isinstance(exc, RequestValidationError)
+    problem = next(iter(exc.errors()), {})
+    where, *names = [str(part) for part in problem.get("loc", ())] or ["request"]
+    field = f"{where} parameter {names[-1]!r}" if names else where
+    given = f" (got {excerpt(problem['input'])})" if problem.get("input") is not None else ""
+    return _error(400, f"{field}: {problem.get('msg', 'not valid')}{given}")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if exc.status_code != 404 else f"no such path {excerpt(request.url.path)}; see {API}/docs"
+    return _error(exc.status_code, str(message), exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback on the server, one line without it for the client."""
+    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `zoo token create`")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _require(credentials: HTTPAuthorizationCredentials | None, scopes: frozenset[str], what: str) -> None:
+    """Refuse (401) a request without a live token, and (403) one whose token has none of `scopes`."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ApiError(401, f"{what} needs a token: send 'Authorization: Bearer <token>' "
+                            "(made by `zoo token create NAME`)", challenge)
+    granted = token_scopes(credentials.credentials)
+    if granted is None:
+        raise ApiError(401, "the token is unknown or revoked", challenge)
+    if not granted & scopes:
+        raise ApiError(403, f"{what} needs a token with the scope {' or '.join(sorted(scopes))}; "
+                            f"this one has {', '.join(sorted(granted))}")
+
+
+# -- the API --------------------------------------------------------------------------
+
+Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="64 lowercase hex digits")]
+Name = Annotated[str, Path(max_length=200, pattern="^[A-Za-z0-9._-]+$")]
+
+
+def _router(settings: Settings) -> APIRouter:
+    """The routes of the API, reading `settings`."""
+
+    def reader(credentials: Credentials) -> None:
+        if settings.read_token_required:
+            _require(credentials, READ_SCOPES, "reading")
+
+    def publisher(credentials: Credentials) -> None:
+        _require(credentials, frozenset({"publish"}), "publishing")
+
+    router = APIRouter(prefix=API)
+
+    @router.get("/health", summary="whether the catalog answers")
+    def health() -> dict[str, str]:
+        with open_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    @router.get("/models", summary="models, with the filters of zoo.list_models; paginated",
+           dependencies=[Depends(reader)])
+    def models(
+        pattern: Annotated[list[str] | None, Query(description="fnmatch pattern (repeatable), e.g. resnet*")] = None,
+        exclude: Annotated[list[str] | None, Query(description="fnmatch pattern to leave out (repeatable)")] = None,
+        task: Annotated[str | None, Query(max_length=100)] = None,
+        plugin: Annotated[str | None, Query(max_length=200)] = None,
+        pretrained: bool | None = None,
+        max_params: Annotated[int | None, Query(ge=0, le=_MAX_COUNT)] = None,
+        min_metric: Annotated[list[str] | None, Query(
+            description="[DATASET:]METRIC=VALUE (repeatable), e.g. ImageNet-1K:acc@1=75")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, Query(ge=0, le=_MAX_COUNT)] = 0,
+    ) -> dict[str, Any]:
+        from zoo.registry import summarize_models
+
+        found = summarize_models(pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
+                                 max_params=max_params, min_metric=dict(_metric(m) for m in min_metric or []))
+        return {"total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]}
+
+    @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reader)])
+    def model(name: Annotated[str, Path(max_length=400)]) -> dict[str, Any]:
+        from zoo.registry import describe
+
+        return describe(name)
+
+    @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
+                      dependencies=[Depends(reader)], response_class=FileResponse)
+    def weights_file(sha256: Sha256, request: Request) -> Response:
+        return _blob(settings.store, request, sha256, published_weights, "published weights file")
+
+    @router.get("/published", summary="every published weights version", dependencies=[Depends(reader)])
+    def published() -> list[Any]:
+        from zoo.publish import list_published
+
+        return jsonable_encoder(list_published())
+
+    @router.get("/published/{namespace}/{name}", summary="the versions and aliases of NAMESPACE/NAME",
+           dependencies=[Depends(reader)])
+    def published_name(namespace: Name, name: Name) -> dict[str, Any]:
+        from zoo.publish import list_published
+
+        versions = list_published(f"{namespace}/{name}")
+        if not versions:
+            raise ApiError(404, f"nothing is published as {namespace}/{name}")
+        return {"name": f"{namespace}/{name}", "versions": jsonable_encoder(versions)}
+
+    @router.get("/exports", summary="published exports", dependencies=[Depends(reader)])
+    def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
+        query = select(published_exports).order_by(published_exports.c.id)
+        if model is not None:
+            query = query.where(published_exports.c.model == model.lower())
+        with open_engine().connect() as conn:
+            return [_export_record(row) for row in conn.execute(query)]
+
+    @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reader)])
+    def export(sha256: Sha256) -> dict[str, Any]:
+        with open_engine().connect() as conn:
+            row = conn.execute(select(published_exports).where(published_exports.c.sha256 == sha256)).first()
+        if row is None:
+            raise ApiError(404, f"no published export has SHA-256 {sha256}")
+        return _export_record(row)
+
+    @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
+                      dependencies=[Depends(reader)], response_class=FileResponse)
+    def export_file(sha256: Sha256, request: Request) -> Response:
+        return _blob(settings.store, request, sha256, published_exports, "published export")
+
+    return router
+
+
+def _metric(text: str) -> tuple[str, float]:
+    """``[DATASET:]METRIC=VALUE`` as the pair `zoo.list_models`' min_metric takes."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise UsageError(f"min_metric {excerpt(text)} is not [DATASET:]METRIC=VALUE; use e.g. acc@1=75") from None
+
+
+def _export_record(row: Any) -> dict[str, Any]:
+    return {"sha256": row.sha256, "size": row.size, "model": row.model, "weights": row.weights,
+            "metadata": row.meta, "created_at": row.created_at.isoformat()}
+
+
+def _blob(store: ArtifactStore, request: Request, sha256: str, table: Any, what: str) -> Response:
+    """The stored file of `sha256` if `table` records it as published: streamed with its size, its hash as
+    ETag (304 for a client that has it), HEAD and byte ranges (206; 416 past the end)."""
+    with open_engine().connect() as conn:
+        if conn.scalar(select(table.c.sha256).where(table.c.sha256 == sha256).limit(1)) is None:
+            raise ApiError(404, f"no {what} has SHA-256 {sha256}")
+    path = store.path(sha256)
+    etag = f'"{sha256}"'
+    headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    ranges = request.headers.get("range")
+    if ranges is not None:
+        size = path.stat().st_size
+        try:  # starlette's own parser, which FileResponse uses: refused here so that the refusal is JSON
+            FileResponse._parse_range_header(ranges, size)
+        except MalformedRangeHeader as exc:
+            raise ApiError(400, f"Range {excerpt(ranges)}: {exc.content}") from None
+        except RangeNotSatisfiable:
+            raise ApiError(416, f"Range {excerpt(ranges)} is past the end of the file ({size} bytes)",
+                           {"Content-Range": f"bytes */{size}"}) from None
+    return FileResponse(path, media_type="application/octet-stream", headers=headers)
+
+
+def _chunks(request: Request) -> Iterator[bytes]:
+    """The request's body, chunk by chunk as it arrives, for code in a worker thread."""
+    stream = request.stream()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await anext(stream)
+        except StopAsyncIteration:
+            return None
+
+    while (chunk := anyio.from_thread.run(next_chunk)) is not None:
+        if chunk:
+            yield chunk
