@@ -61,6 +61,19 @@ _EXPORTS = {
     "fetch_weights": "zoo.registry",
     "weights_path": "zoo.registry",
     "verify_weights": "zoo.registry",
+    "publish_weights": "zoo.publish",
+    "publish_export": "zoo.publish",
+    "resolve_published": "zoo.publish",
+    "list_published": "zoo.publish",
+    "set_alias": "zoo.publish",
+    "find_export": "zoo.publish",
+    "PublishedWeights": "zoo.publish",
+    "PublishedExport": "zoo.publish",
+    "ArtifactStore": "zoo.store",
+    "Artifact": "zoo.store",
+    "ArtifactError": "zoo.errors",
+    "ArtifactTooLargeError": "zoo.errors",
+    "UnknownArtifactError": "zoo.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -117,3 +130,15 @@ if TYPE_CHECKING:
     from zoo.quantize import quantize_int8
     from zoo.runtime import Predictor, predict
     from zoo.specs import DeferredSpec, ModelSpec, WeightsSpec
+    from zoo.errors import ArtifactError, ArtifactTooLargeError, UnknownArtifactError
+    from zoo.publish import (
+        PublishedExport,
+        PublishedWeights,
+        find_export,
+        list_published,
+        publish_export,
+        publish_weights,
+        resolve_published,
+        set_alias,
+    )
+    from zoo.store import Artifact, ArtifactStore

@@ -13,7 +13,9 @@ provider: installing a plugin never changes what a name means; see
 bare name where it answers it, else the qualified one. Weights are named
 ``Enum.MEMBER`` (an enum's class name, within the plugin that answers for it),
 ``NAME.TAG`` (any model name, bare or qualified, and the tag as the plugin spells
-it, e.g. timm's ``resnet50.a1_in1k``), ``PLUGIN/Enum.MEMBER``, or ``NAME.DEFAULT``.
+it, e.g. timm's ``resnet50.a1_in1k``), ``PLUGIN/Enum.MEMBER``, or ``NAME.DEFAULT``;
+`build_model` also takes published weights, ``NAMESPACE/NAME[:VERSION|@ALIAS]``
+(`zoo.publish`), when no plugin's weights have that name: plugin names win a clash.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or
 
 from zoo.catalog.engine import remember
 from zoo.catalog.fingerprint import ensure_current
+from zoo.catalog.published import for_model, is_spec, resolve
 from zoo.catalog.tables import GENERATION_KEY, catalog_state, category_lists, metrics, models, plugins, weight_files, weights
 from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, WeightsError, excerpt
 from zoo.targets import load_target, target_of
@@ -136,7 +139,8 @@ def describe(name: str) -> dict[str, Any]:
     """The catalog record of a model and its weights, as plain data.
 
     `name` is the name that reaches the model, `qualified_name` its ``PLUGIN/NAME``,
-    and `providers` the qualified names of every model with the same bare name.
+    `providers` the qualified names of every model with the same bare name, and
+    `published` the weights published for it (`zoo.publish`), every version.
     """
     with ensure_current().connect() as conn:
         naming = _naming(conn)
@@ -144,6 +148,7 @@ def describe(name: str) -> dict[str, Any]:
         rows = _weights_of(conn, model)
         learned = _learned_files(conn, [w.url for w in rows if not (w.sha256 and w.file_size)])
         categories = _categories(conn, rows)
+        published = for_model(conn, naming.entries[model.id].qualified)
     shown = naming.shown[model.id]
     default = next((w for w in rows if w.is_default), None)
     return {
@@ -179,6 +184,7 @@ def describe(name: str) -> dict[str, Any]:
             }
             for w in rows
         ],
+        "published": [p.to_json() for p in published],
     }
 
 
@@ -296,7 +302,8 @@ class BuiltModel:
 
 
 def get_model(name: str, *, weights: str | enum.Enum | None = None, **config: Any) -> Any:
-    """Build model `name`, with `weights` (any form `get_weight` accepts) and builder `config`.
+    """Build model `name`, with `weights` (any form `get_weight` accepts, or published weights
+    ``NAMESPACE/NAME[:VERSION|@ALIAS]``) and builder `config`.
 
     Unlike torchvision, ``num_classes`` works with pretrained weights (a fresh head)
     and ``in_channels`` adapts the first convolution; `build_model` also says which
@@ -325,24 +332,28 @@ def build_model(
     """
     from zoo import surgery
 
-    member = get_weight(weights, model=name)
+    member, published = _weights_or_published(weights, name)
     engine = ensure_current()
     with engine.connect() as conn:
         row = _model(conn, name)
         # weights listed without an enum: the zoo builds the model for them and loads them
         entry = _member_of_model(conn, row, member.name) if member is not None and row.weights_enum is None else None
+    if published is not None and published.model != f"{row.namespace}/{row.name}":
+        raise UsageError(f"published weights {published.spec} are for {published.model}, not {name}")
     builder = _through_zoo(_builder(row), engine)
-    _check_surgery(row, num_classes=num_classes, in_channels=in_channels, pretrained=member is not None)
+    _check_surgery(row, num_classes=num_classes, in_channels=in_channels,
+                   pretrained=member is not None or published is not None)
 
-    if member is None:
+    if member is None and published is None:
         no_weights = {"weights": None} if row.weights_enum else {}  # torchvision's convention
         model = builder(**no_weights, **config, **({} if num_classes is None else {"num_classes": num_classes}))
         if in_channels is not None:
             surgery.replace_first_conv(model, row.first_conv, in_channels)
         return BuiltModel(model, None)
 
-    new_head = num_classes is not None and num_classes != len(member.meta.get("categories") or ())
-    if entry is None:  # torchvision's convention: the builder loads its weights
+    categories = published.categories if published is not None else member.meta.get("categories")
+    new_head = num_classes is not None and num_classes != len(categories or ())
+    if entry is None and published is None:  # torchvision's convention: the builder loads its weights
         model = builder(weights=member, **config)
         pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
         if new_head:
@@ -351,15 +362,42 @@ def build_model(
                 if surgery.has_submodule(model, path):
                     surgery.replace_head(model, path, num_classes)
     else:  # the builder makes the head (also where the weights have none: embeddings); the rest must load
-        pretrained = _verified_state_dict(engine, member, progress=True)
-        model = builder(**{**entry.builder_args, **config, **({"num_classes": num_classes} if new_head else {})})
+        if published is not None:  # the head its categories imply, the file from the artifact store
+            pretrained, args, what = _published_state_dict(published), published.builder_args, published.spec
+        else:
+            pretrained, args, what = _verified_state_dict(engine, member, progress=True), entry.builder_args, str(member)
+        model = builder(**{**args, **config, **({"num_classes": num_classes} if new_head else {})})
         if not new_head:
-            _load_strictly(model, pretrained, str(member))
+            _load_strictly(model, pretrained, what)
     adapters = {}
     if in_channels is not None:
         surgery.replace_first_conv(model, row.first_conv, in_channels)
         adapters[f"{row.first_conv}.weight"] = surgery.adapt_conv_weight
     return BuiltModel(model, surgery.load_partial(model, pretrained, adapters))
+
+
+def _weights_or_published(weights: str | enum.Enum | None, model: str) -> tuple[enum.Enum | None, Any]:
+    """The weights enum member `weights` names for `model`, or else the published weights it names
+    (`zoo.publish`): plugin names win, and a published spec (``NS/NAME[:VERSION|@ALIAS]``, never
+    with a ``.``) is looked up only when no plugin's weights have that name."""
+    try:
+        return get_weight(weights, model=model), None
+    except UnknownWeightsError:
+        if not is_spec(weights):
+            raise
+    with ensure_current().connect() as conn:
+        return None, resolve(conn, weights)
+
+
+def _published_state_dict(published: Any) -> dict[str, Any]:
+    """The state dict of published weights: the stored file's bytes, read once and checked by SHA-256."""
+    from zoo.fetch import Loaded
+    from zoo.store import ArtifactStore
+    from zoo.weights import state_dict_from
+
+    store = ArtifactStore.default()
+    data = store.read(published.sha256)
+    return state_dict_from(Loaded(store.path(published.sha256), published.sha256, len(data), data))
 
 
 def _load_strictly(model: Any, state: dict[str, Any], what: str) -> None:

@@ -101,7 +101,7 @@ class ArtifactStore:
         damaged on disk raises `HashMismatchError`.
         """
         path = self.path(sha256)
-        with _open_regular(path) as f:
+        with open_regular(path) as f:
             data = f.read()
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
@@ -113,7 +113,7 @@ class ArtifactStore:
     def put_file(self, path: str | os.PathLike[str], *, sha256: str | None = None) -> Artifact:
         """Store the regular file at `path` (checked against `sha256` when given)."""
         source = Path(path)
-        with _open_regular(source) as f:
+        with open_regular(source) as f:
             return self._put(iter(lambda: f.read(CHUNK), b""), sha256=sha256, max_bytes=None, origin=str(source))
 
     def put_stream(self, chunks: Iterable[bytes], *, sha256: str, max_bytes: int) -> Artifact:
@@ -182,7 +182,7 @@ def _is_regular(path: Path) -> bool:
         return False
 
 
-def _open_regular(path: Path) -> BinaryIO:
+def open_regular(path: Path) -> BinaryIO:
     """`path` opened for reading, refused in one line unless it is a regular file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

@@ -107,10 +107,11 @@ def _load_member(weights: torchvision.models.WeightsEnum, progress: bool) -> dic
 
 
 def state_dict_from(loaded: Loaded) -> dict[str, Any]:
-    """The state dict in verified bytes: safetensors for ``.safetensors`` files, else a ``torch.save``
-    file read with ``weights_only=True`` (tensors and plain containers, no code)."""
+    """The state dict in verified bytes: safetensors for ``.safetensors`` files (and files without a
+    suffix, such as the artifact store's, that are safetensors), else a ``torch.save`` file read with
+    ``weights_only=True`` (tensors and plain containers, no code)."""
     try:
-        if loaded.path.suffix == ".safetensors":
+        if loaded.path.suffix == ".safetensors" or (not loaded.path.suffix and _is_safetensors(loaded.data)):
             from safetensors.torch import load
 
             state = load(loaded.data)
@@ -123,6 +124,13 @@ def state_dict_from(loaded: Loaded) -> dict[str, Any]:
         raise WeightsError(f"weights file {loaded.path} holds a {type(state).__name__}, not a state dict "
                            f"(a mapping of names to tensors)")
     return state  # as saved: an OrderedDict keeps the module versions (`_metadata`) some modules need
+
+
+def _is_safetensors(data: bytes) -> bool:
+    """Whether `data` starts as a safetensors file does: an 8-byte little-endian header length that fits,
+    then the header's JSON object (a ``torch.save`` file starts with a zip or pickle header instead)."""
+    header = int.from_bytes(data[:8], "little")
+    return len(data) >= 10 and 0 < header <= len(data) - 8 and data[8:9] == b"{"
 
 
 def _reason(exc: Exception) -> str:

@@ -1,0 +1,249 @@
+"""Published weights and exports in the catalog: names, versions, aliases, as typed records.
+
+Published weights are named ``NAMESPACE/NAME`` (each part lowercase letters, digits,
+``-`` and ``_``, starting with a letter or digit, at most 100 characters); a spec
+picks a version: ``NAMESPACE/NAME`` the latest, ``NAMESPACE/NAME:2`` version 2,
+``NAMESPACE/NAME@production`` the version the alias points at. A name never holds a
+``.``, so it never reads as a plugin's weights name (``PLUGIN/Enum.MEMBER``).
+
+Versions are numbered 1, 2, ... per name by `add_version` inside the catalog's write
+transaction (`zoo.catalog.engine.write_transaction`: SQLite's write lock, PostgreSQL's
+advisory lock), so concurrent publishers never get the same number; the UNIQUE
+constraint on (namespace, name, version) guards it as well. These rows are not a
+plugin's: syncs and prunes keep them. Rows become records (`PublishedWeights`,
+`PublishedExport`) here, at the store boundary. Core only, no torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, delete, func, select
+
+from zoo.catalog.engine import write_transaction
+from zoo.catalog.tables import published_exports, published_weights, weight_aliases
+from zoo.errors import UnknownNameError, UnknownWeightsError, UsageError, excerpt
+
+_PART = r"[a-z0-9][a-z0-9_-]{0,99}"
+#: NAMESPACE/NAME, then :VERSION or @ALIAS
+_SPEC = re.compile(rf"(?P<namespace>{_PART})/(?P<name>{_PART})(?::(?P<version>[0-9]{{1,9}})|@(?P<alias>{_PART}))?")
+_NAME_RULE = ("NAMESPACE/NAME, each part lowercase letters, digits, '-' and '_' (starting with a letter or digit, "
+              "at most 100 characters)")
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """One published version of weights: what they are for, their file, and what they were measured at."""
+
+    namespace: str
+    name: str
+    version: int
+    model: str  # the catalog model they are for, PLUGIN/NAME
+    sha256: str
+    size: int
+    categories: list[str] | None  # None: the model's own head
+    metrics: dict[str, float]  # {"DATASET:METRIC": value}
+    preprocessing: dict[str, Any] | None  # a PreprocessSpec's JSON
+    description: str | None
+    from_weights: str | None
+    created_at: datetime
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def full_name(self) -> str:
+        """``NAMESPACE/NAME``."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def spec(self) -> str:
+        """``NAMESPACE/NAME:VERSION``: this version, whatever is published later."""
+        return f"{self.full_name}:{self.version}"
+
+    @property
+    def builder_args(self) -> dict[str, Any]:
+        """What the model's builder needs to fit these weights: a head of one output per category."""
+        return {"num_classes": len(self.categories)} if self.categories else {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.full_name, "version": self.version, "spec": self.spec, "model": self.model,
+                "sha256": self.sha256, "size": self.size, "categories": self.categories, "metrics": self.metrics,
+                "preprocessing": self.preprocessing, "description": self.description,
+                "from_weights": self.from_weights, "aliases": list(self.aliases),
+                "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class PublishedExport:
+    """A verified ONNX export in the artifact store, found by the model and weights it was made from."""
+
+    sha256: str
+    size: int
+    model: str
+    weights: str | None
+    metadata: dict[str, Any]  # the file's zoo metadata (zoo.export.read_metadata)
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size, "model": self.model, "weights": self.weights,
+                "metadata": self.metadata, "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed weights spec: the name, and the version or alias it picks (neither: the latest)."""
+
+    namespace: str
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def parse_spec(text: object, *, bare: bool = False) -> Spec:
+    """`text` as ``NAMESPACE/NAME[:VERSION|@ALIAS]`` (only ``NAMESPACE/NAME`` with `bare`); else a `UsageError`."""
+    match = _SPEC.fullmatch(text) if isinstance(text, str) else None
+    if match is None or (bare and (match["version"] or match["alias"])):
+        picks = "" if bare else ", then optionally :VERSION or @ALIAS"
+        raise UsageError(f"published weights name {excerpt(text)} is not {_NAME_RULE}{picks}")
+    version = int(match["version"]) if match["version"] else None
+    if version == 0:
+        raise UsageError(f"published weights {excerpt(text)}: versions start at 1")
+    return Spec(match["namespace"], match["name"], version, match["alias"])
+
+
+def is_spec(text: object) -> bool:
+    """Whether `text` is written as a published weights spec (it need not exist)."""
+    return isinstance(text, str) and _SPEC.fullmatch(text) is not None
+
+
+def check_alias(alias: object) -> str:
+    """`alias` if it is a valid alias name (as a name part); else a `UsageError`."""
+    if not isinstance(alias, str) or not re.fullmatch(_PART, alias):
+        raise UsageError(f"alias {excerpt(alias)} must be lowercase letters, digits, '-' and '_', starting with "
+                         f"a letter or digit, at most 100 characters")
+    return alias
+
+
+def add_version(engine: Engine, spec: Spec, **values: Any) -> PublishedWeights:
+    """Insert the next version of `spec`'s name with `values` (the other columns); its record."""
+    w = published_weights
+    with write_transaction(engine) as conn:
+        latest = conn.scalar(select(func.max(w.c.version)).where(_named(w, spec)))
+        version = (latest or 0) + 1
+        conn.execute(w.insert().values(namespace=spec.namespace, name=spec.name, version=version,
+                                       created_at=datetime.now(timezone.utc), **values))
+        return _record(conn, _version_row(conn, spec, version))
+
+
+def resolve(conn: Connection, text: str) -> PublishedWeights:
+    """The published weights `text` (a spec) picks; `UnknownWeightsError` when there are none."""
+    spec = parse_spec(text)
+    version = spec.version
+    if spec.alias is not None:
+        a = weight_aliases
+        version = conn.scalar(select(a.c.version).where(_named(a, spec), a.c.alias == spec.alias))
+        if version is None:
+            known = conn.scalars(select(a.c.alias).where(_named(a, spec)).order_by(a.c.alias)).all()
+            raise UnknownNameError("alias", text, [f"{spec.full_name}@{alias}" for alias in known])
+    elif version is None:
+        version = conn.scalar(select(func.max(published_weights.c.version)).where(_named(published_weights, spec)))
+    row = _version_row(conn, spec, version) if version is not None else None
+    if row is None:
+        raise UnknownWeightsError(text, _known_specs(conn, spec))
+    return _record(conn, row)
+
+
+def listing(conn: Connection, name: str | None = None) -> list[PublishedWeights]:
+    """Every published version (of `name`, ``NAMESPACE/NAME``, when given), by name and version."""
+    w = published_weights
+    query = select(w).order_by(w.c.namespace, w.c.name, w.c.version)
+    if name is not None:
+        query = query.where(_named(w, parse_spec(name, bare=True)))
+    aliases: dict[tuple[str, str, int], list[str]] = {}
+    for a in conn.execute(select(weight_aliases).order_by(weight_aliases.c.alias)):
+        aliases.setdefault((a.namespace, a.name, a.version), []).append(a.alias)
+    return [_record(conn, row, aliases.get((row.namespace, row.name, row.version), [])) for row in conn.execute(query)]
+
+
+def for_model(conn: Connection, model: str) -> list[PublishedWeights]:
+    """Every published version for the catalog model `model` (``PLUGIN/NAME``)."""
+    w = published_weights
+    rows = conn.execute(select(w).where(w.c.model == model).order_by(w.c.namespace, w.c.name, w.c.version))
+    return [_record(conn, row) for row in rows]
+
+
+def point_alias(engine: Engine, name: str, alias: str, version: int) -> PublishedWeights:
+    """Point ``NAME@ALIAS`` at `version` (which must exist), moving it if it pointed elsewhere."""
+    spec = parse_spec(name, bare=True)
+    check_alias(alias)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UsageError(f"an alias points at a version, a whole number from 1, not {excerpt(version)}")
+    a = weight_aliases
+    with write_transaction(engine) as conn:
+        row = _version_row(conn, spec, version)
+        if row is None:
+            raise UnknownWeightsError(f"{spec.full_name}:{version}", _known_specs(conn, spec))
+        conn.execute(delete(a).where(_named(a, spec), a.c.alias == alias))
+        conn.execute(a.insert().values(namespace=spec.namespace, name=spec.name, alias=alias, version=version))
+        return _record(conn, row)
+
+
+def add_export(engine: Engine, *, sha256: str, size: int, model: str, weights: str | None,
+               metadata: dict[str, Any]) -> PublishedExport:
+    """Record the export stored as `sha256` (kept as it is if it was published before); its record."""
+    e = published_exports
+    with write_transaction(engine) as conn:
+        if conn.scalar(select(e.c.id).where(e.c.sha256 == sha256)) is None:
+            conn.execute(e.insert().values(sha256=sha256, size=size, model=model, weights=weights, meta=metadata,
+                                           created_at=datetime.now(timezone.utc)))
+        return _export(conn.execute(select(e).where(e.c.sha256 == sha256)).one())
+
+
+def exports_of(conn: Connection, model: str, weights: str | None) -> list[PublishedExport]:
+    """The published exports of `model` with `weights`, newest first."""
+    e = published_exports
+    query = select(e).where(e.c.model == model, e.c.weights == weights if weights is not None else e.c.weights.is_(None))
+    return [_export(row) for row in conn.execute(query.order_by(e.c.created_at.desc(), e.c.id.desc()))]
+
+
+def _named(table: Any, spec: Spec) -> Any:
+    return (table.c.namespace == spec.namespace) & (table.c.name == spec.name)
+
+
+def _version_row(conn: Connection, spec: Spec, version: int) -> Row | None:
+    w = published_weights
+    return conn.execute(select(w).where(_named(w, spec), w.c.version == version)).one_or_none()
+
+
+def _known_specs(conn: Connection, spec: Spec) -> list[str]:
+    """The specs an unknown one is compared with: the versions of its name, else every name."""
+    w = published_weights
+    versions = conn.scalars(select(w.c.version).where(_named(w, spec)).order_by(w.c.version)).all()
+    if versions:
+        return [f"{spec.full_name}:{v}" for v in versions]
+    return [f"{ns}/{n}" for ns, n in conn.execute(select(w.c.namespace, w.c.name).distinct())]
+
+
+def _record(conn: Connection, row: Row, aliases: list[str] | None = None) -> PublishedWeights:
+    if aliases is None:
+        a = weight_aliases
+        aliases = list(conn.scalars(select(a.c.alias).where(
+            a.c.namespace == row.namespace, a.c.name == row.name, a.c.version == row.version).order_by(a.c.alias)))
+    return PublishedWeights(row.namespace, row.name, row.version, row.model, row.sha256, row.size, row.categories,
+                            row.metrics, row.preprocessing, row.description, row.from_weights,
+                            _utc(row.created_at), tuple(aliases))
+
+
+def _export(row: Row) -> PublishedExport:
+    return PublishedExport(row.sha256, row.size, row.model, row.weights, row.meta, _utc(row.created_at))
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` with its time zone (SQLite returns UTC times without one)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
