@@ -11,23 +11,31 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
 import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, text
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoo.catalog.engine import URL_ENV, open_engine
+from zoo.catalog.fingerprint import ensure_current
+from zoo.catalog.published import _export as export_record  # a published_exports row as its record
+from zoo.catalog.published import parse_spec
 from zoo.catalog.tables import published_exports, published_weights
 from zoo.errors import (
     ArtifactTooLargeError,
@@ -246,7 +254,12 @@ def _require(credentials: HTTPAuthorizationCredentials | None, scopes: frozenset
 # -- the API --------------------------------------------------------------------------
 
 Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="64 lowercase hex digits")]
-Name = Annotated[str, Path(max_length=200, pattern="^[A-Za-z0-9._-]+$")]
+Name = Annotated[str, Path(max_length=200)]
+DeclaredSha256 = Annotated[str, Header(alias="X-Zoo-SHA256", pattern=SHA256_PATTERN,
+                                       description="the SHA-256 of the body; a body that hashes otherwise is refused")]
+#: The request body of an upload, for the OpenAPI schema (the handlers read it as a stream).
+_UPLOAD = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 def _router(settings: Settings) -> APIRouter:
@@ -268,7 +281,7 @@ def _router(settings: Settings) -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/models", summary="models, with the filters of zoo.list_models; paginated",
-           dependencies=[Depends(reader)])
+                dependencies=[Depends(reader)])
     def models(
         pattern: Annotated[list[str] | None, Query(description="fnmatch pattern (repeatable), e.g. resnet*")] = None,
         exclude: Annotated[list[str] | None, Query(description="fnmatch pattern to leave out (repeatable)")] = None,
@@ -302,62 +315,150 @@ def _router(settings: Settings) -> APIRouter:
     def published() -> list[Any]:
         from zoo.publish import list_published
 
-        return jsonable_encoder(list_published())
+        return [record.to_json() for record in list_published()]
 
     @router.get("/published/{namespace}/{name}", summary="the versions and aliases of NAMESPACE/NAME",
-           dependencies=[Depends(reader)])
+                dependencies=[Depends(reader)])
     def published_name(namespace: Name, name: Name) -> dict[str, Any]:
         from zoo.publish import list_published
 
         versions = list_published(f"{namespace}/{name}")
         if not versions:
             raise ApiError(404, f"nothing is published as {namespace}/{name}")
-        return {"name": f"{namespace}/{name}", "versions": jsonable_encoder(versions)}
+        return {"name": f"{namespace}/{name}", "versions": [record.to_json() for record in versions]}
 
     @router.get("/exports", summary="published exports", dependencies=[Depends(reader)])
     def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
+        from zoo.registry import describe
+
         query = select(published_exports).order_by(published_exports.c.id)
         if model is not None:
-            query = query.where(published_exports.c.model == model.lower())
-        with open_engine().connect() as conn:
-            return [_export_record(row) for row in conn.execute(query)]
+            query = query.where(published_exports.c.model == describe(model)["qualified_name"])
+        with ensure_current().connect() as conn:
+            return [export_record(row).to_json() for row in conn.execute(query)]
 
     @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reader)])
     def export(sha256: Sha256) -> dict[str, Any]:
-        with open_engine().connect() as conn:
+        with ensure_current().connect() as conn:
             row = conn.execute(select(published_exports).where(published_exports.c.sha256 == sha256)).first()
         if row is None:
             raise ApiError(404, f"no published export has SHA-256 {sha256}")
-        return _export_record(row)
+        return export_record(row).to_json()
 
     @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
                       dependencies=[Depends(reader)], response_class=FileResponse)
     def export_file(sha256: Sha256, request: Request) -> Response:
         return _blob(settings.store, request, sha256, published_exports, "published export")
 
+    @router.post("/published/{namespace}/{name}", status_code=201, dependencies=[Depends(publisher)],
+                 summary="publish a weights file as the next version of NAMESPACE/NAME", openapi_extra=_UPLOAD)
+    async def publish(
+        namespace: Name, name: Name, request: Request, sha256: DeclaredSha256,
+        model: Annotated[str, Query(max_length=400, description="the catalog model the weights are for")],
+        metric: Annotated[list[str] | None, Query(description="DATASET:METRIC=VALUE (repeatable)")] = None,
+        categories: Annotated[str | None, Query(description="class names, comma-separated (a new head)")] = None,
+        from_weights: Annotated[str | None, Query(alias="from", max_length=400,
+                                                  description="the weights they were fine-tuned from")] = None,
+        description: Annotated[str | None, Query(max_length=10_000)] = None,
+    ) -> dict[str, Any]:
+        from zoo.publish import publish_weights
+
+        full_name = f"{namespace}/{name}"
+        length = _declared_length(request, settings.max_upload_bytes)
+        metrics = dict(_metric(m) for m in metric or [])
+        await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
+        names = [c.strip() for c in categories.split(",")] if categories is not None else None
+        with _upload(settings.store) as uploads:
+            path = await _receive(request, uploads, sha256, length)
+            with _uploaded_as(path):
+                record = await anyio.to_thread.run_sync(partial(
+                    publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
+                    from_weights=from_weights, description=description))
+        return record.to_json()
+
+    @router.post("/exports", status_code=201, dependencies=[Depends(publisher)], openapi_extra=_UPLOAD,
+                 summary="publish a verified ONNX export (its zoo metadata is checked)")
+    async def publish_export_file(request: Request, sha256: DeclaredSha256) -> dict[str, Any]:
+        from zoo.publish import publish_export
+
+        length = _declared_length(request, settings.max_upload_bytes)
+        with _upload(settings.store) as uploads:
+            path = await _receive(request, uploads, sha256, length)
+            with _uploaded_as(path):
+                record = await anyio.to_thread.run_sync(publish_export, path)
+        return record.to_json()
+
     return router
 
 
+def _declared_length(request: Request, limit: int) -> int:
+    """The upload's declared Content-Length: needed (411), a number (400), at most `limit` (413)."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        raise ApiError(411, "an upload needs a Content-Length header (the file's size in bytes)")
+    if not declared.isdigit():
+        raise ApiError(400, f"Content-Length {excerpt(declared)} is not a number of bytes")
+    if int(declared) > limit:
+        raise ApiError(413, f"the file is {int(declared)} bytes; this server accepts at most {limit} "
+                            "(zoo serve --max-upload)")
+    return int(declared)
+
+
+@contextmanager
+def _upload(store: ArtifactStore) -> Iterator[ArtifactStore]:
+    """A store of its own for one upload, inside `store` (one file system), removed afterwards: publishing
+    copies what it accepts into `store`, so a refused or broken upload leaves nothing there."""
+    folder = store.root / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    root = tempfile.mkdtemp(dir=folder)
+    try:
+        yield ArtifactStore(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _receive(request: Request, uploads: ArtifactStore, sha256: str, length: int) -> pathlib.Path:
+    """Store the request's body, checked against the declared `sha256` and `length`, in `uploads`."""
+    try:
+        artifact = await anyio.to_thread.run_sync(
+            partial(uploads.put_stream, _chunks(request), sha256=sha256, max_bytes=length))
+    except ClientDisconnect:
+        raise ApiError(400, "the upload ended before its Content-Length; nothing was stored") from None
+    return artifact.path
+
+
+def _check_before_upload(name: str, model: str) -> None:
+    """Refuse a publication whose name or model is wrong before its body is read."""
+    from zoo.registry import describe
+
+    parse_spec(name, bare=True)
+    describe(model)
+
+
+@contextmanager
+def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
+    """Errors about the uploaded file at `path` (a server-side temporary name) call it "the uploaded file"."""
+    try:
+        yield
+    except ZooError as exc:
+        raise ApiError(_status_of(exc), str(exc).replace(str(path), "the uploaded file")) from None
+
+
 def _metric(text: str) -> tuple[str, float]:
-    """``[DATASET:]METRIC=VALUE`` as the pair `zoo.list_models`' min_metric takes."""
+    """``[DATASET:]METRIC=VALUE`` as a pair: metric (as min_metric and publishing take it) and value."""
     name, sep, value = text.partition("=")
     try:
         if not sep or not name.strip():
             raise ValueError
         return name.strip(), float(value)
     except ValueError:
-        raise UsageError(f"min_metric {excerpt(text)} is not [DATASET:]METRIC=VALUE; use e.g. acc@1=75") from None
-
-
-def _export_record(row: Any) -> dict[str, Any]:
-    return {"sha256": row.sha256, "size": row.size, "model": row.model, "weights": row.weights,
-            "metadata": row.meta, "created_at": row.created_at.isoformat()}
+        raise UsageError(f"{excerpt(text)} is not [DATASET:]METRIC=VALUE; use e.g. ImageNet-1K:acc@1=75") from None
 
 
 def _blob(store: ArtifactStore, request: Request, sha256: str, table: Any, what: str) -> Response:
     """The stored file of `sha256` if `table` records it as published: streamed with its size, its hash as
     ETag (304 for a client that has it), HEAD and byte ranges (206; 416 past the end)."""
-    with open_engine().connect() as conn:
+    with ensure_current().connect() as conn:
         if conn.scalar(select(table.c.sha256).where(table.c.sha256 == sha256).limit(1)) is None:
             raise ApiError(404, f"no {what} has SHA-256 {sha256}")
     path = store.path(sha256)
