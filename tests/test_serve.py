@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -441,3 +443,71 @@ def test_no_server_error_for_generated_requests(service: Service) -> None:
             assert response.status_code < 500, (case.method, case.formatted_path, case.query, response.text)
 
         check()
+
+
+# -- the database goes away and comes back ------------------------------------------------
+
+
+class PostgresServer:
+    """A PostgreSQL server of the test's own (initdb, pg_ctl) on a free port of 127.0.0.1, to stop and start.
+
+    PostgreSQL refuses to run as root, so as root it runs as the user ``postgres``.
+    """
+
+    def __init__(self) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        assert found, "PostgreSQL's server programs (/usr/lib/postgresql/*/bin) are needed"
+        self.bin = found[-1].parent
+        self.folder = Path(tempfile.mkdtemp(prefix="zoo-pg-"))
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.folder, "postgres", "postgres")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._run("initdb", "-D", str(self.folder / "data"), "-U", "postgres", "--auth=trust", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / program), *args], check=True, capture_output=True, cwd="/")
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w", "start", "-o",
+                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m",
+                        "immediate", "stop"], capture_output=True, cwd="/")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def test_a_stopped_database_is_503_until_it_is_back(tmp_path: Path) -> None:
+    database = PostgresServer()
+    served = None
+    try:
+        database.start()
+        env = {"ZOO_REGISTRY_URL": database.url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "a")}
+        run_zoo("sync", env=env)
+        served = start_service(env, tmp_path / "serve.log")
+        with served.client() as client:
+            assert client.get(f"{API}/models").json()["total"] == 1
+            database.stop()
+            for path in ("/models", "/models/digits_cnn", "/health", "/published"):
+                down = client.get(API + path)
+                assert down.status_code == 503, (path, down.text)
+                assert "cannot use the catalog at postgresql+psycopg://postgres@127.0.0.1" in one_line_error(down)
+            database.start()
+            deadline = time.monotonic() + 60
+            while (back := client.get(f"{API}/models")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert back.json()["total"] == 1 and client.get(f"{API}/health").status_code == 200
+    finally:
+        if served is not None:
+            served.stop()
+        database.remove()
