@@ -212,6 +212,17 @@ def exports_of(conn: Connection, model: str, weights: str | None) -> list[Publis
     return [_export(row) for row in conn.execute(query.order_by(e.c.created_at.desc(), e.c.id.desc()))]
 
 
+def export_records(conn: Connection, *, model: str | None = None, sha256: str | None = None) -> list[PublishedExport]:
+    """The published exports (of `model`, ``PLUGIN/NAME``, and with `sha256`, when given), oldest first."""
+    e = published_exports
+    query = select(e).order_by(e.c.id)
+    if model is not None:
+        query = query.where(e.c.model == model)
+    if sha256 is not None:
+        query = query.where(e.c.sha256 == sha256)
+    return [_export(row) for row in conn.execute(query)]
+
+
 def _named(table: Any, spec: Spec) -> Any:
     return (table.c.namespace == spec.namespace) & (table.c.name == spec.name)
 

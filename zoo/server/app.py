@@ -34,8 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoo.catalog.engine import URL_ENV, open_engine
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.published import _export as export_record  # a published_exports row as its record
-from zoo.catalog.published import parse_spec
+from zoo.catalog.published import export_records, parse_spec
 from zoo.catalog.tables import published_exports, published_weights
 from zoo.errors import (
     ArtifactTooLargeError,
@@ -45,8 +44,9 @@ from zoo.errors import (
     UsageError,
     ZooError,
     excerpt,
-    first_line,
 )
+from zoo.publish import list_published, publish_export, publish_weights
+from zoo.registry import describe, summarize_models
 from zoo.server.tokens import READ_SCOPES, token_scopes
 from zoo.store import ARTIFACTS_ENV, ArtifactStore
 from zoo.view import LOOPBACK_NAMES, host_allowed
@@ -57,7 +57,6 @@ DEFAULT_MAX_UPLOAD = 4 << 30  # bytes: larger than any torchvision or timm weigh
 #: How `serve` configures the app of each uvicorn worker process (`app_from_environment`).
 READ_TOKEN_ENV, ALLOW_HOSTS_ENV, MAX_UPLOAD_ENV = "ZOO_SERVE_READ_TOKEN", "ZOO_SERVE_ALLOW_HOSTS", "ZOO_SERVE_MAX_UPLOAD"
 MAX_PAGE = 1000
-_MAX_COUNT = 2**63 - 1
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 _BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
 _log = logging.getLogger("zoo.server")
@@ -85,7 +84,8 @@ class ApiError(Exception):
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": first_line(Exception(message))}, status_code=status, headers=headers)
+    """The answer `{"error": MESSAGE}`, the message cut to its first line."""
+    return JSONResponse({"error": (message.strip().splitlines() or ["error"])[0]}, status_code=status, headers=headers)
 
 
 def _status_of(exc: ZooError) -> int:
@@ -119,7 +119,6 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
                         frozenset(h.lower() for h in allowed_hosts), max_upload_bytes)
     app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None, description=_DESCRIPTION)
-    app.state.settings = settings
     app.include_router(_router(settings))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ZooError, _zoo_error)
@@ -152,7 +151,7 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
         raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
-    create_app(allowed_hosts=allowed_hosts, max_upload_bytes=max_upload_bytes)  # refuse bad settings here, in one line
+    create_app(allowed_hosts=allowed_hosts, max_upload_bytes=max_upload_bytes)  # bad settings: one line, here
     os.environ[READ_TOKEN_ENV] = "1" if read_token_required else "0"
     os.environ[ALLOW_HOSTS_ENV] = ",".join(allowed_hosts)
     os.environ[MAX_UPLOAD_ENV] = str(max_upload_bytes)
@@ -288,22 +287,18 @@ def _router(settings: Settings) -> APIRouter:
         task: Annotated[str | None, Query(max_length=100)] = None,
         plugin: Annotated[str | None, Query(max_length=200)] = None,
         pretrained: bool | None = None,
-        max_params: Annotated[int | None, Query(ge=0, le=_MAX_COUNT)] = None,
+        max_params: Annotated[int | None, Query(ge=0)] = None,
         min_metric: Annotated[list[str] | None, Query(
             description="[DATASET:]METRIC=VALUE (repeatable), e.g. ImageNet-1K:acc@1=75")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Query(ge=0, le=_MAX_COUNT)] = 0,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        from zoo.registry import summarize_models
-
         found = summarize_models(pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
                                  max_params=max_params, min_metric=dict(_metric(m) for m in min_metric or []))
         return {"total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]}
 
     @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reader)])
     def model(name: Annotated[str, Path(max_length=400)]) -> dict[str, Any]:
-        from zoo.registry import describe
-
         return describe(name)
 
     @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
@@ -313,15 +308,11 @@ def _router(settings: Settings) -> APIRouter:
 
     @router.get("/published", summary="every published weights version", dependencies=[Depends(reader)])
     def published() -> list[Any]:
-        from zoo.publish import list_published
-
         return [record.to_json() for record in list_published()]
 
     @router.get("/published/{namespace}/{name}", summary="the versions and aliases of NAMESPACE/NAME",
                 dependencies=[Depends(reader)])
     def published_name(namespace: Name, name: Name) -> dict[str, Any]:
-        from zoo.publish import list_published
-
         versions = list_published(f"{namespace}/{name}")
         if not versions:
             raise ApiError(404, f"nothing is published as {namespace}/{name}")
@@ -329,21 +320,17 @@ def _router(settings: Settings) -> APIRouter:
 
     @router.get("/exports", summary="published exports", dependencies=[Depends(reader)])
     def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
-        from zoo.registry import describe
-
-        query = select(published_exports).order_by(published_exports.c.id)
-        if model is not None:
-            query = query.where(published_exports.c.model == describe(model)["qualified_name"])
+        qualified = describe(model)["qualified_name"] if model is not None else None
         with ensure_current().connect() as conn:
-            return [export_record(row).to_json() for row in conn.execute(query)]
+            return [record.to_json() for record in export_records(conn, model=qualified)]
 
     @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reader)])
     def export(sha256: Sha256) -> dict[str, Any]:
         with ensure_current().connect() as conn:
-            row = conn.execute(select(published_exports).where(published_exports.c.sha256 == sha256)).first()
-        if row is None:
+            found = export_records(conn, sha256=sha256)
+        if not found:
             raise ApiError(404, f"no published export has SHA-256 {sha256}")
-        return export_record(row).to_json()
+        return found[0].to_json()
 
     @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
                       dependencies=[Depends(reader)], response_class=FileResponse)
@@ -361,8 +348,6 @@ def _router(settings: Settings) -> APIRouter:
                                                   description="the weights they were fine-tuned from")] = None,
         description: Annotated[str | None, Query(max_length=10_000)] = None,
     ) -> dict[str, Any]:
-        from zoo.publish import publish_weights
-
         full_name = f"{namespace}/{name}"
         length = _declared_length(request, settings.max_upload_bytes)
         metrics = dict(_metric(m) for m in metric or [])
@@ -379,8 +364,6 @@ def _router(settings: Settings) -> APIRouter:
     @router.post("/exports", status_code=201, dependencies=[Depends(publisher)], openapi_extra=_UPLOAD,
                  summary="publish a verified ONNX export (its zoo metadata is checked)")
     async def publish_export_file(request: Request, sha256: DeclaredSha256) -> dict[str, Any]:
-        from zoo.publish import publish_export
-
         length = _declared_length(request, settings.max_upload_bytes)
         with _upload(settings.store) as uploads:
             path = await _receive(request, uploads, sha256, length)
@@ -429,8 +412,6 @@ async def _receive(request: Request, uploads: ArtifactStore, sha256: str, length
 
 def _check_before_upload(name: str, model: str) -> None:
     """Refuse a publication whose name or model is wrong before its body is read."""
-    from zoo.registry import describe
-
     parse_spec(name, bare=True)
     describe(model)
 
