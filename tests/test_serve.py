@@ -66,20 +66,25 @@ class Service:
 
 
 def start_service(env: dict[str, str], log: Path, *args: str) -> Service:
-    """``zoo serve --port 0 ARGS`` in `env`; returns once it listens (the port uvicorn prints)."""
+    """``zoo serve --port 0 ARGS`` in `env`; returns once it answers on the port uvicorn prints (with
+    ``--workers``, the parent prints it when it has bound the socket, before a worker listens)."""
     with log.open("wb") as err:
         process = subprocess.Popen([sys.executable, "-m", "zoo", "serve", "--port", "0", *args],
                                    env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        found = _LISTENING.search(log.read_text())
-        if found:
-            return Service(process, int(found[1]), env, log)
         if process.poll() is not None:
             raise AssertionError(f"zoo serve exited {process.returncode}:\n{log.read_text()}")
+        found = _LISTENING.search(log.read_text())
+        if found:
+            try:
+                httpx.get(f"http://127.0.0.1:{found[1]}{API}/health", timeout=10).raise_for_status()
+                return Service(process, int(found[1]), env, log)
+            except httpx.TransportError:
+                pass
         time.sleep(0.1)
     process.kill()
-    raise AssertionError(f"zoo serve did not listen within 120 s:\n{log.read_text()}")
+    raise AssertionError(f"zoo serve did not answer within 120 s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -321,8 +326,8 @@ def test_refused_uploads_leave_nothing(in_process: Service) -> None:
 
 
 def test_eight_clients_publishing_one_name_get_versions_one_to_eight(in_process: Service, tmp_path: Path) -> None:
-    """Two server processes on one catalog and store; eight clients at once."""
-    second = start_service(in_process.env, tmp_path / "second.log")
+    """Two servers (the second with two worker processes) on one catalog and store; eight clients at once."""
+    second = start_service(in_process.env, tmp_path / "second.log", "--workers", "2")
     try:
         body = DIGITS_WEIGHTS.read_bytes()
         answers: list[httpx.Response] = []
