@@ -516,3 +516,15 @@ def test_a_stopped_database_is_503_until_it_is_back(tmp_path: Path) -> None:
         if served is not None:
             served.stop()
         database.remove()
+
+
+def test_serve_refuses_bad_settings_in_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": ""}
+    for args, says in ((("--workers", "0"), "workers must be a whole number, 1 or more"),
+                       (("--port", "70000"), "port must be a whole number from 0 to 65535")):
+        done = run_zoo("serve", *args, env=env, check=False)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and says in done.stderr
+    unreachable = run_zoo("serve", env={**env, "ZOO_REGISTRY_URL": f"sqlite:///{tmp_path}/none/registry.db"},
+                          check=False)
+    assert unreachable.returncode == 1 and "the folder" in unreachable.stderr and "does not exist" in unreachable.stderr
+    assert run_zoo("serve", "--max-upload", "lots", env=env, check=False).returncode == 2

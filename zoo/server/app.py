@@ -13,6 +13,7 @@ import logging
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from zoo.catalog.engine import URL_ENV, open_engine
+from zoo.catalog.engine import URL_ENV, open_engine, where
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.published import export_records, parse_spec
 from zoo.catalog.tables import published_exports, published_weights
@@ -119,6 +120,7 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
                         frozenset(h.lower() for h in allowed_hosts), max_upload_bytes)
     app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None, description=_DESCRIPTION)
+    app.state.settings = settings
     app.include_router(_router(settings))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ZooError, _zoo_error)
@@ -142,7 +144,7 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
           log_level: str = "info") -> None:
     """Serve the registry with uvicorn on `host`:`port` (0: a free port, which uvicorn prints) until Ctrl-C.
 
-    `workers` processes share the listening socket; each makes its app from the
+    The catalog is brought up to date first (a sync if it is stale). `workers` processes share the listening socket; each makes its app from the
     environment, which carries the catalog, the store and the settings here.
     """
     import uvicorn
@@ -151,7 +153,9 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
         raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
-    create_app(allowed_hosts=allowed_hosts, max_upload_bytes=max_upload_bytes)  # bad settings: one line, here
+    app = create_app(allowed_hosts=allowed_hosts, max_upload_bytes=max_upload_bytes)  # bad settings: one line, here
+    engine = ensure_current()  # migrated or synced now, not by the first request; unreachable: one line
+    print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.root}", file=sys.stderr)
     os.environ[READ_TOKEN_ENV] = "1" if read_token_required else "0"
     os.environ[ALLOW_HOSTS_ENV] = ",".join(allowed_hosts)
     os.environ[MAX_UPLOAD_ENV] = str(max_upload_bytes)
