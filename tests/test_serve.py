@@ -381,9 +381,9 @@ def test_publish_and_fetch_an_export(in_process: Service, digits_export: Path) -
 # -- reads with a token, the token commands ---------------------------------------------
 
 
-def test_reads_can_require_a_token(sqlite_url: str, tmp_path: Path) -> None:
+def test_reads_can_require_a_token_and_other_host_names_be_allowed(sqlite_url: str, tmp_path: Path) -> None:
     env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "store")}
-    served = start_service(env, tmp_path / "serve.log", "--require-read-token")
+    served = start_service(env, tmp_path / "serve.log", "--require-read-token", "--allow-host", "Registry.Example.com")
     try:
         served.tokens = {name: run_zoo("token", "create", name, "--scope", scope, env=env).stdout.strip()
                          for name, scope in (("reader", "read"), ("publisher", "publish"))}
@@ -394,6 +394,9 @@ def test_reads_can_require_a_token(sqlite_url: str, tmp_path: Path) -> None:
         for token in ("reader", "publisher"):
             with served.client(token) as client:
                 assert client.get(f"{API}/models").json()["total"] == 1
+        for host, status in (("registry.example.com", 200), ("REGISTRY.example.com:443", 200), ("example.com", 400)):
+            answer, _ = raw_request(served.port, f"GET {API}/health HTTP/1.1\nHost: {host}\nConnection: close")
+            assert answer == status, host
     finally:
         served.stop()
 

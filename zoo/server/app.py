@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
@@ -185,17 +186,23 @@ class HostCheck:
     def refusal(self, scope: Scope) -> str | None:
         """Why the request in `scope` is refused, or None."""
         header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
-        served, port = scope.get("server") or (None, None)
-        name = header.rpartition("]")[0].lstrip("[") if header and header.startswith("[") else \
-            (header or "").partition(":")[0]
-        ok = (port is not None and host_allowed(header, served or "", port)) or name.lower() in self.allowed \
-            or (port is None and name in LOOPBACK_NAMES)
-        if not ok:
+        served, port = scope.get("server") or ("", None)  # no port: a Unix socket, behind a proxy
+        name = _host_name(header)
+        loopback = host_allowed(header, served, port) if port is not None else name in LOOPBACK_NAMES
+        if not (loopback or name in self.allowed):
             return (f"this server answers requests addressed to {', '.join(LOOPBACK_NAMES)} (with its port)"
                     f"{' or ' + ', '.join(sorted(self.allowed)) if self.allowed else ''}, not to host "
                     f"{excerpt(header)}; start it with --allow-host NAME to answer another name")
         if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
             return "a NUL character is in the path or query; no name contains one"
+        return None
+
+
+def _host_name(header: str | None) -> str | None:
+    """The host name of a ``Host`` header (lowercase, without port or brackets); None if it has none."""
+    try:
+        return urlsplit("//" + (header or "")).hostname
+    except ValueError:
         return None
 
 
