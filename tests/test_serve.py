@@ -27,6 +27,7 @@ import pytest
 
 import zoo
 from tests.conftest import ALL_PLUGINS, ROOT, postgresql_database, run_zoo
+from tests.test_publish import three_class_file  # noqa: F401 - a fixture: the digits weights with a 3-class head
 
 DIGITS_WEIGHTS = ROOT / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
 MAX_UPLOAD = 1 << 20
@@ -264,6 +265,20 @@ def test_publish_then_fetch_the_file(in_process: Service) -> None:
         assert past.headers["content-range"] == f"bytes */{len(body)}"
         assert client.get(url, headers={"Range": "lines=1-2"}).status_code == 400
         assert client.get(url, headers={"If-None-Match": f'"{digest}"'}).status_code == 304
+
+
+def test_publish_with_categories_and_aliases(in_process: Service, three_class_file: Path) -> None:  # noqa: F811
+    body = three_class_file.read_bytes()
+    unfit = publish(in_process, "acme/abc", body)
+    assert unfit.status_code == 400 and "does not fit digits_cnn with its own head" in one_line_error(unfit)
+    assert "/uploads/" not in one_line_error(unfit) and "the uploaded file" in one_line_error(unfit)
+    made = publish(in_process, "acme/abc", body, categories="a, b,c", description="three digits")
+    assert made.status_code == 201 and made.json()["categories"] == ["a", "b", "c"]
+    zoo.set_alias("acme/abc", "production", 1)
+    with in_process.client() as client:
+        versions = client.get(f"{API}/published/acme/abc").json()["versions"]
+    assert [(v["version"], v["aliases"]) for v in versions] == [(1, ["production"])]
+    assert versions[0] == zoo.resolve_published("acme/abc@production").to_json()
 
 
 def test_publishing_needs_a_live_token_with_the_publish_scope(in_process: Service) -> None:
