@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 import zoo
-from tests.conftest import ALL_PLUGINS, ROOT, postgresql_database, run_zoo
+from tests.conftest import ALL_PLUGINS, ROOT, postgresql_database, python_without, run_zoo
 from tests.test_publish import three_class_file  # noqa: F401 - a fixture: the digits weights with a 3-class head
 
 DIGITS_WEIGHTS = ROOT / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
@@ -546,3 +546,10 @@ def test_serve_refuses_bad_settings_in_one_line(sqlite_url: str, tmp_path: Path)
                           check=False)
     assert unreachable.returncode == 1 and "the folder" in unreachable.stderr and "does not exist" in unreachable.stderr
     assert run_zoo("serve", "--max-upload", "lots", env=env, check=False).returncode == 2
+
+
+def test_serve_without_its_extra_is_one_line(sqlite_url: str) -> None:
+    code = f"import os, sys\nos.environ['ZOO_REGISTRY_URL'] = {sqlite_url!r}\nfrom zoo.cli import main\nsys.exit(main(['serve']))\n"
+    done = python_without(("fastapi", "uvicorn"), "-c", code)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("zoo: error: zoo serve needs the serve extra (pip install 'zoo[serve]')")

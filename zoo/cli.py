@@ -626,8 +626,10 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from zoo.server.app import DEFAULT_MAX_UPLOAD, serve
-
+    try:
+        from zoo.server.app import DEFAULT_MAX_UPLOAD, serve
+    except ImportError as exc:
+        raise UsageError(f"zoo serve needs the serve extra (pip install 'zoo[serve]'): {exc}") from None
     serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,
           allowed_hosts=tuple(args.allow_host), max_upload_bytes=args.max_upload or DEFAULT_MAX_UPLOAD)
     return 0
