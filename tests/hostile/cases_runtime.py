@@ -211,7 +211,7 @@ CASES = [
          setup=_image("cut.png", _truncated_png)),
     Case("runtime-image-text", ("predict", MODEL, "text.png"), r"text\.png is not an image",
          setup=_image("text.png", lambda p: p.write_text("a picture of a seven\n"))),
-    Case("runtime-image-directory", ("predict", MODEL, "folder.png"), r"no image file at folder\.png",
+    Case("runtime-image-directory", ("predict", MODEL, "folder.png"), r"folder folder\.png has no image files \(\.apng, ",
          setup=_image("folder.png", lambda p: p.mkdir())),
     Case("runtime-image-float-out-of-range", ("predict", MODEL, "hdr.tiff"), r"hdr\.tiff: .*values in \[0, 1\]",
          setup=_image("hdr.tiff", lambda p: Image.fromarray(np.full((8, 8), 3.5, np.float32)).save(p))),
