@@ -374,6 +374,20 @@ def test_publish_export_records_a_verified_export(catalog: str, tmp_path: Path) 
         assert conn.scalar(select(func.count()).select_from(tables.published_exports)) == 1
 
 
+def test_an_export_of_published_weights_is_found_by_their_alias(catalog: str, three_class_file: Path,
+                                                                  tmp_path: Path) -> None:
+    publish_weights("digits_cnn", three_class_file, name="acme/abc", categories=["a", "b", "c"],
+                    preprocessing=zoo.describe("digits_cnn")["weights"][0]["transforms"])
+    set_alias("acme/abc", "production", 1)
+    result = zoo.export_onnx("digits_cnn", tmp_path / "abc.onnx", weights="acme/abc@production")
+    meta = zoo.read_metadata(result.path)
+    assert (result.weights, meta["weights"], meta["categories"]) == ("acme/abc:1", "acme/abc:1", ["a", "b", "c"])
+    assert meta["preprocessing"]["channel_order"] == "L"
+    published = publish_export(result.path)
+    assert find_export("digits_cnn", "acme/abc@production") == published == find_export("digits_cnn", "acme/abc:1")
+    assert find_export("digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1") is None
+
+
 # -- the command line -----------------------------------------------------------------
 
 

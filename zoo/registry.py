@@ -37,7 +37,7 @@ from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or
 
 from zoo.catalog.engine import remember
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.published import for_model, is_spec, resolve
+from zoo.catalog.published import PublishedWeights, for_model, is_spec, resolve
 from zoo.catalog.tables import GENERATION_KEY, catalog_state, category_lists, metrics, models, plugins, weight_files, weights
 from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, WeightsError, excerpt
 from zoo.targets import load_target, target_of
@@ -332,7 +332,7 @@ def build_model(
     """
     from zoo import surgery
 
-    member, published = _weights_or_published(weights, name)
+    member, published = weights_or_published(weights, name)
     engine = ensure_current()
     with engine.connect() as conn:
         row = _model(conn, name)
@@ -376,7 +376,8 @@ def build_model(
     return BuiltModel(model, surgery.load_partial(model, pretrained, adapters))
 
 
-def _weights_or_published(weights: str | enum.Enum | None, model: str) -> tuple[enum.Enum | None, Any]:
+def weights_or_published(weights: str | enum.Enum | None,
+                         model: str) -> tuple[enum.Enum | None, PublishedWeights | None]:
     """The weights enum member `weights` names for `model`, or else the published weights it names
     (`zoo.publish`): plugin names win, and a published spec (``NS/NAME[:VERSION|@ALIAS]``, never
     with a ``.``) is looked up only when no plugin's weights have that name."""
@@ -389,7 +390,7 @@ def _weights_or_published(weights: str | enum.Enum | None, model: str) -> tuple[
         return None, resolve(conn, weights)
 
 
-def _published_state_dict(published: Any) -> dict[str, Any]:
+def _published_state_dict(published: PublishedWeights) -> dict[str, Any]:
     """The state dict of published weights: the stored file's bytes, read once and checked by SHA-256."""
     from zoo.fetch import Loaded
     from zoo.store import ArtifactStore

@@ -49,7 +49,7 @@ class ExportRequest:
     """What an export of a catalog model was asked for, resolved to canonical names."""
 
     model: str
-    weights: str | None  # "Enum.MEMBER"
+    weights: str | None  # "Enum.MEMBER", or published weights' "NAMESPACE/NAME:VERSION"
     input_shape: tuple[int, ...] | None
     dynamic_batch: bool | None
     dynamic_image_size: bool | None
@@ -63,10 +63,12 @@ class ExportRequest:
                 dynamic_image_size: bool | None, opset: int | None, rtol: float | None, atol: float | None,
                 builder_kwargs: Mapping[str, Any] | None) -> ExportRequest:
         """The request for catalog model `name` with `weights` (any spelling the registry accepts)."""
-        from zoo.registry import describe, get_weight
+        from zoo.registry import describe, weights_or_published
 
-        member = get_weight(weights, model=name)
-        return cls(describe(name)["name"], f"{type(member).__name__}.{member.name}" if member is not None else None,
+        member, published = weights_or_published(weights, name)
+        named = published.spec if published is not None else (
+            f"{type(member).__name__}.{member.name}" if member is not None else None)
+        return cls(describe(name)["name"], named,
                    input_shape, dynamic_batch, dynamic_image_size, opset, rtol, atol, dict(builder_kwargs or {}))
 
     def to_json(self) -> dict[str, Any]:
@@ -165,30 +167,35 @@ def _build(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]) -> 
     if not isinstance(model_or_name, str):
         raise UsageError(f"export_onnx takes a model name or a torch.nn.Module, not {type(model_or_name).__name__}")
 
-    from zoo.registry import describe, get_model, get_model_builder, get_weight
+    from zoo.registry import describe, get_model, get_model_builder, weights_or_published
 
     record = describe(model_or_name)  # unknown names raise UnknownModelError (one line)
     adapter(record["task"])  # a task without an adapter is refused before building: some builders are slow
-    member = get_weight(weights, model=record["name"])
-    if member is not None:
+    member, published = weights_or_published(weights, record["name"])
+    if published is not None:  # published weights (zoo.publish): their version, file, categories, preprocessing
+        entry = {"name": published.spec, "sha256": published.sha256, "transforms": published.preprocessing,
+                 "meta": {"categories": published.categories}}
+    elif member is not None:
         entry = next((w for w in record["weights"] if w["member"] == member.name), None)
     else:
         entry = next((w for w in record["weights"] if w["is_default"]), None)
+    pretrained = member is not None or published is not None
     parameters = inspect.signature(get_model_builder(record["name"])).parameters
-    if member is None and "weights_backbone" in parameters:
+    if not pretrained and "weights_backbone" in parameters:
         builder_kwargs.setdefault("weights_backbone", None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         try:
-            module = get_model(record["name"], weights=member, **builder_kwargs)
+            module = get_model(record["name"], weights=published.spec if published is not None else member,
+                               **builder_kwargs)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"cannot build {record['name']} with {builder_kwargs}: {first_line(exc)}") from exc
     meta = (entry or {}).get("meta") or {}
-    chosen = member is not None and entry is not None
+    chosen = pretrained and entry is not None
     return _Built(
         module=module, name=record["name"], task=record["task"],
         weights=entry["name"] if chosen else None, sha256=entry["sha256"] if chosen else None,
-        categories=meta.get("categories") if member is not None else None,
+        categories=meta.get("categories") if pretrained else None,
         preprocessing=(entry or {}).get("transforms"), min_size=meta.get("min_size"),
         input_size=record["input_size"],
     )
