@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from zoo.errors import ArtifactTooLargeError, HashMismatchError, UnknownArtifactError, UsageError, excerpt
+from zoo.errors import ArtifactError, ArtifactTooLargeError, HashMismatchError, UnknownArtifactError, UsageError, excerpt
 from zoo.fetch import CHUNK, FULL_HASH
 
 ARTIFACTS_ENV = "ZOO_ARTIFACTS"
@@ -149,7 +149,7 @@ class ArtifactStore:
             if _is_regular(target) and target.stat().st_size == size:
                 return Artifact(actual, size, target)  # deduplicated: the same bytes are there already
             if os.path.lexists(target) and not _is_regular(target):
-                raise UnknownArtifactError(f"the artifact store's entry {target} is not a regular file; remove it")
+                raise ArtifactError(f"the artifact store's entry {target} is not a regular file; remove it")
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(name, _BLOB_MODE)
             os.replace(name, target)
