@@ -251,6 +251,7 @@ def test_bad_names_are_refused_in_one_line(catalog: str, name: object) -> None:
     ({"categories": ["a", ""]}, "not a name"),
     ({"from_weights": "digits_cnn.NOPE"}, "unknown weights"),
     ({"from_weights": "acme/nothing"}, "unknown weights"),
+    ({"preprocessing": {"kind": "classification", "mean": [0.5]}}, "mean and std come together"),
 ])
 def test_bad_arguments_store_nothing(catalog: str, tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises((UsageError, UnknownWeightsError), match=message):

@@ -27,7 +27,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.published import (
@@ -44,6 +44,9 @@ from zoo.catalog.published import (
 )
 from zoo.errors import UnknownWeightsError, UsageError, excerpt
 from zoo.store import ArtifactStore, open_regular
+
+if TYPE_CHECKING:
+    from zoo.preprocessing import PreprocessSpec
 
 __all__ = ["PublishedExport", "PublishedWeights", "find_export", "list_published", "publish_export",
            "publish_weights", "resolve_published", "set_alias"]
@@ -62,12 +65,12 @@ def publish_weights(
     categories: Iterable[str] | None = None,
     from_weights: str | None = None,
     description: str | None = None,
-    preprocessing: Mapping[str, Any] | None = None,
+    preprocessing: PreprocessSpec | Mapping[str, Any] | None = None,
 ) -> PublishedWeights:
     """Publish the weights in `file` for catalog model `model` as the next version of `name` (``NAMESPACE/NAME``).
 
     `metrics` maps ``"DATASET:METRIC"`` to a number; `categories` (one per output of
-    the head) and `preprocessing` (a `zoo.PreprocessSpec`'s JSON) default to those of
+    the head) and `preprocessing` (a `zoo.PreprocessSpec` or its JSON) default to those of
     `from_weights`. Refused in one line, with nothing stored, when an argument is
     wrong or the file does not fit the model.
     """
@@ -80,12 +83,7 @@ def publish_weights(
     record = describe(model)
     source, inherited_categories, inherited_preprocessing = _source(record, from_weights)
     categories = _checked_categories(categories) if categories is not None else inherited_categories
-    if preprocessing is None:
-        preprocessing = inherited_preprocessing
-    else:
-        from zoo.preprocessing import PreprocessSpec
-
-        preprocessing = PreprocessSpec.from_json(dict(preprocessing)).to_json()
+    preprocessing = inherited_preprocessing if preprocessing is None else _checked_preprocessing(preprocessing)
     data = _read(Path(file))
     sha256 = hashlib.sha256(data).hexdigest()
     _check_fit(record["name"], Path(file), data, sha256, categories)
@@ -233,6 +231,14 @@ def _checked_categories(categories: Iterable[str]) -> list[str]:
     if twice is not None:
         raise UsageError(f"category {excerpt(twice)} is given twice; each output needs its own name")
     return names
+
+
+def _checked_preprocessing(preprocessing: Any) -> dict[str, Any]:
+    """A `PreprocessSpec` (or its JSON, checked: a one-line `UsageError`) as JSON."""
+    from zoo.preprocessing import PreprocessSpec
+
+    spec = preprocessing if isinstance(preprocessing, PreprocessSpec) else PreprocessSpec.from_json(preprocessing)
+    return spec.to_json()
 
 
 def _checked_text(text: str | None, what: str) -> str | None:

@@ -143,13 +143,13 @@ class ArtifactStore:
             if sha256 is not None and actual != sha256:
                 raise HashMismatchError(f"{origin} has SHA-256 {actual}, but {sha256} was declared; "
                                         f"nothing was stored", path=origin, actual=actual, expected=sha256)
-            part.flush()
-            os.fsync(part.fileno())
             target = self.blob_path(actual)
             if _is_regular(target) and target.stat().st_size == size:
                 return Artifact(actual, size, target)  # deduplicated: the same bytes are there already
             if os.path.lexists(target) and not _is_regular(target):
                 raise ArtifactError(f"the artifact store's entry {target} is not a regular file; remove it")
+            part.flush()
+            os.fsync(part.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(name, _BLOB_MODE)
             os.replace(name, target)
