@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -308,6 +310,21 @@ def test_concurrent_publishers_get_versions_one_to_eight(catalog: str) -> None:
     assert errors == []
     assert sorted(versions) == list(range(1, 9))
     assert [p.version for p in list_published("acme/race")] == list(range(1, 9))
+
+
+#: One version added by a process of its own (the catalog from $ZOO_REGISTRY_URL); prints its number.
+_ADD_VERSION = ("from zoo.catalog.engine import open_engine; from zoo.catalog.published import Spec, add_version; "
+                "print(add_version(open_engine(), Spec('acme', 'procs'), model='digits/digits_cnn', "
+                f"sha256='{DIGITS_SHA256}', size=1, metrics={{}}).version)")
+
+
+def test_concurrent_processes_get_versions_one_to_eight(catalog: str) -> None:
+    ensure_current()  # the catalog made and migrated before the processes start
+    children = [subprocess.Popen([sys.executable, "-c", _ADD_VERSION], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outputs = [child.communicate(timeout=300) for child in children]
+    assert [child.returncode for child in children] == [0] * 8, [err for _, err in outputs]
+    assert sorted(int(out) for out, _ in outputs) == list(range(1, 9))
 
 
 def test_syncs_and_prunes_keep_published_rows(catalog: str, monkeypatch) -> None:
