@@ -195,7 +195,7 @@ def test_models_come_in_pages_and_records_are_describe(in_process: Service) -> N
 
 @pytest.mark.parametrize(("path", "params", "status", "says"), [
     ("/models", {"task": "juggling"}, 400, "unknown task 'juggling'"),
-    ("/models", {"min_metric": "acc@1"}, 400, "is not [DATASET:]METRIC=VALUE"),
+    ("/models", {"min_metric": "acc@1"}, 400, "is not NAME=VALUE"),
     ("/models", {"min_metric": "ImageNet-1K:acc@1=nan"}, 400, "must be a finite number"),
     ("/models", {"limit": 0}, 400, "query parameter 'limit'"),
     ("/models", {"max_params": "lots"}, 400, "query parameter 'max_params'"),

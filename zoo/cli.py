@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, UsageError, ZooError, ZooWarning, excerpt
 from zoo.shapes import dims_text
+from zoo.text import parse_metric
 
 _PYTHON_SHOWWARNING = warnings.showwarning
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
@@ -328,13 +329,7 @@ def _count(text: str) -> int:
 
 
 def _metric(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    try:
-        if not sep or not name.strip():
-            raise ValueError
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not NAME=VALUE; use e.g. acc@1=75") from None
+    return _argument(parse_metric, text)
 
 
 def _list(args: argparse.Namespace) -> int:

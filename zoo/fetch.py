@@ -45,7 +45,6 @@ import hashlib
 import http.client
 import os
 import re
-import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -60,7 +59,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential, wait_random
 
 from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt
-from zoo.outputs import file_lock
+from zoo.outputs import file_lock, is_regular, open_regular
 
 OFFLINE_ENV = "ZOO_OFFLINE"
 MIRROR_ENV = "ZOO_WEIGHTS_MIRROR"
@@ -135,7 +134,7 @@ def cached_path(weights: WeightsFile) -> Path:
     if weights.local_path is not None:
         return weights.local_path
     entry, url_copy = _cache_entry(weights), _url_entry(weights)
-    return url_copy if not os.path.lexists(entry) and _is_regular(url_copy) else entry
+    return url_copy if not os.path.lexists(entry) and is_regular(url_copy) else entry
 
 
 def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True) -> Fetched:
@@ -250,9 +249,9 @@ def _earlier_copy(weights: WeightsFile) -> Path | None:
     if not places:
         return None
     url_copy, old = places
-    if _is_regular(url_copy):
+    if is_regular(url_copy):
         return verify(url_copy, weights).path
-    if _is_regular(old):
+    if is_regular(old):
         try:
             return verify(old, weights).path
         except WeightsError:
@@ -269,24 +268,9 @@ def _moved(source: Path, target: Path) -> Path:
     return target
 
 
-def _is_regular(path: Path) -> bool:
-    """Whether `path` is a regular file itself (not a link to one)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _open_regular(path: Path) -> BinaryIO:
     """`path` opened for reading, refused unless it is a regular file (never a FIFO or a device)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file {path} ({exc.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise WeightsError(f"weights file {path} is not a regular file; only a regular file is loaded")
-    return os.fdopen(fd, "rb")
+    return open_regular(path, error=WeightsError, what="weights file", only="only a regular file is loaded")
 
 
 def _read_regular(path: Path) -> bytes:

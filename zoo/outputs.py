@@ -28,12 +28,13 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 from pathlib import Path
 
 from filelock import FileLock, UnixFileLock
 
 from zoo import metadata
-from zoo.errors import UsageError, excerpt
+from zoo.errors import UsageError, ZooError, excerpt
 
 #: Files that travel with an output, by suffix: ONNX external data.
 COMPANIONS = (".data",)
@@ -77,6 +78,28 @@ def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = N
             with contextlib.suppress(OSError):
                 os.unlink(lock_path)
         lock.release()
+
+
+def is_regular(path: Path) -> bool:
+    """Whether `path` is a regular file itself (not a link to one, a FIFO or a device)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def open_regular(path: Path, *, error: type[ZooError] = UsageError, what: str = "file",
+                 only: str = "only a regular file is read") -> BinaryIO:
+    """`path` opened for reading without blocking on a FIFO, refused with one `error` line
+    (naming it as `what`, saying `only`) unless it is a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path} ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{what} {path} is not a regular file; {only}")
+    return os.fdopen(fd, "rb")
 
 
 def _require_regular(fd: int) -> None:

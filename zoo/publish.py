@@ -43,7 +43,8 @@ from zoo.catalog.published import (
     resolve,
 )
 from zoo.errors import UnknownWeightsError, UsageError, excerpt
-from zoo.store import ArtifactStore, open_regular
+from zoo.outputs import open_regular
+from zoo.store import ArtifactStore
 
 if TYPE_CHECKING:
     from zoo.preprocessing import PreprocessSpec
@@ -196,7 +197,7 @@ def _check_fit(model: str, path: Path, data: bytes, sha256: str, categories: lis
 
 def _read(path: Path) -> bytes:
     """The bytes of the regular file at `path`, read once (they are what is checked, hashed and stored)."""
-    with open_regular(path) as f:
+    with open_regular(path, only="only regular files are published") as f:
         return f.read()
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import BinaryIO
 
 from zoo.errors import ArtifactError, ArtifactTooLargeError, HashMismatchError, UnknownArtifactError, UsageError, excerpt
 from zoo.fetch import CHUNK, FULL_HASH
+from zoo.outputs import is_regular, open_regular
 
 ARTIFACTS_ENV = "ZOO_ARTIFACTS"
 #: Blobs are read-only: nothing edits a file in place once its name is its hash.
@@ -85,12 +85,12 @@ class ArtifactStore:
 
     def exists(self, sha256: str) -> bool:
         """Whether the store holds the blob of `sha256` (a regular file)."""
-        return _is_regular(self.blob_path(sha256))
+        return is_regular(self.blob_path(sha256))
 
     def path(self, sha256: str) -> Path:
         """The stored blob of `sha256`; `UnknownArtifactError` when the store lacks it."""
         path = self.blob_path(sha256)
-        if not _is_regular(path):
+        if not is_regular(path):
             raise UnknownArtifactError(f"the artifact store {self.root} has no file with SHA-256 {sha256}")
         return path
 
@@ -101,7 +101,7 @@ class ArtifactStore:
         damaged on disk raises `HashMismatchError`.
         """
         path = self.path(sha256)
-        with open_regular(path) as f:
+        with open_regular(path, only="only regular files are stored") as f:
             data = f.read()
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
@@ -113,7 +113,7 @@ class ArtifactStore:
     def put_file(self, path: str | os.PathLike[str], *, sha256: str | None = None) -> Artifact:
         """Store the regular file at `path` (checked against `sha256` when given)."""
         source = Path(path)
-        with open_regular(source) as f:
+        with open_regular(source, only="only regular files are stored") as f:
             return self._put(iter(lambda: f.read(CHUNK), b""), sha256=sha256, max_bytes=None, origin=str(source))
 
     def put_stream(self, chunks: Iterable[bytes], *, sha256: str, max_bytes: int) -> Artifact:
@@ -144,9 +144,9 @@ class ArtifactStore:
                 raise HashMismatchError(f"{origin} has SHA-256 {actual}, but {sha256} was declared; "
                                         f"nothing was stored", path=origin, actual=actual, expected=sha256)
             target = self.blob_path(actual)
-            if _is_regular(target) and target.stat().st_size == size:
+            if is_regular(target) and target.stat().st_size == size:
                 return Artifact(actual, size, target)  # deduplicated: the same bytes are there already
-            if os.path.lexists(target) and not _is_regular(target):
+            if os.path.lexists(target) and not is_regular(target):
                 raise ArtifactError(f"the artifact store's entry {target} is not a regular file; remove it")
             part.flush()
             os.fsync(part.fileno())
@@ -172,26 +172,6 @@ class ArtifactStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
-
-
-def _is_regular(path: Path) -> bool:
-    """Whether `path` is a regular file itself (not a link to one)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading, refused in one line unless it is a regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path} ({exc.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{path} is not a regular file; only regular files are stored")
-    return os.fdopen(fd, "rb")
 
 
 def _fsync_folder(folder: Path) -> None:

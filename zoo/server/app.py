@@ -51,6 +51,7 @@ from zoo.publish import list_published, publish_export, publish_weights
 from zoo.registry import describe, summarize_models
 from zoo.server.tokens import READ_SCOPES, token_scopes
 from zoo.store import ARTIFACTS_ENV, ArtifactStore
+from zoo.text import parse_metric
 from zoo.view import LOOPBACK_NAMES, host_allowed
 
 API = "/api/v1"
@@ -305,7 +306,7 @@ def _router(settings: Settings) -> APIRouter:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         found = summarize_models(pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
-                                 max_params=max_params, min_metric=dict(_metric(m) for m in min_metric or []))
+                                 max_params=max_params, min_metric=dict(parse_metric(m) for m in min_metric or []))
         return {"total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]}
 
     @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reader)])
@@ -361,7 +362,7 @@ def _router(settings: Settings) -> APIRouter:
     ) -> dict[str, Any]:
         full_name = f"{namespace}/{name}"
         length = _declared_length(request, settings.max_upload_bytes)
-        metrics = dict(_metric(m) for m in metric or [])
+        metrics = dict(parse_metric(m) for m in metric or [])
         await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
         names = [c.strip() for c in categories.split(",")] if categories is not None else None
         with _upload(settings.store) as uploads:
@@ -434,17 +435,6 @@ def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
         yield
     except ZooError as exc:
         raise ApiError(_status_of(exc), str(exc).replace(str(path), "the uploaded file")) from None
-
-
-def _metric(text: str) -> tuple[str, float]:
-    """``[DATASET:]METRIC=VALUE`` as a pair: metric (as min_metric and publishing take it) and value."""
-    name, sep, value = text.partition("=")
-    try:
-        if not sep or not name.strip():
-            raise ValueError
-        return name.strip(), float(value)
-    except ValueError:
-        raise UsageError(f"{excerpt(text)} is not [DATASET:]METRIC=VALUE; use e.g. ImageNet-1K:acc@1=75") from None
 
 
 def _blob(store: ArtifactStore, request: Request, sha256: str, table: Any, what: str) -> Response:
