@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -260,3 +261,11 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
     monkeypatch.delenv("ZOO_WEIGHTS_MIRROR", raising=False)
     return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+@pytest.fixture(scope="session")
+def raft_export(synced_catalog: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """raft_small exported with random weights at its default shape, once for the export and predict tests."""
+    from zoo.export import export_onnx
+
+    return export_onnx("raft_small", tmp_path_factory.mktemp("flow") / "raft.onnx")

@@ -17,30 +17,24 @@ from zoo.export.exporters import _quiet
 from zoo.tasks import TaskAdapter, adapter
 
 
-@pytest.fixture(scope="module")
-def raft(synced_catalog: str, tmp_path_factory: pytest.TempPathFactory) -> zoo.ExportResult:
-    """raft_small with random weights, at its default shape (RAFT builders take no iteration count)."""
-    return export_onnx("raft_small", tmp_path_factory.mktemp("flow") / "raft.onnx")
-
-
-def test_optical_flow_exports_two_inputs_and_the_final_flow(raft: zoo.ExportResult) -> None:
-    assert raft.task == "optical_flow"
-    assert raft.input_names == ["image1", "image2"] and raft.output_names == ["flow"]
-    assert raft.input_shape == (1, 3, 128, 128)  # the weights' min_size
+def test_optical_flow_exports_two_inputs_and_the_final_flow(raft_export: zoo.ExportResult) -> None:
+    assert raft_export.task == "optical_flow"
+    assert raft_export.input_names == ["image1", "image2"] and raft_export.output_names == ["flow"]
+    assert raft_export.input_shape == (1, 3, 128, 128)  # the weights' min_size
     # torch.export specialises RAFT's batch (its chunk of the two images' features guards on it)
-    assert raft.exporter == "torchscript" and "static" in raft.fallback_reason
-    assert raft.dynamic_axes["image1"] == raft.dynamic_axes["image2"] == {0: "batch"}
-    assert [(c.input_shape, c.output_shape, c.passed) for c in raft.verification] == [
+    assert raft_export.exporter == "torchscript" and "static" in raft_export.fallback_reason
+    assert raft_export.dynamic_axes["image1"] == raft_export.dynamic_axes["image2"] == {0: "batch"}
+    assert [(c.input_shape, c.output_shape, c.passed) for c in raft_export.verification] == [
         ((1, 3, 128, 128), (1, 2, 128, 128), True), ((5, 3, 128, 128), (5, 2, 128, 128), True)]
-    assert all(c.scale > 1 for c in raft.verification)  # flows of several pixels: atol counts in their unit
-    meta = read_metadata(raft.path)
+    assert all(c.scale > 1 for c in raft_export.verification)  # flows of several pixels: atol counts in their unit
+    meta = read_metadata(raft_export.path)
     assert [i["name"] for i in meta["inputs"]] == ["image1", "image2"]
     assert meta["inputs"][0] == {"name": "image1", "layout": "NCHW", "export_shape": [1, 3, 128, 128]}
     assert meta["outputs"] == [{"name": "flow", "layout": "N2HW (dx, dy in pixels)"}]
     assert meta["preprocessing"]["kind"] == "optical_flow"
 
 
-def test_optical_flow_export_agrees_with_raft_on_a_moved_image(raft: zoo.ExportResult) -> None:
+def test_optical_flow_export_agrees_with_raft_on_a_moved_image(raft_export: zoo.ExportResult) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)  # export_onnx seeds random weights with 0, so this is the exported model
         model = zoo.get_model("raft_small").eval()
@@ -48,7 +42,7 @@ def test_optical_flow_export_agrees_with_raft_on_a_moved_image(raft: zoo.ExportR
     image2 = torch.roll(image1, shifts=3, dims=-1)  # a batch of two other than the export's
     with torch.inference_mode():
         expected = model(image1, image2)[-1].numpy()
-    session = ort.InferenceSession(str(raft.path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(raft_export.path), providers=["CPUExecutionProvider"])
     (flow,) = session.run(None, {"image1": image1.numpy(), "image2": image2.numpy()})
     assert flow.shape == (2, 2, 128, 128)
     scale = max(1.0, float(np.abs(expected).max()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -302,14 +303,13 @@ def test_zoo_predict_draw_refuses_clashing_names_and_force_without_draw(colour_c
     assert lone.returncode != 0 and "--force replaces drawings; it needs --draw DIR" in lone.stderr
 
 
-def test_raft_predicts_the_flow_of_each_consecutive_pair_as_pytorch_does(synced_catalog: str, tmp_path: Path) -> None:
+def test_raft_predicts_the_flow_of_each_consecutive_pair_as_pytorch_does(raft_export: Any, tmp_path: Path) -> None:
     import torch
 
     import zoo
-    from zoo.export import export_onnx
     from zoo.preprocessing import preprocess_numpy
 
-    exported = export_onnx("raft_small", tmp_path / "raft.onnx")  # random weights, seeded with 0
+    exported = raft_export  # random weights, seeded with 0
     photo = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     frames = [np.roll(photo, shift, axis=1) for shift in (0, 2, 5)]
     paths = []
