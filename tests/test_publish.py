@@ -36,7 +36,7 @@ from zoo.errors import (
 )
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.store import ArtifactStore
-from conftest import CodeOnLoad, run_zoo
+from conftest import FULL_SWEEP_ENV, CodeOnLoad, run_zoo
 
 DIGITS_FILE = Path(__file__).resolve().parents[1] / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
 DIGITS_SHA256 = "fb1204b6c80a07da996f8b9bdf1e0cce39fd3398cc7234244c41568a9b2cee59"
@@ -295,6 +295,12 @@ def test_versions_and_aliases(catalog: str, three_class_file: Path) -> None:
         resolve_published("acme/digits:0")
 
 
+#: Slow round trips whose backend does not change what they test run on one backend in CI
+#: (PostgreSQL for the race, SQLite for the CLI) and on both with ``ZOO_FULL_SWEEP=1``.
+_BOTH = os.environ.get(FULL_SWEEP_ENV) == "1"
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite", "postgresql"] if _BOTH else ["postgresql"], indirect=True)
 def test_concurrent_publishers_get_versions_one_to_eight(catalog: str) -> None:
     start = threading.Barrier(8)
     versions: list[int] = []
@@ -414,6 +420,7 @@ def test_an_export_of_published_weights_is_found_by_their_alias(catalog: str, th
 # -- the command line -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("catalog_url", ["sqlite", "postgresql"] if _BOTH else ["sqlite"], indirect=True)
 def test_cli_publishes_lists_and_aliases(catalog: str, three_class_file: Path, tmp_path: Path) -> None:
     categories = tmp_path / "categories.txt"
     categories.write_text("a\nb\n\nc\n")
