@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 KINDS = ("classification", "detection", "segmentation", "video", "optical_flow")
 #: Output layout of one sample per kind: a clip is channels first, then frames.
 LAYOUTS = {kind: "CTHW" if kind == "video" else "CHW" for kind in KINDS}
+#: How many images the kinds made of images take per model call (video takes a clip instead).
+IMAGES_PER_CALL = {"classification": 1, "detection": 1, "segmentation": 1, "optical_flow": 2}
 #: torchvision's `InterpolationMode` values that its presets can use on tensors.
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 RESIZE_MODES = {1: "shorter_side", 2: "exact"}

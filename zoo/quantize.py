@@ -46,7 +46,7 @@ from zoo.errors import UsageError, ZooError, first_line
 from zoo.export import read_metadata
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
-from zoo.preprocessing import PreprocessSpec, preprocess_numpy
+from zoo.preprocessing import IMAGES_PER_CALL, PreprocessSpec, preprocess_numpy
 from zoo.tasks import DecodeOptions, TaskAdapter, adapter
 
 if TYPE_CHECKING:
@@ -61,7 +61,6 @@ QUANT_FORMATS = ("qdq", "qoperator")
 _FORMAT_NAMES = {"qdq": "QDQ", "qoperator": "QOperator"}
 #: Images per calibration and evaluation run: enough to amortise a run, small enough for memory.
 BATCH = 32
-_IMAGE_KINDS = ("classification", "detection", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ def _spec(src: Path, metadata: Mapping[str, Any], given: PreprocessSpec | Mappin
         if not given:
             raise UsageError(f"{src} carries no preprocessing metadata; pass preprocessing= (a PreprocessSpec)")
     spec = given if isinstance(given, PreprocessSpec) else PreprocessSpec.from_json(dict(given))
-    if spec.kind not in _IMAGE_KINDS:
+    if IMAGES_PER_CALL.get(spec.kind) != 1:
         raise UsageError(f"int8 calibration takes single images; {spec.kind} preprocessing is not supported")
     return spec
 

@@ -40,8 +40,8 @@ from zoo import metadata
 from zoo.drawing import make_grid
 from zoo.errors import UsageError, excerpt, first_line
 from zoo.outputs import staged_output
-from zoo.preprocessing import (MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size, preprocess_image,
-                               to_8bit)
+from zoo.preprocessing import (IMAGES_PER_CALL, MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size,
+                               preprocess_image, to_8bit)
 from zoo.shapes import onnx_shape_text
 from zoo.tasks import BUILTIN, DecodeOptions, Result, TaskAdapter, adapter, known_tasks
 from zoo.tasks.classification import ClassificationResult as Classification
@@ -74,8 +74,6 @@ TASKS = tuple(BUILTIN)
 GRID_MOST, GRID_COLUMNS, GRID_SIDE = 64, 8, 512
 #: Largest batch of images sent to a session with a dynamic batch in one call.
 _MAX_BATCH = 32
-#: Preprocessing kinds a `Predictor` preprocesses image by image, and how many images one model call takes.
-_IMAGES_PER_CALL = {"classification": 1, "detection": 1, "segmentation": 1, "optical_flow": 2}
 #: Most class names a model file may list, and the longest name (ImageNet-21k has 21,843).
 MAX_CATEGORIES = 100_000
 MAX_LABEL_CHARS = 1000
@@ -408,9 +406,9 @@ class Predictor:
                 raise UsageError(f"{self.path}: a {self.task} model takes {len(wanted)} input(s) "
                                  f"({', '.join(wanted)}); this model takes {len(self.input_names)}")
             spec = self.preprocessing
-            if spec is not None and _IMAGES_PER_CALL[spec.kind] != len(wanted):
+            if spec is not None and IMAGES_PER_CALL[spec.kind] != len(wanted):
                 raise UsageError(f"{self.path}: its preprocessing of kind {spec.kind!r} makes "
-                                 f"{_IMAGES_PER_CALL[spec.kind]} image(s) per call; a {self.task} model takes "
+                                 f"{IMAGES_PER_CALL[spec.kind]} image(s) per call; a {self.task} model takes "
                                  f"{len(wanted)}")
         for model_input in self.session.get_inputs()[1:]:
             if model_input.shape != self.session.get_inputs()[0].shape:
@@ -636,9 +634,9 @@ def _spec(spec: PreprocessSpec | Mapping[str, Any] | None) -> PreprocessSpec | N
         raise UsageError(f"preprocessing spec: expected a JSON object of PreprocessSpec fields, "
                          f"got {type(spec).__name__} {excerpt(spec)}")
     spec = spec if isinstance(spec, PreprocessSpec) else PreprocessSpec.from_json(dict(spec))
-    if spec.kind not in _IMAGES_PER_CALL:
+    if spec.kind not in IMAGES_PER_CALL:
         raise UsageError(f"preprocessing spec: kind {spec.kind!r} takes a clip; a Predictor preprocesses "
-                         f"images ({', '.join(_IMAGES_PER_CALL)})")
+                         f"images ({', '.join(IMAGES_PER_CALL)})")
     return spec
 
 
