@@ -1,0 +1,368 @@
+"""The registry service under load: throughput, p50/p99 latency and errors for 64 concurrent clients, 1 and 2 workers.
+
+Makes a PostgreSQL catalog of its own (a database created here and dropped at the end),
+syncs it with the digits and torchvision plugins, makes a token, then for each
+``--workers`` count starts ``zoo serve --port 0 --workers N`` and runs `--clients`
+closed-loop clients (each sends its next request when the last one is answered) for
+`--warmup` seconds unrecorded, then `--duration` seconds recorded, on a mix of
+requests: a page of ``GET /api/v1/models`` (now and then with a filter), ``GET
+/api/v1/models/NAME`` (a random torchvision model) and ``HEAD`` and ``GET`` of
+``/api/v1/weights/SHA256`` (the digits weights, published through the first service).
+An error is a status of 400 or more, a transport error, or a weights body of the wrong
+size; the target is none. The clients are one asyncio loop in this process, each an
+``httpx.AsyncClient`` with one keep-alive connection; the results say how much of a core
+that loop used, so that a saturated load generator would show.
+
+``--cold-list`` adds a separate measurement (`time_cold_list`): a cold ``zoo list``,
+each run a fresh process, in client mode (``ZOO_REGISTRY_URL`` the first service's
+address) against the same command on the catalog itself, interleaved, after one
+warm-up each. Prints markdown tables and writes ``benchmarks/results/serve_load.md``.
+
+    .venv/bin/python benchmarks/serve_load.py [--workers 1 --workers 2] [--clients 64] [--duration 20]
+        [--cold-list [--runs 9]] [--no-load]
+
+Issue 14's target: 0 errors under 64 concurrent clients, with 1 and with 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from _measure import ROOT, Child, child_env, machine_line, markdown_table, run_child, write_result, zoo_argv
+from catalog_scale import postgresql_catalog
+from cold_list import row as cold_row
+
+API = "/api/v1"
+PLUGINS = "digits,torchvision"
+WEIGHTS_FILE = ROOT / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
+PUBLISHED_AS = "bench/digits"
+PAGE = 50
+#: The filters a filtered page picks from, in turn at random.
+FILTERS: tuple[dict[str, object], ...] = (
+    {"task": "classification"},
+    {"pretrained": "true", "max_params": 10_000_000},
+    {"pattern": "resnet*"},
+    {"min_metric": "ImageNet-1K:acc@1=80"},
+)
+_LISTENING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
+_STARTED = "Application startup complete."
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the load is sent to: the service's address, the torchvision models' names, the weights file."""
+
+    url: str
+    names: tuple[str, ...]
+    total: int
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request of the mix: its kind (a table row), method, path and query; `size` the body length it must have."""
+
+    kind: str
+    method: str
+    path: str
+    params: Mapping[str, object] | None = None
+    size: int | None = None
+
+
+#: The mix, by kind: (share of the requests, how to make one for a target with a random generator).
+MIX: dict[str, tuple[float, Callable[[Target, random.Random], Request]]] = {
+    "list (page)": (0.25, lambda t, r: Request("list (page)", "GET", f"{API}/models",
+                                                {"limit": PAGE, "offset": r.randrange(t.total)})),
+    "list (filtered)": (0.10, lambda t, r: Request("list (filtered)", "GET", f"{API}/models",
+                                                    {**r.choice(FILTERS), "limit": PAGE})),
+    "describe": (0.35, lambda t, r: Request("describe", "GET", f"{API}/models/{r.choice(t.names)}")),
+    "weights HEAD": (0.15, lambda t, r: Request("weights HEAD", "HEAD", f"{API}/weights/{t.sha256}")),
+    "weights GET": (0.15, lambda t, r: Request("weights GET", "GET", f"{API}/weights/{t.sha256}", size=t.size)),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One recorded request: its kind, seconds from sending to the whole answer, and whether it was right."""
+
+    kind: str
+    seconds: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """What one load run recorded in `duration` seconds, with the share of one core its load generator used
+    meanwhile and the share of all cores the machine was busy."""
+
+    samples: list[Sample]
+    duration: float
+    client_core_share: float
+    machine_busy_share: float
+
+
+# -- the catalog and the service ---------------------------------------------------------
+
+
+@contextmanager
+def serving(env: Mapping[str, str], log: Path, workers: int) -> Iterator[str]:
+    """``zoo serve --port 0 --workers N`` in `env`: its address, once every worker has started and it answers
+    /health; stopped afterwards. The port is the one uvicorn prints (as tests/test_serve.py reads it)."""
+    with log.open("wb") as err:
+        process = subprocess.Popen(zoo_argv("serve", "--port", "0", "--workers", str(workers)), env=dict(env),
+                                   stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        yield wait_until_serving(process, log, workers)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], log: Path, workers: int, timeout: float = 120) -> str:
+    """The address the service at `process` listens on, once its `workers` have started and /health is 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"zoo serve exited {process.returncode}:\n{log.read_text()[-2000:]}")
+        text = log.read_text()
+        found = _LISTENING.search(text)
+        if found and text.count(_STARTED) >= workers:
+            try:
+                httpx.get(f"{found[1]}{API}/health", timeout=10).raise_for_status()
+                return found[1]
+            except httpx.TransportError:
+                pass
+        time.sleep(0.1)
+    raise SystemExit(f"zoo serve did not answer within {timeout:.0f} s:\n{log.read_text()[-2000:]}")
+
+
+def publish_digits(url: str, token: str) -> tuple[str, int]:
+    """Publish the digits weights through the service at `url` as PUBLISHED_AS: the file's SHA-256 and size."""
+    body = WEIGHTS_FILE.read_bytes()
+    digest = hashlib.sha256(body).hexdigest()
+    answer = httpx.post(f"{url}{API}/published/{PUBLISHED_AS}", params={"model": "digits_cnn"}, content=body,
+                        headers={"Authorization": f"Bearer {token}", "X-Zoo-SHA256": digest}, timeout=120)
+    if answer.status_code != 201:
+        raise SystemExit(f"publishing the digits weights failed: {answer.status_code} {answer.text}")
+    return digest, len(body)
+
+
+def make_target(url: str, sha256: str, size: int) -> Target:
+    """The load's target at `url`: the torchvision models' names (as the service lists them), the catalog's size."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        total = client.get(f"{API}/models", params={"limit": 1}).raise_for_status().json()["total"]
+        page = client.get(f"{API}/models", params={"plugin": "torchvision", "limit": 1000}).raise_for_status()
+    return Target(url, tuple(m["name"] for m in page.json()["models"]), total, sha256, size)
+
+
+# -- the load ------------------------------------------------------------------------------
+
+
+def pick(target: Target, rng: random.Random) -> Request:
+    """A random request of the mix."""
+    kinds = list(MIX)
+    kind = rng.choices(kinds, weights=[MIX[k][0] for k in kinds])[0]
+    return MIX[kind][1](target, rng)
+
+
+async def one_request(client: httpx.AsyncClient, request: Request) -> bool:
+    """Send `request`; whether it was answered below 400 (with a body of the right size where one is set)."""
+    try:
+        answer = await client.request(request.method, request.path, params=request.params)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code < 400 and (request.size is None or len(answer.content) == request.size)
+
+
+async def client_loop(target: Target, seed: int, start: float, end: float, samples: list[Sample]) -> None:
+    """One closed-loop client on a keep-alive connection of its own: requests back to back until `end`;
+    those sent from `start` on are recorded."""
+    rng = random.Random(seed)
+    async with httpx.AsyncClient(base_url=target.url, limits=httpx.Limits(max_connections=1), timeout=60) as client:
+        while (sent := time.perf_counter()) < end:
+            request = pick(target, rng)
+            ok = await one_request(client, request)
+            if sent >= start:
+                samples.append(Sample(request.kind, time.perf_counter() - sent, ok))
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all of this machine's CPUs have spent not idle since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    ticks = sum(fields) - fields[3] - fields[4]  # less idle and iowait
+    return ticks / 100  # USER_HZ: 100 on Linux
+
+
+async def run_load(target: Target, clients: int, warmup: float, duration: float) -> LoadRun:
+    """`clients` concurrent clients on `target` for `warmup` + `duration` seconds; the last `duration` recorded."""
+    samples: list[Sample] = []
+    start = time.perf_counter() + warmup
+    end = start + duration
+    loops = asyncio.gather(*(client_loop(target, seed, start, end, samples) for seed in range(clients)))
+    await asyncio.sleep(warmup)
+    wall, cpu, busy = time.perf_counter(), time.process_time(), machine_busy_seconds()
+    await asyncio.sleep(max(0.0, end - time.perf_counter()))
+    wall, cpu, busy = time.perf_counter() - wall, time.process_time() - cpu, machine_busy_seconds() - busy
+    await loops
+    return LoadRun(samples, duration, cpu / wall, busy / (wall * (os.cpu_count() or 1)))
+
+
+def p50_p99(seconds: list[float]) -> tuple[float, float]:
+    """The median and 99th percentile (inclusive method) of `seconds`, in milliseconds."""
+    if len(seconds) < 2:
+        return seconds[0] * 1e3, seconds[0] * 1e3
+    return statistics.median(seconds) * 1e3, statistics.quantiles(seconds, n=100, method="inclusive")[98] * 1e3
+
+
+def load_rows(workers: int, run: LoadRun) -> list[list[object]]:
+    """Table rows of one load run: all requests, then each kind of the mix."""
+    rows = []
+    for kind in ("all", *MIX):
+        chosen = [s for s in run.samples if kind in ("all", s.kind)]
+        if not chosen:
+            continue
+        p50, p99 = p50_p99([s.seconds for s in chosen])
+        errors = sum(not s.ok for s in chosen)
+        label = f"**{kind}**" if kind == "all" else kind
+        rows.append([workers, label, len(chosen), f"{len(chosen) / run.duration:.1f}", f"{p50:.1f}", f"{p99:.1f}",
+                     errors])
+    return rows
+
+
+def cpu_line(workers: int, run: LoadRun) -> str:
+    """How busy the load generator and the whole machine were during one run."""
+    return (f"- {workers} worker{'s' if workers > 1 else ''}: the load generator used "
+            f"{run.client_core_share:.0%} of one core; all {os.cpu_count()} cores were {run.machine_busy_share:.0%} "
+            "busy (service, PostgreSQL and load generator together)")
+
+
+# -- a cold `zoo list`, client mode against the catalog itself ---------------------------------
+
+
+def time_cold_list(env: Mapping[str, str], service_url: str, folder: Path, runs: int) -> list[list[object]]:
+    """Table rows of a cold ``zoo list`` (each a fresh process, `runs` each, interleaved, after one warm-up) on the
+    catalog of `env` and in client mode through the service at `service_url`, on the same catalog."""
+    modes = {"zoo list, catalog (PostgreSQL)": dict(env),
+             "zoo list, client mode (zoo serve, 1 worker)": {**env, "ZOO_REGISTRY_URL": service_url}}
+    counts = {mode: len(json.loads(run_child(zoo_argv("list", "--json"), mode_env, folder).stdout))
+              for mode, mode_env in modes.items()}  # also the warm-up
+    timed: dict[str, list[Child]] = {mode: [] for mode in modes}
+    for _ in range(runs):
+        for mode, mode_env in modes.items():
+            timed[mode].append(run_child(zoo_argv("list"), mode_env, folder))
+    return [cold_row(mode, counts[mode], timed[mode], "-") for mode in modes]
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), and whether there is an NVIDIA GPU (unused here)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else ())
+             if line.startswith("model name")]
+    gpu = "an NVIDIA GPU (unused)" if shutil.which("nvidia-smi") else "no GPU"
+    return f"{names[0] if names else 'unknown CPU'}, {len(names) or '?'} cores, {gpu}"
+
+
+def report(args: argparse.Namespace, target: Target, load: list[list[object]],
+           cpu_lines: list[str], cold: list[list[object]], sync_s: float, catalog_mb: float) -> str:
+    """The markdown of the run: the load table and how busy the CPUs were, the cold `zoo list` table, the machine."""
+    shares = ", ".join(f"{kind} {share:.0%}" for kind, (share, _) in MIX.items())
+    parts = [f"Catalog: PostgreSQL, plugins {PLUGINS} ({target.total} models, {len(target.names)} torchvision), "
+             f"synced in {sync_s:.1f} s, {catalog_mb:.1f} MB; one published weights file ({target.size:,} bytes)."]
+    if load:
+        parts += [
+            "",
+            f"`zoo serve --workers N` under {args.clients} concurrent closed-loop clients, {args.duration:.0f} s "
+            f"recorded after {args.warmup:.0f} s of warm-up. Mix: {shares}; a page is {PAGE} models at a random "
+            "offset, a filtered page one of: " + "; ".join(
+                "&".join(f"{k}={v}" for k, v in f.items()) for f in FILTERS) + ". Describe: a random torchvision "
+            "model. Errors: status 400 or more, transport errors, a weights body of the wrong size (target 0).",
+            "",
+            markdown_table(["workers", "kind", "requests", "req/s", "p50 (ms)", "p99 (ms)", "errors"], load),
+            "",
+            f"Load generator: one asyncio loop in the benchmark's process, {args.clients} httpx.AsyncClients of "
+            "one keep-alive connection each (one client sharing a pool of them spent 5 times the CPU per request), "
+            "on the same cores as the service, its workers and PostgreSQL; uvicorn's access log on (its default), "
+            "written to a file.",
+            *cpu_lines,
+        ]
+    if cold:
+        parts += [
+            "",
+            f"Cold `zoo list`, each run a fresh process ({args.runs} runs per mode, interleaved, after one "
+            "warm-up), on the same catalog: directly, and in client mode (ZOO_REGISTRY_URL=http://127.0.0.1:PORT, "
+            "the service idle otherwise).",
+            "",
+            markdown_table(["command", "models", "wall median (s)", "wall p90 (s)", "CPU median (s)",
+                            "peak RSS (MiB)", "target"], cold),
+        ]
+    parts += ["", f"CPU: {cpu_model()}. {machine_line()}."]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, action="append", help="zoo serve --workers N (repeatable; default 1, 2)")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
+    parser.add_argument("--warmup", type=float, default=3, help="unrecorded seconds first (default 3)")
+    parser.add_argument("--duration", type=float, default=20, help="recorded seconds (default 20)")
+    parser.add_argument("--load", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the load (default yes; --no-load with --cold-list for that alone)")
+    parser.add_argument("--cold-list", action="store_true", help="also time a cold `zoo list`, client mode vs catalog")
+    parser.add_argument("--runs", type=int, default=9, help="fresh processes per cold `zoo list` mode (default 9)")
+    parser.add_argument("--output", default="serve_load.md", help="path under benchmarks/results/")
+    args = parser.parse_args()
+    workers = (args.workers or [1, 2]) if args.load else [1]
+    if min(workers) < 1 or args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.runs < 2:
+        parser.error("--workers and --clients must be 1 or more, --runs 2 or more, --duration above 0, "
+                     "--warmup 0 or more")
+
+    load: list[list[object]] = []
+    cpu_lines: list[str] = []
+    cold: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="zoo-serve-load-") as tmp, postgresql_catalog(Path(tmp)) as (url, size):
+        folder = Path(tmp)
+        env = child_env(ZOO_REGISTRY_URL=url, ZOO_LOAD_PLUGINS=PLUGINS, ZOO_ARTIFACTS=str(folder / "artifacts"))
+        synced = run_child(zoo_argv("sync"), env, folder)
+        token = run_child(zoo_argv("token", "create", "bench"), env, folder).stdout.strip()
+        published: tuple[str, int] | None = None
+        for count in workers:
+            with serving(env, folder / f"serve-{count}.log", count) as service:
+                if published is None:  # the first service publishes; the catalog and the store outlive it
+                    published = publish_digits(service, token)
+                    if args.cold_list:
+                        cold = time_cold_list(env, service, folder, args.runs)
+                target = make_target(service, *published)
+                if args.load:
+                    run = asyncio.run(run_load(target, args.clients, args.warmup, args.duration))
+                    load += load_rows(count, run)
+                    cpu_lines.append(cpu_line(count, run))
+        catalog_mb = size() / 1e6
+    write_result(args.output, report(args, target, load, cpu_lines, cold, synced.wall_s, catalog_mb))
+
+
+if __name__ == "__main__":
+    main()
