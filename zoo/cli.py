@@ -193,10 +193,15 @@ def _parser() -> argparse.ArgumentParser:
                                          "classes, detections, a class mask, ..., as the model's task decodes "
                                          "them (optical flow: on consecutive pairs of images). CUDA when a GPU is "
                                          "usable, else CPU; the providers the session really got are printed. "
-                                         "--draw DIR also draws each prediction over its image."))
-    p.add_argument("file", metavar="FILE", help="an ONNX model, e.g. written by zoo export")
-    p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files (PNG, JPEG, ... anything Pillow reads), or folders: their image files, by name")
+                                         "--draw DIR also draws each prediction over its image. With --model and "
+                                         "--weights instead of FILE: the newest published export of that model "
+                                         "with those weights (from the registry service, ZOO_REGISTRY_URL=http://"
+                                         "..., fetched and verified)."))
+    p.add_argument("inputs", nargs="+", metavar="[FILE] IMAGE",
+                   help="an ONNX model (e.g. written by zoo export; not with --model), then image files (PNG, JPEG, "
+                        "... anything Pillow reads), or folders: their image files, by name")
+    p.add_argument("--model", metavar="MODEL", help="run the published export of MODEL (with --weights)")
+    p.add_argument("--weights", metavar="WEIGHTS", help="with --model: its weights, e.g. acme/defects@production")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes per image (default 5)")
     p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
                    help="detections scoring below S are dropped (default 0.5)")
@@ -584,16 +589,24 @@ def _export_text(r: Any) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from zoo.runtime import Predictor, image_files, save_drawings
+    from zoo.runtime import Predictor, image_files, published_export, save_drawings
 
     if args.force and args.draw is None:
         raise UsageError("--force replaces drawings; it needs --draw DIR")
-    predictor = Predictor(args.file, providers=_providers(args.provider), threads=args.threads)
-    results = predictor.predict(image_files(args.images), topk=args.topk, score_threshold=args.score_threshold)
+    if (args.model is None) != (args.weights is None):
+        raise UsageError("--model and --weights go together: the published export of MODEL with WEIGHTS")
+    if args.model is not None:
+        file, images = published_export(args.model, args.weights), args.inputs
+    elif len(args.inputs) < 2:
+        raise UsageError("zoo predict needs an ONNX model FILE and at least one IMAGE (or --model and --weights)")
+    else:
+        file, images = Path(args.inputs[0]), args.inputs[1:]
+    predictor = Predictor(file, providers=_providers(args.provider), threads=args.threads)
+    results = predictor.predict(image_files(images), topk=args.topk, score_threshold=args.score_threshold)
     drawings = save_drawings(results, args.draw, overwrite=args.force) if args.draw is not None else []
-    data = {"model": str(args.file), "providers": predictor.providers, "results": [r.to_json() for r in results],
+    data = {"model": str(file), "providers": predictor.providers, "results": [r.to_json() for r in results],
             **({"drawings": [str(p) for p in drawings]} if args.draw is not None else {})}
-    _emit(args, data, lambda: "\n".join([f"{args.file}: {predictor.task} on {', '.join(predictor.providers)}",
+    _emit(args, data, lambda: "\n".join([f"{file}: {predictor.task} on {', '.join(predictor.providers)}",
                                          *(str(r) for r in results),
                                          *([f"drew {len(drawings)} file(s) in {args.draw}"] if drawings else [])]))
     return 0

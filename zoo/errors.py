@@ -62,6 +62,14 @@ class UnknownNameError(ZooError, ValueError):
         self.name = name
         self.suggestions = [by_lower[c] for c in close]
 
+    @classmethod
+    def reported(cls, message: str) -> UnknownNameError:
+        """The error a registry service reported in `message` (client mode), raised here as this class."""
+        error = cls.__new__(cls)
+        Exception.__init__(error, message)
+        error.name, error.suggestions = None, []
+        return error
+
 
 class UnknownModelError(UnknownNameError):
     """No model of that name is registered."""
@@ -111,3 +119,12 @@ class ArtifactTooLargeError(ArtifactError):
 
 class UnknownArtifactError(ArtifactError):
     """The artifact store has no file with that SHA-256."""
+
+
+class ServiceError(ZooError):
+    """A registry service (client mode, ``ZOO_REGISTRY_URL=http://...``) refused a request or cannot be
+    reached; `status` is the HTTP status (None when no answer came)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -16,6 +16,10 @@ the stored file, verified by its SHA-256 (`zoo.registry`). `publish_export` reco
 ONNX export whose zoo metadata says it was verified, so that deployment finds it by
 model and weights (`find_export`).
 
+In client mode (``ZOO_REGISTRY_URL=http://...``, `zoo.client`) each function asks the
+registry service instead: files are uploaded (``$ZOO_TOKEN`` must have the publish
+scope) and checked there, as they would be here.
+
 The module imports no torch: building and loading happen inside `publish_weights`.
 """
 
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.catalog.fingerprint import ensure_current
+from zoo.client import service
 from zoo.catalog.published import (
     PublishedExport,
     PublishedWeights,
@@ -78,6 +83,9 @@ def publish_weights(
     spec = parse_spec(name, bare=True)
     metrics = _checked_metrics(metrics)
     description = _checked_text(description, "description")
+    if (remote := service()) is not None:
+        return remote.publish_weights(model, file, name=name, **_query(metrics, categories, from_weights,
+                                                                        description, preprocessing))
     engine = ensure_current()
     from zoo.registry import describe
 
@@ -96,18 +104,24 @@ def publish_weights(
 
 def resolve_published(spec: str) -> PublishedWeights:
     """The published weights `spec` picks: ``NS/NAME`` (latest), ``NS/NAME:2`` or ``NS/NAME@ALIAS``."""
+    if (remote := service()) is not None:
+        return remote.resolve(spec)
     with ensure_current().connect() as conn:
         return resolve(conn, spec)
 
 
 def list_published(name: str | None = None) -> list[PublishedWeights]:
     """Every published version, or those of `name` (``NAMESPACE/NAME``), by name and version."""
+    if (remote := service()) is not None:
+        return remote.published(name)
     with ensure_current().connect() as conn:
         return listing(conn, name)
 
 
 def set_alias(name: str, alias: str, version: int) -> PublishedWeights:
     """Point ``NAME@ALIAS`` at `version` of `name` (moving it if it pointed elsewhere); that version's record."""
+    if (remote := service()) is not None:
+        return remote.set_alias(name, alias, version)
     return point_alias(ensure_current(), name, alias, version)
 
 
@@ -115,6 +129,8 @@ def publish_export(path: str | os.PathLike[str]) -> PublishedExport:
     """Store and record the ONNX export at `path`, refused unless its zoo metadata names the model and
     weights and says that every verification against PyTorch passed. Publishing one file twice
     returns its first record."""
+    if (remote := service()) is not None:
+        return remote.publish_export(path)
     from zoo.export import read_metadata
     from zoo.outputs import COMPANIONS
 
@@ -139,10 +155,33 @@ def publish_export(path: str | os.PathLike[str]) -> PublishedExport:
 def find_export(model: str, weights: str | None) -> PublishedExport | None:
     """The newest published export of `model` with `weights` (as the export names them, or a published
     spec such as ``acme/defects@production``); None when there is none."""
+    if (remote := service()) is not None:
+        return remote.find_export(model, weights) if weights is not None else None
     model = _qualified(model)
     with ensure_current().connect() as conn:
         found = exports_of(conn, model, _weights_key(weights))
     return found[0] if found else None
+
+
+def _query(metrics: dict[str, float], categories: Iterable[str] | None, from_weights: str | None,
+           description: str | None, preprocessing: Any) -> dict[str, Any]:
+    """`publish_weights`' arguments as the query of the service's publishing request."""
+    import json
+
+    names = _checked_categories(categories) if categories is not None else None
+    if names is not None and any("," in c for c in names):
+        raise UsageError("a registry service takes categories comma-separated, so a category name with ',' "
+                         "cannot be sent; inherit the categories with from_weights (--from) instead")
+    preprocessing = _checked_preprocessing(preprocessing) if preprocessing is not None else None
+    return {"metric": [f"{k}={v}" for k, v in metrics.items()], "categories": ",".join(names) if names else None,
+            "from": from_weights, "description": description,
+            "preprocessing": json.dumps(preprocessing) if preprocessing is not None else None}
+
+
+def export_file(model: str, weights: str) -> Path | None:
+    """The stored file of `find_export`'s export (in the local artifact store); None when there is none."""
+    found = find_export(model, weights)
+    return ArtifactStore.default().path(found.sha256) if found is not None else None
 
 
 def _qualified(model: str) -> str:

@@ -16,6 +16,11 @@ bare name where it answers it, else the qualified one. Weights are named
 it, e.g. timm's ``resnet50.a1_in1k``), ``PLUGIN/Enum.MEMBER``, or ``NAME.DEFAULT``;
 `build_model` also takes published weights, ``NAMESPACE/NAME[:VERSION|@ALIAS]``
 (`zoo.publish`), when no plugin's weights have that name: plugin names win a clash.
+
+Client mode. With ``ZOO_REGISTRY_URL=http://HOST:PORT`` the catalog is a registry
+service's (`zoo.client`): the lookups ask it, and everything built from their answers
+(builders, weights enums, `build_model`) works as with a local catalog, given the
+model's plugin is installed here; files come into the weights cache, verified.
 """
 
 from __future__ import annotations
@@ -33,19 +38,28 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or_, select
+from sqlalchemy import Connection, Row, Select, delete, exists, func, or_, select
 
 from zoo.catalog.engine import remember
-from zoo.catalog.fingerprint import ensure_current
+from zoo.catalog.fingerprint import ensure_current, installed_here
 from zoo.catalog.published import PublishedWeights, for_model, is_spec, resolve
 from zoo.catalog.tables import GENERATION_KEY, catalog_state, category_lists, metrics, models, plugins, weight_files, weights
-from zoo.errors import HashMismatchError, UnknownModelError, UnknownWeightsError, UsageError, WeightsError, excerpt
+from zoo.errors import (
+    HashMismatchError,
+    PluginError,
+    UnknownModelError,
+    UnknownWeightsError,
+    UsageError,
+    WeightsError,
+    excerpt,
+)
 from zoo.targets import load_target, target_of
 
 Patterns = str | Iterable[str] | None
 PREFER_ENV = "ZOO_PREFER"
 if TYPE_CHECKING:  # zoo.fetch (urllib, http.client) is imported only by the lookups that touch files
-    from zoo.fetch import Fetched
+    from zoo.client import Service
+    from zoo.fetch import Fetched, WeightsFile
 
 FetchedT = TypeVar("FetchedT", bound="Fetched")
 _UNKNOWN = (None, None)  # sha256 and size of a file never verified
@@ -86,6 +100,9 @@ def list_models(
     module, include = _module_or_include(module, include)
     filters = {"task": task, "plugin": plugin, "pretrained": pretrained, "max_params": max_params,
                "min_metric": min_metric}
+    if (remote := _service()) is not None:
+        return [r["name"] for r in remote.models(include, exclude, **filters)
+                if module is None or _in_module(r["builder"], module)]
     with ensure_current().connect() as conn:
         naming = _naming(conn)
         ids = set(_filtered_ids(conn, naming, **filters))
@@ -100,8 +117,10 @@ def summarize_models(
     **filters: Any,
 ) -> list[dict[str, Any]]:
     """Like `list_models` (same arguments), but one summary per model, as plain data:
-    name, qualified_name, task, plugin (namespace), num_params, weights (full names)
-    and default_weights."""
+    name, qualified_name, task, plugin (namespace), builder, num_params, weights (full
+    names) and default_weights."""
+    if (remote := _service()) is not None:
+        return remote.models(include, exclude, **filters)
     with ensure_current().connect() as conn:
         naming = _naming(conn)
         matches = _matcher(include, exclude)
@@ -126,6 +145,7 @@ def summarize_models(
             "qualified_name": naming.entries[model_id].qualified,
             "task": task,
             "plugin": naming.entries[model_id].namespace,
+            "builder": naming.entries[model_id].builder,
             "num_params": num_params,
             "weights": weights_of.get(model_id, []),
             "default_weights": default_of.get(model_id),
@@ -142,6 +162,8 @@ def describe(name: str) -> dict[str, Any]:
     `providers` the qualified names of every model with the same bare name, and
     `published` the weights published for it (`zoo.publish`), every version.
     """
+    if (remote := _service()) is not None:
+        return remote.describe(name)
     with ensure_current().connect() as conn:
         naming = _naming(conn)
         model = _model(conn, name, naming)
@@ -195,6 +217,10 @@ def list_plugins() -> list[dict[str, Any]]:
     answers each bare name."""
     from zoo.catalog.plugin_records import plugin_records
 
+    if (remote := _service()) is not None:  # installed here: on this machine, not the service's
+        records = remote.plugins()
+        here = installed_here((r["name"], r["distribution"], r["version"]) for r in records)
+        return [{**record, "installed_here": mine} for record, mine in zip(records, here)]
     with ensure_current().connect() as conn:
         records, naming = plugin_records(conn), _naming(conn)
     shared: dict[str, list[dict[str, str]]] = {}
@@ -209,26 +235,41 @@ def list_plugins() -> list[dict[str, Any]]:
 def get_model_builder(name: str) -> Callable[..., Any]:
     """The function that builds model `name` (imports its plugin), with the model's builder
     arguments bound; the weights it loads go through the zoo."""
-    engine = ensure_current()
-    with engine.connect() as conn:
-        model = _model(conn, name)
-    return _through_zoo(_builder(model), engine)
+    record = describe(name)
+    return _through_zoo(_builder(record), _hashes(record))
 
 
-def _builder(model: Row) -> Callable[..., Any]:
-    builder = load_target(model.builder)
-    return partial(builder, **model.builder_args) if model.builder_args else builder
+def _builder(record: Mapping[str, Any]) -> Callable[..., Any]:
+    """The builder of the model `record` describes, its builder arguments bound."""
+    builder = _from_plugin(record["builder"], record)
+    return partial(builder, **record["builder_args"]) if record["builder_args"] else builder
 
 
-def _through_zoo(builder: Callable[..., Any], engine: Engine) -> Callable[..., Any]:
+def _from_plugin(target: str, record: Mapping[str, Any]) -> Any:
+    """Import `target` of the model `record` describes; one line naming the plugin to install when it fails."""
+    try:
+        return load_target(target)
+    except PluginError as exc:
+        plugin = record["plugin"]
+        raise PluginError(f"{record['qualified_name']} needs its plugin {plugin['namespace']} installed here: "
+                          f"pip install '{plugin['distribution']}=={plugin['version']}' ({exc})") from None
+
+
+def _hashes(record: Mapping[str, Any]) -> dict[str, str]:
+    """URL -> full SHA-256 of the weights files `record` lists (declared, or learned by the catalog)."""
+    return {w["url"]: w["sha256"] for w in record["weights"] if w["sha256"]}
+
+
+def _through_zoo(builder: Callable[..., Any], hashes: Mapping[str, str]) -> Callable[..., Any]:
     """`builder`, except that every state dict it asks for (its weights, torchvision's backbone
-    weights) is read and verified by the zoo: torchvision's own loader never sees a file."""
+    weights) is read and verified by the zoo: torchvision's own loader never sees a file.
+    `hashes` are the full hashes a registry service knows (client mode)."""
 
     @wraps(builder)
     def build(*args: Any, **kwargs: Any) -> Any:
         from zoo.weights import loading_through
 
-        with loading_through(partial(_verified_state_dict, engine)):
+        with loading_through(partial(_verified_state_dict, hashes)):
             return builder(*args, **kwargs)
 
     return build
@@ -241,29 +282,35 @@ def get_model_weights(name: str | Callable[..., Any]) -> type[enum.Enum]:
     from the catalog (`zoo.weights.catalog_enum`), so ``transforms()`` and ``meta``
     work as in torchvision.
     """
-    with ensure_current().connect() as conn:
-        if callable(name):
-            found = conn.execute(select(models).where(models.c.builder == target_of(name))).all()
-            if len(found) != 1:
-                raise UsageError(f"{target_of(name)} builds {len(found) or 'no'} registered model(s); "
-                                 f"pass a model name instead" if found else
-                                 f"{target_of(name)} is not the builder of any registered model")
-            model = found[0]
+    if callable(name):
+        if (remote := _service()) is not None:
+            named = [(r["qualified_name"], r["builder"]) for r in remote.models()]
         else:
-            model = _model(conn, name)
-        return _enum_of(conn, model)
+            with ensure_current().connect() as conn:
+                named = [(e.qualified, e.builder) for e in _naming(conn).entries.values()]
+        name = _built_by(target_of(name), named)
+    return _enum_of(describe(name))
 
 
-def _enum_of(conn: Connection, model: Row) -> type[enum.Enum]:
-    if model.weights_enum is not None:
-        return load_target(model.weights_enum)
-    rows = _weights_of(conn, model)
-    if not rows:
-        raise UnknownWeightsError(f"{model.name}.DEFAULT", [])
-    categories = _categories(conn, rows)
-    entries = [{"member": w.member_name, "url": w.url, "transforms": w.transforms, "meta": _meta(w, categories),
-                "sha256": w.sha256, "file_size": w.file_size, "is_default": w.is_default} for w in rows]
-    return _catalog_enum(f"{model.name}_weights", json.dumps(entries, sort_keys=True))
+def _built_by(target: str, named: Iterable[tuple[str, str]]) -> str:
+    """The name of the one model (of (name, builder) pairs) that `target` builds."""
+    found = [name for name, builder in named if builder == target]
+    if len(found) != 1:
+        raise UsageError(f"{target} builds {len(found)} registered models; pass a model name instead" if found
+                         else f"{target} is not the builder of any registered model")
+    return found[0]
+
+
+def _enum_of(record: Mapping[str, Any]) -> type[enum.Enum]:
+    """The weights enum of the model `record` describes: its plugin's, or one the zoo makes for it."""
+    if record["weights_enum"] is not None:
+        return _from_plugin(record["weights_enum"], record)
+    if not record["weights"]:
+        raise UnknownWeightsError(f"{record['name']}.DEFAULT", [])
+    entries = [{"member": w["member"], "url": w["url"], "transforms": w["transforms"], "meta": w["meta"],
+                "sha256": w["sha256"], "file_size": w["file_size"], "is_default": w["is_default"]}
+               for w in record["weights"]]
+    return _catalog_enum(f"{record['qualified_name'].partition('/')[2]}_weights", json.dumps(entries, sort_keys=True))
 
 
 @lru_cache(maxsize=256)
@@ -287,10 +334,18 @@ def get_weight(name: str | enum.Enum | None, *, model: str | None = None) -> enu
         return name
     if not isinstance(name, str):
         raise UsageError(f"weights must be a name, an enum member or None, not {type(name).__name__}")
+    owner, member = weights_owner(name, model=model)
+    return get_model_weights(owner)[member]
+
+
+def weights_owner(name: str, *, model: str | None = None) -> tuple[str, str]:
+    """The model (``PLUGIN/NAME``) whose weights enum holds the weights `name` names (read as `get_weight`
+    reads it), and the member's name."""
+    if (remote := _service()) is not None:
+        return remote.weights_owner(name, model)
     with ensure_current().connect() as conn:
         row, owner = _resolve_weights(conn, name, model)
-        weights_enum = _enum_of(conn, owner)
-    return weights_enum[row.member_name]
+    return f"{owner.namespace}/{owner.name}", row.member_name
 
 
 @dataclass(frozen=True)
@@ -333,22 +388,23 @@ def build_model(
     from zoo import surgery
 
     member, published = weights_or_published(weights, name)
-    engine = ensure_current()
-    with engine.connect() as conn:
-        row = _model(conn, name)
-        # weights listed without an enum: the zoo builds the model for them and loads them
-        entry = _member_of_model(conn, row, member.name) if member is not None and row.weights_enum is None else None
-    if published is not None and published.model != f"{row.namespace}/{row.name}":
+    record = describe(name)
+    # weights listed without an enum: the zoo builds the model for them and loads them
+    entry = (next(w for w in record["weights"] if w["member"] == member.name)
+             if member is not None and record["weights_enum"] is None else None)
+    if published is not None and published.model != record["qualified_name"]:
         raise UsageError(f"published weights {published.spec} are for {published.model}, not {name}")
-    builder = _through_zoo(_builder(row), engine)
-    _check_surgery(row, num_classes=num_classes, in_channels=in_channels,
+    hashes = _hashes(record)
+    builder = _through_zoo(_builder(record), hashes)
+    _check_surgery(record, num_classes=num_classes, in_channels=in_channels,
                    pretrained=member is not None or published is not None)
+    first_conv, classifier = record["first_conv"], record["classifier"]
 
     if member is None and published is None:
-        no_weights = {"weights": None} if row.weights_enum else {}  # torchvision's convention
+        no_weights = {"weights": None} if record["weights_enum"] else {}  # torchvision's convention
         model = builder(**no_weights, **config, **({} if num_classes is None else {"num_classes": num_classes}))
         if in_channels is not None:
-            surgery.replace_first_conv(model, row.first_conv, in_channels)
+            surgery.replace_first_conv(model, first_conv, in_channels)
         return BuiltModel(model, None)
 
     categories = published.categories if published is not None else member.meta.get("categories")
@@ -357,22 +413,22 @@ def build_model(
         model = builder(weights=member, **config)
         pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
         if new_head:
-            surgery.replace_head(model, row.classifier[0], num_classes)
-            for path in row.classifier[1:]:  # auxiliary heads, which some builders drop with weights
+            surgery.replace_head(model, classifier[0], num_classes)
+            for path in classifier[1:]:  # auxiliary heads, which some builders drop with weights
                 if surgery.has_submodule(model, path):
                     surgery.replace_head(model, path, num_classes)
     else:  # the builder makes the head (also where the weights have none: embeddings); the rest must load
         if published is not None:  # the head its categories imply, the file from the artifact store
             pretrained, args, what = _published_state_dict(published), published.builder_args, published.spec
         else:
-            pretrained, args, what = _verified_state_dict(engine, member, progress=True), entry.builder_args, str(member)
+            pretrained, args, what = _verified_state_dict(hashes, member, progress=True), entry["builder_args"], str(member)
         model = builder(**{**args, **config, **({"num_classes": num_classes} if new_head else {})})
         if not new_head:
             _load_strictly(model, pretrained, what)
     adapters = {}
     if in_channels is not None:
-        surgery.replace_first_conv(model, row.first_conv, in_channels)
-        adapters[f"{row.first_conv}.weight"] = surgery.adapt_conv_weight
+        surgery.replace_first_conv(model, first_conv, in_channels)
+        adapters[f"{first_conv}.weight"] = surgery.adapt_conv_weight
     return BuiltModel(model, surgery.load_partial(model, pretrained, adapters))
 
 
@@ -386,16 +442,21 @@ def weights_or_published(weights: str | enum.Enum | None,
     except UnknownWeightsError:
         if not is_spec(weights):
             raise
+    if (remote := _service()) is not None:
+        return None, remote.resolve(weights)
     with ensure_current().connect() as conn:
         return None, resolve(conn, weights)
 
 
 def _published_state_dict(published: PublishedWeights) -> dict[str, Any]:
-    """The state dict of published weights: the stored file's bytes, read once and checked by SHA-256."""
+    """The state dict of published weights: the stored file's bytes (in client mode, the service's, fetched
+    into the weights cache), read once and checked by SHA-256."""
     from zoo.fetch import Loaded
     from zoo.store import ArtifactStore
     from zoo.weights import state_dict_from
 
+    if (remote := _service()) is not None:
+        return state_dict_from(remote.weights_file(published))
     store = ArtifactStore.default()
     data = store.read(published.sha256)
     return state_dict_from(Loaded(store.path(published.sha256), published.sha256, len(data), data))
@@ -411,16 +472,18 @@ def _load_strictly(model: Any, state: dict[str, Any], what: str) -> None:
             f"(e.g. {result.unexpected_keys[:3]})")
 
 
-def _check_surgery(row: Row, *, num_classes: int | None, in_channels: int | None, pretrained: bool) -> None:
+def _check_surgery(record: Mapping[str, Any], *, num_classes: int | None, in_channels: int | None,
+                   pretrained: bool) -> None:
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise UsageError(f"num_classes must be a positive integer, not {num_classes!r}")
     if in_channels is not None and (not isinstance(in_channels, int) or in_channels < 1):
         raise UsageError(f"in_channels must be a positive integer, not {in_channels!r}")
-    if num_classes is not None and pretrained and not row.classifier:
-        raise UsageError(f"model {row.name} declares no classifier, so num_classes cannot change "
+    name = record["qualified_name"].partition("/")[2]
+    if num_classes is not None and pretrained and not record["classifier"]:
+        raise UsageError(f"model {name} declares no classifier, so num_classes cannot change "
                          f"its pretrained head; build it with weights=None or set the head with zoo.surgery")
-    if in_channels is not None and not row.first_conv:
-        raise UsageError(f"model {row.name} declares no first convolution, so in_channels cannot adapt it")
+    if in_channels is not None and not record["first_conv"]:
+        raise UsageError(f"model {name} declares no first convolution, so in_channels cannot adapt it")
 
 
 def fetch_weights(
@@ -433,41 +496,40 @@ def fetch_weights(
     verified file's path. The first verified download of a file whose full hash was
     not known records it in the catalog.
     """
-    engine = ensure_current()
-    with engine.connect() as conn:
-        url = _url_of(conn, weights, model)
-    return _fetch_url(engine, url, offline=offline, progress=progress).path
+    return _fetch(_weights_file(weights, model), offline=offline, progress=progress).path
 
 
 def weights_path(weights: str | enum.Enum, *, model: str | None = None) -> Path:
     """Where the file of `weights` is used from (it may not have been fetched yet)."""
-    from zoo.fetch import WeightsFile, cached_path
+    from zoo.fetch import cached_path
 
-    with ensure_current().connect() as conn:
-        url = _url_of(conn, weights, model)
-        return cached_path(WeightsFile(url, _known_sha256(conn, url)))
+    return cached_path(_weights_file(weights, model))
 
 
 def verify_weights(names: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Re-hash weights files: those of `names`, or every cached file of the catalog's weights.
 
     One record per file: weights, path, status ("ok", "mismatch" or "missing"),
-    sha256 (actual) and expected; never raises for a bad file, it reports it.
+    sha256 (actual) and expected; never raises for a bad file, it reports it. In client
+    mode only named weights are verified (the service's catalog is not walked).
     """
-    with ensure_current().connect() as conn:
-        if names:
-            rows = [_resolve_weights(conn, *_as_weights_name(n, None))[0] for n in names]
-        else:
-            rows = list(conn.execute(select(weights).order_by(weights.c.id)))
-        learned = _learned_files(conn, [w.url for w in rows])
-        shown = _weights_names(conn, rows)
     from zoo.fetch import WeightsFile, cached_path, verify
 
+    if names or _service() is not None:
+        if not names:
+            raise UsageError("with a registry service (ZOO_REGISTRY_URL=http://...), name the weights to verify")
+        files = [(name, _weights_file(name, None)) for name in names]
+    else:
+        with ensure_current().connect() as conn:
+            rows = list(conn.execute(select(weights).order_by(weights.c.id)))
+            learned = _learned_files(conn, [w.url for w in rows])
+            shown = _weights_names(conn, rows)
+        files = [(shown[w.id], WeightsFile(w.url, w.sha256 or learned.get(w.url, _UNKNOWN)[0])) for w in rows]
+
     report = []
-    for w in rows:
-        file = WeightsFile(w.url, w.sha256 or learned.get(w.url, _UNKNOWN)[0])
+    for name, file in files:
         path = cached_path(file)
-        record = {"weights": shown[w.id], "path": str(path), "expected": file.sha256 or file.hash_prefix}
+        record = {"weights": name, "path": str(path), "expected": file.sha256 or file.hash_prefix}
         if not path.is_file():
             if names:
                 report.append({**record, "status": "missing", "sha256": None})
@@ -495,6 +557,13 @@ def _module_or_include(module: ModuleType | Patterns, include: Patterns) -> tupl
 def _in_module(builder: str, module: ModuleType) -> bool:
     """Whether `builder` is defined in a module directly inside `module` (torchvision's rule)."""
     return builder.partition(":")[0].rpartition(".")[0] == module.__name__
+
+
+def _service() -> Service | None:
+    """The registry service's client in client mode (``ZOO_REGISTRY_URL=http://...``), else None."""
+    from zoo.client import service
+
+    return service()
 
 
 def _preference() -> tuple[str, ...]:
@@ -694,10 +763,29 @@ def _meta(row: Row, categories: Mapping[int, list[str]]) -> dict[str, Any]:
 # -- weights files -------------------------------------------------------------------
 
 
-def _url_of(conn: Connection, weights_name: str | enum.Enum, model: str | None) -> str:
-    if isinstance(weights_name, enum.Enum):
-        return weights_name.url
-    return _resolve_weights(conn, *_as_weights_name(weights_name, model))[0].url
+def _weights_file(name: str | enum.Enum, model: str | None) -> WeightsFile:
+    """The file of weights `name` (a `get_weight` name, a model name for its default, or a member) and its
+    full hash, when the catalog knows it."""
+    from zoo.fetch import WeightsFile
+
+    if isinstance(name, enum.Enum):
+        return WeightsFile(name.url, _known(name.url, {}))
+    if (remote := _service()) is not None:
+        owner, member = remote.weights_owner(*_as_weights_name(name, model))
+        entry = next(w for w in remote.describe(owner)["weights"] if w["member"] == member)
+        return WeightsFile(entry["url"], entry["sha256"])
+    with ensure_current().connect() as conn:
+        url = _resolve_weights(conn, *_as_weights_name(name, model))[0].url
+        return WeightsFile(url, _known_sha256(conn, url))
+
+
+def _known(url: str, hashes: Mapping[str, str]) -> str | None:
+    """The full SHA-256 of the file at `url`: the catalog's; in client mode, from `hashes` (the service's
+    record of the model being built)."""
+    if _service() is not None:
+        return hashes.get(url)
+    with ensure_current().connect() as conn:
+        return _known_sha256(conn, url)
 
 
 def _known_sha256(conn: Connection, url: str) -> str | None:
@@ -711,30 +799,29 @@ def _learned_files(conn: Connection, urls: list[str]) -> dict[str, tuple[str, in
     return {row.url: (row.sha256, row.file_size) for row in rows}
 
 
-def _fetch_url(engine: Engine, url: str, *, offline: bool | None, progress: bool,
-               get: Callable[..., FetchedT] | None = None) -> FetchedT:
-    """The file at `url` by `get` (`fetch`, or `read_verified` for its bytes), checked against the
-    hash the catalog knows; the first verified copy of a file without one teaches it the catalog."""
-    with engine.connect() as conn:
-        known = _known_sha256(conn, url)
-    from zoo.fetch import WeightsFile, fetch
+def _fetch(file: WeightsFile, *, offline: bool | None, progress: bool,
+           get: Callable[..., FetchedT] | None = None) -> FetchedT:
+    """`file` by `get` (`fetch`, or `read_verified` for its bytes), checked against its hash; the first
+    verified copy of a file without a known hash teaches it the local catalog."""
+    from zoo.fetch import fetch
 
-    fetched = (get or fetch)(WeightsFile(url, known), offline=offline, progress=progress)
-    if known is None:
+    fetched = (get or fetch)(file, offline=offline, progress=progress)
+    if file.sha256 is None and _service() is None:
         def learn(conn: Connection) -> None:
-            conn.execute(delete(weight_files).where(weight_files.c.url == url))
-            conn.execute(weight_files.insert().values(url=url, sha256=fetched.sha256, file_size=fetched.size))
+            conn.execute(delete(weight_files).where(weight_files.c.url == file.url))
+            conn.execute(weight_files.insert().values(url=file.url, sha256=fetched.sha256, file_size=fetched.size))
 
-        remember(engine, f"the hash learned for {url}", learn)
+        remember(ensure_current(), f"the hash learned for {file.url}", learn)
     return fetched
 
 
-def _verified_state_dict(engine: Engine, member: enum.Enum, progress: bool) -> dict[str, Any]:
+def _verified_state_dict(hashes: Mapping[str, str], member: enum.Enum, progress: bool) -> dict[str, Any]:
     """The state dict of weights `member`, read from the very bytes whose hash was checked."""
-    from zoo.fetch import read_verified
+    from zoo.fetch import WeightsFile, read_verified
     from zoo.weights import state_dict_from
 
-    return state_dict_from(_fetch_url(engine, member.url, offline=None, progress=progress, get=read_verified))
+    file = WeightsFile(member.url, _known(member.url, hashes))
+    return state_dict_from(_fetch(file, offline=None, progress=progress, get=read_verified))
 
 
 # -- filters -------------------------------------------------------------------------

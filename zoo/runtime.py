@@ -52,7 +52,8 @@ from zoo.tasks.segmentation import SegmentationResult as Segmentation
 
 __all__ = [
     "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Embedding", "Flow", "Predictor",
-    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "image_files", "make_grid", "open_image", "save_drawings", "predict",
+    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "image_files", "make_grid", "open_image", "predict",
+    "published_export", "save_drawings",
     "select_providers", "session_metadata",
 ]
 
@@ -345,6 +346,29 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 # -- the predictor --------------------------------------------------------------------
 
 
+def published_export(model: str, weights: str) -> Path:
+    """The file of the newest export of `model` with `weights` published with ``zoo publish export``.
+
+    With a registry service (``ZOO_REGISTRY_URL=http://...``, `zoo.client`) it is fetched
+    into the weights cache and verified by its SHA-256 (``$ZOO_OFFLINE`` and the mirror
+    apply), with neither torch nor SQLAlchemy; else it is the local artifact store's.
+    """
+    from zoo.client import service
+
+    remote = service()
+    if remote is None:
+        from zoo.publish import export_file  # a local catalog (SQLAlchemy): never on a deployment host
+
+        found = export_file(model, weights)
+    else:
+        record = remote.find_export(model, weights)
+        found = remote.export_file(record).path if record is not None else None
+    if found is None:
+        raise UsageError(f"no export of {model} with weights {weights} is published; publish one with "
+                         f"`zoo publish export FILE.onnx`")
+    return found
+
+
 class Predictor:
     """An exported model ready to run on images: its session, preprocessing and output reading.
 
@@ -393,6 +417,12 @@ class Predictor:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._check_model()
         self._binding = _Binding(self.session, cuda_graph) if io_binding or cuda_graph else None
+
+    @classmethod
+    def from_registry(cls, model: str, weights: str, **options: Any) -> Predictor:
+        """A predictor for the newest published export of `model` with `weights` (a weights name, or a published
+        spec such as ``acme/defects@production``): see `published_export`. `options` are the constructor's."""
+        return cls(published_export(model, weights), **options)
 
     def _check_model(self) -> None:
         """The task's inputs and outputs and the preprocessing fit the model, or one line says how not.

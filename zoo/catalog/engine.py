@@ -64,6 +64,9 @@ def catalog_url(url: str | None = None) -> URL:
     """The catalog's URL: `url`, else ``$ZOO_REGISTRY_URL``, else ``sqlite:///registry.db``."""
     raw = url or os.environ.get(URL_ENV) or DEFAULT_URL
     shown = excerpt(_hide_password(raw))
+    if raw.strip().lower().startswith(("http://", "https://")):
+        raise CatalogError(f"{URL_ENV}={shown} names a registry service, and this needs a catalog database: run it "
+                           f"where the service's catalog is, or point {URL_ENV} at one ({_EXAMPLES})")
     try:
         parsed = make_url(raw)
     except ArgumentError:

@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import IO, Any, NamedTuple
+from typing import IO, NamedTuple
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.engine import URL
@@ -133,10 +133,10 @@ def prunes_by_default(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def installed_here(rows: Iterable[Any]) -> list[bool]:
-    """For each plugin row (name, distribution, version), whether this machine has that plugin at that version."""
+def installed_here(plugins: Iterable[tuple[str, str, str]]) -> list[bool]:
+    """For each plugin's (name, distribution, version), whether this machine has that plugin at that version."""
     here = {(p.name, p.distribution, p.version) for p in installed_plugins()}
-    return [(r.name, r.distribution, r.version) in here for r in rows]
+    return [tuple(p) in here for p in plugins]
 
 
 def ensure_current(url: str | None = None) -> Engine:

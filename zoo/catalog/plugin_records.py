@@ -34,7 +34,7 @@ def plugin_records(conn: Connection) -> list[dict[str, Any]]:
             "failures": failures.get(row.id, []),
             "installed_here": here,
         }
-        for row, here in zip(rows, installed_here(rows))
+        for row, here in zip(rows, installed_here((r.name, r.distribution, r.version) for r in rows))
     ]
 
 

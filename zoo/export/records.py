@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import metadata
+from zoo.client import service_url
 from zoo.errors import UsageError, first_line
 from zoo.verify import OutputCheck
 from zoo.fetch import sha256_of
@@ -101,7 +102,9 @@ def list_exports() -> list[dict[str, Any]]:
 
 def reusable_export(path: Path, request: Mapping[str, Any]) -> ExportResult | None:
     """The recorded export at `path` if it was made for the same request (`ExportRequest.to_json`)
-    and its files are unchanged."""
+    and its files are unchanged. In client mode there is no local record (None)."""
+    if service_url() is not None:
+        return None
     from sqlalchemy import select
 
     from zoo.catalog.fingerprint import ensure_current
@@ -118,7 +121,11 @@ def reusable_export(path: Path, request: Mapping[str, Any]) -> ExportResult | No
 
 
 def record_export(result: ExportResult, request: Mapping[str, Any]) -> None:
-    """`result` into the catalog's exports table, replacing an earlier record at its path."""
+    """`result` into the catalog's exports table, replacing an earlier record at its path. In client mode
+    (``ZOO_REGISTRY_URL=http://...``) nothing is recorded: the file carries its provenance, and publishing
+    it (`zoo.publish_export`) records it in the service's catalog."""
+    if service_url() is not None:
+        return
     from datetime import datetime, timezone
 
     from sqlalchemy import delete

@@ -9,6 +9,7 @@ event loop into the store's verified writer in a worker thread, chunk by chunk.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -47,8 +48,8 @@ from zoo.errors import (
     ZooError,
     excerpt,
 )
-from zoo.publish import list_published, publish_export, publish_weights
-from zoo.registry import describe, summarize_models
+from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
+from zoo.registry import describe, list_plugins, summarize_models, weights_owner
 from zoo.server.tokens import READ_SCOPES, token_scopes
 from zoo.store import ARTIFACTS_ENV, ArtifactStore
 from zoo.text import parse_metric
@@ -81,14 +82,17 @@ class Settings:
 class ApiError(Exception):
     """A refusal with its HTTP status; the message is the one line the client reads."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 kind: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.headers = status, headers
+        self.status, self.headers, self.kind = status, headers, kind
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The answer `{"error": MESSAGE}`, the message cut to its first line."""
-    return JSONResponse({"error": (message.strip().splitlines() or ["error"])[0]}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, kind: str | None = None) -> JSONResponse:
+    """The answer `{"error": MESSAGE}`, the message cut to its first line; with `kind`, the zoo error's class
+    name, which a client raises as itself (`zoo.client`)."""
+    answer = {"error": (message.strip().splitlines() or ["error"])[0], **({"kind": kind} if kind else {})}
+    return JSONResponse(answer, status_code=status, headers=headers)
 
 
 def _status_of(exc: ZooError) -> int:
@@ -124,6 +128,9 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings = settings
     app.include_router(_router(settings))
+    from zoo.server.web import install as install_web  # the web catalog: imports this module
+
+    install_web(app, settings)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ZooError, _zoo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -212,12 +219,12 @@ def _host_name(header: str | None) -> str | None:
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _error(exc.status, str(exc), exc.headers)
+    return _error(exc.status, str(exc), exc.headers, exc.kind)
 
 
 async def _zoo_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ZooError)
-    return _error(_status_of(exc), str(exc))
+    return _error(_status_of(exc), str(exc), kind=type(exc).__name__)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -313,6 +320,17 @@ def _router(settings: Settings) -> APIRouter:
     def model(name: Annotated[str, Path(max_length=400)]) -> dict[str, Any]:
         return describe(name)
 
+    @router.get("/plugins", summary="the catalog's plugins (zoo.list_plugins)", dependencies=[Depends(reader)])
+    def plugins() -> list[dict[str, Any]]:
+        return list_plugins()
+
+    @router.get("/weights", summary="the model and enum member a weights name means (zoo.get_weight)",
+                dependencies=[Depends(reader)])
+    def weights_name(name: Annotated[str, Query(max_length=400, description="e.g. ResNet50_Weights.DEFAULT")],
+                     model: Annotated[str | None, Query(max_length=400)] = None) -> dict[str, str]:
+        owner, member = weights_owner(name, model=model)
+        return {"model": owner, "member": member}
+
     @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
                       dependencies=[Depends(reader)], response_class=FileResponse)
     def weights_file(sha256: Sha256, request: Request) -> Response:
@@ -330,11 +348,42 @@ def _router(settings: Settings) -> APIRouter:
             raise ApiError(404, f"nothing is published as {namespace}/{name}")
         return {"name": f"{namespace}/{name}", "versions": [record.to_json() for record in versions]}
 
+    @router.get("/published/{namespace}/{name}/latest", summary="the latest version of NAMESPACE/NAME",
+                dependencies=[Depends(reader)])
+    def published_latest(namespace: Name, name: Name) -> dict[str, Any]:
+        return resolve_published(f"{namespace}/{name}").to_json()
+
+    @router.get("/published/{namespace}/{name}/versions/{version}", summary="one version of NAMESPACE/NAME",
+                dependencies=[Depends(reader)])
+    def published_version(namespace: Name, name: Name, version: Annotated[int, Path(ge=1, le=999_999_999)]) -> Any:
+        return resolve_published(f"{namespace}/{name}:{version}").to_json()
+
+    @router.get("/published/{namespace}/{name}/aliases/{alias}", summary="the version NAMESPACE/NAME@ALIAS points at",
+                dependencies=[Depends(reader)])
+    def published_alias(namespace: Name, name: Name, alias: Name) -> dict[str, Any]:
+        return resolve_published(f"{namespace}/{name}@{alias}").to_json()
+
+    @router.put("/published/{namespace}/{name}/aliases/{alias}", dependencies=[Depends(publisher)],
+                summary="point NAMESPACE/NAME@ALIAS at a version (zoo alias)")
+    def point_alias(namespace: Name, name: Name, alias: Name,
+                    version: Annotated[int, Query(ge=1, le=999_999_999)]) -> dict[str, Any]:
+        return set_alias(f"{namespace}/{name}", alias, version).to_json()
+
     @router.get("/exports", summary="published exports", dependencies=[Depends(reader)])
     def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
         qualified = describe(model)["qualified_name"] if model is not None else None
         with ensure_current().connect() as conn:
             return [record.to_json() for record in export_records(conn, model=qualified)]
+
+    @router.get("/exports/latest", summary="the newest published export of a model with some weights",
+                dependencies=[Depends(reader)])
+    def export_latest(model: Annotated[str, Query(max_length=400)],
+                      weights: Annotated[str, Query(max_length=400, description="e.g. acme/defects@production")],
+                      ) -> dict[str, Any]:
+        found = find_export(model, weights)
+        if found is None:
+            raise ApiError(404, f"no published export of {model} with {weights}")
+        return found.to_json()
 
     @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reader)])
     def export(sha256: Sha256) -> dict[str, Any]:
@@ -359,18 +408,20 @@ def _router(settings: Settings) -> APIRouter:
         from_weights: Annotated[str | None, Query(alias="from", max_length=400,
                                                   description="the weights they were fine-tuned from")] = None,
         description: Annotated[str | None, Query(max_length=10_000)] = None,
+        preprocessing: Annotated[str | None, Query(max_length=10_000, description="a PreprocessSpec's JSON")] = None,
     ) -> dict[str, Any]:
         full_name = f"{namespace}/{name}"
         length = _declared_length(request, settings.max_upload_bytes)
         metrics = dict(parse_metric(m) for m in metric or [])
         await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
         names = [c.strip() for c in categories.split(",")] if categories is not None else None
+        spec = _json_query("preprocessing", preprocessing) if preprocessing is not None else None
         with _upload(settings.store) as uploads:
             path = await _receive(request, uploads, sha256, length)
             with _uploaded_as(path):
                 record = await anyio.to_thread.run_sync(partial(
                     publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
-                    from_weights=from_weights, description=description))
+                    from_weights=from_weights, description=description, preprocessing=spec))
         return record.to_json()
 
     @router.post("/exports", status_code=201, dependencies=[Depends(publisher)], openapi_extra=_UPLOAD,
@@ -384,6 +435,14 @@ def _router(settings: Settings) -> APIRouter:
         return record.to_json()
 
     return router
+
+
+def _json_query(name: str, value: str) -> Any:
+    """The query parameter `name` read as JSON (400 when it is not)."""
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ApiError(400, f"query parameter {name!r} is not JSON: {exc}") from None
 
 
 def _declared_length(request: Request, limit: int) -> int:
@@ -434,7 +493,7 @@ def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
     try:
         yield
     except ZooError as exc:
-        raise ApiError(_status_of(exc), str(exc).replace(str(path), "the uploaded file")) from None
+        raise ApiError(_status_of(exc), str(exc).replace(str(path), "the uploaded file"), kind=type(exc).__name__) from None
 
 
 def _blob(store: ArtifactStore, request: Request, sha256: str, table: Any, what: str) -> Response:
