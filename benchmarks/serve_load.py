@@ -77,9 +77,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Request:
-    """One request of the mix: its kind (a table row), method, path and query; `size` the body length it must have."""
+    """One request of the mix: method, path and query; `size` the body length its answer must have, if set."""
 
-    kind: str
     method: str
     path: str
     params: Mapping[str, object] | None = None
@@ -88,13 +87,12 @@ class Request:
 
 #: The mix, by kind: (share of the requests, how to make one for a target with a random generator).
 MIX: dict[str, tuple[float, Callable[[Target, random.Random], Request]]] = {
-    "list (page)": (0.25, lambda t, r: Request("list (page)", "GET", f"{API}/models",
+    "list (page)": (0.25, lambda t, r: Request("GET", f"{API}/models",
                                                 {"limit": PAGE, "offset": r.randrange(t.total)})),
-    "list (filtered)": (0.10, lambda t, r: Request("list (filtered)", "GET", f"{API}/models",
-                                                    {**r.choice(FILTERS), "limit": PAGE})),
-    "describe": (0.35, lambda t, r: Request("describe", "GET", f"{API}/models/{r.choice(t.names)}")),
-    "weights HEAD": (0.15, lambda t, r: Request("weights HEAD", "HEAD", f"{API}/weights/{t.sha256}")),
-    "weights GET": (0.15, lambda t, r: Request("weights GET", "GET", f"{API}/weights/{t.sha256}", size=t.size)),
+    "list (filtered)": (0.10, lambda t, r: Request("GET", f"{API}/models", {**r.choice(FILTERS), "limit": PAGE})),
+    "describe": (0.35, lambda t, r: Request("GET", f"{API}/models/{r.choice(t.names)}")),
+    "weights HEAD": (0.15, lambda t, r: Request("HEAD", f"{API}/weights/{t.sha256}")),
+    "weights GET": (0.15, lambda t, r: Request("GET", f"{API}/weights/{t.sha256}", size=t.size)),
 }
 
 
@@ -109,27 +107,36 @@ class Sample:
 
 @dataclass(frozen=True)
 class LoadRun:
-    """What one load run recorded in `duration` seconds, with the share of one core its load generator used
-    meanwhile and the share of all cores the machine was busy."""
+    """What one load run recorded in `duration` seconds, with how many cores' worth of CPU the service (all its
+    processes) and the load generator used meanwhile, and the share of all cores the machine was busy."""
 
     samples: list[Sample]
     duration: float
-    client_core_share: float
+    service_cores: float
+    client_cores: float
     machine_busy_share: float
+
+
+@dataclass(frozen=True)
+class Service:
+    """A running `zoo serve`: its address and the id of its first process."""
+
+    url: str
+    pid: int
 
 
 # -- the catalog and the service ---------------------------------------------------------
 
 
 @contextmanager
-def serving(env: Mapping[str, str], log: Path, workers: int) -> Iterator[str]:
-    """``zoo serve --port 0 --workers N`` in `env`: its address, once every worker has started and it answers
-    /health; stopped afterwards. The port is the one uvicorn prints (as tests/test_serve.py reads it)."""
+def serving(env: Mapping[str, str], log: Path, workers: int) -> Iterator[Service]:
+    """``zoo serve --port 0 --workers N`` in `env`, once every worker has started and it answers /health;
+    stopped afterwards. The port is the one uvicorn prints (as tests/test_serve.py reads it)."""
     with log.open("wb") as err:
         process = subprocess.Popen(zoo_argv("serve", "--port", "0", "--workers", str(workers)), env=dict(env),
                                    stdout=subprocess.DEVNULL, stderr=err)
     try:
-        yield wait_until_serving(process, log, workers)
+        yield Service(wait_until_serving(process, log, workers), process.pid)
     finally:
         process.terminate()
         try:
@@ -179,11 +186,11 @@ def make_target(url: str, sha256: str, size: int) -> Target:
 # -- the load ------------------------------------------------------------------------------
 
 
-def pick(target: Target, rng: random.Random) -> Request:
-    """A random request of the mix."""
+def pick(target: Target, rng: random.Random) -> tuple[str, Request]:
+    """A random request of the mix, with its kind."""
     kinds = list(MIX)
     kind = rng.choices(kinds, weights=[MIX[k][0] for k in kinds])[0]
-    return MIX[kind][1](target, rng)
+    return kind, MIX[kind][1](target, rng)
 
 
 async def one_request(client: httpx.AsyncClient, request: Request) -> bool:
@@ -201,31 +208,48 @@ async def client_loop(target: Target, seed: int, start: float, end: float, sampl
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=target.url, limits=httpx.Limits(max_connections=1), timeout=60) as client:
         while (sent := time.perf_counter()) < end:
-            request = pick(target, rng)
+            kind, request = pick(target, rng)
             ok = await one_request(client, request)
             if sent >= start:
-                samples.append(Sample(request.kind, time.perf_counter() - sent, ok))
+                samples.append(Sample(kind, time.perf_counter() - sent, ok))
 
 
 def machine_busy_seconds() -> float:
     """CPU seconds all of this machine's CPUs have spent not idle since boot (/proc/stat)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    ticks = sum(fields) - fields[3] - fields[4]  # less idle and iowait
-    return ticks / 100  # USER_HZ: 100 on Linux
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
-async def run_load(target: Target, clients: int, warmup: float, duration: float) -> LoadRun:
-    """`clients` concurrent clients on `target` for `warmup` + `duration` seconds; the last `duration` recorded."""
+def process_tree_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the process `pid` and its descendants alive now have spent (/proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except FileNotFoundError:  # it has just ended
+        return 0.0
+    own = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return own + sum(process_tree_seconds(child) for child in children)
+
+
+def cpu_seconds(service_pid: int) -> tuple[float, float, float, float]:
+    """Now: wall seconds, and the CPU seconds of the service at `service_pid`, of this process and of the machine."""
+    return time.perf_counter(), process_tree_seconds(service_pid), time.process_time(), machine_busy_seconds()
+
+
+async def run_load(target: Target, service_pid: int, clients: int, warmup: float, duration: float) -> LoadRun:
+    """`clients` concurrent clients on `target` for `warmup` + `duration` seconds; the last `duration` recorded,
+    with the CPU that the service at `service_pid`, the clients and the machine used meanwhile."""
     samples: list[Sample] = []
     start = time.perf_counter() + warmup
     end = start + duration
     loops = asyncio.gather(*(client_loop(target, seed, start, end, samples) for seed in range(clients)))
     await asyncio.sleep(warmup)
-    wall, cpu, busy = time.perf_counter(), time.process_time(), machine_busy_seconds()
+    before = cpu_seconds(service_pid)
     await asyncio.sleep(max(0.0, end - time.perf_counter()))
-    wall, cpu, busy = time.perf_counter() - wall, time.process_time() - cpu, machine_busy_seconds() - busy
+    wall, service, client, busy = (b - a for a, b in zip(before, cpu_seconds(service_pid)))
     await loops
-    return LoadRun(samples, duration, cpu / wall, busy / (wall * (os.cpu_count() or 1)))
+    return LoadRun(samples, duration, service / wall, client / wall, busy / (wall * (os.cpu_count() or 1)))
 
 
 def p50_p99(seconds: list[float]) -> tuple[float, float]:
@@ -251,10 +275,10 @@ def load_rows(workers: int, run: LoadRun) -> list[list[object]]:
 
 
 def cpu_line(workers: int, run: LoadRun) -> str:
-    """How busy the load generator and the whole machine were during one run."""
-    return (f"- {workers} worker{'s' if workers > 1 else ''}: the load generator used "
-            f"{run.client_core_share:.0%} of one core; all {os.cpu_count()} cores were {run.machine_busy_share:.0%} "
-            "busy (service, PostgreSQL and load generator together)")
+    """How busy the service, the load generator and the whole machine were during one run."""
+    return (f"- {workers} worker{'s' if workers > 1 else ''}: the service's processes used {run.service_cores:.2f} "
+            f"cores, the load generator {run.client_cores:.2f}; the machine's {os.cpu_count()} cores were "
+            f"{run.machine_busy_share:.0%} busy (with PostgreSQL and anything else running)")
 
 
 # -- a cold `zoo list`, client mode against the catalog itself ---------------------------------
@@ -286,9 +310,10 @@ def cpu_model() -> str:
     return f"{names[0] if names else 'unknown CPU'}, {len(names) or '?'} cores, {gpu}"
 
 
-def report(args: argparse.Namespace, target: Target, load: list[list[object]],
-           cpu_lines: list[str], cold: list[list[object]], sync_s: float, catalog_mb: float) -> str:
-    """The markdown of the run: the load table and how busy the CPUs were, the cold `zoo list` table, the machine."""
+def report(args: argparse.Namespace, target: Target, load: list[list[object]], cpu_lines: list[str],
+           cold: list[list[object]], sync_s: float, catalog_mb: float, load_before: float) -> str:
+    """The markdown of the run: the load table and how busy the CPUs were, the cold `zoo list` table, the machine
+    (`load_before`: its load average before the run, what others ran on it)."""
     shares = ", ".join(f"{kind} {share:.0%}" for kind, (share, _) in MIX.items())
     parts = [f"Catalog: PostgreSQL, plugins {PLUGINS} ({target.total} models, {len(target.names)} torchvision), "
              f"synced in {sync_s:.1f} s, {catalog_mb:.1f} MB; one published weights file ({target.size:,} bytes)."]
@@ -319,7 +344,8 @@ def report(args: argparse.Namespace, target: Target, load: list[list[object]],
             markdown_table(["command", "models", "wall median (s)", "wall p90 (s)", "CPU median (s)",
                             "peak RSS (MiB)", "target"], cold),
         ]
-    parts += ["", f"CPU: {cpu_model()}. {machine_line()}."]
+    parts += ["", f"CPU: {cpu_model()}; load average {load_before:.2f} before the run (other processes). "
+              f"{machine_line()}."]
     return "\n".join(parts)
 
 
@@ -343,6 +369,7 @@ def main() -> None:
     load: list[list[object]] = []
     cpu_lines: list[str] = []
     cold: list[list[object]] = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="zoo-serve-load-") as tmp, postgresql_catalog(Path(tmp)) as (url, size):
         folder = Path(tmp)
         env = child_env(ZOO_REGISTRY_URL=url, ZOO_LOAD_PLUGINS=PLUGINS, ZOO_ARTIFACTS=str(folder / "artifacts"))
@@ -352,16 +379,17 @@ def main() -> None:
         for count in workers:
             with serving(env, folder / f"serve-{count}.log", count) as service:
                 if published is None:  # the first service publishes; the catalog and the store outlive it
-                    published = publish_digits(service, token)
+                    published = publish_digits(service.url, token)
                     if args.cold_list:
-                        cold = time_cold_list(env, service, folder, args.runs)
-                target = make_target(service, *published)
+                        cold = time_cold_list(env, service.url, folder, args.runs)
+                target = make_target(service.url, *published)
                 if args.load:
-                    run = asyncio.run(run_load(target, args.clients, args.warmup, args.duration))
+                    run = asyncio.run(run_load(target, service.pid, args.clients, args.warmup, args.duration))
                     load += load_rows(count, run)
                     cpu_lines.append(cpu_line(count, run))
         catalog_mb = size() / 1e6
-    write_result(args.output, report(args, target, load, cpu_lines, cold, synced.wall_s, catalog_mb))
+    write_result(args.output, report(args, target, load, cpu_lines, cold, synced.wall_s, catalog_mb,
+                                     load_before))
 
 
 if __name__ == "__main__":
