@@ -1,16 +1,13 @@
 """`zoo view`: netron serves an exported model on loopback, and a real Chromium renders its graph.
 
-Chromium (Debian's ``chromium`` package, installed by scripts/install.sh) runs headless and is
-driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``, stdlib only): netron's
-page waits behind a cookie notice when it cannot reach the internet, so the test sets netron's
-``consent`` cookie first, as a user's click on "Accept" would.
+Chromium (Debian's ``chromium`` package) is driven by Playwright (tests/browser.py), with every
+request to another server aborted: netron's page waits behind a cookie notice when it cannot reach
+the internet, so the test sets netron's ``consent`` cookie first, as a user's click on "Accept" would.
 """
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import os
 import re
 import shutil
@@ -18,112 +15,23 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium, chromium_path, offline_page
 from zoo.errors import UsageError
 
-CHROMIUM = os.environ.get("ZOO_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1280,800",
-]
 
-
-def _chromium() -> str:
-    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if not path:
-        pytest.fail(f"Chromium is missing (no {CHROMIUM}, no chromium on PATH); install Debian's chromium "
-                    "package as root (apt-get install chromium)", pytrace=False)
-    return path
-
-
-# -- a minimal DevTools-protocol client over --remote-debugging-pipe (fd 3: to Chromium, fd 4: from it)
-
-class _DevTools:
-    def __init__(self, chromium: str, profile: Path) -> None:
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-
-        def fds() -> None:  # runs in the child: put the pipe ends at fds 3 and 4
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
-
-        self.proc = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=fds, close_fds=False, start_new_session=True)  # Python's own fds are non-inheritable
-        os.close(to_child_r)
-        os.close(from_child_w)
-        self._buffer = b""
-        self._id = 0
-
-    def call(self, method: str, session: str | None = None, timeout: float = 20, **params):
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        os.write(self._to_child, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\0" not in self._buffer:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"no answer from Chromium to {method} within {timeout} s")
-                chunk = os.read(self._from_child, 1 << 16)
-                if not chunk:
-                    raise AssertionError(f"Chromium closed the DevTools pipe during {method}: "
-                                         f"{self.proc.stderr.read().decode(errors='replace')[-2000:]}")
-                self._buffer += chunk
-            raw, self._buffer = self._buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise AssertionError(f"{method}: {reply['error']}")
-                return reply["result"]
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close", timeout=5)
-        except (AssertionError, OSError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        os.close(self._to_child)
-        os.close(self._from_child)
-        self.proc.stderr.close()
-
-
-def _render(url: str, profile: Path, wait_for: str, timeout: float = 30) -> tuple[bytes, str, int]:
-    """Open `url` in headless Chromium; once the graph is drawn return (PNG screenshot, DOM, node count)."""
-    devtools = _DevTools(_chromium(), profile)
-    try:
-        devtools.call("Storage.setCookies", cookies=[{"name": "consent", "value": str(int(time.time() * 1000)),
-                                                      "url": url, "path": "/"}])
-        target = devtools.call("Target.createTarget", url="about:blank")["targetId"]
-        session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        devtools.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=800,
-                      deviceScaleFactor=1, mobile=False)
-        devtools.call("Page.navigate", session, url=url)
-        probe = f"document.querySelectorAll({wait_for!r}).length"
-        deadline, nodes = time.monotonic() + timeout, 0
-        while time.monotonic() < deadline:
-            nodes = devtools.call("Runtime.evaluate", session, expression=probe)["result"].get("value", 0)
-            if nodes:
-                break
-            time.sleep(0.25)
-        time.sleep(0.5)  # let the layout settle before the screenshot
-        png = base64.b64decode(devtools.call("Page.captureScreenshot", session, format="png")["data"])
-        dom = devtools.call("Runtime.evaluate", session,
-                            expression="document.documentElement.outerHTML")["result"]["value"]
-        return png, dom, nodes
-    finally:
-        devtools.close()
+def _render(url: str, wait_for: str, timeout: float = 30) -> tuple[bytes, str, int]:
+    """Open `url` in headless Chromium, offline but for `url`'s server; once the graph is drawn return
+    (PNG screenshot, DOM, node count)."""
+    with chromium() as browser:
+        page, _ = offline_page(browser, url, consent_for=url)
+        page.goto(url)
+        page.wait_for_selector(wait_for, timeout=timeout * 1000)
+        page.wait_for_timeout(500)  # let the layout settle before the screenshot
+        return page.screenshot(), page.content(), page.locator(wait_for).count()
 
 
 # -- the server
@@ -187,8 +95,7 @@ def _outside_address() -> str | None:
 def test_view_serves_on_loopback_and_chromium_renders_the_graph(digits_onnx: Path, tmp_path: Path) -> None:
     import onnx
 
-    chromium = _chromium()  # fail early, with the install hint, before starting anything
-    assert chromium
+    assert chromium_path()  # fail early, with the install hint, before starting anything
     node_names = [n.name for n in onnx.load(str(digits_onnx)).graph.node]
     proc, url = _start_view(digits_onnx)
     try:
@@ -199,7 +106,7 @@ def test_view_serves_on_loopback_and_chromium_renders_the_graph(digits_onnx: Pat
             with pytest.raises(OSError):  # refused: nothing listens on the machine's other address
                 socket.create_connection((outside, port), timeout=2).close()
 
-        png, dom, nodes = _render(url, tmp_path / "chromium-profile", "#canvas .node")
+        png, dom, nodes = _render(url, "#canvas .node")
         (tmp_path / "shot.png").write_bytes(png)
         assert nodes >= len(node_names), f"netron drew {nodes} graph nodes; the DOM starts {dom[:500]!r}"
         for op in ("Conv", "Relu", "MaxPool", "Gemm"):

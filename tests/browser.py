@@ -1,0 +1,84 @@
+"""A real browser for the tests: Playwright driving the Chromium this machine has installed.
+
+Debian's ``chromium`` package (scripts/install_chromium.sh), or the executable ``$ZOO_TEST_CHROMIUM``
+names; Playwright never downloads a browser here. Pages open in a context where every request
+to another origin than the one under test is aborted (and recorded), so that a page that works in
+it works offline, and a test can say that it asked for nothing else.
+
+    with chromium() as browser:
+        page, elsewhere = offline_page(browser, "http://127.0.0.1:8765")
+        page.goto("http://127.0.0.1:8765/")
+        assert elsewhere == []
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
+
+CHROMIUM_ENV = "ZOO_TEST_CHROMIUM"
+WINDOW = {"width": 1280, "height": 800}
+TIMEOUT_MS = 20_000  # for any one wait of a page: a slow machine is slow, but not this slow
+#: Headless without a sandbox (the tests run as root in containers), GPU or any network chatter of its own.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def chromium_path() -> str:
+    """The Chromium executable: ``$ZOO_TEST_CHROMIUM``, else /usr/bin/chromium, else chromium on PATH."""
+    named = os.environ.get(CHROMIUM_ENV, "/usr/bin/chromium")
+    path = named if os.access(named, os.X_OK) else shutil.which("chromium")
+    if not path:
+        pytest.fail(f"Chromium is missing (no {named}, no chromium on PATH); install Debian's chromium package "
+                    f"as root (scripts/install_chromium.sh) or set {CHROMIUM_ENV}", pytrace=False)
+    return path
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium (the installed one), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    path = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, headless=True, args=FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def offline_page(browser: Browser, origin: str, *, consent_for: str | None = None) -> tuple[Page, list[str]]:
+    """A new page in a context of its own that reaches only `origin` (``http://HOST:PORT``), and the list
+    the URLs of every other request it tried are appended to (each aborted).
+
+    `consent_for`: a URL whose page is netron's, given netron's ``consent`` cookie first, as a user's
+    click on its "Accept" would (netron otherwise waits behind its cookie notice).
+    """
+    context = browser.new_context(viewport=WINDOW, device_scale_factor=1)
+    elsewhere: list[str] = []
+    served = urlsplit(origin)
+
+    def only_origin(route: Route) -> None:
+        url = urlsplit(route.request.url)
+        if url.scheme in ("data", "blob") or (url.scheme, url.netloc) == (served.scheme, served.netloc):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("blockedbyclient")
+
+    context.route("**/*", only_origin)
+    if consent_for is not None:
+        context.add_cookies([{"name": "consent", "value": str(int(time.time() * 1000)), "url": consent_for}])
+    context.set_default_timeout(TIMEOUT_MS)
+    return context.new_page(), elsewhere

@@ -1,0 +1,269 @@
+"""The web catalog of ``zoo serve`` in a real browser: Playwright driving the installed Chromium
+(tests/browser.py), every request to another server aborted and recorded (none may be made).
+
+One `zoo serve` process (``--max-upload 1M``) serves a synced catalog with the digits model's
+export and weights published; one browser serves the module. What the pages show is compared with
+the command line (``zoo list --json``, ``zoo show --json``) on the same catalog.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser import chromium, offline_page
+from tests.conftest import ALL_PLUGINS, run_zoo
+from tests.test_serve import DIGITS_WEIGHTS, MAX_UPLOAD, Service, raw_request, start_service
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`zoo serve` on a synced catalog where digits_cnn's export and weights (as team/digits) are published."""
+    folder = tmp_path_factory.mktemp("web")
+    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": ALL_PLUGINS,
+           "ZOO_ARTIFACTS": str(folder / "artifacts")}
+    run_zoo("sync", env=env)
+    run_zoo("export", "digits_cnn", "--weights", "DEFAULT", "-o", str(folder / "digits.onnx"), env=env)
+    run_zoo("publish", "export", str(folder / "digits.onnx"), env=env)
+    run_zoo("publish", "weights", "digits_cnn", str(DIGITS_WEIGHTS), "--name", "team/digits",
+            "--metric", "sklearn-digits-heldout:acc@1=99.1", env=env)
+    served = start_service(env, folder / "serve.log", "--max-upload", str(MAX_UPLOAD))
+    served.tokens["export"] = str(folder / "digits.onnx")  # where the published export's file came from
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture
+def page(browser: Browser, site: Service) -> Iterator[tuple[Page, list[str]]]:
+    """A page that reaches only the service, and the other URLs it tried (which must stay none)."""
+    opened, elsewhere = offline_page(browser, site.url)
+    try:
+        yield opened, elsewhere
+    finally:
+        opened.context.close()
+
+
+def zoo_list(site: Service, *args: str) -> list[dict[str, Any]]:
+    return json.loads(run_zoo("list", *args, "--json", env=site.env).stdout)
+
+
+def shown_names(page: Page) -> list[str]:
+    return page.eval_on_selector_all("#catalog tbody tr", "rows => rows.map(r => r.dataset.name)")
+
+
+def export_sha256(site: Service) -> str:
+    return hashlib.sha256(Path(site.tokens["export"]).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("query, args", [
+    ({"plugin": "digits"}, ["--plugin", "digits"]),
+    ({"task": "detection"}, ["--task", "detection"]),
+    ({"max_params": "5M"}, ["--max-params", "5M"]),
+    ({"min_metric": "ImageNet-1K:acc@1=82.5"}, ["--min-metric", "ImageNet-1K:acc@1=82.5"]),
+    ({"q": "*net*", "task": "classification", "max_params": "30M"},
+     ["*net*", "--task", "classification", "--max-params", "30M"]),
+])
+def test_catalog_filters_list_what_zoo_list_lists(page: tuple[Page, list[str]], site: Service,
+                                                  query: dict[str, str], args: list[str]) -> None:
+    tab, elsewhere = page
+    tab.goto(f"{site.url}/?{urlencode({**query, 'per': 500})}")
+    expected = [r["name"] for r in zoo_list(site, *args)]
+    assert expected and shown_names(tab) == expected
+    assert tab.text_content("#total") == str(len(expected))
+    assert elsewhere == []
+
+
+def test_typing_a_pattern_and_choosing_a_task_filter_the_table(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, elsewhere = page
+    tab.goto(f"{site.url}/")
+    tab.fill("#q", "resnet")  # no wildcard: names containing it
+    with tab.expect_navigation():
+        tab.select_option("#task", "classification")  # a changed menu applies the form
+    assert shown_names(tab) == [r["name"] for r in zoo_list(site, "*resnet*", "--task", "classification")]
+    assert elsewhere == []
+
+
+def test_sorting_by_a_column_matches_zoo_lists_numbers(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, elsewhere = page
+    records = zoo_list(site)
+    tab.goto(f"{site.url}/?per=500")
+    with tab.expect_navigation():
+        tab.click("th a[data-sort=params]")  # numbers sort largest first, unknown counts last
+    known = sorted((r for r in records if r["num_params"] is not None),
+                   key=lambda r: (r["num_params"], r["name"]), reverse=True)
+    unknown = sorted((r for r in records if r["num_params"] is None), key=lambda r: r["name"])
+    assert shown_names(tab) == [r["name"] for r in known + unknown]
+    with tab.expect_navigation():
+        tab.click("th a[data-sort=weights]")
+    with tab.expect_navigation():
+        tab.click("th a[data-sort=weights]")  # again: the other way
+    assert "order" not in tab.url
+    counts = [len(r["weights"]) for r in sorted(records, key=lambda r: (len(r["weights"]), r["name"]))]
+    assert [int(c) for c in tab.eval_on_selector_all("#catalog tbody td:nth-child(6)",
+                                                      "cells => cells.map(c => c.textContent)")] == counts
+    assert elsewhere == []
+
+
+def test_a_bookmarked_url_restores_the_view(browser: Browser, site: Service) -> None:
+    first, elsewhere = offline_page(browser, site.url)
+    first.goto(f"{site.url}/?per=10")
+    first.fill("#q", "*net*")
+    with first.expect_navigation():
+        first.select_option("#task", "classification")
+    with first.expect_navigation():
+        first.click("th a[data-sort=params]")
+    with first.expect_navigation():
+        first.click("#pager a[rel=next]")
+    bookmark, rows = first.url, shown_names(first)
+    first.context.close()
+    assert len(rows) == 10 and "page=2" in bookmark and "sort=params" in bookmark
+
+    second, elsewhere_too = offline_page(browser, site.url)  # a new browser context: nothing kept but the URL
+    second.goto(bookmark)
+    assert shown_names(second) == rows
+    assert second.input_value("#q") == "*net*" and second.input_value("#task") == "classification"
+    assert "page 2 of" in second.text_content("#count")
+    second.context.close()
+    assert elsewhere == elsewhere_too == []
+
+
+def test_the_model_card_shows_the_hashes_of_the_catalog(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, elsewhere = page
+    record = json.loads(run_zoo("show", "digits_cnn", "--json", env=site.env).stdout)
+    tab.goto(f"{site.url}/models/digits_cnn")
+    assert tab.text_content("#model-name") == "digits_cnn"
+    weights = tab.eval_on_selector_all("section.weights code.sha256", "codes => codes.map(c => c.textContent)")
+    assert weights == [w["sha256"] for w in record["weights"]]
+    assert tab.text_content("#published code.sha256") == hashlib.sha256(DIGITS_WEIGHTS.read_bytes()).hexdigest()
+    assert tab.text_content("section.export code.sha256") == export_sha256(site)
+    assert "passed" in tab.text_content("section.export table.checks")
+    assert not tab.is_visible("details.categories p")  # categories start collapsed
+    tab.click("#layers summary")  # the per-layer summary is built on the server when opened
+    tab.wait_for_selector("#layers table.layers")
+    assert "24,058 parameters" in tab.text_content("#layers")
+    assert elsewhere == []
+
+
+def test_unknown_models_and_bad_filters_are_one_line_pages(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, _ = page
+    assert tab.goto(f"{site.url}/models/no_such_model").status == 404
+    assert "no_such_model" in tab.text_content("#error")
+    assert tab.goto(f"{site.url}/?sort=colour").status == 400
+    assert "name, task, plugin" in tab.text_content("#error")
+    assert tab.goto(f"{site.url}/?task=nonsense").status in (400, 404)
+    assert "\n" not in tab.text_content("#error").strip()
+
+
+def test_the_compare_view_marks_the_pareto_front(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, elsewhere = page
+    tab.goto(f"{site.url}/compare?task=classification")
+    assert tab.input_value("#metric") == "ImageNet-1K:acc@1"  # the most common metric of these models
+    points = tab.eval_on_selector_all("#plot circle", "cs => cs.map(c => [c.dataset.name, +c.dataset.x, "
+                                                      "+c.dataset.y, c.classList.contains('pareto')])")
+    classifiers = {r["name"]: r["num_params"] for r in zoo_list(site, "--task", "classification")}
+    assert len(points) > 20 and all(classifiers[name] == x for name, x, _, _ in points)
+    for name, x, y, on_front in points:
+        dominated = any(x2 <= x and y2 > y for other, x2, y2, _ in points if other != name)
+        assert on_front == (not dominated), name
+    assert [name for name, *_, on_front in points if on_front] == tab.eval_on_selector_all(
+        "#front a", "links => links.map(a => a.textContent)")
+    with tab.expect_navigation():
+        tab.select_option("#x", "gflops")
+    assert "x=gflops" in tab.url and tab.locator("#plot circle.pareto").count() >= 1
+    assert elsewhere == []
+
+
+def test_netron_draws_the_published_export_from_the_same_server(page: tuple[Page, list[str]], site: Service) -> None:
+    import onnx
+
+    tab, elsewhere = page
+    nodes = [n.name for n in onnx.load(site.tokens["export"]).graph.node]
+    tab.goto(f"{site.url}/models/digits_cnn")
+    tab.click("section.export a:text('graph')")
+    tab.wait_for_selector("#canvas .node", timeout=30_000)
+    dom = tab.content()
+    assert tab.url == f"{site.url}/graph/{export_sha256(site)}/"
+    missing = [name for name in nodes if f'id="node-name-{name}"' not in dom]
+    assert not missing, f"nodes not drawn by netron: {missing}"
+    assert elsewhere == []
+
+
+def drawn_picture(tab: Page) -> Image.Image:
+    tab.click("#try button[type=submit]")
+    tab.wait_for_selector("#try[data-done]")
+    src = tab.get_attribute("#drawn", "src")
+    assert src is not None and src.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+
+
+def test_an_uploaded_photograph_comes_back_drawn(page: tuple[Page, list[str]], site: Service,
+                                                 tmp_path: Path) -> None:
+    from skimage import data
+
+    tab, elsewhere = page
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(data.coffee()).save(photo, quality=90)
+    tab.goto(f"{site.url}/models/digits_cnn")
+    with tab.expect_navigation():
+        tab.click("section.export a:text('try it')")
+    assert tab.input_value("#export") == export_sha256(site)
+    sample = drawn_picture(tab)  # a bundled sample photograph first
+    assert sample.width > 100
+    tab.set_input_files("#upload", str(photo))
+    drawn = np.asarray(drawn_picture(tab)).astype(int)
+    original = np.asarray(Image.open(photo).convert("RGB")).astype(int)
+    height, width = original.shape[:2]
+    assert drawn.shape[0] >= height and drawn.shape[1] > width  # the classes' bars beside the photograph
+    assert np.array_equal(drawn[:height, :width], original)  # the photograph itself as it was
+    panel = drawn[:, width:]
+    background = np.median(panel.reshape(-1, 3), axis=0)
+    assert np.mean(np.abs(panel - background).sum(axis=2) > 30) > 0.01  # text and bars drawn there
+    assert re.fullmatch(r"classification in [0-9.]+ ms on \w+ExecutionProvider", tab.text_content("#status"))
+    assert json.loads(tab.text_content("#result"))["task"] == "classification"
+    assert elsewhere == []
+
+
+def test_only_published_files_and_the_pages_files_are_reachable(site: Service) -> None:
+    sha = export_sha256(site)
+    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2f__init__.py", f"/graph/{sha}/server.py",
+                 f"/graph/{sha}/__init__.py", f"/graph/{sha}/..%2f__init__.py", f"/graph/{sha}/index.html",
+                 f"/graph/{'0' * 64}/", "/no/such/page",
+                 "/models/", "/etc/passwd"):
+        status, _ = raw_request(site.port, f"GET {path} HTTP/1.1\nHost: 127.0.0.1:{site.port}\nConnection: close")
+        assert status == 404, path
+    with httpx.Client(base_url=site.url, timeout=60, follow_redirects=True) as client:
+        assert client.get(f"/graph/{sha}/model.onnx").content == Path(site.tokens["export"]).read_bytes()
+        assert client.get(f"/graph/{'0' * 64}/model.onnx").status_code == 404  # the API's file: published only
+        assert client.get("/static/style.css").status_code == 200
+        assert client.get("/graph/not-a-hash/").status_code == 400  # as the API answers a malformed SHA-256
+        assert client.get("/", headers={"Host": "evil.example"}).status_code == 400  # DNS rebinding
+        too_big = client.post(f"/try/{sha}", content=b"\xff" * (MAX_UPLOAD + 1))
+        assert too_big.status_code == 413 and "at most" in too_big.json()["error"]
+        not_image = client.post(f"/try/{sha}", content=b"not a picture")
+        assert not_image.status_code == 400 and "the uploaded file" in not_image.json()["error"]
+        unpublished = client.post(f"/try/{'0' * 64}", content=b"not a picture")
+        assert unpublished.status_code == 404
+        assert "Content-Security-Policy" in client.get("/").headers

@@ -1,0 +1,92 @@
+""""Try it": run a published export on one image with the torch-free runtime and draw the result.
+
+``GET /try`` is the page (`zoo.server.web.pages.try_page`); its script posts the image's bytes to
+``POST /try/SHA256`` and shows the answer: the drawing (`zoo.runtime.draw`) as a PNG data URL, the
+decoded result and the latency of the prediction alone. A prediction reads: it needs a token only
+where reading does; the body is bounded by the server's upload limit (``--max-upload``) before it is
+read, and the image by the runtime's own pixel limit. Only published exports run (every one was
+verified against PyTorch when it was published); each export's session is kept for the next image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from zoo.catalog.fingerprint import ensure_current
+from zoo.catalog.published import export_records
+from zoo.errors import UnknownArtifactError, UsageError
+from zoo.server.web import pages
+from zoo.server.web.site import Sha256, Web
+from zoo.store import ArtifactStore
+
+SAMPLES = Path(__file__).with_name("static") / "samples"
+_KEPT_SESSIONS = 4
+
+
+def router(site: Web) -> APIRouter:
+    """The "try it" page and the prediction it posts to."""
+    settings = site.settings
+    tried = APIRouter(prefix="/try", dependencies=[Depends(site.reader())], include_in_schema=False)
+
+    @tried.get("", response_class=HTMLResponse)
+    def page(request: Request) -> HTMLResponse:
+        def render() -> str:
+            with ensure_current().connect() as conn:
+                exports = [x.to_json() for x in export_records(conn)]
+            samples = sorted(p.name for p in SAMPLES.glob("*.jpg"))
+            return pages.try_page(exports, samples, request.query_params.get("export"), settings.max_upload_bytes)
+
+        return site.html(render)
+
+    @tried.post("/{sha256}")
+    async def run(sha256: Sha256, request: Request) -> dict[str, Any]:
+        length = site.api.declared_length(request, settings.max_upload_bytes)
+        body = await request.body()
+        if len(body) != length:
+            raise UsageError(f"the upload has {len(body)} bytes, not its Content-Length {length}")
+        return await anyio.to_thread.run_sync(prediction, settings.store, sha256, body)
+
+    return tried
+
+
+def prediction(store: ArtifactStore, sha256: str, image: bytes) -> dict[str, Any]:
+    """Run the published export `sha256` on the image file `image`: drawing, result and latency."""
+    from zoo.runtime import draw, open_image
+
+    with ensure_current().connect() as conn:
+        if not export_records(conn, sha256=sha256):
+            raise UnknownArtifactError(f"no published export has SHA-256 {sha256}")
+    predictor = _predictor(str(store.path(sha256)))
+    with tempfile.TemporaryDirectory() as folder:  # the runtime's own checks read a file
+        path = Path(folder) / "uploaded image"
+        path.write_bytes(image)
+        try:
+            picture = open_image(path)
+        except UsageError as exc:  # it names the temporary path: name the upload instead
+            raise UsageError(str(exc).replace(str(path), "the uploaded file")) from None
+    started = time.perf_counter()
+    result = predictor.predict(picture)[0]
+    latency = time.perf_counter() - started
+    drawn = io.BytesIO()
+    draw(result, picture).save(drawn, format="PNG")
+    return {"png": "data:image/png;base64," + base64.b64encode(drawn.getvalue()).decode("ascii"),
+            "latency_ms": round(latency * 1000, 2), "task": predictor.task, "providers": predictor.providers,
+            "size": list(picture.size), "result": result.to_json()}
+
+
+@lru_cache(maxsize=_KEPT_SESSIONS)
+def _predictor(path: str) -> Any:
+    """The runtime's predictor of the export at `path` (a stored blob: its content never changes)."""
+    from zoo.runtime import Predictor
+
+    return Predictor(path)
