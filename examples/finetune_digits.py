@@ -6,17 +6,21 @@ The worked example of the zoo's fine-tuning tools, on the CPU in seconds:
    (`zoo.build_model`, which reports what it loaded);
 2. freeze the backbone (BatchNorm layers become frozen) and train the head;
 3. unfreeze the last convolution block and train it at a lower learning rate than the head;
-4. report the held-out accuracy of the new task.
+4. report the held-out accuracy of the new task;
+5. with ``--save FILE``, write the fine-tuned weights as safetensors, ready for
+   ``zoo publish weights digits_cnn FILE --categories even,odd`` (replacing an
+   existing FILE only with ``--force``).
 
 The data is scikit-learn's digits with the split the weights were trained on, so the
 held-out images were never seen, by the pretrained model or here.
 
-    .venv/bin/python examples/finetune_digits.py [--head-epochs 3] [--block-epochs 3]
+    .venv/bin/python examples/finetune_digits.py [--head-epochs 3] [--block-epochs 3] [--save FILE [--force]]
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -51,6 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--head-epochs", type=int, default=3)
     parser.add_argument("--block-epochs", type=int, default=3)
+    parser.add_argument("--save", metavar="FILE", help="write the fine-tuned weights here (safetensors)")
+    parser.add_argument("--force", action="store_true", help="with --save: replace an existing FILE")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)  # bit-for-bit the same run on any CPU of this kind
@@ -82,7 +88,18 @@ def main() -> None:
     final = evaluate(model, weights, images[test_idx], parity[test_idx])
     correct = round(final * len(test_idx))
     print(f"\nheld-out parity accuracy: {final:.2%} ({correct}/{len(test_idx)} images)")
+    if args.save:
+        from safetensors.torch import save_file
+
+        from zoo.outputs import staged_output
+
+        with staged_output(args.save, overwrite=args.force, what="weights file") as folder:
+            save_file(model.state_dict(), str(folder / Path(args.save).name))
+        print(f"wrote {args.save}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except zoo.ZooError as exc:  # a user mistake (e.g. --save onto an existing file): one line, no traceback
+        raise SystemExit(f"finetune_digits.py: error: {exc}") from None

@@ -5,13 +5,20 @@ measure it on the held-out split it ships with (exits non-zero if the measured
 accuracy differs from the recorded one), then export it to ONNX, verified against
 PyTorch, and run the export on the held-out split in a process where torch cannot
 be imported (exits non-zero if fewer than 99.5% of its predictions match
-PyTorch's), ready for netron.
+PyTorch's), ready for netron. Last, the registry as a service: `zoo serve` is started,
+the worked example's fine-tuned weights (odd or even) are published to it as
+``examples/digits-parity``, fetched back, exported and the export published, all by
+client processes (``ZOO_REGISTRY_URL=http://...``), and a process without torch or
+SQLAlchemy predicts with the export found by name (exits non-zero if fewer than 99.5%
+of its predictions match PyTorch's); then the service is stopped.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +27,12 @@ from pathlib import Path
 import zoo
 
 EXPORT_PATH = "digits.onnx"  # in the working directory, like registry.db
+PARITY_WEIGHTS, PARITY_EXPORT = "digits-parity.safetensors", "digits-parity.onnx"
+PUBLISHED = "examples/digits-parity"
+ROOT = Path(__file__).resolve().parent.parent
+WITHOUT = str(Path(__file__).with_name("without.py"))
+#: The zoo command (its console script, run by this Python): a child never imports from the working directory.
+ZOO = [str(Path(sys.executable).with_name("zoo"))]
 #: Run in a child process: the deployment runtime, with torch, torchvision, onnx and SQLAlchemy unimportable.
 TORCH_FREE_PREDICTION = """
 import json
@@ -32,6 +45,30 @@ images, _ = load_heldout()
 predictor = Predictor(sys.argv[1])
 top1 = [r.indices[0] for r in predictor.predict(list(images), topk=1)]
 print(json.dumps({"providers": predictor.providers, "top1": top1}))
+"""
+#: In a client process: build the published weights (fetched from the service) and predict the held-out split.
+CLIENT_BUILD = """
+import json, sys
+import torch, zoo
+from zoo_digits.data import load_heldout
+
+model = zoo.get_model("digits_cnn", weights=sys.argv[1]).eval()
+images, _ = load_heldout()
+transforms = zoo.get_weight("digits_cnn.DEFAULT").transforms()
+with torch.inference_mode():
+    top1 = model(transforms(torch.from_numpy(images).unsqueeze(1))).argmax(1).tolist()
+print(json.dumps({"top1": top1}))
+"""
+#: On a deployment host (no torch, no SQLAlchemy): the published export, found by model and weights.
+DEPLOYED_PREDICTION = """
+import json, sys
+from zoo.runtime import Predictor
+from zoo_digits.data import load_heldout
+
+images, _ = load_heldout()
+predictor = Predictor.from_registry("digits_cnn", sys.argv[1])
+top1 = [r.indices[0] for r in predictor.predict(list(images), topk=1)]
+print(json.dumps({"file": predictor.path.name, "top1": top1}))
 """
 
 
@@ -84,7 +121,7 @@ def main() -> int:
     images, labels = load_heldout()
     with torch.inference_mode():
         torch_top1 = model.eval()(weights.transforms()(torch.from_numpy(images).unsqueeze(1))).argmax(1).tolist()
-    without = [sys.executable, str(Path(__file__).with_name("without.py")), "torch,torchvision,onnx,sqlalchemy"]
+    without = [sys.executable, WITHOUT, "torch,torchvision,onnx,sqlalchemy"]
     child = subprocess.run([*without, "-c", TORCH_FREE_PREDICTION, EXPORT_PATH], capture_output=True, text=True,
                            check=True)
     answer = json.loads(child.stdout)
@@ -99,7 +136,77 @@ def main() -> int:
         return 1
     print(f"  same from the command line: .venv/bin/zoo predict {EXPORT_PATH} IMAGE...")
     print(f"\n  view the graph: .venv/bin/zoo view {EXPORT_PATH}")
+    return registry_service()
+
+
+def registry_service() -> int:
+    """Publish, fetch, export and deploy the fine-tuned parity weights through a real `zoo serve`."""
+    print("\n== the registry as a service (zoo serve; every step below is a client process)")
+    tuned = _run([str(ROOT / "examples" / "finetune_digits.py"), "--save", PARITY_WEIGHTS, "--force"])
+    accuracy = re.search(r"held-out parity accuracy: ([0-9.]+)%", tuned)[1]
+    print(f"  fine-tuned odd/even weights (examples/finetune_digits.py): held-out acc@1 {accuracy}%")
+    from zoo.server.tokens import create_token
+
+    token = create_token(f"demo-{os.getpid()}")
+    service, url = _start_service()
+    try:
+        client = {**os.environ, "ZOO_REGISTRY_URL": url, "ZOO_TOKEN": token}
+        published = json.loads(_run([*ZOO, "publish", "weights", "digits_cnn", PARITY_WEIGHTS, "--name",
+                                     PUBLISHED, "--categories", "even,odd", "--from", "DigitsCNN_Weights.DEFAULT",
+                                     "--metric", f"sklearn-digits-heldout:parity-acc@1={accuracy}", "--json"],
+                                    env=client))
+        print(f"  published {published['spec']} to {url} (sha256 {published['sha256'][:16]}, "
+              f"{published['size']:,} bytes)")
+        built = json.loads(_run(["-c", CLIENT_BUILD, PUBLISHED], env=client))
+        print(f"  a client fetched and built {PUBLISHED} (verified by SHA-256) and predicted the held-out split")
+        _run([*ZOO, "export", "digits_cnn", "--weights", PUBLISHED, "-o", PARITY_EXPORT, "--force"],
+             env=client)
+        export = json.loads(_run([*ZOO, "publish", "export", PARITY_EXPORT, "--json"], env=client))
+        print(f"  exported it (verified against PyTorch) and published the export (sha256 {export['sha256'][:16]})")
+        deployed = json.loads(_run([WITHOUT, "torch,torchvision,onnx,sqlalchemy", "-c", DEPLOYED_PREDICTION,
+                                    PUBLISHED], env=client))
+    finally:
+        service.terminate()
+        service.wait(30)
+    print("  service stopped")
+    same = sum(a == b for a, b in zip(deployed["top1"], built["top1"]))
+    print(f"  without torch or SQLAlchemy, Predictor.from_registry('digits_cnn', '{PUBLISHED}') fetched the export "
+          f"{deployed['file'][:16]}...: identical predictions on {same}/{len(built['top1'])} images")
+    if same < 0.995 * len(built["top1"]):
+        print("demo: the deployed export's predictions differ from PyTorch's on more than 0.5% of images",
+              file=sys.stderr)
+        return 1
+    print(f"  same from the command line: ZOO_REGISTRY_URL=http://HOST:PORT .venv/bin/zoo predict --model digits_cnn "
+          f"--weights {PUBLISHED} IMAGE...")
     return 0
+
+
+def _start_service() -> tuple[subprocess.Popen[bytes], str]:
+    """`zoo serve` on a free loopback port, once it answers; the process and its address."""
+    import httpx
+
+    log = open("zoo-serve.log", "wb")  # noqa: SIM115 - the child writes it while it runs
+    service = subprocess.Popen([sys.executable, *ZOO, "serve", "--port", "0"], stdout=log, stderr=log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and service.poll() is None:
+        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", Path("zoo-serve.log").read_text())
+        if found:
+            try:
+                httpx.get(f"{found[1]}/api/v1/health", timeout=10).raise_for_status()
+                return service, found[1]
+            except httpx.TransportError:
+                pass
+        time.sleep(0.2)
+    service.kill()
+    raise SystemExit(f"demo: zoo serve did not start:\n{Path('zoo-serve.log').read_text()}")
+
+
+def _run(args: list[str], *, env: dict[str, str] | None = None) -> str:
+    """``python ARGS`` in a child process; its stdout (the demo stops, with the child's errors, if it fails)."""
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"demo: python {' '.join(args[:5])} ... failed:\n{done.stderr}")
+    return done.stdout
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 import zoo
+from zoo.errors import ZooError
 from tests.conftest import ALL_PLUGINS, ROOT, postgresql_database, python_without, run_zoo
 from tests.test_publish import three_class_file  # noqa: F401 - a fixture: the digits weights with a 3-class head
 
@@ -122,10 +123,15 @@ def sha256(data: bytes) -> str:
 
 
 def one_line_error(response: httpx.Response) -> str:
-    """The response's error, checked to be one line of JSON ``{"error": ...}``."""
+    """The response's error, checked to be one line of JSON ``{"error": ..., ["kind": ZooError subclass]}``."""
     body = response.json()
-    assert set(body) == {"error"} and "\n" not in body["error"] and "Traceback" not in body["error"], body
+    assert set(body) <= {"error", "kind"} and "\n" not in body["error"] and "Traceback" not in body["error"], body
+    assert body.get("kind", "ZooError") in {cls.__name__ for cls in _zoo_errors(ZooError)}, body
     return body["error"]
+
+
+def _zoo_errors(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _zoo_errors(direct))]
 
 
 def raw_request(port: int, head: str, body: bytes = b"", *, close_after: bool = False) -> tuple[int, bytes]:
