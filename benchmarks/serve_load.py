@@ -108,13 +108,15 @@ class Sample:
 @dataclass(frozen=True)
 class LoadRun:
     """What one load run recorded in `duration` seconds, with how many cores' worth of CPU the service (all its
-    processes) and the load generator used meanwhile, and the share of all cores the machine was busy."""
+    processes), the load generator, the PostgreSQL server (None: not on this machine) and the machine used
+    meanwhile."""
 
     samples: list[Sample]
     duration: float
     service_cores: float
     client_cores: float
-    machine_busy_share: float
+    database_cores: float | None
+    machine_cores: float
 
 
 @dataclass(frozen=True)
@@ -220,21 +222,43 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name: state, parent id, ... (FileNotFoundError: gone)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def process_tree_seconds(pid: int) -> float:
-    """CPU seconds (user + system) the process `pid` and its descendants alive now have spent (/proc)."""
+    """CPU seconds (user + system) the process `pid`, its descendants alive now and the children it has
+    waited for have spent (/proc)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        stat = proc_stat(pid)
         children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
                     for c in (task / "children").read_text().split()]
     except FileNotFoundError:  # it has just ended
         return 0.0
-    own = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    own = sum(int(v) for v in stat[11:15]) / os.sysconf("SC_CLK_TCK")  # utime, stime, cutime, cstime
     return own + sum(process_tree_seconds(child) for child in children)
 
 
-def cpu_seconds(service_pid: int) -> tuple[float, float, float, float]:
-    """Now: wall seconds, and the CPU seconds of the service at `service_pid`, of this process and of the machine."""
-    return time.perf_counter(), process_tree_seconds(service_pid), time.process_time(), machine_busy_seconds()
+def postgres_pid() -> int | None:
+    """The id of this machine's PostgreSQL server (a `postgres` process whose parent is not one), if one runs."""
+    def name(pid: int | str) -> str:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and name(entry.name) == "postgres" and name(proc_stat(entry.name)[1]) != "postgres":
+                return int(entry.name)
+        except FileNotFoundError:  # it has just ended
+            continue
+    return None
+
+
+def cpu_seconds(service_pid: int, database_pid: int | None) -> tuple[float, ...]:
+    """Now: wall seconds, and the CPU seconds of the service at `service_pid`, of this process, of the database
+    server at `database_pid` (0 without one) and of the machine."""
+    return (time.perf_counter(), process_tree_seconds(service_pid), time.process_time(),
+            process_tree_seconds(database_pid) if database_pid else 0.0, machine_busy_seconds())
 
 
 async def run_load(target: Target, service_pid: int, clients: int, warmup: float, duration: float) -> LoadRun:
@@ -245,11 +269,13 @@ async def run_load(target: Target, service_pid: int, clients: int, warmup: float
     end = start + duration
     loops = asyncio.gather(*(client_loop(target, seed, start, end, samples) for seed in range(clients)))
     await asyncio.sleep(warmup)
-    before = cpu_seconds(service_pid)
+    database_pid = postgres_pid()
+    before = cpu_seconds(service_pid, database_pid)
     await asyncio.sleep(max(0.0, end - time.perf_counter()))
-    wall, service, client, busy = (b - a for a, b in zip(before, cpu_seconds(service_pid)))
+    wall, service, client, database, busy = (b - a for a, b in zip(before, cpu_seconds(service_pid, database_pid)))
     await loops
-    return LoadRun(samples, duration, service / wall, client / wall, busy / (wall * (os.cpu_count() or 1)))
+    return LoadRun(samples, duration, service / wall, client / wall, database / wall if database_pid else None,
+                   busy / wall)
 
 
 def p50_p99(seconds: list[float]) -> tuple[float, float]:
@@ -275,10 +301,12 @@ def load_rows(workers: int, run: LoadRun) -> list[list[object]]:
 
 
 def cpu_line(workers: int, run: LoadRun) -> str:
-    """How busy the service, the load generator and the whole machine were during one run."""
-    return (f"- {workers} worker{'s' if workers > 1 else ''}: the service's processes used {run.service_cores:.2f} "
-            f"cores, the load generator {run.client_cores:.2f}; the machine's {os.cpu_count()} cores were "
-            f"{run.machine_busy_share:.0%} busy (with PostgreSQL and anything else running)")
+    """How many cores the service, the load generator, PostgreSQL and everything else used during one run."""
+    database = f", PostgreSQL (all its databases) {run.database_cores:.2f}" if run.database_cores is not None else ""
+    rest = run.machine_cores - run.service_cores - run.client_cores - (run.database_cores or 0)
+    return (f"- {workers} worker{'s' if workers > 1 else ''}, cores used: the service's processes "
+            f"{run.service_cores:.2f}, the load generator {run.client_cores:.2f}{database}, everything else "
+            f"{max(rest, 0.0):.2f}; in all {run.machine_cores:.2f} of {os.cpu_count()}")
 
 
 # -- a cold `zoo list`, client mode against the catalog itself ---------------------------------
