@@ -415,6 +415,12 @@ def test_an_export_of_published_weights_is_found_by_their_alias(catalog: str, th
     published = publish_export(result.path)
     assert find_export("digits_cnn", "acme/abc@production") == published == find_export("digits_cnn", "acme/abc:1")
     assert find_export("digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1") is None
+    from zoo.runtime import Predictor
+
+    predictor = Predictor.from_registry("digits_cnn", "acme/abc@production")  # the local artifact store's copy
+    assert predictor.path.read_bytes() == result.path.read_bytes() and predictor.categories == ["a", "b", "c"]
+    with pytest.raises(UsageError, match="no export of digits_cnn with weights DigitsCNN_Weights.DEFAULT"):
+        Predictor.from_registry("digits_cnn", "DigitsCNN_Weights.DEFAULT")
 
 
 # -- the command line -----------------------------------------------------------------
