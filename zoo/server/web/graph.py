@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from html import escape
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -41,7 +42,7 @@ def netron_folder() -> Path:
 def index_page(sha256: str, model: str) -> str:
     """netron's index page, set to open the export next to it, named after its `model`."""
     page = (netron_folder() / "index.html").read_text(encoding="utf-8")
-    meta = "\n".join(f'<meta name="{k}" content="{v}">' for k, v in (
+    meta = "\n".join(f'<meta name="{k}" content="{escape(v)}">' for k, v in (
         ("type", "Python"), ("version", "0.0.0"), ("file", _MODEL_FILE), ("identifier", _MODEL_FILE),
         ("name", f"{model} {sha256[:12]}.onnx")))
     return re.sub(r'<meta name="version" content=".*">', lambda _: meta, page, count=1)
@@ -69,7 +70,7 @@ def router(site: Web) -> APIRouter:
     @graph.api_route(f"/{_MODEL_FILE}", methods=["GET", "HEAD"])
     def model_file(sha256: Sha256, request: Request) -> RedirectResponse:
         """The API's file of the export (which checks that it is published), under the name netron opens."""
-        return RedirectResponse(str(request.url_for("export_file", sha256=sha256)), status_code=307)
+        return RedirectResponse(request.url_for("export_file", sha256=sha256).path, status_code=307)
 
     @graph.get("/{asset}")
     def asset(sha256: Sha256, asset: str) -> Response:

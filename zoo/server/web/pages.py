@@ -239,7 +239,7 @@ def _weights_section(record: dict[str, Any]) -> str:
             f'<section class="weights" data-weights="{e(w["name"])}"><h3>{e(w["name"])}'
             f'{" <small>default</small>" if w["is_default"] else ""}</h3><dl>'
             f'<dt>task</dt><dd>{e(w["task"])}</dd><dt>file</dt><dd>{size_text(w["file_size"])} · '
-            f'{_link_or_text(w["url"])}</dd><dt>SHA-256</dt><dd><code class="sha256">{e(w["sha256"] or "unknown")}'
+            f'{_link_or_text(w["url"])}</dd><dt>SHA-256</dt><dd><code class="sha256">{e(w["sha256"] or "not known until the file is fetched and verified")}'
             f'</code></dd><dt>metrics</dt><dd><ul>{_metrics_list(meta.get("_metrics", {})) or "<li>none</li>"}</ul></dd>'
             f'<dt>preprocessing</dt><dd>{e(preprocessing_words(w["transforms"]))}</dd>{extras}</dl>{cats}</section>')
     return "".join(items) or "<p>No pretrained weights.</p>"

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Connection, func, select
 
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.tables import metrics, models, plugins, published_exports, published_weights, weights
+from zoo.catalog.tables import GENERATION_KEY, catalog_state, metrics, models, plugins, published_exports, published_weights, weights
 from zoo.errors import UsageError, excerpt
 from zoo.registry import summarize_models
 from zoo.text import parse_metric
@@ -31,6 +31,7 @@ PER_PAGE, MAX_PER_PAGE = 50, 500
 #: What the compare view plots a metric against (the URL's ``x``).
 X_AXES = ("params", "gflops")
 _WILDCARDS = set("*?[")
+_HEADLINES: dict[tuple[str, str | None], dict[str, tuple[str, float]]] = {}  # see _headline_metrics
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 
 
@@ -189,7 +190,18 @@ def _qualified() -> Any:
 
 def _headline_metrics(conn: Connection) -> dict[str, tuple[str, float]]:
     """Each model's headline metric (the first metric of its default weights, else of its first weights)
-    and the best value any of its weights reaches on it, by qualified name."""
+    and the best value any of its weights reaches on it, by qualified name; read once per catalog
+    generation (only a sync changes weights and metrics, and it makes a new generation)."""
+    generation = conn.scalar(select(catalog_state.c.value).where(catalog_state.c.key == GENERATION_KEY))
+    key = (conn.engine.url.render_as_string(), generation)
+    if generation is None or key not in _HEADLINES:
+        _HEADLINES.clear()  # one catalog per process: keep the newest generation only
+        _HEADLINES[key] = _read_headline_metrics(conn)
+    return _HEADLINES[key]
+
+
+def _read_headline_metrics(conn: Connection) -> dict[str, tuple[str, float]]:
+    """`_headline_metrics`, read from the catalog."""
     query = (select(plugins.c.namespace, models.c.name, metrics.c.dataset, metrics.c.name, metrics.c.value)
              .select_from(_qualified().join(weights, weights.c.model_id == models.c.id)
                           .join(metrics, metrics.c.weights_id == weights.c.id))
