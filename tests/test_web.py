@@ -267,3 +267,19 @@ def test_only_published_files_and_the_pages_files_are_reachable(site: Service) -
         unpublished = client.post(f"/try/{'0' * 64}", content=b"not a picture")
         assert unpublished.status_code == 404
         assert "Content-Security-Policy" in client.get("/").headers
+
+
+def test_with_read_tokens_required_the_pages_need_one_too(site: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from zoo.server.app import create_app
+
+    for key, value in site.env.items():
+        monkeypatch.setenv(key, value)
+    secret = run_zoo("token", "create", "web-reader", "--scope", "read", env=site.env).stdout.strip()
+    client = TestClient(create_app(read_token_required=True), base_url="http://127.0.0.1")
+    for path in ("/", "/compare", "/models/digits_cnn", "/try", f"/graph/{export_sha256(site)}/"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and "needs a token" in refused.json()["error"], path
+        assert client.get(path, headers={"Authorization": f"Bearer {secret}"}).status_code == 200, path
+    assert client.get("/static/style.css").status_code == 200  # the pages' own files are no secret
