@@ -128,9 +128,9 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings = settings
     app.include_router(_router(settings))
-    from zoo.server.web import install as install_web  # the web catalog: imports this module
+    from zoo.server.web import ApiParts, install as install_web  # the web catalog (HTML pages)
 
-    install_web(app, settings)
+    install_web(app, settings, ApiParts(_require, _status_of, _declared_length))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ZooError, _zoo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
