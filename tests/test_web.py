@@ -283,3 +283,11 @@ def test_with_read_tokens_required_the_pages_need_one_too(site: Service, monkeyp
         assert refused.status_code == 401 and "needs a token" in refused.json()["error"], path
         assert client.get(path, headers={"Authorization": f"Bearer {secret}"}).status_code == 200, path
     assert client.get("/static/style.css").status_code == 200  # the pages' own files are no secret
+
+
+def test_models_too_large_to_build_get_a_line_instead_of_layers(site: Service) -> None:
+    large = max(zoo_list(site, "--task", "classification"), key=lambda r: r["num_params"] or 0)
+    with httpx.Client(base_url=site.url, timeout=60) as client:
+        answer = client.get(f"/layers/{large['name']}")
+    assert answer.status_code == 200
+    assert re.search(rf"{large['name']} has [0-9,]+ parameters: more than the server builds", answer.text)

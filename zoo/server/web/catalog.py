@@ -17,6 +17,8 @@ from zoo.server.web import pages
 from zoo.server.web.query import Filters, ModelRow, Page, catalog_rows, compare_points, menus, metric_names, page_of
 from zoo.server.web.site import Web
 
+#: The largest model the server builds for a per-layer summary: any reader may ask, and it costs memory.
+SUMMARY_MAX_PARAMS = 100_000_000
 #: The input of the per-layer summary by task: one batch of one image (two for optical flow).
 _SUMMARY_INPUT = {"video": [[1, 3, 16, 112, 112]], "optical_flow": [[1, 3, 224, 224], [1, 3, 224, 224]]}
 
@@ -81,10 +83,14 @@ def _image_size(record: dict[str, Any]) -> list[int]:
 @lru_cache(maxsize=32)
 def layer_summary(name: str) -> tuple[dict[str, Any] | None, str | None]:
     """`zoo.summary`'s per-layer summary of catalog model `name` (no weights), or why the server cannot
-    make one: torch or the model's plugin is not importable here. Kept: a model's layers do not change."""
+    make one: torch or the model's plugin is not importable here, or the model is larger than
+    `SUMMARY_MAX_PARAMS`. Kept: a model's layers do not change."""
     record = describe(name)
     if importlib.util.find_spec("torch") is None:
         return None, "The per-layer summary needs torch on the server (pip install 'zoo[torch]'); it has none."
+    if (record["num_params"] or 0) > SUMMARY_MAX_PARAMS:
+        return None, (f"{record['name']} has {record['num_params']:,} parameters: more than the server builds for a "
+                      f"summary ({SUMMARY_MAX_PARAMS:,}); run zoo summary {record['name']} --input SIZE instead.")
     from zoo.summary import catalog_model, summarize
 
     size = _SUMMARY_INPUT.get(record["task"], [[1, *_image_size(record)]])
