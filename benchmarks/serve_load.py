@@ -301,12 +301,15 @@ def load_rows(workers: int, run: LoadRun) -> list[list[object]]:
 
 
 def cpu_line(workers: int, run: LoadRun) -> str:
-    """How many cores the service, the load generator, PostgreSQL and everything else used during one run."""
+    """How many cores the service, the load generator, PostgreSQL and everything else used during one run, and the
+    service's CPU time per request (what other work on the machine changes least)."""
     database = f", PostgreSQL (all its databases) {run.database_cores:.2f}" if run.database_cores is not None else ""
     rest = run.machine_cores - run.service_cores - run.client_cores - (run.database_cores or 0)
+    per_request = 1e3 * run.service_cores * run.duration / len(run.samples)
     return (f"- {workers} worker{'s' if workers > 1 else ''}, cores used: the service's processes "
-            f"{run.service_cores:.2f}, the load generator {run.client_cores:.2f}{database}, everything else "
-            f"{max(rest, 0.0):.2f}; in all {run.machine_cores:.2f} of {os.cpu_count()}")
+            f"{run.service_cores:.2f} ({per_request:.1f} ms of CPU per request), the load generator "
+            f"{run.client_cores:.2f}{database}, everything else {max(rest, 0.0):.2f}; in all "
+            f"{run.machine_cores:.2f} of {os.cpu_count()}")
 
 
 # -- a cold `zoo list`, client mode against the catalog itself ---------------------------------
