@@ -346,6 +346,21 @@ def test_refused_uploads_leave_nothing(in_process: Service) -> None:
         assert client.get(f"{API}/health").status_code == 200
 
 
+def test_an_upload_removes_what_a_killed_server_left_a_day_ago(in_process: Service) -> None:
+    """Upload folders of a server killed mid-upload: a day-old one goes with the next upload, a recent one
+    (an upload in progress elsewhere) stays."""
+    uploads = in_process.store / "uploads"
+    stale, recent = uploads / "tmp-killed", uploads / "tmp-in-progress"
+    for folder in (stale, recent):
+        (folder / "sha256").mkdir(parents=True)
+        (folder / "sha256" / "part").write_bytes(b"x" * 100)
+    os.utime(stale, (time.time() - 25 * 3600,) * 2)
+    refused = publish(in_process, "acme/sweep", os.urandom(64))  # any upload: this one is refused
+    assert refused.status_code == 400
+    assert not stale.exists() and (recent / "sha256" / "part").read_bytes() == b"x" * 100
+    shutil.rmtree(recent)
+
+
 def test_eight_clients_publishing_one_name_get_versions_one_to_eight(in_process: Service, tmp_path: Path) -> None:
     """Two servers (the second with two worker processes) on one catalog and store; eight clients at once."""
     second = start_service(in_process.env, tmp_path / "second.log", "--workers", "2")

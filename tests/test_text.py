@@ -1,6 +1,10 @@
-"""The one table renderer: columns two spaces apart, numbers right-aligned where asked, no trailing spaces."""
+"""The one table renderer (columns two spaces apart, numbers right-aligned where asked, no trailing spaces)
+and the one parser of counts as users write them."""
 
-from zoo.text import table
+import pytest
+
+from zoo.errors import UsageError
+from zoo.text import parse_count, table
 
 
 def test_columns_align_and_none_is_empty() -> None:
@@ -17,3 +21,15 @@ def test_right_aligned_columns() -> None:
         "conv1      9,408",
         "fc     2,049,000",
     ]
+
+
+@pytest.mark.parametrize(("text", "count"), [("25557032", 25557032), ("10M", 10_000_000), ("1.5k", 1500),
+                                             (" 2G ", 2_000_000_000), ("0.0000001M", 0), ("3b", 3_000_000_000)])
+def test_counts_are_exact_integers(text: str, count: int) -> None:
+    assert parse_count(text) == count
+
+
+@pytest.mark.parametrize("text", ["", "10 M M", "-5", "1e6", "ten", "1" * 101])
+def test_anything_else_is_one_line_naming_it(text: str) -> None:
+    with pytest.raises(UsageError, match="max params .* is not a count; use e.g. 10M"):
+        parse_count(text, "max params")

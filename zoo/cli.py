@@ -10,7 +10,6 @@ import argparse
 import errno
 import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,10 +19,9 @@ from typing import Any, NoReturn
 
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, UsageError, ZooError, ZooWarning, excerpt
 from zoo.shapes import dims_text
-from zoo.text import parse_metric
+from zoo.text import parse_count, parse_metric
 
 _PYTHON_SHOWWARNING = warnings.showwarning
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 # Errors of a full or failing disk: reported in one line wherever they happen (stdout included).
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 _MAX_ERROR_CHARS = 300  # of a command-line parsing error: argparse quotes the whole bad value
@@ -325,12 +323,7 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def _count(text: str) -> int:
-    """A count such as ``10M``, ``1.5k`` or ``25557032``, in exact integer arithmetic (rounded down)."""
-    match = re.fullmatch(r"\s*(\d+)(?:\.(\d+))?\s*([kKmMgGbB]?)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not a count; use e.g. 10M, 500k or 25557032")
-    whole, fraction, suffix = match[1], match[2] or "", match[3].lower()
-    return int(whole + fraction) * _SUFFIXES[suffix] // 10 ** len(fraction)
+    return _argument(parse_count, text)
 
 
 def _metric(text: str) -> tuple[str, float]:

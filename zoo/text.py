@@ -1,12 +1,16 @@
 """Text for and from people: the one renderer of the CLI's tables (listings, bench results, summaries),
-and the one parser of a metric as users write it."""
+and the one parser each of a metric and a count as users write them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 from zoo.errors import UsageError, excerpt
+
+_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
+_COUNT = re.compile(r"\s*(\d+)(?:\.(\d+))?\s*([kKmMgGbB]?)\s*")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Container[int] = ()) -> list[str]:
@@ -32,3 +36,13 @@ def parse_metric(text: str) -> tuple[str, float]:
         return name.strip(), float(value)
     except ValueError:
         raise UsageError(f"{excerpt(text)} is not NAME=VALUE (NAME: [DATASET:]METRIC); use e.g. ImageNet-1K:acc@1=75") from None
+
+
+def parse_count(text: str, what: str = "") -> int:
+    """A count such as ``10M``, ``1.5k`` or ``25557032`` (parameters, bytes), in exact integer arithmetic
+    (rounded down); `what` names it in the one-line `UsageError` for anything else."""
+    match = _COUNT.fullmatch(text) if len(text) <= 100 else None
+    if not match:
+        raise UsageError(f"{what + ' ' if what else ''}{excerpt(text)} is not a count; use e.g. 10M, 500k or 25557032")
+    whole, fraction, suffix = match[1], match[2] or "", match[3].lower()
+    return int(whole + fraction) * _SUFFIXES[suffix] // 10 ** len(fraction)

@@ -16,9 +16,9 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -28,7 +28,6 @@ import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, text
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -39,18 +38,21 @@ from zoo.catalog.engine import URL_ENV, open_engine, where
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.published import export_records, parse_spec
 from zoo.catalog.tables import published_exports, published_weights
-from zoo.errors import (
-    ArtifactTooLargeError,
-    CatalogError,
-    UnknownArtifactError,
-    UnknownNameError,
-    UsageError,
-    ZooError,
-    excerpt,
-)
+from zoo.errors import UsageError, ZooError, excerpt
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.registry import describe, list_plugins, summarize_models, weights_owner
-from zoo.server.tokens import READ_SCOPES, token_scopes
+from zoo.server.common import (
+    SHA256_PATTERN,
+    ApiError,
+    Credentials,
+    Settings,
+    Sha256,
+    declared_length,
+    reader,
+    require,
+    status_of,
+)
+from zoo.server.web import install as install_web
 from zoo.store import ARTIFACTS_ENV, ArtifactStore
 from zoo.text import parse_metric
 from zoo.view import LOOPBACK_NAMES, host_allowed
@@ -61,7 +63,7 @@ DEFAULT_MAX_UPLOAD = 4 << 30  # bytes: larger than any torchvision or timm weigh
 #: How `serve` configures the app of each uvicorn worker process (`app_from_environment`).
 READ_TOKEN_ENV, ALLOW_HOSTS_ENV, MAX_UPLOAD_ENV = "ZOO_SERVE_READ_TOKEN", "ZOO_SERVE_ALLOW_HOSTS", "ZOO_SERVE_MAX_UPLOAD"
 MAX_PAGE = 1000
-SHA256_PATTERN = "^[0-9a-f]{64}$"
+STALE_UPLOAD_SECONDS = 24 * 3600
 _BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
 _log = logging.getLogger("zoo.server")
 _DESCRIPTION = ("The zoo's catalog and artifact store: models (the filters of zoo.list_models), published weights "
@@ -69,41 +71,11 @@ _DESCRIPTION = ("The zoo's catalog and artifact store: models (the filters of zo
                 '{"error": "..."}.')
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What one app serves and allows; the catalog itself is ``$ZOO_REGISTRY_URL``'s."""
-
-    store: ArtifactStore
-    read_token_required: bool
-    allowed_hosts: frozenset[str]
-    max_upload_bytes: int
-
-
-class ApiError(Exception):
-    """A refusal with its HTTP status; the message is the one line the client reads."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
-                 kind: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.headers, self.kind = status, headers, kind
-
-
 def _error(status: int, message: str, headers: dict[str, str] | None = None, kind: str | None = None) -> JSONResponse:
     """The answer `{"error": MESSAGE}`, the message cut to its first line; with `kind`, the zoo error's class
     name, which a client raises as itself (`zoo.client`)."""
     answer = {"error": (message.strip().splitlines() or ["error"])[0], **({"kind": kind} if kind else {})}
     return JSONResponse(answer, status_code=status, headers=headers)
-
-
-def _status_of(exc: ZooError) -> int:
-    """The HTTP status of a zoo error: whose fault it is, and whether trying again can help."""
-    if isinstance(exc, CatalogError):
-        return 503
-    if isinstance(exc, (UnknownNameError, UnknownArtifactError)):
-        return 404
-    if isinstance(exc, ArtifactTooLargeError):
-        return 413
-    return 400
 
 
 def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
@@ -128,9 +100,7 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings = settings
     app.include_router(_router(settings))
-    from zoo.server.web import ApiParts, install as install_web  # the web catalog (HTML pages)
-
-    install_web(app, settings, ApiParts(_require, _status_of, _declared_length))
+    install_web(app, settings)  # the web catalog (HTML pages)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ZooError, _zoo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -224,7 +194,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _zoo_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ZooError)
-    return _error(_status_of(exc), str(exc), kind=type(exc).__name__)
+    return _error(status_of(exc), str(exc), kind=type(exc).__name__)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -249,29 +219,8 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
 
 
-# -- tokens ---------------------------------------------------------------------------
-
-_bearer = HTTPBearer(auto_error=False, description="a token from `zoo token create`")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def _require(credentials: HTTPAuthorizationCredentials | None, scopes: frozenset[str], what: str) -> None:
-    """Refuse (401) a request without a live token, and (403) one whose token has none of `scopes`."""
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise ApiError(401, f"{what} needs a token: send 'Authorization: Bearer <token>' "
-                            "(made by `zoo token create NAME`)", challenge)
-    granted = token_scopes(credentials.credentials)
-    if granted is None:
-        raise ApiError(401, "the token is unknown or revoked", challenge)
-    if not granted & scopes:
-        raise ApiError(403, f"{what} needs a token with the scope {' or '.join(sorted(scopes))}; "
-                            f"this one has {', '.join(sorted(granted))}")
-
-
 # -- the API --------------------------------------------------------------------------
 
-Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="64 lowercase hex digits")]
 Name = Annotated[str, Path(max_length=200)]
 DeclaredSha256 = Annotated[str, Header(alias="X-Zoo-SHA256", pattern=SHA256_PATTERN,
                                        description="the SHA-256 of the body; a body that hashes otherwise is refused")]
@@ -283,13 +232,10 @@ _UPLOAD = {"requestBody": {"required": True, "content": {
 def _router(settings: Settings) -> APIRouter:
     """The routes of the API, reading `settings`."""
 
-    def reader(credentials: Credentials) -> None:
-        if settings.read_token_required:
-            _require(credentials, READ_SCOPES, "reading")
-
     def publisher(credentials: Credentials) -> None:
-        _require(credentials, frozenset({"publish"}), "publishing")
+        require(credentials, frozenset({"publish"}), "publishing")
 
+    reads = reader(settings)
     router = APIRouter(prefix=API)
 
     @router.get("/health", summary="whether the catalog answers")
@@ -299,7 +245,7 @@ def _router(settings: Settings) -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/models", summary="models, with the filters of zoo.list_models; paginated",
-                dependencies=[Depends(reader)])
+                dependencies=[Depends(reads)])
     def models(
         pattern: Annotated[list[str] | None, Query(description="fnmatch pattern (repeatable), e.g. resnet*")] = None,
         exclude: Annotated[list[str] | None, Query(description="fnmatch pattern to leave out (repeatable)")] = None,
@@ -316,32 +262,32 @@ def _router(settings: Settings) -> APIRouter:
                                  max_params=max_params, min_metric=dict(parse_metric(m) for m in min_metric or []))
         return {"total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]}
 
-    @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reader)])
+    @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reads)])
     def model(name: Annotated[str, Path(max_length=400)]) -> dict[str, Any]:
         return describe(name)
 
-    @router.get("/plugins", summary="the catalog's plugins (zoo.list_plugins)", dependencies=[Depends(reader)])
+    @router.get("/plugins", summary="the catalog's plugins (zoo.list_plugins)", dependencies=[Depends(reads)])
     def plugins() -> list[dict[str, Any]]:
         return list_plugins()
 
     @router.get("/weights", summary="the model and enum member a weights name means (zoo.get_weight)",
-                dependencies=[Depends(reader)])
+                dependencies=[Depends(reads)])
     def weights_name(name: Annotated[str, Query(max_length=400, description="e.g. ResNet50_Weights.DEFAULT")],
                      model: Annotated[str | None, Query(max_length=400)] = None) -> dict[str, str]:
         owner, member = weights_owner(name, model=model)
         return {"model": owner, "member": member}
 
     @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
-                      dependencies=[Depends(reader)], response_class=FileResponse)
+                      dependencies=[Depends(reads)], response_class=FileResponse)
     def weights_file(sha256: Sha256, request: Request) -> Response:
         return _blob(settings.store, request, sha256, published_weights, "published weights file")
 
-    @router.get("/published", summary="every published weights version", dependencies=[Depends(reader)])
+    @router.get("/published", summary="every published weights version", dependencies=[Depends(reads)])
     def published() -> list[Any]:
         return [record.to_json() for record in list_published()]
 
     @router.get("/published/{namespace}/{name}", summary="the versions and aliases of NAMESPACE/NAME",
-                dependencies=[Depends(reader)])
+                dependencies=[Depends(reads)])
     def published_name(namespace: Name, name: Name) -> dict[str, Any]:
         versions = list_published(f"{namespace}/{name}")
         if not versions:
@@ -349,17 +295,17 @@ def _router(settings: Settings) -> APIRouter:
         return {"name": f"{namespace}/{name}", "versions": [record.to_json() for record in versions]}
 
     @router.get("/published/{namespace}/{name}/latest", summary="the latest version of NAMESPACE/NAME",
-                dependencies=[Depends(reader)])
+                dependencies=[Depends(reads)])
     def published_latest(namespace: Name, name: Name) -> dict[str, Any]:
         return resolve_published(f"{namespace}/{name}").to_json()
 
     @router.get("/published/{namespace}/{name}/versions/{version}", summary="one version of NAMESPACE/NAME",
-                dependencies=[Depends(reader)])
+                dependencies=[Depends(reads)])
     def published_version(namespace: Name, name: Name, version: Annotated[int, Path(ge=1, le=999_999_999)]) -> Any:
         return resolve_published(f"{namespace}/{name}:{version}").to_json()
 
     @router.get("/published/{namespace}/{name}/aliases/{alias}", summary="the version NAMESPACE/NAME@ALIAS points at",
-                dependencies=[Depends(reader)])
+                dependencies=[Depends(reads)])
     def published_alias(namespace: Name, name: Name, alias: Name) -> dict[str, Any]:
         return resolve_published(f"{namespace}/{name}@{alias}").to_json()
 
@@ -369,14 +315,14 @@ def _router(settings: Settings) -> APIRouter:
                     version: Annotated[int, Query(ge=1, le=999_999_999)]) -> dict[str, Any]:
         return set_alias(f"{namespace}/{name}", alias, version).to_json()
 
-    @router.get("/exports", summary="published exports", dependencies=[Depends(reader)])
+    @router.get("/exports", summary="published exports", dependencies=[Depends(reads)])
     def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
         qualified = describe(model)["qualified_name"] if model is not None else None
         with ensure_current().connect() as conn:
             return [record.to_json() for record in export_records(conn, model=qualified)]
 
     @router.get("/exports/latest", summary="the newest published export of a model with some weights",
-                dependencies=[Depends(reader)])
+                dependencies=[Depends(reads)])
     def export_latest(model: Annotated[str, Query(max_length=400)],
                       weights: Annotated[str, Query(max_length=400, description="e.g. acme/defects@production")],
                       ) -> dict[str, Any]:
@@ -385,7 +331,7 @@ def _router(settings: Settings) -> APIRouter:
             raise ApiError(404, f"no published export of {model} with {weights}")
         return found.to_json()
 
-    @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reader)])
+    @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reads)])
     def export(sha256: Sha256) -> dict[str, Any]:
         with ensure_current().connect() as conn:
             found = export_records(conn, sha256=sha256)
@@ -394,7 +340,7 @@ def _router(settings: Settings) -> APIRouter:
         return found[0].to_json()
 
     @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
-                      dependencies=[Depends(reader)], response_class=FileResponse)
+                      dependencies=[Depends(reads)], response_class=FileResponse)
     def export_file(sha256: Sha256, request: Request) -> Response:
         return _blob(settings.store, request, sha256, published_exports, "published export")
 
@@ -411,7 +357,7 @@ def _router(settings: Settings) -> APIRouter:
         preprocessing: Annotated[str | None, Query(max_length=10_000, description="a PreprocessSpec's JSON")] = None,
     ) -> dict[str, Any]:
         full_name = f"{namespace}/{name}"
-        length = _declared_length(request, settings.max_upload_bytes)
+        length = declared_length(request, settings.max_upload_bytes)
         metrics = dict(parse_metric(m) for m in metric or [])
         await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
         names = [c.strip() for c in categories.split(",")] if categories is not None else None
@@ -427,7 +373,7 @@ def _router(settings: Settings) -> APIRouter:
     @router.post("/exports", status_code=201, dependencies=[Depends(publisher)], openapi_extra=_UPLOAD,
                  summary="publish a verified ONNX export (its zoo metadata is checked)")
     async def publish_export_file(request: Request, sha256: DeclaredSha256) -> dict[str, Any]:
-        length = _declared_length(request, settings.max_upload_bytes)
+        length = declared_length(request, settings.max_upload_bytes)
         with _upload(settings.store) as uploads:
             path = await _receive(request, uploads, sha256, length)
             with _uploaded_as(path):
@@ -445,30 +391,31 @@ def _json_query(name: str, value: str) -> Any:
         raise ApiError(400, f"query parameter {name!r} is not JSON: {exc}") from None
 
 
-def _declared_length(request: Request, limit: int) -> int:
-    """The upload's declared Content-Length: needed (411), a number (400), at most `limit` (413)."""
-    declared = request.headers.get("content-length")
-    if declared is None:
-        raise ApiError(411, "an upload needs a Content-Length header (the file's size in bytes)")
-    if not declared.isdigit():
-        raise ApiError(400, f"Content-Length {excerpt(declared)} is not a number of bytes")
-    if int(declared) > limit:
-        raise ApiError(413, f"the file is {int(declared)} bytes; this server accepts at most {limit} "
-                            "(zoo serve --max-upload)")
-    return int(declared)
-
-
 @contextmanager
 def _upload(store: ArtifactStore) -> Iterator[ArtifactStore]:
     """A store of its own for one upload, inside `store` (one file system), removed afterwards: publishing
-    copies what it accepts into `store`, so a refused or broken upload leaves nothing there."""
+    copies what it accepts into `store`, so a refused or broken upload leaves nothing there. Folders left
+    by a server killed during an upload are removed by a later upload once they are a day old."""
     folder = store.root / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder)
     root = tempfile.mkdtemp(dir=folder)
     try:
         yield ArtifactStore(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_stale(folder: pathlib.Path) -> None:
+    """Remove the upload folders in `folder` untouched for `STALE_UPLOAD_SECONDS` (no live upload is that idle)."""
+    cutoff = time.time() - STALE_UPLOAD_SECONDS
+    for entry in folder.iterdir():
+        try:
+            stale = entry.is_dir() and not entry.is_symlink() and entry.stat().st_mtime < cutoff
+        except OSError:  # removed meanwhile by another worker
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 async def _receive(request: Request, uploads: ArtifactStore, sha256: str, length: int) -> pathlib.Path:
@@ -493,7 +440,7 @@ def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
     try:
         yield
     except ZooError as exc:
-        raise ApiError(_status_of(exc), str(exc).replace(str(path), "the uploaded file"), kind=type(exc).__name__) from None
+        raise ApiError(status_of(exc), str(exc).replace(str(path), "the uploaded file"), kind=type(exc).__name__) from None
 
 
 def _blob(store: ArtifactStore, request: Request, sha256: str, table: Any, what: str) -> Response:

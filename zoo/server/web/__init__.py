@@ -17,24 +17,21 @@ only with ``--require-read-token``); the pages write nothing.
 from __future__ import annotations
 
 import pathlib
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from zoo.server.web import catalog, graph, predict
-from zoo.server.web.site import ApiParts, Web
+from zoo.server.common import Settings
+from zoo.server.web.site import Web
 
-if TYPE_CHECKING:
-    from zoo.server.app import Settings
-
-__all__ = ["ApiParts", "install"]
+__all__ = ["install"]
 STATIC = pathlib.Path(__file__).with_name("static")
 
 
-def install(app: FastAPI, settings: Settings, api: ApiParts) -> None:
+def install(app: FastAPI, settings: Settings) -> None:
     """Add the web catalog's pages and its static files to `app`."""
-    web = Web(settings, api)
+    web = Web(settings)
     app.include_router(catalog.router(web))
     app.include_router(graph.router(web))
     app.include_router(predict.router(web))

@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException
 
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.published import export_records
-from zoo.server.web.site import Sha256, Web
+from zoo.server.common import Sha256
+from zoo.server.web.site import Web
 
 _NETRON_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
                  ".ico": "image/x-icon", ".json": "application/json", ".svg": "image/svg+xml",

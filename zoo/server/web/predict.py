@@ -26,7 +26,8 @@ from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.published import export_records
 from zoo.errors import UnknownArtifactError, UsageError
 from zoo.server.web import pages
-from zoo.server.web.site import Sha256, Web
+from zoo.server.common import Sha256, declared_length
+from zoo.server.web.site import Web
 from zoo.store import ArtifactStore
 
 SAMPLES = Path(__file__).with_name("static") / "samples"
@@ -50,7 +51,7 @@ def router(site: Web) -> APIRouter:
 
     @tried.post("/{sha256}")
     async def run(sha256: Sha256, request: Request) -> dict[str, Any]:
-        length = site.api.declared_length(request, settings.max_upload_bytes)
+        length = declared_length(request, settings.max_upload_bytes)
         body = await request.body()
         if len(body) != length:
             raise UsageError(f"the upload has {len(body)} bytes, not its Content-Length {length}")

@@ -11,7 +11,6 @@ name. Filtering, sorting and pagination of those rows happen here too, in Python
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,7 +22,7 @@ from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.tables import GENERATION_KEY, catalog_state, metrics, models, plugins, published_exports, published_weights, weights
 from zoo.errors import UsageError, excerpt
 from zoo.registry import summarize_models
-from zoo.text import parse_metric
+from zoo.text import parse_count, parse_metric
 
 #: Columns the catalog table sorts by (the URL's ``sort``), in the order shown.
 COLUMNS = ("name", "task", "plugin", "params", "metric", "weights", "published")
@@ -32,7 +31,6 @@ PER_PAGE, MAX_PER_PAGE = 50, 500
 X_AXES = ("params", "gflops")
 _WILDCARDS = set("*?[")
 _HEADLINES: dict[tuple[str, str | None], dict[str, tuple[str, float]]] = {}  # see _headline_metrics
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 
 
 @dataclass(frozen=True)
@@ -105,13 +103,7 @@ def _whole(text: str, name: str, default: int, low: int, high: int | None) -> in
 
 def _count(text: str) -> int | None:
     """A parameter count as ``zoo list --max-params`` reads it (10M, 1.5k, 25557032); empty: None."""
-    if not text.strip():
-        return None
-    match = re.fullmatch(r"\s*(\d+)(?:\.(\d+))?\s*([kKmMgGbB]?)\s*", text)
-    if not match:
-        raise UsageError(f"max params {excerpt(text)} is not a count; use e.g. 10M, 500k or 25557032")
-    whole, fraction, suffix = match[1], match[2] or "", match[3].lower()
-    return int(whole + fraction) * _SUFFIXES[suffix] // 10 ** len(fraction)
+    return parse_count(text, "max params") if text.strip() else None
 
 
 @dataclass(frozen=True)
