@@ -2,8 +2,10 @@
 (tests/browser.py), every request to another server aborted and recorded (none may be made).
 
 One `zoo serve` process (``--max-upload 1M``) serves a synced catalog with the digits model's
-export and weights published; one browser serves the module. What the pages show is compared with
-the command line (``zoo list --json``, ``zoo show --json``) on the same catalog.
+export and weights published, and the export of the test plugin zoo-fixture-counting's
+``tiny_segmenter`` (pip-installed: a segmenter with hand-set weights that exports in seconds, so that
+"try it" draws an overlay on a photograph); one browser serves the module. What the pages show is
+compared with the command line (``zoo list --json``, ``zoo show --json``) on the same catalog.
 """
 
 from __future__ import annotations
@@ -22,28 +24,47 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.torch import save_file
 
 from tests.browser import chromium, offline_page
-from tests.conftest import ALL_PLUGINS, run_zoo
+from tests.conftest import ALL_PLUGINS, FIXTURES, pip_install, run_zoo
 from tests.test_serve import DIGITS_WEIGHTS, MAX_UPLOAD, Service, raw_request, start_service
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 
+def write_segmenter_weights(plugins: Path, folder: Path) -> None:
+    """tiny_segmenter's hand-set weights (the plugin's `bright_region_weights`), written where it looks for them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(plugins))
+        from zoo_fixture_counting import SEGMENTER_WEIGHTS_FILE
+        from zoo_fixture_counting.model import bright_region_weights
+    save_file(bright_region_weights(), folder / SEGMENTER_WEIGHTS_FILE)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """`zoo serve` on a synced catalog where digits_cnn's export and weights (as team/digits) are published."""
+    """`zoo serve` on a synced catalog where digits_cnn's export and weights (as team/digits) are published,
+    and tiny_segmenter's export (its image-sized mask: any image size, no resize)."""
     folder = tmp_path_factory.mktemp("web")
-    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": ALL_PLUGINS,
-           "ZOO_ARTIFACTS": str(folder / "artifacts")}
+    plugins = folder / "site-packages"
+    pip_install(FIXTURES / "zoo-fixture-counting", plugins)
+    write_segmenter_weights(plugins, folder)
+    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": f"{ALL_PLUGINS},counting",
+           "ZOO_ARTIFACTS": str(folder / "artifacts"), "PYTHONPATH": str(plugins),
+           "ZOO_FIXTURE_COUNTING_DIR": str(folder)}
     run_zoo("sync", env=env)
     run_zoo("export", "digits_cnn", "--weights", "DEFAULT", "-o", str(folder / "digits.onnx"), env=env)
     run_zoo("publish", "export", str(folder / "digits.onnx"), env=env)
+    run_zoo("export", "tiny_segmenter", "--weights", "DEFAULT", "--dynamic-image-size", "-o",
+            str(folder / "segmenter.onnx"), env=env)
+    run_zoo("publish", "export", str(folder / "segmenter.onnx"), env=env)
     run_zoo("publish", "weights", "digits_cnn", str(DIGITS_WEIGHTS), "--name", "team/digits",
             "--metric", "sklearn-digits-heldout:acc@1=99.1", env=env)
     served = start_service(env, folder / "serve.log", "--max-upload", str(MAX_UPLOAD))
-    served.tokens["export"] = str(folder / "digits.onnx")  # where the published export's file came from
+    served.tokens["export"] = str(folder / "digits.onnx")  # where the published exports' files came from
+    served.tokens["segmenter"] = str(folder / "segmenter.onnx")
     try:
         yield served
     finally:
@@ -74,8 +95,9 @@ def shown_names(page: Page) -> list[str]:
     return page.eval_on_selector_all("#catalog tbody tr", "rows => rows.map(r => r.dataset.name)")
 
 
-def export_sha256(site: Service) -> str:
-    return hashlib.sha256(Path(site.tokens["export"]).read_bytes()).hexdigest()
+def export_sha256(site: Service, export: str = "export") -> str:
+    """The SHA-256 of a published export: digits_cnn's, or (``"segmenter"``) tiny_segmenter's."""
+    return hashlib.sha256(Path(site.tokens[export]).read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("query, args", [
@@ -246,6 +268,37 @@ def test_an_uploaded_photograph_comes_back_drawn(page: tuple[Page, list[str]], s
     assert elsewhere == []
 
 
+def test_an_uploaded_photograph_comes_back_with_its_segmentation_drawn_on_it(
+        page: tuple[Page, list[str]], site: Service, tmp_path: Path) -> None:
+    from skimage import data
+
+    from zoo.drawing import palette
+
+    tab, elsewhere = page
+    photo = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(photo)
+    tab.goto(f"{site.url}/try")
+    tab.select_option("#export", export_sha256(site, "segmenter"))
+    tab.set_input_files("#upload", str(photo))
+    drawn = np.asarray(drawn_picture(tab)).astype(int)
+    original = np.asarray(Image.open(photo).convert("RGB")).astype(int)
+    height, width = original.shape[:2]
+    bright = original.mean(axis=2) > 255 / 2  # the mask the hand-set weights make: class 1 where R, G, B average > 0.5
+    assert 0.1 < bright.mean() < 0.9  # a visible part of the photograph, not all of it
+    assert drawn.shape[0] >= height and drawn.shape[1] > width  # the legend beside the photograph
+    # Each pixel is blended half and half with its class's colour (background: black, bright: colour 1), truncated.
+    colours = np.array(palette(2))
+    assert np.abs(2 * drawn[:height, :width] - original - colours[bright.astype(int)]).max() <= 1
+    legend = drawn[:, width:]
+    assert np.all(legend == colours[1], axis=2).any()  # the swatch of the bright class
+    assert re.fullmatch(r"segmentation in [0-9.]+ ms on \w+ExecutionProvider", tab.text_content("#status"))
+    result = json.loads(tab.text_content("#result"))
+    assert result["shape"] == [height, width]
+    assert result["classes"] == [{"label": "background", "pixels": int((~bright).sum())},
+                                 {"label": "bright", "pixels": int(bright.sum())}]
+    assert elsewhere == []
+
+
 def test_only_published_files_and_the_pages_files_are_reachable(site: Service) -> None:
     sha = export_sha256(site)
     for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2f__init__.py", f"/graph/{sha}/server.py",
@@ -276,6 +329,7 @@ def test_with_read_tokens_required_the_pages_need_one_too(site: Service, monkeyp
 
     for key, value in site.env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.syspath_prepend(site.env["PYTHONPATH"])  # the catalog's plugins, as the served process has them
     secret = run_zoo("token", "create", "web-reader", "--scope", "read", env=site.env).stdout.strip()
     client = TestClient(create_app(read_token_required=True), base_url="http://127.0.0.1")
     for path in ("/", "/compare", "/models/digits_cnn", "/try", f"/graph/{export_sha256(site)}/"):
