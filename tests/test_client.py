@@ -1,6 +1,8 @@
 """Client mode (``ZOO_REGISTRY_URL=http://...``): other processes use a real `zoo serve` as their catalog.
 
-The service runs on SQLite and on PostgreSQL (`tests.test_serve.service`). Client
+The service runs on SQLite and on PostgreSQL (`tests.test_serve.service`); what does not depend on
+the backend (the round trip, a missing plugin, commands that need a database) runs on PostgreSQL
+in CI and on both with ``ZOO_FULL_SWEEP=1``. Client
 processes start in an empty folder with no catalog of their own and a weights cache
 of their own; what they read is compared with the in-process Python API on the
 service's catalog. The deployment process cannot import torch or SQLAlchemy.
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from tests.conftest import NOT_ON_DEPLOYMENT_HOST, ROOT
+from tests.conftest import FULL_SWEEP_ENV, NOT_ON_DEPLOYMENT_HOST, ROOT
 from tests.test_serve import DIGITS_WEIGHTS, Service, in_process, service, sha256  # noqa: F401 - fixtures
 from zoo.errors import ServiceError, UnknownModelError, UnknownWeightsError, UsageError
 
@@ -56,18 +58,24 @@ def _output(env: dict[str, str], *args: str, cwd: Path, blocked: tuple[str, ...]
     return client(env, *args, cwd=cwd, blocked=blocked).stdout.strip()
 
 
-@pytest.mark.parametrize("args, filters", [
-    ((), {}),
-    (("resnet*", "--exclude", "resnet1*"), {"include": ["resnet*"], "exclude": ["resnet1*"]}),
-    (("--task", "detection", "--max-params", "40M"), {"task": "detection", "max_params": 40_000_000}),
-    (("--min-metric", "ImageNet-1K:acc@1=80"), {"min_metric": {"ImageNet-1K:acc@1": 80.0}}),
-])
+#: Backend-independent client behaviour runs on PostgreSQL in CI, on both backends with ``ZOO_FULL_SWEEP=1``
+#: (the lookups and the service's refusals run on both always).
+ONE_BACKEND = pytest.mark.parametrize("service", ["sqlite", "postgresql"] if os.environ.get(FULL_SWEEP_ENV) == "1"
+                                      else ["postgresql"], indirect=True)
+FILTERS = [{}, {"include": ["resnet*"], "exclude": ["resnet1*"]}, {"task": "detection", "max_params": 40_000_000},
+           {"min_metric": {"ImageNet-1K:acc@1": 80.0}}, {"plugin": "digits", "pretrained": True}]
+
+
 def test_zoo_list_in_client_mode_is_the_services_catalog(in_process: Service, client_env: dict[str, str],  # noqa: F811
-                                                         tmp_path: Path, args: tuple, filters: dict) -> None:
-    listed = _json(zoo_client(client_env, "list", "--json", *args, cwd=tmp_path))
-    assert listed == zoo.summarize_models(**filters)
-    assert listed, "each case lists something"
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listed = _json(zoo_client(client_env, "list", "--json", "--task", "detection", "--max-params", "40M",
+                              cwd=tmp_path))
+    assert listed == zoo.summarize_models(task="detection", max_params=40_000_000) and listed
     assert not (tmp_path / "registry.db").exists(), "a client keeps no catalog of its own"
+    local = [(zoo.summarize_models(**filters), zoo.list_models(**filters)) for filters in FILTERS]
+    monkeypatch.setenv("ZOO_REGISTRY_URL", in_process.url)  # this process, in client mode
+    assert [(zoo.summarize_models(**filters), zoo.list_models(**filters)) for filters in FILTERS] == local
+    assert all(names for _, names in local), "each filter lists something"
 
 
 def test_show_plugins_and_published_in_client_mode(in_process: Service, client_env: dict[str, str],  # noqa: F811
@@ -80,6 +88,7 @@ def test_show_plugins_and_published_in_client_mode(in_process: Service, client_e
         r.to_json() for r in zoo.list_published()]
 
 
+@ONE_BACKEND
 def test_publish_fetch_build_export_and_predict_without_torch(in_process: Service, client_env: dict[str, str],  # noqa: F811
                                                               tmp_path: Path) -> None:
     name = f"examples/client-{in_process.port}"
@@ -130,6 +139,7 @@ def test_publish_fetch_build_export_and_predict_without_torch(in_process: Servic
     assert ran.split() == [record["sha256"], "classification"]
 
 
+@ONE_BACKEND
 def test_a_missing_plugin_is_one_line_naming_what_to_install(in_process: Service,  # noqa: F811
                                                              client_env: dict[str, str], tmp_path: Path) -> None:
     done = client(client_env, "-m", "zoo", "export", "digits_cnn", "-o", str(tmp_path / "x.onnx"),
@@ -161,6 +171,7 @@ def test_the_services_refusals_are_the_zoo_errors_they_name(in_process: Service,
     assert zoo.get_model_weights(digits_cnn).__name__ == "DigitsCNN_Weights"
 
 
+@ONE_BACKEND
 def test_commands_that_need_a_catalog_database_say_so_in_one_line(client_env: dict[str, str], tmp_path: Path) -> None:
     for args in (("sync",), ("token", "list")):
         done = zoo_client(client_env, *args, cwd=tmp_path, check=False)

@@ -31,12 +31,15 @@ from zoo.server.web.site import Web
 from zoo.store import ArtifactStore
 
 SAMPLES = Path(__file__).with_name("static") / "samples"
+#: The largest image "try it" reads (into memory): far above any photograph, far below --max-upload's default.
+MAX_IMAGE_BYTES = 64 << 20
 _KEPT_SESSIONS = 4
 
 
 def router(site: Web) -> APIRouter:
     """The "try it" page and the prediction it posts to."""
     settings = site.settings
+    limit = min(settings.max_upload_bytes, MAX_IMAGE_BYTES)
     tried = APIRouter(prefix="/try", dependencies=[Depends(site.reader())], include_in_schema=False)
 
     @tried.get("", response_class=HTMLResponse)
@@ -45,13 +48,13 @@ def router(site: Web) -> APIRouter:
             with ensure_current().connect() as conn:
                 exports = [x.to_json() for x in export_records(conn)]
             samples = sorted(p.name for p in SAMPLES.glob("*.jpg"))
-            return pages.try_page(exports, samples, request.query_params.get("export"), settings.max_upload_bytes)
+            return pages.try_page(exports, samples, request.query_params.get("export"), limit)
 
         return site.html(render)
 
     @tried.post("/{sha256}")
     async def run(sha256: Sha256, request: Request) -> dict[str, Any]:
-        length = declared_length(request, settings.max_upload_bytes)
+        length = declared_length(request, limit)
         body = await request.body()
         if len(body) != length:
             raise UsageError(f"the upload has {len(body)} bytes, not its Content-Length {length}")
