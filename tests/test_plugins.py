@@ -271,9 +271,9 @@ def test_two_entry_points_with_one_name_both_load(plugin_dir: Path, tmp_path: Pa
 def test_hanging_plugin_is_stopped_named_and_recorded(plugin_dir: Path, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     selection = "fixture-good,fixture-sleep"
-    env = {"ZOO_SYNC_TIMEOUT": "15", "ZOO_FIXTURE_PID_FILE": str(pid_file)}
+    env = {"ZOO_SYNC_TIMEOUT": "10", "ZOO_FIXTURE_PID_FILE": str(pid_file)}
     line = one_error_line(zoo_script(plugin_dir, tmp_path, selection, "list", **env))
-    assert "zoo-fixture-sleep 1.0.0 (plugin 'fixture-sleep') did not finish loading within 15 s (ZOO_SYNC_TIMEOUT)" in line
+    assert "zoo-fixture-sleep 1.0.0 (plugin 'fixture-sleep') did not finish loading within 10 s (ZOO_SYNC_TIMEOUT)" in line
     assert "recorded as failed" in line
     assert not alive(int(pid_file.read_text()))
     # Recorded as failed: the next command neither waits nor fails, and `zoo plugins` says why.
@@ -288,9 +288,9 @@ def test_hanging_plugin_in_strict_sync_leaves_the_catalog(plugin_dir: Path, tmp_
     before = models_json(plugin_dir, tmp_path, "fixture-good")
     pid_file = tmp_path / "pid"
     done = zoo_script(plugin_dir, tmp_path, "fixture-good,fixture-sleep", "sync", "--strict",
-                      ZOO_SYNC_TIMEOUT="15", ZOO_FIXTURE_PID_FILE=str(pid_file))
+                      ZOO_SYNC_TIMEOUT="10", ZOO_FIXTURE_PID_FILE=str(pid_file))
     line = one_error_line(done)
-    assert "(plugin 'fixture-sleep') did not finish loading within 15 s" in line and "recorded" not in line
+    assert "(plugin 'fixture-sleep') did not finish loading within 10 s" in line and "recorded" not in line
     assert not alive(int(pid_file.read_text()))
     assert models_json(plugin_dir, tmp_path, "fixture-good") == before
 

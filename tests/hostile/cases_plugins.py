@@ -17,7 +17,7 @@ from hostile.harness import Case, fixture_site
 Setup = Callable[[Path], Mapping[str, str | None]]
 Check = Callable[[Path, subprocess.CompletedProcess], None]
 BUNDLED_MODELS = 122  # digits_cnn and torchvision's 121
-TIMEOUT = "15"  # ZOO_SYNC_TIMEOUT of the hanging cases: ample for a sync without torch, even on a busy machine
+TIMEOUT = "10"  # ZOO_SYNC_TIMEOUT of the hanging cases: ample for a sync without torch (1-2 s), even on a busy machine
 
 
 def plugin(distribution: str, selection: str | None, **env: str) -> Setup:
