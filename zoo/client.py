@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,7 +190,7 @@ class Service:
 
     def _upload(self, path: str, file: Path, params: Mapping[str, Any]) -> Any:
         """POST the regular file `file` as the body, with its SHA-256 declared and its length."""
-        from zoo.fetch import sha256_of
+        from zoo.fetch import CHUNK, sha256_of
         from zoo.outputs import open_regular
 
         sha256 = sha256_of(file)
@@ -198,7 +198,8 @@ class Service:
             size = os.fstat(f.fileno()).st_size
             headers = {"X-Zoo-SHA256": sha256, "Content-Length": str(size),
                        "Content-Type": "application/octet-stream"}
-            return self._json("POST", path, params=dict(params), content=_chunks(f), headers=headers)
+            return self._json("POST", path, params=dict(params), content=iter(lambda: f.read(CHUNK), b""),
+                              headers=headers)
 
 
 def _listed(value: str | Iterable[str] | None) -> list[str] | None:
@@ -210,11 +211,6 @@ def _path(name: str) -> str:
     if not isinstance(name, str):
         raise UsageError(f"a name must be a string, not {type(name).__name__}")
     return quote(name, safe="/")
-
-
-def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:
-    while chunk := f.read(size):
-        yield chunk
 
 
 def _read_bounded(response: httpx.Response) -> bytes:

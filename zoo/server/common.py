@@ -18,10 +18,11 @@ from zoo.errors import (
     ZooError,
     excerpt,
 )
+from zoo.fetch import FULL_HASH
 from zoo.server.tokens import READ_SCOPES, token_scopes
 from zoo.store import ArtifactStore
 
-SHA256_PATTERN = "^[0-9a-f]{64}$"
+SHA256_PATTERN = f"^{FULL_HASH.pattern}$"
 Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="64 lowercase hex digits")]
 _bearer = HTTPBearer(auto_error=False, description="a token from `zoo token create`")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
