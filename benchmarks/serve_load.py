@@ -32,14 +32,11 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +44,8 @@ import httpx
 from _measure import ROOT, Child, child_env, machine_line, markdown_table, run_child, write_result, zoo_argv
 from catalog_scale import postgresql_catalog
 from cold_list import row as cold_row
+
+from zoo.testing import serving
 
 API = "/api/v1"
 PLUGINS = "digits,torchvision"
@@ -60,8 +59,6 @@ FILTERS: tuple[dict[str, object], ...] = (
     {"pattern": "resnet*"},
     {"min_metric": "ImageNet-1K:acc@1=80"},
 )
-_LISTENING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
-_STARTED = "Application startup complete."
 
 
 @dataclass(frozen=True)
@@ -119,51 +116,7 @@ class LoadRun:
     machine_cores: float
 
 
-@dataclass(frozen=True)
-class Service:
-    """A running `zoo serve`: its address and the id of its first process."""
-
-    url: str
-    pid: int
-
-
 # -- the catalog and the service ---------------------------------------------------------
-
-
-@contextmanager
-def serving(env: Mapping[str, str], log: Path, workers: int) -> Iterator[Service]:
-    """``zoo serve --port 0 --workers N`` in `env`, once every worker has started and it answers /health;
-    stopped afterwards. The port is the one uvicorn prints (as tests/test_serve.py reads it)."""
-    with log.open("wb") as err:
-        process = subprocess.Popen(zoo_argv("serve", "--port", "0", "--workers", str(workers)), env=dict(env),
-                                   stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        yield Service(wait_until_serving(process, log, workers), process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_serving(process: subprocess.Popen[bytes], log: Path, workers: int, timeout: float = 120) -> str:
-    """The address the service at `process` listens on, once its `workers` have started and /health is 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"zoo serve exited {process.returncode}:\n{log.read_text()[-2000:]}")
-        text = log.read_text()
-        found = _LISTENING.search(text)
-        if found and text.count(_STARTED) >= workers:
-            try:
-                httpx.get(f"{found[1]}{API}/health", timeout=10).raise_for_status()
-                return found[1]
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    raise SystemExit(f"zoo serve did not answer within {timeout:.0f} s:\n{log.read_text()[-2000:]}")
 
 
 def publish_digits(url: str, token: str) -> tuple[str, int]:
@@ -408,7 +361,7 @@ def main() -> None:
         token = run_child(zoo_argv("token", "create", "bench"), env, folder).stdout.strip()
         published: tuple[str, int] | None = None
         for count in workers:
-            with serving(env, folder / f"serve-{count}.log", count) as service:
+            with serving("--workers", str(count), env=env, log=folder / f"serve-{count}.log") as service:
                 if published is None:  # the first service publishes; the catalog and the store outlive it
                     published = publish_digits(service.url, token)
                     if args.cold_list:

@@ -146,10 +146,11 @@ def registry_service() -> int:
     accuracy = re.search(r"held-out parity accuracy: ([0-9.]+)%", tuned)[1]
     print(f"  fine-tuned odd/even weights (examples/finetune_digits.py): held-out acc@1 {accuracy}%")
     from zoo.server.tokens import create_token
+    from zoo.testing import serving
 
     token = create_token(f"demo-{os.getpid()}")
-    service, url = _start_service()
-    try:
+    with serving(log="zoo-serve.log") as service:  # `zoo serve` on a free loopback port, once it answers
+        url = service.url
         client = {**os.environ, "ZOO_REGISTRY_URL": url, "ZOO_TOKEN": token}
         published = json.loads(_run([*ZOO, "publish", "weights", "digits_cnn", PARITY_WEIGHTS, "--name",
                                      PUBLISHED, "--categories", "even,odd", "--from", "DigitsCNN_Weights.DEFAULT",
@@ -165,9 +166,6 @@ def registry_service() -> int:
         print(f"  exported it (verified against PyTorch) and published the export (sha256 {export['sha256'][:16]})")
         deployed = json.loads(_run([WITHOUT, "torch,torchvision,onnx,sqlalchemy", "-c", DEPLOYED_PREDICTION,
                                     PUBLISHED], env=client))
-    finally:
-        service.terminate()
-        service.wait(30)
     print("  service stopped")
     same = sum(a == b for a, b in zip(deployed["top1"], built["top1"]))
     print(f"  without torch or SQLAlchemy, Predictor.from_registry('digits_cnn', '{PUBLISHED}') fetched the export "
@@ -179,26 +177,6 @@ def registry_service() -> int:
     print(f"  same from the command line: ZOO_REGISTRY_URL=http://HOST:PORT .venv/bin/zoo predict --model digits_cnn "
           f"--weights {PUBLISHED} IMAGE...")
     return 0
-
-
-def _start_service() -> tuple[subprocess.Popen[bytes], str]:
-    """`zoo serve` on a free loopback port, once it answers; the process and its address."""
-    import httpx
-
-    log = open("zoo-serve.log", "wb")  # noqa: SIM115 - the child writes it while it runs
-    service = subprocess.Popen([sys.executable, *ZOO, "serve", "--port", "0"], stdout=log, stderr=log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and service.poll() is None:
-        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", Path("zoo-serve.log").read_text())
-        if found:
-            try:
-                httpx.get(f"{found[1]}/api/v1/health", timeout=10).raise_for_status()
-                return service, found[1]
-            except httpx.TransportError:
-                pass
-        time.sleep(0.2)
-    service.kill()
-    raise SystemExit(f"demo: zoo serve did not start:\n{Path('zoo-serve.log').read_text()}")
 
 
 def _run(args: list[str], *, env: dict[str, str] | None = None) -> str:

@@ -35,7 +35,8 @@ from zoo.errors import (
     WeightsError,
 )
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
-from zoo.store import ArtifactStore
+from zoo.settings import Settings
+from zoo.store import DirectoryStore, open_store
 from conftest import FULL_SWEEP_ENV, CodeOnLoad, run_zoo
 
 DIGITS_FILE = Path(__file__).resolve().parents[1] / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
@@ -53,24 +54,40 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def _blob(root: Path, sha256: str) -> Path:
+    """Where a directory store at `root` keeps the blob of `sha256`."""
+    return root / "sha256" / sha256[:2] / sha256
+
+
+def _store_root() -> Path:
+    """The folder of the artifact store the environment configures."""
+    store = open_store(Settings.from_environ())
+    assert isinstance(store, DirectoryStore)
+    return store.root
+
+
 def test_store_keeps_files_by_content_and_deduplicates(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "store")
+    store = DirectoryStore(tmp_path / "store")
     source = tmp_path / "a.bin"
     source.write_bytes(b"weights")
     first = store.put_file(source)
     assert first.sha256 == _sha(b"weights") and first.size == 7
-    assert first.path == tmp_path / "store" / "sha256" / first.sha256[:2] / first.sha256
-    assert first.path.read_bytes() == b"weights" and first.path.stat().st_mode & 0o777 == 0o444
-    before = first.path.stat()
+    path = _blob(tmp_path / "store", first.sha256)
+    assert path.read_bytes() == b"weights" and path.stat().st_mode & 0o777 == 0o444
+    before = path.stat()
     again = store.put_stream([b"wei", b"ghts"], sha256=first.sha256, max_bytes=7)
-    assert again == first and first.path.stat().st_ino == before.st_ino  # the existing blob is kept
-    assert store.exists(first.sha256) and store.path(first.sha256) == first.path
+    assert again == first and path.stat().st_ino == before.st_ino  # the existing blob is kept
+    assert store.exists(first.sha256) and store.stat(first.sha256) == 7 and list(store) == [first]
+    with store.open(first.sha256) as f:
+        assert f.read() == b"weights"
     assert store.read(first.sha256) == b"weights"
-    assert _files(tmp_path / "store") == [first.path]  # no temporary file left
+    assert _files(tmp_path / "store") == [path]  # no temporary file left
+    assert store.delete(first.sha256) and not store.exists(first.sha256) and store.stat(first.sha256) is None
+    assert not store.delete(first.sha256) and list(store) == []
 
 
 def test_store_refuses_a_wrong_hash_an_oversize_stream_and_leaves_nothing(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "store")
+    store = DirectoryStore(tmp_path / "store")
     with pytest.raises(HashMismatchError, match="declared; nothing was stored"):
         store.put_stream([b"abc"], sha256=_sha(b"abd"), max_bytes=10)
     consumed = []
@@ -95,12 +112,12 @@ def test_store_refuses_a_wrong_hash_an_oversize_stream_and_leaves_nothing(tmp_pa
 
 
 def test_store_bounds_hashes_and_reads_regular_files_only(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "store")
+    store = DirectoryStore(tmp_path / "store")
     for bad in ["ABC", "0" * 63, "G" * 64, "A" * 64, "../" + "0" * 61, 7]:
         with pytest.raises(UsageError, match="64 lowercase hex digits"):
             store.exists(bad)
     with pytest.raises(UnknownArtifactError, match="no file with SHA-256"):
-        store.path("0" * 64)
+        store.open("0" * 64)
     with pytest.raises(UsageError, match="not a regular file"):
         store.put_file(tmp_path)
     fifo = tmp_path / "fifo"
@@ -109,7 +126,7 @@ def test_store_bounds_hashes_and_reads_regular_files_only(tmp_path: Path) -> Non
         store.put_file(fifo)
     with pytest.raises(UsageError, match="max_bytes"):
         store.put_stream([b""], sha256=_sha(b""), max_bytes=-1)
-    blob = store.put_stream([b"good"], sha256=_sha(b"good"), max_bytes=4).path
+    blob = _blob(tmp_path / "store", store.put_stream([b"good"], sha256=_sha(b"good"), max_bytes=4).sha256)
     blob.chmod(0o644)
     blob.write_bytes(b"evil")
     with pytest.raises(HashMismatchError, match="the store is damaged"):
@@ -119,12 +136,12 @@ def test_store_bounds_hashes_and_reads_regular_files_only(tmp_path: Path) -> Non
 def test_default_store_is_configurable_else_beside_a_sqlite_catalog(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("ZOO_ARTIFACTS", raising=False)
     monkeypatch.setenv("ZOO_REGISTRY_URL", f"sqlite:///{tmp_path / 'cat' / 'registry.db'}")
-    assert ArtifactStore.default().root == tmp_path / "cat" / "artifacts"
+    assert _store_root() == tmp_path / "cat" / "artifacts"
     monkeypatch.setenv("ZOO_REGISTRY_URL", "postgresql://user@db.example:5432/zoo")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert ArtifactStore.default().root == tmp_path / "cache" / "zoo" / "artifacts"
+    assert _store_root() == tmp_path / "cache" / "zoo" / "artifacts"
     monkeypatch.setenv("ZOO_ARTIFACTS", str(tmp_path / "shared"))
-    assert ArtifactStore.default().root == tmp_path / "shared"
+    assert _store_root() == tmp_path / "shared"
 
 
 # -- publishing weights ---------------------------------------------------------------
@@ -178,7 +195,7 @@ def test_round_trip_inherits_from_the_weights_it_was_tuned_from(catalog: str) ->
     assert published.categories == expected["meta"]["categories"] == [str(d) for d in range(10)]
     assert published.preprocessing == expected["transforms"]
     assert published.metrics == {"sklearn-digits-heldout:acc@1": 99.111}
-    assert ArtifactStore.default().read(DIGITS_SHA256) == DIGITS_FILE.read_bytes()
+    assert open_store(Settings.from_environ()).read(DIGITS_SHA256) == DIGITS_FILE.read_bytes()
 
     model = zoo.get_model("digits_cnn", weights="examples/digits-parity")
     assert torch.equal(_outputs(model), _by_hand(DIGITS_FILE, 10))
@@ -200,7 +217,7 @@ def test_categories_give_the_head_and_the_file_is_loaded_verified(catalog: str, 
     assert model.classifier.out_features == 3
     assert torch.equal(_outputs(model), _by_hand(three_class_file, 3))
     # A blob changed in the store is refused before anything is loaded.
-    blob = ArtifactStore.default().path(published.sha256)
+    blob = _blob(_store_root(), published.sha256)
     blob.chmod(0o644)
     data = blob.read_bytes()
     blob.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
@@ -379,7 +396,8 @@ def test_publish_export_records_a_verified_export(catalog: str, tmp_path: Path) 
     published = publish_export(result.path)
     assert (published.sha256, published.model, published.weights) == (
         result.sha256, "digits/digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1")
-    assert published.metadata["verification"] and ArtifactStore.default().read(result.sha256) == result.path.read_bytes()
+    assert (published.metadata["verification"]
+            and open_store(Settings.from_environ()).read(result.sha256) == result.path.read_bytes())
     assert publish_export(result.path) == published  # published once
     assert find_export("digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1") == published
     assert find_export("digits/digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1") == published

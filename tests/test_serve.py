@@ -9,16 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
+import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,28 +26,29 @@ import pytest
 
 import zoo
 from zoo.errors import ZooError
+from zoo.testing import ServeFailed, Served, serving
 from tests.conftest import ALL_PLUGINS, ROOT, postgresql_database, python_without, run_zoo
 from tests.test_publish import three_class_file  # noqa: F401 - a fixture: the digits weights with a 3-class head
 
 DIGITS_WEIGHTS = ROOT / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
 MAX_UPLOAD = 1 << 20
 API = "/api/v1"
-_LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-
-
 @dataclass
 class Service:
-    """A `zoo serve` process, the environment (catalog, plugins, store) it runs in, and its tokens."""
+    """A `zoo serve` process (`zoo.testing.Served`), the environment (catalog, plugins, store) it runs in, and
+    its tokens."""
 
-    process: subprocess.Popen[bytes]
-    port: int
+    served: Served
     env: dict[str, str]
-    log: Path
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.served.url
+
+    @property
+    def port(self) -> int:
+        return self.served.port
 
     @property
     def store(self) -> Path:
@@ -58,35 +58,12 @@ class Service:
         headers = {"Authorization": f"Bearer {self.tokens[token]}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
-
-def start_service(env: dict[str, str], log: Path, *args: str) -> Service:
-    """``zoo serve --port 0 ARGS`` in `env`; returns once it answers on the port uvicorn prints (with
-    ``--workers``, the parent prints it when it has bound the socket, before a worker listens)."""
-    with log.open("wb") as err:
-        process = subprocess.Popen([sys.executable, "-m", "zoo", "serve", "--port", "0", *args],
-                                   env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"zoo serve exited {process.returncode}:\n{log.read_text()}")
-        found = _LISTENING.search(log.read_text())
-        if found:
-            try:
-                httpx.get(f"http://127.0.0.1:{found[1]}{API}/health", timeout=10).raise_for_status()
-                return Service(process, int(found[1]), env, log)
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"zoo serve did not answer within 120 s:\n{log.read_text()}")
+@contextmanager
+def running_service(env: dict[str, str], *args: str, log: Path | None = None) -> Iterator[Service]:
+    """``zoo serve ARGS`` in `env` (`zoo.testing.serving`: once it is ready) for the block, its output in `log`."""
+    with serving(*args, env=env, log=log) as served:
+        yield Service(served, env)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -99,12 +76,11 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         run_zoo("sync", env=env)
         tokens = {name: run_zoo("token", "create", name, *scopes, env=env).stdout.strip()
                   for name, scopes in (("publisher", ()), ("reader", ("--scope", "read")))}
-        served = start_service(env, folder / "serve.log", "--max-upload", str(MAX_UPLOAD))
-        served.tokens = tokens
         try:
-            yield served
+            with running_service(env, "--max-upload", str(MAX_UPLOAD), log=folder / "serve.log") as served:
+                served.tokens = tokens
+                yield served
         finally:
-            served.stop()
             from zoo.catalog.engine import open_engine
 
             open_engine(url).dispose()
@@ -363,8 +339,7 @@ def test_an_upload_removes_what_a_killed_server_left_a_day_ago(in_process: Servi
 
 def test_eight_clients_publishing_one_name_get_versions_one_to_eight(in_process: Service, tmp_path: Path) -> None:
     """Two servers (the second with two worker processes) on one catalog and store; eight clients at once."""
-    second = start_service(in_process.env, tmp_path / "second.log", "--workers", "2")
-    try:
+    with running_service(in_process.env, "--workers", "2", log=tmp_path / "second.log") as second:
         body = DIGITS_WEIGHTS.read_bytes()
         answers: list[httpx.Response] = []
 
@@ -383,8 +358,6 @@ def test_eight_clients_publishing_one_name_get_versions_one_to_eight(in_process:
         assert sorted(a.json()["version"] for a in answers) == list(range(1, 9))
         with httpx.Client(base_url=second.url) as c:
             assert [v["version"] for v in c.get(f"{API}/published/acme/race").json()["versions"]] == list(range(1, 9))
-    finally:
-        second.stop()
 
 
 @pytest.fixture(scope="module")
@@ -419,8 +392,8 @@ def test_publish_and_fetch_an_export(in_process: Service, digits_export: Path) -
 
 def test_reads_can_require_a_token_and_other_host_names_be_allowed(sqlite_url: str, tmp_path: Path) -> None:
     env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "store")}
-    served = start_service(env, tmp_path / "serve.log", "--require-read-token", "--allow-host", "Registry.Example.com")
-    try:
+    with running_service(env, "--require-read-token", "--allow-host", "Registry.Example.com",
+                         log=tmp_path / "serve.log") as served:
         served.tokens = {name: run_zoo("token", "create", name, "--scope", scope, env=env).stdout.strip()
                          for name, scope in (("reader", "read"), ("publisher", "publish"))}
         with served.client() as client:
@@ -433,8 +406,6 @@ def test_reads_can_require_a_token_and_other_host_names_be_allowed(sqlite_url: s
         for host, status in (("registry.example.com", 200), ("REGISTRY.example.com:443", 200), ("example.com", 400)):
             answer, _ = raw_request(served.port, f"GET {API}/health HTTP/1.1\nHost: {host}\nConnection: close")
             assert answer == status, host
-    finally:
-        served.stop()
 
 
 def test_token_commands(sqlite_url: str) -> None:
@@ -533,13 +504,11 @@ class PostgresServer:
 
 def test_a_stopped_database_is_503_until_it_is_back(tmp_path: Path) -> None:
     database = PostgresServer()
-    served = None
     try:
         database.start()
         env = {"ZOO_REGISTRY_URL": database.url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "a")}
         run_zoo("sync", env=env)
-        served = start_service(env, tmp_path / "serve.log")
-        with served.client() as client:
+        with running_service(env, log=tmp_path / "serve.log") as served, served.client() as client:
             assert client.get(f"{API}/models").json()["total"] == 1
             database.stop()
             for path in ("/models", "/models/digits_cnn", "/health", "/published"):
@@ -552,9 +521,65 @@ def test_a_stopped_database_is_503_until_it_is_back(tmp_path: Path) -> None:
                 time.sleep(0.5)
             assert back.json()["total"] == 1 and client.get(f"{API}/health").status_code == 200
     finally:
-        if served is not None:
-            served.stop()
         database.remove()
+
+
+# -- starting and stopping ----------------------------------------------------------------
+
+
+def ready_lines(log: Path) -> list[dict]:
+    """The ready lines (JSON) `zoo serve` printed to `log`."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"zoo_serve"')]
+
+
+def children(pid: int) -> set[int]:
+    """The ids of the child processes of `pid` (/proc)."""
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+
+
+def test_serve_says_it_is_ready_in_one_json_line_and_in_the_ready_file(sqlite_url: str, tmp_path: Path) -> None:
+    env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "store")}
+    with serving(env=env, log=tmp_path / "serve.log") as served:
+        ready_file = Path(served.process.args[served.process.args.index("--ready-file") + 1])
+        ready = json.loads(ready_file.read_text())
+        assert ready == served.ready == {"zoo_serve": "ready", "url": served.url, "pid": served.pid, "workers": 1}
+        assert served.url.startswith("http://127.0.0.1:") and served.port > 0
+        assert httpx.get(f"{served.url}{API}/health", timeout=60).json() == {"status": "ok"}
+        assert ready_lines(served.log) == [ready]  # stdout: the same JSON, once
+        assert served.stop() == -signal.SIGTERM  # as uvicorn: the signal's own effect after a graceful stop
+        assert not ready_file.exists()  # removed: a stopped server does not look ready
+
+
+def test_with_two_workers_both_start_before_the_ready_line_and_die_with_the_server(sqlite_url: str,
+                                                                                  tmp_path: Path) -> None:
+    env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "store")}
+    with serving("--workers", "2", env=env) as served:
+        assert ready_lines(served.log) == [served.ready] and served.ready["workers"] == 2
+        assert served.log.read_text().count("Application startup complete.") == 2  # both, before the line
+        for _ in range(4):
+            assert httpx.get(f"{served.url}{API}/health", timeout=60).json() == {"status": "ok"}
+        workers = {pid for pid in children(served.pid)
+                   if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")}
+        assert len(workers) == 2
+        os.kill(served.pid, signal.SIGKILL)  # no clean-up by the parent: the workers notice it is gone
+        served.process.wait()
+        deadline = time.monotonic() + 60
+        while (alive := {pid for pid in workers if Path(f"/proc/{pid}").exists()}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{served.url}{API}/health", timeout=10)
+
+
+def test_a_server_that_exits_before_it_is_ready_is_an_error_with_its_log(sqlite_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        with pytest.raises(ServeFailed, match=f"(?s)exited 1 before it was ready.*cannot serve on "
+                                                          f"127.0.0.1:{port}"):
+            with serving("--port", port, env={"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": ""}):
+                pass
 
 
 def test_serve_refuses_bad_settings_in_one_line(sqlite_url: str, tmp_path: Path) -> None:

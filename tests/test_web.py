@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from tests.browser import chromium, offline_page
 from tests.conftest import ALL_PLUGINS, FIXTURES, pip_install, run_zoo
-from tests.test_serve import DIGITS_WEIGHTS, MAX_UPLOAD, Service, raw_request, start_service
+from tests.test_serve import DIGITS_WEIGHTS, MAX_UPLOAD, Service, raw_request, running_service
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -62,13 +62,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     run_zoo("publish", "export", str(folder / "segmenter.onnx"), env=env)
     run_zoo("publish", "weights", "digits_cnn", str(DIGITS_WEIGHTS), "--name", "team/digits",
             "--metric", "sklearn-digits-heldout:acc@1=99.1", env=env)
-    served = start_service(env, folder / "serve.log", "--max-upload", str(MAX_UPLOAD))
-    served.tokens["export"] = str(folder / "digits.onnx")  # where the published exports' files came from
-    served.tokens["segmenter"] = str(folder / "segmenter.onnx")
-    try:
+    with running_service(env, "--max-upload", str(MAX_UPLOAD), log=folder / "serve.log") as served:
+        served.tokens["export"] = str(folder / "digits.onnx")  # where the published exports' files came from
+        served.tokens["segmenter"] = str(folder / "segmenter.onnx")
         yield served
-    finally:
-        served.stop()
 
 
 @pytest.fixture(scope="module")

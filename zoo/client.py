@@ -1,8 +1,8 @@
 """Client mode: the zoo's lookups answered by a registry service (`zoo serve`) over HTTP.
 
 With ``ZOO_REGISTRY_URL=http://HOST:PORT`` (or ``https://``) there is no catalog
-database here: `zoo.registry`, `zoo.publish` and the command line ask the service's
-``/api/v1`` instead (`service` returns its client, None in local mode). Files the
+database here: `zoo.catalog.api.open_catalog` makes an `HttpCatalog`, which answers the
+`Catalog` interface from the service's ``/api/v1`` with the same typed records. Files the
 service holds (published weights and exports) are fetched by `zoo.fetch` into the
 weights cache, by their SHA-256, with the usual verification, ``$ZOO_OFFLINE`` and
 ``$ZOO_WEIGHTS_MIRROR`` rules. ``$ZOO_TOKEN`` is sent as the bearer token: publishing
@@ -19,24 +19,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from zoo import errors
-from zoo.errors import ServiceError, UsageError, excerpt
-from zoo.records import PublishedExport, PublishedWeights, parse_spec
+from zoo.catalog.api import FitCheck, Patterns
+from zoo.errors import ServiceError, UsageError
+from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights, parse_spec
+from zoo.settings import REGISTRY_URL, TOKEN, Settings
 
 if TYPE_CHECKING:
     import httpx
 
-    from zoo.fetch import Fetched, Loaded
+    from zoo.fetch import Fetched, Loaded, WeightsCache
 
-__all__ = ["Service", "service", "service_url"]
+__all__ = ["HttpCatalog"]
 
-URL_ENV = "ZOO_REGISTRY_URL"  # the same variable as the catalog's URL: a database, or a service
-TOKEN_ENV = "ZOO_TOKEN"
 API = "/api/v1"
 PAGE = 1000  # models per request: the service's largest page
 MAX_ANSWER = 256 << 20  # bytes of one JSON answer read at most (a listing of every timm model is ~2 MB)
@@ -47,86 +46,80 @@ _UNKNOWN = {cls.__name__: cls for cls in (errors.UnknownNameError, errors.Unknow
                                           errors.UnknownWeightsError)}
 
 
-def service_url() -> str | None:
-    """``$ZOO_REGISTRY_URL`` when it names a registry service (``http://`` or ``https://``), else None."""
-    raw = os.environ.get(URL_ENV, "").strip()
-    if urlsplit(raw).scheme.lower() not in {"http", "https"}:
-        return None
-    parts = urlsplit(raw)
-    if not parts.hostname or parts.query or parts.fragment:
-        raise UsageError(f"{URL_ENV}={excerpt(raw)} is not a service address; expected http://HOST:PORT "
-                         f"(or a database URL such as sqlite:///registry.db)")
-    return raw.rstrip("/")
+class HttpCatalog:
+    """The `zoo.catalog.api.Catalog` of a registry service's ``/api/v1``; files come into the weights `cache`."""
 
-
-def service() -> Service | None:
-    """The client of the registry service ``$ZOO_REGISTRY_URL`` names; None when it names a catalog database."""
-    url = service_url()
-    return _client(url, os.environ.get(TOKEN_ENV) or None) if url is not None else None
-
-
-@lru_cache(maxsize=4)
-def _client(url: str, token: str | None) -> Service:
-    return Service(url, token)
-
-
-class Service:
-    """A registry service's ``/api/v1``, answered as plain data and `zoo.records` records."""
-
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, settings: Settings, cache: WeightsCache | None = None) -> None:
         import httpx
 
-        self.url = url
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url, self.settings, self.cache = url, settings, cache
+        headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
         self._http = httpx.Client(base_url=url + API, headers=headers, timeout=httpx.Timeout(120, connect=10),
                                   transport=httpx.HTTPTransport(retries=2))  # retries: connections only
 
+    def __repr__(self) -> str:
+        return f"HttpCatalog({self.url!r})"
+
     # -- the catalog --------------------------------------------------------------------
 
-    def models(self, include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None, *,
+    def names(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[tuple[str, str]]:
+        return [(m.name, m.builder) for m in self.models(include, exclude, **filters)]
+
+    def models(self, include: Patterns = None, exclude: Patterns = None, *,
                task: str | None = None, plugin: str | None = None, pretrained: bool | None = None,
-               max_params: int | None = None, min_metric: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
-        """`zoo.summarize_models`' records, every page of them."""
+               max_params: int | None = None, min_metric: Mapping[str, float] | None = None) -> list[ModelSummary]:
         params: dict[str, Any] = {"pattern": _listed(include), "exclude": _listed(exclude), "task": task,
                                   "plugin": plugin, "max_params": max_params,
                                   "pretrained": None if pretrained is None else str(bool(pretrained)).lower(),
                                   "min_metric": [f"{k}={v}" for k, v in (min_metric or {}).items()],
                                   "limit": PAGE}
-        found: list[dict[str, Any]] = []
+        found: list[ModelSummary] = []
         while True:
             page = self.get("/models", **params, offset=len(found))
-            found += page["models"]
+            found += [ModelSummary.from_json(m) for m in page["models"]]
             if not page["models"] or len(found) >= page["total"]:
                 return found
 
-    def describe(self, name: str) -> dict[str, Any]:
-        return self.get(f"/models/{_path(name)}")
+    def describe(self, name: str) -> ModelRecord:
+        return ModelRecord.from_json(self.get(f"/models/{_path(name)}"))
 
     def plugins(self) -> list[dict[str, Any]]:
-        return self.get("/plugins")
+        """The service's plugins; `installed_here`: whether this machine has each (can build its models)."""
+        from zoo.plugins import installed_here
+
+        records = self.get("/plugins")
+        here = installed_here((r["name"], r["distribution"], r["version"]) for r in records)
+        return [{**record, "installed_here": mine} for record, mine in zip(records, here)]
 
     def weights_owner(self, name: str, model: str | None) -> tuple[str, str]:
-        """The qualified model whose weights enum holds weights `name`, and the member's name."""
         found = self.get("/weights", name=name, model=model)
         return found["model"], found["member"]
 
+    def known_sha256(self, url: str) -> str | None:
+        return None  # the hashes a client uses come with the record of the model it builds
+
+    def learn_sha256(self, url: str, sha256: str, size: int) -> None:
+        return None  # the service's catalog is not this client's to write
+
+    def weights_files(self) -> list[tuple[str, str, str | None]]:
+        raise UsageError("with a registry service (ZOO_REGISTRY_URL=http://...), name the weights to verify")
+
     # -- published weights and exports --------------------------------------------------
 
-    def published(self, name: str | None = None) -> list[PublishedWeights]:
+    def list_published(self, name: str | None = None) -> list[PublishedWeights]:
         if name is None:
             return [PublishedWeights.from_json(r) for r in self.get("/published")]
         spec = parse_spec(name, bare=True)
         answer = self.get(f"/published/{spec.namespace}/{spec.name}")
         return [PublishedWeights.from_json(r) for r in answer["versions"]]
 
-    def resolve(self, text: str) -> PublishedWeights:
-        """The published version `text` picks (``NS/NAME``, ``NS/NAME:2``, ``NS/NAME@ALIAS``)."""
-        spec = parse_spec(text)
-        where = f"/published/{spec.namespace}/{spec.name}"
-        if spec.version is not None:
-            where += f"/versions/{spec.version}"
-        elif spec.alias is not None:
-            where += f"/aliases/{spec.alias}"
+    def resolve_published(self, spec: str) -> PublishedWeights:
+        parsed = parse_spec(spec)
+        where = f"/published/{parsed.namespace}/{parsed.name}"
+        if parsed.version is not None:
+            where += f"/versions/{parsed.version}"
+        elif parsed.alias is not None:
+            where += f"/aliases/{parsed.alias}"
         else:
             where += "/latest"
         return PublishedWeights.from_json(self.get(where))
@@ -136,16 +129,24 @@ class Service:
         return PublishedWeights.from_json(self._json("PUT", f"/published/{spec.namespace}/{spec.name}/aliases/"
                                                             f"{_path(alias)}", params={"version": version}))
 
-    def publish_weights(self, model: str, file: str | os.PathLike[str], *, name: str, **params: Any) -> PublishedWeights:
+    def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
+                        categories: list[str] | None, from_weights: str | None, description: str | None,
+                        preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
+        """Upload `file`: the service checks it (`check` runs there)."""
+        if categories is not None and any("," in c for c in categories):
+            raise UsageError("a registry service takes categories comma-separated, so a category name with ',' "
+                             "cannot be sent; inherit the categories with from_weights (--from) instead")
+        query = {"model": model, "metric": [f"{k}={v}" for k, v in metrics.items()],
+                 "categories": ",".join(categories) if categories else None, "from": from_weights,
+                 "description": description,
+                 "preprocessing": json.dumps(preprocessing) if preprocessing is not None else None}
         spec = parse_spec(name, bare=True)
-        return PublishedWeights.from_json(self._upload(f"/published/{spec.namespace}/{spec.name}", Path(file),
-                                                       {"model": model, **params}))
+        return PublishedWeights.from_json(self._upload(f"/published/{spec.namespace}/{spec.name}", file, query))
 
-    def publish_export(self, path: str | os.PathLike[str]) -> PublishedExport:
-        return PublishedExport.from_json(self._upload("/exports", Path(path), {}))
+    def publish_export(self, path: Path, metadata: Mapping[str, Any]) -> PublishedExport:
+        return PublishedExport.from_json(self._upload("/exports", path, {}))
 
     def find_export(self, model: str, weights: str) -> PublishedExport | None:
-        """The newest published export of `model` with `weights`; None when there is none."""
         try:
             return PublishedExport.from_json(self.get("/exports/latest", model=model, weights=weights))
         except ServiceError as exc:
@@ -153,19 +154,66 @@ class Service:
                 return None
             raise
 
-    def weights_file(self, published: PublishedWeights, *, offline: bool | None = None) -> Loaded:
+    def exports(self, model: str | None = None, sha256: str | None = None) -> list[PublishedExport]:
+        if sha256 is not None:
+            try:
+                return [PublishedExport.from_json(self.get(f"/exports/{_path(sha256)}"))]
+            except ServiceError as exc:
+                if exc.status == 404:
+                    return []
+                raise
+        return [PublishedExport.from_json(r) for r in self.get("/exports", model=model)]
+
+    def published_bytes(self, published: PublishedWeights) -> Loaded:
         """The bytes of published weights, from the cache or the service, checked by their SHA-256."""
         from zoo.fetch import WeightsFile, read_verified
 
         return read_verified(WeightsFile(f"{self.url}{API}/weights/{published.sha256}", published.sha256),
-                             offline=offline, progress=False)
+                             progress=False)
 
-    def export_file(self, export: PublishedExport, *, offline: bool | None = None) -> Fetched:
+    def export_file(self, export: PublishedExport) -> Fetched:
         """A verified local copy of a published export (kept in the weights cache by its SHA-256)."""
         from zoo.fetch import WeightsFile, fetch
 
-        return fetch(WeightsFile(f"{self.url}{API}/exports/{export.sha256}/file", export.sha256),
-                     offline=offline, progress=False)
+        return fetch(WeightsFile(f"{self.url}{API}/exports/{export.sha256}/file", export.sha256), progress=False)
+
+    def health(self) -> None:
+        self.get("/health")
+
+    def is_published(self, sha256: str, kind: str) -> bool:
+        import httpx
+
+        where = f"/weights/{_path(sha256)}" if kind == "weights" else f"/exports/{_path(sha256)}/file"
+        try:
+            status = self._http.head(where).status_code
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"the registry service at {self.url} did not answer HEAD {where}: {exc}") from None
+        return status == 200
+
+    # -- tokens are made where the service's catalog is ------------------------------------
+
+    def create_token(self, name: str, scopes: list[str] | tuple[str, ...]) -> str:
+        raise _no_tokens()
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        raise _no_tokens()
+
+    def revoke_token(self, name: str) -> None:
+        raise _no_tokens()
+
+    def token_scopes(self, secret: str) -> frozenset[str] | None:
+        raise _no_tokens()
+
+    # -- this machine's exports: a client keeps no records (the file carries its provenance) --
+
+    def local_exports(self) -> list[dict[str, Any]]:
+        return []
+
+    def local_export(self, path: str) -> tuple[dict[str, Any], dict[str, Any], str] | None:
+        return None
+
+    def record_local_export(self, path: str, values: Mapping[str, Any]) -> None:
+        return None
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -200,6 +248,11 @@ class Service:
                        "Content-Type": "application/octet-stream"}
             return self._json("POST", path, params=dict(params), content=iter(lambda: f.read(CHUNK), b""),
                               headers=headers)
+
+
+def _no_tokens() -> UsageError:
+    return UsageError(f"{REGISTRY_URL} names a registry service, and tokens are kept in the service's catalog: "
+                      f"run zoo token on the service's machine, with {REGISTRY_URL} naming that database")
 
 
 def _listed(value: str | Iterable[str] | None) -> list[str] | None:
@@ -240,5 +293,5 @@ def _refusal(status: int, body: bytes, url: str) -> errors.ZooError:
     if kind in _PLAIN:
         return _PLAIN[kind](message)
     if status == 401:
-        message += f"; this client sends ${TOKEN_ENV} as its token"
+        message += f"; this client sends ${TOKEN} as its token"
     return ServiceError(f"the registry service at {url}: {message}", status=status)

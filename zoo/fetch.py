@@ -2,14 +2,18 @@
 
 Sources, in order: a ``file://`` URL (weights shipped inside a plugin) is used in
 place; else the cache under ``$TORCH_HOME/hub/checkpoints``; else the mirror
-directory ``$ZOO_WEIGHTS_MIRROR`` (a team's pre-seeded copy); else the URL.
+directory ``$ZOO_WEIGHTS_MIRROR`` (a team's pre-seeded copy); else the URL. A
+`WeightsCache` holds these settings (`WeightsCache.from_settings`); every function
+takes one as ``cache=`` (default: the one `zoo.settings.Settings.from_environ` gives).
 
 The cache is content-addressed, so two URLs never share an entry (every file on the
 Hugging Face hub is ``model.safetensors``). A file is kept
 
 - at ``<name>``, exactly where torch.hub keeps it, when its name carries torch.hub's
   hash prefix (``resnet50-0676ba61.pth``): torchvision's files are shared with torch.hub;
-- else at ``zoo/sha256/<full SHA-256><suffix>`` when its full hash is known;
+- else at ``zoo/sha256/<full SHA-256><suffix>`` when its full hash is known (the
+  layout function of the artifact store, `zoo.outputs.content_path`, without its
+  2-digit folder: this layout is documented, and mirrors use it too);
 - else at ``zoo/url/<SHA-256 of the whole URL>/<name>``; when its full hash becomes
   known (the catalog learns it from the first verified download), the next fetch
   moves it to its SHA-256 entry, as it adopts a file that earlier zoos kept at
@@ -22,7 +26,8 @@ site (``huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors``), 
 by name only for names with torch.hub's hash prefix.
 
 Nothing reaches the cache unverified: a download streams to a temporary file beside
-its entry and is renamed into place only when its hash matches, so an interrupted or
+its entry (`zoo.outputs.write_atomically`) and is renamed into place only when its
+hash matches, so an interrupted or
 concurrent fetch never leaves a bad file, and the next fetch of a file removes the
 ``.part`` files of downloads that died (holding the entry's lock proves their owner
 is gone). A cached file is re-hashed on every use: what is loaded are the very bytes
@@ -46,9 +51,8 @@ import http.client
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.error import HTTPError, URLError
@@ -59,20 +63,28 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential, wait_random
 
 from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt
-from zoo.outputs import file_lock, is_regular, open_regular
+from zoo.outputs import (
+    CHUNK,
+    FULL_HASH,
+    content_path,
+    file_lock,
+    is_regular,
+    move_into_place,
+    open_regular,
+    write_atomically,
+)
+from zoo.settings import FETCH_RETRIES as RETRIES_ENV, MIRROR as MIRROR_ENV, Settings
 
-OFFLINE_ENV = "ZOO_OFFLINE"
-MIRROR_ENV = "ZOO_WEIGHTS_MIRROR"
-CHUNK = 1 << 20
+__all__ = ["CHUNK", "FULL_HASH", "Fetched", "Loaded", "RetryPolicy", "WeightsCache", "WeightsFile", "cache_dir",
+           "cached_path", "fetch", "read_verified", "sha256_of", "verify"]
+
 TIMEOUT_S = 60
-RETRIES_ENV = "ZOO_FETCH_RETRIES"  # "ATTEMPTS[,BASE_SECONDS]" for downloads
 RETRY_ATTEMPTS = 4
 MAX_ATTEMPTS = 20
 RETRY_BASE_S = 0.5  # the first wait; each next one doubles, plus up to this much jitter
 RETRY_MAX_S = 30.0  # no wait is longer, a server's Retry-After included
 # torch.hub's convention: "<name>-<first hex digits of the SHA-256>.<ext>"
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
-FULL_HASH = re.compile(r"[0-9a-f]{64}")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -116,44 +128,100 @@ class Loaded(Fetched):
     data: bytes
 
 
-def cache_dir() -> Path:
-    """``$TORCH_HOME/hub/checkpoints``, the directory torch.hub caches weights in."""
-    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
-    )
-    return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a download is tried (`attempts`) and the first wait in seconds (`base_s`; each next
+    one doubles, plus up to `base_s` of jitter, capped at `RETRY_MAX_S`)."""
+
+    attempts: int = RETRY_ATTEMPTS
+    base_s: float = RETRY_BASE_S
+
+    @classmethod
+    def parse(cls, text: str) -> RetryPolicy:
+        """The policy ``ATTEMPTS[,BASE_SECONDS]`` (``$ZOO_FETCH_RETRIES``) says; the defaults for ""; a one-line
+        `UsageError` naming the variable otherwise."""
+        value = text.strip()
+        if not value:
+            return cls()
+        attempts, _, base = value.partition(",")
+        try:
+            policy = cls(int(attempts), float(base) if base else RETRY_BASE_S)
+        except ValueError:
+            policy = cls(0)
+        if not (1 <= policy.attempts <= MAX_ATTEMPTS and 0 <= policy.base_s <= RETRY_MAX_S):
+            raise UsageError(f"${RETRIES_ENV} is {excerpt(value)}; give ATTEMPTS[,BASE_SECONDS] with ATTEMPTS "
+                             f"from 1 to {MAX_ATTEMPTS} and BASE_SECONDS from 0 to {RETRY_MAX_S:g}, e.g. 4,0.5")
+        return policy
 
 
-def offline_from_env() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+@dataclass(frozen=True)
+class WeightsCache:
+    """Where weights files are cached and where else they come from: the cache `directory`
+    (torch.hub's ``$TORCH_HOME/hub/checkpoints``), `offline` (never the network), a `mirror`
+    directory and the download `retries` (a `RetryPolicy`, or its ``ATTEMPTS[,BASE_SECONDS]`` text,
+    checked when a download needs it: a bad setting does not break a cached file's use)."""
+
+    directory: Path
+    offline: bool = False
+    mirror: Path | None = None
+    retries: RetryPolicy | str = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WeightsCache:
+        """The cache `settings` configure (TORCH_HOME, ZOO_OFFLINE, ZOO_WEIGHTS_MIRROR, ZOO_FETCH_RETRIES)."""
+        return cls(settings.weights_cache, settings.offline, settings.mirror, settings.fetch_retries)
+
+    def content_entry(self, sha256: str, suffix: str = "") -> Path:
+        """Where the cache keeps the bytes of `sha256`: ``zoo/sha256/<sha256><suffix>`` (`content_path`
+        without its 2-digit folder, the documented layout); keep the suffix a loader tells formats by."""
+        return content_path(self.directory / "zoo", sha256, suffix=suffix, fan_out=False)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """`retries` as a `RetryPolicy` (a one-line `UsageError` naming ``$ZOO_FETCH_RETRIES`` for bad text)."""
+        return self.retries if isinstance(self.retries, RetryPolicy) else RetryPolicy.parse(self.retries)
 
 
-def cached_path(weights: WeightsFile) -> Path:
+def _cache(cache: WeightsCache | None) -> WeightsCache:
+    """`cache`, or the one this process's environment configures."""
+    return cache if cache is not None else WeightsCache.from_settings(Settings.from_environ())
+
+
+def cache_dir(*, cache: WeightsCache | None = None) -> Path:
+    """The directory of the weights cache: ``$TORCH_HOME/hub/checkpoints``, the one torch.hub caches weights in."""
+    return _cache(cache).directory
+
+
+def cached_path(weights: WeightsFile, *, cache: WeightsCache | None = None) -> Path:
     """Where `weights` is used from: the file itself for ``file://`` URLs, else its cache entry,
     or the copy kept under its URL that the next fetch moves to that entry."""
     if weights.local_path is not None:
         return weights.local_path
-    entry, url_copy = _cache_entry(weights), _url_entry(weights)
+    cache = _cache(cache)
+    entry, url_copy = _cache_entry(cache, weights), _url_entry(cache, weights)
     return url_copy if not os.path.lexists(entry) and is_regular(url_copy) else entry
 
 
-def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True) -> Fetched:
+def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True,
+          cache: WeightsCache | None = None) -> Fetched:
     """A verified local copy of `weights`, fetched from the mirror or the URL if needed.
 
-    Raises `WeightsError` when the file cannot be had or its hash differs; nothing
+    `offline` (default: the cache's setting) never touches the network. Raises
+    `WeightsError` when the file cannot be had or its hash differs; nothing
     unverified is left in the cache.
     """
-    path = _present(weights, offline, progress)
+    path = _present(_cache(cache), weights, offline, progress)
     return verify(path, weights)
 
 
-def read_verified(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True) -> Loaded:
+def read_verified(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True,
+                  cache: WeightsCache | None = None) -> Loaded:
     """The bytes of `weights` (fetched as `fetch` does), checked by the SHA-256 of exactly those bytes.
 
     Loading from these bytes leaves no gap between the check and the use: a file
     replaced or rewritten on disk after it was checked is never what gets loaded.
     """
-    path = _present(weights, offline, progress)
+    path = _present(_cache(cache), weights, offline, progress)
     data = _read_regular(path)
     actual = hashlib.sha256(data).hexdigest()
     _check(actual, weights, path)
@@ -168,14 +236,14 @@ def verify(path: Path, weights: WeightsFile) -> Fetched:
     return Fetched(path, actual, size)
 
 
-def _present(weights: WeightsFile, offline: bool | None, progress: bool) -> Path:
-    """Where `weights` is on disk: in place for ``file://`` URLs, else in the cache (fetched if missing)."""
-    offline = offline_from_env() if offline is None else offline
+def _present(cache: WeightsCache, weights: WeightsFile, offline: bool | None, progress: bool) -> Path:
+    """Where `weights` is on disk: in place for ``file://`` URLs, else in `cache` (fetched if missing)."""
+    offline = cache.offline if offline is None else offline
     if weights.local_path is not None:
         if not weights.local_path.is_file():
             raise WeightsError(f"weights file {weights.local_path} is missing; reinstall the package that ships it")
         return weights.local_path
-    target = _cache_entry(weights)
+    target = _cache_entry(cache, weights)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -186,43 +254,44 @@ def _present(weights: WeightsFile, offline: bool | None, progress: bool) -> Path
             return target
         if os.path.lexists(target):
             raise WeightsError(f"weights cache entry {target} is not a regular file; remove it, then fetch again")
-        earlier = _earlier_copy(weights)
+        earlier = _earlier_copy(cache, weights)
         if earlier is not None:
             return _moved(earlier, target) if locked else earlier
-        mirror = _mirror_copy(weights)
+        mirror = _mirror_copy(cache, weights)
         if mirror is not None:
             with mirror.open("rb") as source:
                 return _store(source, weights, target, origin=str(mirror), progress=False)
         if offline:
+            looked = ", ".join(map(str, _cache_places(cache, weights)))
             raise WeightsError(f"offline mode: {weights.name} is not in the cache (looked for "
-                               f"{', '.join(map(str, _cache_places(weights)))}){_mirror_places(weights)}; "
+                               f"{looked}){_mirror_places(cache, weights)}; "
                                f"fetch {excerpt(weights.url, 200)} where there is network (zoo weights fetch NAME) "
                                f"or put it in a mirror directory")
-        return _download(weights, target, progress)
+        return _download(cache, weights, target, progress)
 
 
-def _cache_entry(weights: WeightsFile) -> Path:
-    """Where the cache keeps `weights`: torch.hub's path for names with a hash prefix, else its
+def _cache_entry(cache: WeightsCache, weights: WeightsFile) -> Path:
+    """Where `cache` keeps `weights`: torch.hub's path for names with a hash prefix, else its
     full-hash entry when the hash is known, else its URL's entry."""
     name = _file_name(weights)
     if weights.hash_prefix is not None:
-        return cache_dir() / name
+        return cache.directory / name
     if weights.sha256 is not None:
-        return cache_dir() / "zoo" / "sha256" / _by_hash(weights)
-    return _url_entry(weights)
+        return cache.content_entry(_full_hash(weights), Path(name).suffix)
+    return _url_entry(cache, weights)
 
 
-def _url_entry(weights: WeightsFile) -> Path:
+def _url_entry(cache: WeightsCache, weights: WeightsFile) -> Path:
     """The cache entry of a file known by its whole URL only."""
-    return cache_dir() / "zoo" / "url" / hashlib.sha256(weights.url.encode()).hexdigest() / _file_name(weights)
+    return cache.directory / "zoo" / "url" / hashlib.sha256(weights.url.encode()).hexdigest() / _file_name(weights)
 
 
-def _by_hash(weights: WeightsFile) -> str:
-    """``<full SHA-256><suffix>``: the file name of `weights` in a content-addressed folder."""
-    if not FULL_HASH.fullmatch(weights.sha256 or ""):
+def _full_hash(weights: WeightsFile) -> str:
+    """The full SHA-256 declared for `weights`, refused in one line unless it is 64 lowercase hex digits."""
+    if weights.sha256 is None or not FULL_HASH.fullmatch(weights.sha256):
         raise UsageError(f"the SHA-256 given for {excerpt(weights.url)} is {excerpt(weights.sha256)}, "
                          f"not 64 lowercase hex digits")
-    return f"{weights.sha256}{Path(_file_name(weights)).suffix}"
+    return weights.sha256
 
 
 def _file_name(weights: WeightsFile) -> str:
@@ -233,19 +302,19 @@ def _file_name(weights: WeightsFile) -> str:
     return name
 
 
-def _cache_places(weights: WeightsFile) -> list[Path]:
-    """Where the cache may hold `weights`: its entry, then the copies `_earlier_copy` adopts."""
-    entry = _cache_entry(weights)
+def _cache_places(cache: WeightsCache, weights: WeightsFile) -> list[Path]:
+    """Where `cache` may hold `weights`: its entry, then the copies `_earlier_copy` adopts."""
+    entry = _cache_entry(cache, weights)
     if weights.hash_prefix is not None or weights.sha256 is None:
         return [entry]
-    return [entry, _url_entry(weights), cache_dir() / _file_name(weights)]
+    return [entry, _url_entry(cache, weights), cache.directory / _file_name(weights)]
 
 
-def _earlier_copy(weights: WeightsFile) -> Path | None:
+def _earlier_copy(cache: WeightsCache, weights: WeightsFile) -> Path | None:
     """A verified copy of `weights` kept before its full hash was known: under its URL (which
     must verify), or at the per-name path of earlier zoos (used only if it verifies: that
     file may be another URL's)."""
-    places = _cache_places(weights)[1:]
+    places = _cache_places(cache, weights)[1:]
     if not places:
         return None
     url_copy, old = places
@@ -262,7 +331,7 @@ def _earlier_copy(weights: WeightsFile) -> Path | None:
 def _moved(source: Path, target: Path) -> Path:
     """`source` renamed to `target` (one file system, so no copy); where it is if that fails."""
     try:
-        os.replace(source, target)
+        move_into_place(source, target)
     except OSError:
         return source
     return target
@@ -316,7 +385,7 @@ def _mismatch(actual: str, weights: WeightsFile) -> str | None:
     return f"its file name says it starts with {prefix}"
 
 
-def _download(weights: WeightsFile, target: Path, progress: bool) -> Path:
+def _download(cache: WeightsCache, weights: WeightsFile, target: Path, progress: bool) -> Path:
     """`weights` downloaded into `target`, tried again with backoff after transient failures.
 
     Each attempt streams to its own ``.part`` file (removed when the attempt fails), all
@@ -324,8 +393,8 @@ def _download(weights: WeightsFile, target: Path, progress: bool) -> Path:
     """
     if urlparse(weights.url).scheme not in {"http", "https"}:
         raise UsageError(f"weights URL {weights.url!r} is not http(s) or file; cannot fetch it")
-    attempts, base = _retry_policy()
-    retrying = Retrying(stop=stop_after_attempt(attempts), wait=_backoff(base), reraise=True,
+    policy = cache.retry_policy
+    retrying = Retrying(stop=stop_after_attempt(policy.attempts), wait=_backoff(policy.base_s), reraise=True,
                         retry=retry_if_exception(lambda error: isinstance(error, _DownloadError) and error.transient),
                         before_sleep=_announce_retry if progress else None)
     try:
@@ -371,23 +440,6 @@ def _attempt(weights: WeightsFile, target: Path, progress: bool) -> Path:
         raise _DownloadError(str(exc), transient=False) from None
 
 
-def _retry_policy() -> tuple[int, float]:
-    """How many attempts a download gets and the base delay in seconds, from ``$ZOO_FETCH_RETRIES``
-    (``ATTEMPTS[,BASE_SECONDS]``) or the defaults."""
-    value = os.environ.get(RETRIES_ENV, "").strip()
-    if not value:
-        return RETRY_ATTEMPTS, RETRY_BASE_S
-    attempts, _, base = value.partition(",")
-    try:
-        policy = int(attempts), float(base) if base else RETRY_BASE_S
-    except ValueError:
-        policy = (0, RETRY_BASE_S)
-    if not (1 <= policy[0] <= MAX_ATTEMPTS and 0 <= policy[1] <= RETRY_MAX_S):
-        raise UsageError(f"${RETRIES_ENV} is {excerpt(value)}; give ATTEMPTS[,BASE_SECONDS] with ATTEMPTS "
-                         f"from 1 to {MAX_ATTEMPTS} and BASE_SECONDS from 0 to {RETRY_MAX_S:g}, e.g. 4,0.5")
-    return policy
-
-
 def _backoff(base: float) -> Callable[[RetryCallState], float]:
     """Exponential backoff from `base` with jitter, capped, or the server's Retry-After if longer (also capped)."""
     exponential = wait_exponential(multiplier=base, max=RETRY_MAX_S) + wait_random(0, base)
@@ -418,43 +470,32 @@ def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str,
     """Copy `source` into `target` through a temporary file, hashing on the way; rename if it verifies."""
     from tqdm import tqdm
 
-    digest, size = hashlib.sha256(), 0
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
-                                     delete=False) as part:
-        try:
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=weights.name,
-                      disable=not progress, file=sys.stderr) as bar:
-                while chunk := source.read(CHUNK):
-                    part.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and size != total:
-                raise _CutShortError(f"the transfer stopped after {size} of {total} bytes")
-            expected = _mismatch(digest.hexdigest(), weights)
-            if expected is not None:
-                raise HashMismatchError(
-                    f"{origin} gave {weights.name} with SHA-256 {digest.hexdigest()}, but {expected}: "
-                    f"the source is corrupted or serves another file; nothing was cached",
-                    path=origin, actual=digest.hexdigest(), expected=weights.sha256 or weights.hash_prefix or "",
-                )
-            part.close()
-            os.replace(part.name, target)
-        except BaseException:
-            part.close()
-            os.unlink(part.name)
-            raise
-    return target
+    def check(actual: str, size: int) -> None:
+        if total is not None and size != total:
+            raise _CutShortError(f"the transfer stopped after {size} of {total} bytes")
+        expected = _mismatch(actual, weights)
+        if expected is not None:
+            raise HashMismatchError(
+                f"{origin} gave {weights.name} with SHA-256 {actual}, but {expected}: "
+                f"the source is corrupted or serves another file; nothing was cached",
+                path=origin, actual=actual, expected=weights.sha256 or weights.hash_prefix or "",
+            )
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=weights.name,
+              disable=not progress, file=sys.stderr) as bar:
+        return write_atomically(target, _counted(source, bar.update), check=check, origin=origin).path
 
 
-def _mirror_dir() -> Path | None:
-    value = os.environ.get(MIRROR_ENV)
-    return Path(value).expanduser() if value else None
+def _counted(source: BinaryIO, update: Callable[[int], object]) -> Iterator[bytes]:
+    """The chunks of `source`, each counted by `update` (a progress bar's) as it is read."""
+    while chunk := source.read(CHUNK):
+        update(len(chunk))
+        yield chunk
 
 
-def _mirror_copy(weights: WeightsFile) -> Path | None:
+def _mirror_copy(cache: WeightsCache, weights: WeightsFile) -> Path | None:
     """The first of the mirror's places for `weights` that holds a file (`_mirror_names`)."""
-    mirror = _mirror_dir()
+    mirror = cache.mirror
     if mirror is None:
         return None
     if not mirror.is_dir():
@@ -465,7 +506,10 @@ def _mirror_copy(weights: WeightsFile) -> Path | None:
 def _mirror_names(weights: WeightsFile) -> list[PurePosixPath]:
     """Where a mirror may hold `weights`, relative to it: by full hash, by host and path, and
     by name alone for torch.hub-style names (their hash prefix tells files apart)."""
-    names = [PurePosixPath("sha256", _by_hash(weights))] if weights.sha256 is not None else []
+    names: list[PurePosixPath] = []
+    if weights.sha256 is not None:  # as the cache keeps it (`content_path`, without the 2-digit folder)
+        by_hash = content_path(Path(), _full_hash(weights), suffix=Path(_file_name(weights)).suffix, fan_out=False)
+        names.append(PurePosixPath(*by_hash.parts))
     site = _site_path(weights.url)
     if site is not None:
         names.append(site)
@@ -490,9 +534,9 @@ def _site_path(url: str) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
-def _mirror_places(weights: WeightsFile) -> str:
+def _mirror_places(cache: WeightsCache, weights: WeightsFile) -> str:
     """Where the mirror was looked in, for an error message."""
-    mirror = _mirror_dir()
+    mirror = cache.mirror
     if mirror is None:
         return f" and ${MIRROR_ENV} is not set"
     names = _mirror_names(weights)

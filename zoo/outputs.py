@@ -15,6 +15,15 @@ model) goes through `staged_output`:
 - a lock per path (`file_lock`) is held meanwhile, and under it the folders of dead
   writers to the same path are removed.
 
+Every other file zoo keeps (a weights file in the cache, a blob of the artifact store, an
+upload the service checks) is written by `write_atomically`: the bytes stream into a
+temporary file in the target's folder, hashed (SHA-256) and counted on the way, checked
+against a declared hash and a size bound, fsynced and renamed into place; nothing
+half-written is ever visible under the final name, and the temporary file is removed on
+any failure. `move_into_place` is its last step (fsync, rename, fsync the folder), which
+`staged_output` and the weights cache's adoption of an earlier copy use for files that
+are already whole. `content_path` is the one content-addressed layout.
+
 Torch-free; the ``onnx`` package is imported only to recognise an earlier export.
 """
 
@@ -22,19 +31,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from filelock import FileLock, UnixFileLock
 
 from zoo import metadata
-from zoo.errors import UsageError, ZooError, excerpt
+from zoo.errors import ArtifactTooLargeError, HashMismatchError, UsageError, ZooError, excerpt
 
 #: Files that travel with an output, by suffix: ONNX external data.
 COMPANIONS = (".data",)
@@ -43,6 +54,10 @@ _MAX_ONNX_BYTES = 2**31 - 1
 #: A saved ModelProto starts with its field 1, ir_version (a varint): tag byte 0x08. Other files are not read on.
 _ONNX_FIRST_BYTE = b"\x08"
 _FORCE = "pass --force (overwrite=True in Python) to replace it"
+#: Bytes read or written at a time when a file is streamed.
+CHUNK = 1 << 20
+#: A full SHA-256 as zoo writes it everywhere: 64 lowercase hex digits.
+FULL_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 @contextlib.contextmanager
@@ -100,6 +115,124 @@ def open_regular(path: Path, *, error: type[ZooError] = UsageError, what: str = 
         os.close(fd)
         raise error(f"{what} {path} is not a regular file; {only}")
     return os.fdopen(fd, "rb")
+
+
+@dataclass(frozen=True)
+class Written:
+    """A file `write_atomically` put in place: where it is, and the SHA-256 and size of its bytes."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+def check_sha256(sha256: object) -> str:
+    """`sha256` if it is 64 lowercase hex digits; a one-line `UsageError` otherwise."""
+    if not isinstance(sha256, str) or not FULL_HASH.fullmatch(sha256):
+        raise UsageError(f"a SHA-256 must be 64 lowercase hex digits, not {excerpt(sha256)}")
+    return sha256
+
+
+def content_path(root: Path, sha256: str, *, suffix: str = "", fan_out: bool = True) -> Path:
+    """Where the bytes of `sha256` are kept under `root`, the one content-addressed layout:
+    ``sha256/<first 2 hex digits>/<sha256><suffix>`` (the artifact store; git's objects and the
+    Hugging Face hub's cache fan out alike), or ``sha256/<sha256><suffix>`` without `fan_out` (the
+    weights cache's and a mirror's documented layout). `suffix` is for loaders that tell formats by
+    it (``.safetensors``)."""
+    check_sha256(sha256)
+    if suffix and (not suffix.startswith(".") or any(c in suffix for c in "/\\\0")):
+        raise UsageError(f"a content-addressed file's suffix must be one '.SUFFIX', not {excerpt(suffix)}")
+    name = sha256 + suffix
+    return root / "sha256" / sha256[:2] / name if fan_out else root / "sha256" / name
+
+
+def write_atomically(
+    target: Path | Callable[[str], Path],
+    chunks: Iterable[bytes],
+    *,
+    sha256: str | None = None,
+    max_bytes: int | None = None,
+    check: Callable[[str, int], None] | None = None,
+    folder: Path | None = None,
+    origin: str = "the data",
+    mode: int | None = None,
+    keep_existing: bool = False,
+) -> Written:
+    """Write the bytes of `chunks` to `target`, verified on the way; nothing half-written is ever at `target`.
+
+    The bytes stream into a temporary file ``.NAME.XXXXXXXX.part`` in `folder` (default: the
+    target's folder; it must be on the target's file system), hashed (SHA-256) and counted:
+    more than `max_bytes` raises `ArtifactTooLargeError` as soon as they arrive, a hash other
+    than the declared `sha256` raises `HashMismatchError` (errors call the source `origin`),
+    and `check(sha256, size)` may refuse by raising what else the caller knows (a hash
+    prefix, an announced length). Then the file is fsynced, given `mode` (default: mkstemp's
+    private 0o600), renamed to `target` (or to ``target(sha256)``, a content address known
+    once the bytes are hashed) and the rename made durable (`move_into_place`). With
+    `keep_existing`, a regular file of the same size already at the target stays as it is
+    (a content address: the same bytes). On any failure, an interrupt included, the
+    temporary file is removed.
+    """
+    if sha256 is not None:
+        check_sha256(sha256)
+    if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0):
+        raise UsageError(f"max_bytes must be a whole number of bytes, 0 or more, not {excerpt(max_bytes)}")
+    named = isinstance(target, Path)
+    if folder is None:
+        if not isinstance(target, Path):
+            raise UsageError("write_atomically needs a folder for a target known only by its hash")
+        folder = target.parent
+    fd, part_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}." if named else ".", suffix=".part")
+    part, placed = Path(part_name), False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            digest, size = hashlib.sha256(), 0
+            for chunk in chunks:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ArtifactTooLargeError(f"{origin} is larger than the limit of {max_bytes} bytes; "
+                                                f"nothing was stored", limit=max_bytes)
+                digest.update(chunk)
+                f.write(chunk)
+            actual = digest.hexdigest()
+            if sha256 is not None and actual != sha256:
+                raise HashMismatchError(f"{origin} has SHA-256 {actual}, but {sha256} was declared; "
+                                        f"nothing was stored", path=origin, actual=actual, expected=sha256)
+            if check is not None:
+                check(actual, size)
+            final = target if isinstance(target, Path) else target(actual)
+            if keep_existing and is_regular(final) and os.lstat(final).st_size == size:
+                return Written(final, actual, size)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(part, mode)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        move_into_place(part, final, synced=True)
+        placed = True
+        return Written(final, actual, size)
+    finally:
+        if not placed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+
+
+def move_into_place(source: Path, target: Path, *, synced: bool = False) -> None:
+    """Rename the whole file `source` to `target` (one file system) durably: the file is fsynced first
+    (unless `synced`), the folder after; a reader sees the old file or the new one, never a part."""
+    if not synced:
+        _fsync(source, os.O_RDONLY)
+    os.replace(source, target)
+    _fsync(target.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync(path: Path, flags: int) -> None:
+    """Flush `path` (a file or a folder) to disk, where the platform can open it for that."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _require_regular(fd: int) -> None:
@@ -242,7 +375,7 @@ def _publish(staged: Path, target: Path, before: os.stat_result | None) -> None:
         os.chmod(staged, stat.S_IMODE(before.st_mode))
         with contextlib.suppress(OSError):  # only root may give a file away
             os.chown(staged, before.st_uid, before.st_gid)
-    os.replace(staged, target)
+    move_into_place(staged, target)
 
 
 def _identity(st: os.stat_result | None) -> tuple[int, ...] | None:

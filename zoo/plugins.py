@@ -18,7 +18,6 @@ turns any failure into an error, for CI.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -30,10 +29,9 @@ import pluggy
 
 from zoo import hookspecs
 from zoo.errors import PluginError, UsageError, excerpt, first_line
+from zoo.settings import LOAD_PLUGINS, Settings
 from zoo.specs import DeferredSpec, ModelSpec
 
-LOAD_PLUGINS_ENV = "ZOO_LOAD_PLUGINS"
-STRICT_ENV = "ZOO_STRICT_PLUGINS"
 #: What a sync child writes on stderr, then a plugin's key, before and after that
 #: plugin's code runs: its parent names a plugin that hangs or ends the child by these.
 LOADING_PREFIX = "zoo-sync: loading plugin "
@@ -116,7 +114,7 @@ def installed_plugins(selection: str | None = None) -> list[PluginInfo]:
         )
     found.sort(key=_precedence)
     if selection is None:
-        selection = os.environ.get(LOAD_PLUGINS_ENV)
+        selection = Settings.from_environ().load_plugins
     if selection is None:
         return found
     wanted = {s.strip().lower() for s in selection.split(",") if s.strip()}
@@ -125,10 +123,16 @@ def installed_plugins(selection: str | None = None) -> list[PluginInfo]:
     if unknown:
         names = ", ".join(dict.fromkeys(p.name for p in found)) or "none"
         raise UsageError(
-            f"{LOAD_PLUGINS_ENV} names plugins that are not installed: {', '.join(unknown)}; "
+            f"{LOAD_PLUGINS} names plugins that are not installed: {', '.join(unknown)}; "
             f"installed plugins: {names}"
         )
     return [p for p in found if p.name.lower() in wanted or (p.distribution or "").lower() in wanted]
+
+
+def installed_here(plugins: Iterable[tuple[str, str, str]]) -> list[bool]:
+    """For each plugin's (name, distribution, version), whether this machine has that plugin at that version."""
+    here = {(p.name, p.distribution, p.version) for p in installed_plugins()}
+    return [tuple(p) in here for p in plugins]
 
 
 def _precedence(plugin: PluginInfo) -> tuple[str, bool, str]:
@@ -144,7 +148,7 @@ def bundled_rank(distribution: str | None) -> int:
 
 
 def strict_from_env() -> bool:
-    return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return Settings.from_environ().strict_plugins
 
 
 def load_plugins(

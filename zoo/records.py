@@ -134,3 +134,133 @@ def check_alias(alias: object) -> str:
         raise UsageError(f"alias {excerpt(alias)} must be lowercase letters, digits, '-' and '_', starting with "
                          f"a letter or digit, at most 100 characters")
     return alias
+
+
+# -- the catalog's models ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    """The plugin a model comes from: entry-point name, namespace, distribution and its version."""
+
+    name: str
+    namespace: str
+    distribution: str | None
+    version: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "distribution": self.distribution,
+                "version": self.version}
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """One weights entry of a model, as its plugin declared it (with the file's hash when known)."""
+
+    name: str  # Enum.MEMBER, or MODEL.TAG for weights without an enum
+    enum: str | None
+    member: str
+    is_default: bool
+    task: str
+    url: str
+    sha256: str | None
+    file_size: int | None
+    transforms: dict[str, Any] | None
+    builder_args: dict[str, Any]
+    meta: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "enum": self.enum, "member": self.member, "is_default": self.is_default,
+                "task": self.task, "url": self.url, "sha256": self.sha256, "file_size": self.file_size,
+                "transforms": self.transforms, "builder_args": self.builder_args, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WeightsRecord:
+        return cls(data["name"], data["enum"], data["member"], data["is_default"], data["task"], data["url"],
+                   data["sha256"], data["file_size"], data["transforms"], data["builder_args"], data["meta"])
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The catalog record of a model and its weights (what `zoo.describe` answers, as JSON).
+
+    `name` is the name that reaches the model, `qualified_name` its ``PLUGIN/NAME``,
+    `providers` the qualified names of every model with the same bare name, and
+    `published` the weights published for it, every version.
+    """
+
+    name: str
+    qualified_name: str
+    task: str
+    plugin: PluginRef
+    providers: tuple[str, ...]
+    builder: str
+    builder_args: dict[str, Any]
+    weights_enum: str | None
+    num_params: int | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    classifier: list[str]
+    first_conv: str | None
+    input_size: list[int] | None
+    default_weights: str | None
+    weights: tuple[WeightsRecord, ...]
+    published: tuple[PublishedWeights, ...]
+
+    def weights_named(self, member: str) -> WeightsRecord | None:
+        """The entry of enum member (tag) `member`, exactly as spelled; None when the model has none."""
+        return next((w for w in self.weights if w.member == member), None)
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        """URL -> full SHA-256 of the weights files listed (declared, or learned by the catalog)."""
+        return {w.url: w.sha256 for w in self.weights if w.sha256}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "qualified_name": self.qualified_name, "task": self.task,
+                "plugin": self.plugin.to_json(), "providers": list(self.providers), "builder": self.builder,
+                "builder_args": self.builder_args, "weights_enum": self.weights_enum, "num_params": self.num_params,
+                "tags": self.tags, "metadata": self.metadata, "classifier": self.classifier,
+                "first_conv": self.first_conv, "input_size": self.input_size,
+                "default_weights": self.default_weights, "weights": [w.to_json() for w in self.weights],
+                "published": [p.to_json() for p in self.published]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelRecord:
+        """The inverse of `to_json` (a registry service's answer); `UsageError` for an answer of another shape."""
+        try:
+            return cls(data["name"], data["qualified_name"], data["task"], PluginRef(**data["plugin"]),
+                       tuple(data["providers"]), data["builder"], data["builder_args"], data["weights_enum"],
+                       data["num_params"], data["tags"], data["metadata"], data["classifier"], data["first_conv"],
+                       data["input_size"], data["default_weights"],
+                       tuple(WeightsRecord.from_json(w) for w in data["weights"]),
+                       tuple(PublishedWeights.from_json(p) for p in data["published"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UsageError(f"a model record of another shape: {type(exc).__name__} {excerpt(str(exc))}") from None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One line of a listing (`zoo.summarize_models`): a model's names, task, builder, size and weights."""
+
+    name: str
+    qualified_name: str
+    task: str
+    plugin: str  # namespace
+    builder: str
+    num_params: int | None
+    weights: tuple[str, ...]
+    default_weights: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "qualified_name": self.qualified_name, "task": self.task, "plugin": self.plugin,
+                "builder": self.builder, "num_params": self.num_params, "weights": list(self.weights),
+                "default_weights": self.default_weights}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSummary:
+        try:
+            return cls(data["name"], data["qualified_name"], data["task"], data["plugin"], data["builder"],
+                       data["num_params"], tuple(data["weights"]), data["default_weights"])
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"a model summary of another shape: {type(exc).__name__} {excerpt(str(exc))}") from None

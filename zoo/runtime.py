@@ -353,16 +353,11 @@ def published_export(model: str, weights: str) -> Path:
     into the weights cache and verified by its SHA-256 (``$ZOO_OFFLINE`` and the mirror
     apply), with neither torch nor SQLAlchemy; else it is the local artifact store's.
     """
-    from zoo.client import service
+    from zoo.context import current
 
-    remote = service()
-    if remote is None:
-        from zoo.publish import export_file  # a local catalog (SQLAlchemy): never on a deployment host
-
-        found = export_file(model, weights)
-    else:
-        record = remote.find_export(model, weights)
-        found = remote.export_file(record).path if record is not None else None
+    catalog = current().catalog
+    record = catalog.find_export(model, weights)
+    found = catalog.export_file(record).path if record is not None else None
     if found is None:
         raise UsageError(f"no export of {model} with weights {weights} is published; publish one with "
                          f"`zoo publish export FILE.onnx`")

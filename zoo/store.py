@@ -1,22 +1,31 @@
-"""A content-addressed artifact store: published weights files and exports, kept by SHA-256.
+"""The artifact store: published weights files and exports, kept by SHA-256.
 
-A blob lives at ``ROOT/sha256/<first 2 hex digits>/<64 hex digits>`` (the Hugging Face
-hub's cache and git's object store do the same), so a file's name is its identity:
-the same bytes are stored once, however many names point at them.
+`ArtifactStore` is the protocol every caller annotates with: put a stream (with its
+declared SHA-256 and a size bound) or a regular file, open a blob for streaming reads,
+read its verified bytes, stat, exists, iterate, delete, all by hash. No caller sees
+where or how a store keeps its blobs: `location` names it in messages only, and
+`scratch` is a local folder for files on their way in (the service's uploads).
+`open_store(settings)` picks the store a `zoo.settings.Settings` configures.
 
-Writes are atomic and verified: the bytes stream into a temporary file inside the
-store (``ROOT/tmp``, the same file system), hashed on the way, fsynced, and renamed
-into place only when the hash matches the one declared (if any) and the size limit
-(if any) held; on any failure the temporary file is removed, so a reader never sees
-a partial or wrong blob. An existing blob of the same hash is kept. Only regular
-files are read and written; blobs are made read-only.
+`DirectoryStore`, the one implementation so far, keeps a blob at
+``ROOT/sha256/<first 2 hex digits>/<64 hex digits>`` (`zoo.outputs.content_path`; the
+Hugging Face hub's cache and git's object store do the same), so a file's name is its
+identity: the same bytes are stored once, however many names point at them.
 
-Where the store is (`ArtifactStore.default`): ``$ZOO_ARTIFACTS``; else the folder
-``artifacts`` beside a SQLite catalog file; else (a PostgreSQL catalog, shared by
-machines) ``$XDG_CACHE_HOME/zoo/artifacts`` (``~/.cache/zoo/artifacts``): point
-``$ZOO_ARTIFACTS`` of every machine and service process at one shared folder then.
+Writes are atomic and verified (`zoo.outputs.write_atomically`): the bytes stream into a
+temporary file inside the store (``ROOT/tmp``, the same file system), hashed on the way,
+fsynced, and renamed into place only when the hash matches the one declared (if any) and
+the size limit (if any) held; on any failure the temporary file is removed, so a reader
+never sees a partial or wrong blob. An existing blob of the same hash is kept. Only
+regular files are read and written; blobs are made read-only.
 
-Torch-free, and SQLAlchemy only to find the default folder of a catalog.
+Where the store is (`open_store`): the settings' ``artifacts`` (``$ZOO_ARTIFACTS``); else
+the folder ``artifacts`` beside a SQLite catalog file; else (a PostgreSQL catalog, shared
+by machines, or a registry service) ``cache_home/zoo/artifacts``
+(``~/.cache/zoo/artifacts``): point ``$ZOO_ARTIFACTS`` of every machine and service
+process at one shared folder then.
+
+Torch-free, and SQLAlchemy only to find the folder beside a SQLite catalog.
 """
 
 from __future__ import annotations
@@ -24,75 +33,129 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from zoo.errors import ArtifactError, ArtifactTooLargeError, HashMismatchError, UnknownArtifactError, UsageError, excerpt
-from zoo.fetch import CHUNK, FULL_HASH
-from zoo.outputs import is_regular, open_regular
+from zoo.errors import ArtifactError, HashMismatchError, UnknownArtifactError, UsageError, excerpt
+from zoo.outputs import CHUNK, FULL_HASH, check_sha256, content_path, is_regular, open_regular, write_atomically
 
-ARTIFACTS_ENV = "ZOO_ARTIFACTS"
+if TYPE_CHECKING:
+    from zoo.settings import Settings
+
+__all__ = ["Artifact", "ArtifactStore", "DirectoryStore", "check_sha256", "open_store"]
+
 #: Blobs are read-only: nothing edits a file in place once its name is its hash.
 _BLOB_MODE = 0o444
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """A blob in the store: its full SHA-256, its size in bytes and where it is."""
+    """A blob in a store: its full SHA-256 and its size in bytes."""
 
     sha256: str
     size: int
-    path: Path
 
 
-def check_sha256(sha256: object) -> str:
-    """`sha256` if it is 64 lowercase hex digits; a one-line `UsageError` otherwise."""
-    if not isinstance(sha256, str) or not FULL_HASH.fullmatch(sha256):
-        raise UsageError(f"a SHA-256 must be 64 lowercase hex digits, not {excerpt(sha256)}")
-    return sha256
+class ArtifactStore(Protocol):
+    """Files kept by SHA-256. Every method takes a full SHA-256 (64 lowercase hex digits; anything
+    else is a one-line `UsageError`) and raises `UnknownArtifactError` for a blob the store lacks."""
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (a folder, a bucket URL)."""
+        ...
+
+    def put_stream(self, chunks: Iterable[bytes], *, sha256: str, max_bytes: int) -> Artifact:
+        """Store the bytes of `chunks`, which must hash to `sha256` and be at most `max_bytes` long
+        (`ArtifactTooLargeError` as soon as more arrive, `HashMismatchError` otherwise; nothing is kept then)."""
+        ...
+
+    def put_file(self, path: str | os.PathLike[str], *, sha256: str | None = None) -> Artifact:
+        """Store the regular file at `path` (checked against `sha256` when given)."""
+        ...
+
+    def open(self, sha256: str) -> BinaryIO:
+        """The blob of `sha256` opened for reading (a binary file object and context manager; seekable)."""
+        ...
+
+    def read(self, sha256: str) -> bytes:
+        """The bytes of the blob of `sha256`, read once and checked against that hash (`HashMismatchError`)."""
+        ...
+
+    def stat(self, sha256: str) -> int | None:
+        """The size in bytes of the blob of `sha256`; None when the store lacks it."""
+        ...
+
+    def exists(self, sha256: str) -> bool:
+        """Whether the store holds the blob of `sha256`."""
+        ...
+
+    def __iter__(self) -> Iterator[Artifact]:
+        """Every blob in the store (in no particular order)."""
+        ...
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the blob of `sha256`; whether there was one."""
+        ...
+
+    def scratch(self, name: str) -> Path:
+        """A local folder `name` (made if missing) for files on their way into the store, such as the
+        service's uploads being checked before they are published: never a blob's place, on the store's
+        own file system where it has one, shared by the processes that share the store."""
+        ...
 
 
-class ArtifactStore:
-    """Files kept by SHA-256 under `root` (see the module docstring)."""
+def open_store(settings: Settings) -> ArtifactStore:
+    """The artifact store `settings` configure (see the module docstring)."""
+    return DirectoryStore.from_settings(settings)
+
+
+class DirectoryStore:
+    """An `ArtifactStore` in a folder, `root` (see the module docstring)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
 
     def __repr__(self) -> str:
-        return f"ArtifactStore({str(self.root)!r})"
+        return f"DirectoryStore({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DirectoryStore) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
     @classmethod
-    def default(cls) -> ArtifactStore:
-        """``$ZOO_ARTIFACTS``, else ``artifacts`` beside a SQLite catalog, else ``~/.cache/zoo/artifacts``."""
-        configured = os.environ.get(ARTIFACTS_ENV, "").strip()
-        if configured:
-            return cls(configured)
-        from zoo.catalog.engine import catalog_url
+    def from_settings(cls, settings: Settings) -> DirectoryStore:
+        """``settings.artifacts``, else ``artifacts`` beside a SQLite catalog, else ``cache_home/zoo/artifacts``."""
+        if settings.artifacts:
+            return cls(settings.artifacts)
+        if settings.sqlite_file is not None:
+            return cls(settings.sqlite_file.absolute().parent / "artifacts")
+        return cls(settings.cache_home / "zoo" / "artifacts")
 
-        url = catalog_url()
-        if url.get_backend_name() == "sqlite":
-            return cls(Path(url.database or "").absolute().parent / "artifacts")
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-        return cls(Path(cache) / "zoo" / "artifacts")
-
-    def blob_path(self, sha256: str) -> Path:
-        """Where the blob of `sha256` is, or would be, stored."""
-        check_sha256(sha256)
-        return self.root / "sha256" / sha256[:2] / sha256
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def exists(self, sha256: str) -> bool:
-        """Whether the store holds the blob of `sha256` (a regular file)."""
-        return is_regular(self.blob_path(sha256))
+        return is_regular(self._blob(sha256))
 
-    def path(self, sha256: str) -> Path:
-        """The stored blob of `sha256`; `UnknownArtifactError` when the store lacks it."""
-        path = self.blob_path(sha256)
+    def stat(self, sha256: str) -> int | None:
+        try:
+            st = os.lstat(self._blob(sha256))
+        except OSError:
+            return None
+        return st.st_size if _regular(st) else None
+
+    def open(self, sha256: str) -> BinaryIO:
+        path = self._blob(sha256)
         if not is_regular(path):
-            raise UnknownArtifactError(f"the artifact store {self.root} has no file with SHA-256 {sha256}")
-        return path
+            raise self._unknown(sha256)
+        return open_regular(path, error=ArtifactError, what="stored file", only="only regular files are stored")
 
     def read(self, sha256: str) -> bytes:
         """The bytes of the blob of `sha256`, read once and checked against that hash.
@@ -100,15 +163,49 @@ class ArtifactStore:
         Loading from these bytes leaves no gap between the check and the use; a blob
         damaged on disk raises `HashMismatchError`.
         """
-        path = self.path(sha256)
-        with open_regular(path, only="only regular files are stored") as f:
+        with self.open(sha256) as f:
             data = f.read()
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
-            raise HashMismatchError(f"stored file {path} has SHA-256 {actual}, not the {sha256} it is stored "
+            where = self._blob(sha256)
+            raise HashMismatchError(f"stored file {where} has SHA-256 {actual}, not the {sha256} it is stored "
                                     f"under: the store is damaged; publish the file again",
-                                    path=str(path), actual=actual, expected=sha256)
+                                    path=str(where), actual=actual, expected=sha256)
         return data
+
+    def __iter__(self) -> Iterator[Artifact]:
+        with contextlib.suppress(FileNotFoundError):
+            for fan in sorted(os.scandir(self.root / "sha256"), key=lambda e: e.name):
+                if len(fan.name) != 2 or not fan.is_dir(follow_symlinks=False):
+                    continue
+                for entry in sorted(os.scandir(fan.path), key=lambda e: e.name):
+                    if FULL_HASH.fullmatch(entry.name) and entry.name[:2] == fan.name:
+                        with contextlib.suppress(OSError):
+                            st = entry.stat(follow_symlinks=False)
+                            if _regular(st):
+                                yield Artifact(entry.name, st.st_size)
+
+    def delete(self, sha256: str) -> bool:
+        path = self._blob(sha256)
+        if not is_regular(path):
+            return False
+        try:
+            os.unlink(path)
+        except FileNotFoundError:  # removed meanwhile by another process
+            return False
+        return True
+
+    def scratch(self, name: str) -> Path:
+        """``ROOT/NAME`` (made if missing); `name` is one plain folder name other than ``sha256``."""
+        if name in {"", ".", "..", "sha256", "tmp"} or any(c in name for c in "/\\\0"):
+            raise UsageError(f"a scratch folder of the store is one plain name, not {excerpt(name)}")
+        folder = self.root / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {folder} in the artifact store ({exc.strerror}); "
+                             f"set ZOO_ARTIFACTS to a writable folder") from None
+        return folder
 
     def put_file(self, path: str | os.PathLike[str], *, sha256: str | None = None) -> Artifact:
         """Store the regular file at `path` (checked against `sha256` when given)."""
@@ -127,58 +224,33 @@ class ArtifactStore:
         return self._put(chunks, sha256=check_sha256(sha256), max_bytes=max_bytes, origin="the upload")
 
     def _put(self, chunks: Iterable[bytes], *, sha256: str | None, max_bytes: int | None, origin: str) -> Artifact:
-        """Stream `chunks` into a temporary file in the store; rename it to its blob path if it verifies."""
+        """Stream `chunks` through a temporary file in ``ROOT/tmp`` to their blob, if they verify."""
         if sha256 is not None:
             check_sha256(sha256)
-        with self._temporary() as (part, name):
-            digest, size = hashlib.sha256(), 0
-            for chunk in chunks:
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise ArtifactTooLargeError(f"{origin} is larger than the limit of {max_bytes} bytes; "
-                                                f"nothing was stored", limit=max_bytes)
-                digest.update(chunk)
-                part.write(chunk)
-            actual = digest.hexdigest()
-            if sha256 is not None and actual != sha256:
-                raise HashMismatchError(f"{origin} has SHA-256 {actual}, but {sha256} was declared; "
-                                        f"nothing was stored", path=origin, actual=actual, expected=sha256)
-            target = self.blob_path(actual)
-            if is_regular(target) and target.stat().st_size == size:
-                return Artifact(actual, size, target)  # deduplicated: the same bytes are there already
-            if os.path.lexists(target) and not is_regular(target):
-                raise ArtifactError(f"the artifact store's entry {target} is not a regular file; remove it")
-            part.flush()
-            os.fsync(part.fileno())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(name, _BLOB_MODE)
-            os.replace(name, target)
-            _fsync_folder(target.parent)
-            return Artifact(actual, size, target)
-
-    @contextlib.contextmanager
-    def _temporary(self) -> Iterator[tuple[BinaryIO, str]]:
-        """A new temporary file in the store (and its name), removed unless it was renamed into place."""
-        folder = self.root / "tmp"
+        scratch = self.root / "tmp"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            scratch.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the artifact store {self.root} ({exc.strerror}); "
-                             f"set {ARTIFACTS_ENV} to a writable folder") from None
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as part:
-                yield part, name
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+                             f"set ZOO_ARTIFACTS to a writable folder") from None
+        written = write_atomically(self._place, chunks, sha256=sha256, max_bytes=max_bytes, folder=scratch,
+                                   origin=origin, mode=_BLOB_MODE, keep_existing=True)
+        return Artifact(written.sha256, written.size)
+
+    def _place(self, sha256: str) -> Path:
+        """The blob path new bytes of `sha256` are renamed to, refused when something else is there."""
+        target = self._blob(sha256)
+        if os.path.lexists(target) and not is_regular(target):
+            raise ArtifactError(f"the artifact store's entry {target} is not a regular file; remove it")
+        return target
+
+    def _blob(self, sha256: str) -> Path:
+        """Where the blob of `sha256` is, or would be, stored."""
+        return content_path(self.root, sha256)
+
+    def _unknown(self, sha256: str) -> UnknownArtifactError:
+        return UnknownArtifactError(f"the artifact store {self.root} has no file with SHA-256 {sha256}")
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (where the platform can open folders)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _regular(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)

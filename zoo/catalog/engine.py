@@ -32,9 +32,8 @@ from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from zoo.errors import CatalogError, ZooWarning, excerpt, first_line
+from zoo.settings import REGISTRY_URL, Settings
 
-URL_ENV = "ZOO_REGISTRY_URL"
-DEFAULT_URL = "sqlite:///registry.db"
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 #: (backend, driver) of ``postgresql://``: psycopg 3, which the ``postgres`` extra installs
 POSTGRES = ("postgresql", "psycopg")
@@ -42,7 +41,7 @@ POSTGRES = ("postgresql", "psycopg")
 PG_SYNC_LOCK_KEY = 0x7A6F6F  # "zoo"
 _EXAMPLES = "for example sqlite:///registry.db or postgresql://user@host:5432/dbname"
 _REBUILD = "run `zoo sync` to rebuild it"
-_ELSEWHERE = f"move it away, or point {URL_ENV} at another catalog"
+_ELSEWHERE = f"move it away, or point {REGISTRY_URL} at another catalog"
 # What SQLite and PostgreSQL (SQLSTATE) say about a table or column the schema lacks.
 _MISSING = re.compile(r"no such (table|column)|has no column named", re.IGNORECASE)
 _PG_MISSING = {"42P01", "42703"}  # undefined_table, undefined_column
@@ -62,11 +61,11 @@ class DamagedCatalogError(CatalogError):
 
 def catalog_url(url: str | None = None) -> URL:
     """The catalog's URL: `url`, else ``$ZOO_REGISTRY_URL``, else ``sqlite:///registry.db``."""
-    raw = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    raw = url or Settings.from_environ().registry_url
     shown = excerpt(_hide_password(raw))
     if raw.strip().lower().startswith(("http://", "https://")):
-        raise CatalogError(f"{URL_ENV}={shown} names a registry service, and this needs a catalog database: run it "
-                           f"where the service's catalog is, or point {URL_ENV} at one ({_EXAMPLES})")
+        raise CatalogError(f"{REGISTRY_URL}={shown} names a registry service, and this needs a catalog database: run it "
+                           f"where the service's catalog is, or point {REGISTRY_URL} at one ({_EXAMPLES})")
     try:
         parsed = make_url(raw)
     except ArgumentError:
@@ -145,7 +144,7 @@ def _sqlite_engine(url: URL) -> Engine:
         kind = "a folder" if path.is_dir() else "not a regular file"
         raise CatalogError(
             f"{where(url)} is {kind}; zoo keeps a catalog only in a regular file: "
-            f"point {URL_ENV} at one, e.g. sqlite:///registry.db"
+            f"point {REGISTRY_URL} at one, e.g. sqlite:///registry.db"
         )
     if read_only(url):
         engine = _create(url, creator=lambda: _connect_read_only(path), json_deserializer=_json_reader(url))
@@ -198,7 +197,7 @@ def require_writable(url: URL) -> None:
     if read_only(url):
         raise CatalogError(
             f"{where(url)} is read-only here (the file or its folder cannot be written), so zoo cannot update it; "
-            f"sync a copy in a writable folder, or point {URL_ENV} at one"
+            f"sync a copy in a writable folder, or point {REGISTRY_URL} at one"
         )
 
 
@@ -271,10 +270,10 @@ def catalog_error(url: URL, exc: BaseException) -> CatalogError:
     if "unable to open database file" in message:
         folder = _sqlite_path(url).parent
         if not folder.is_dir():
-            return CatalogError(f"cannot open {named}: the folder {folder} does not exist; point {URL_ENV} at "
+            return CatalogError(f"cannot open {named}: the folder {folder} does not exist; point {REGISTRY_URL} at "
                                 "a file in a folder that exists")
         if not os.access(folder, os.W_OK | os.X_OK):
-            return CatalogError(f"cannot create {named}: its folder cannot be written; point {URL_ENV} at a "
+            return CatalogError(f"cannot create {named}: its folder cannot be written; point {REGISTRY_URL} at a "
                                 "writable place, or have the catalog made there by a user who can write it")
         return CatalogError(f"cannot open {named}: {message}")
     return CatalogError(f"cannot use {named}: {message}")

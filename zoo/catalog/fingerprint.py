@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, NamedTuple
 
@@ -36,24 +36,21 @@ from sqlalchemy.engine import URL
 
 from zoo import __version__
 from zoo.catalog import tables
-from zoo.catalog.engine import URL_ENV, CatalogWarning, DamagedCatalogError, open_engine, read_only, where
-from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, CatalogError, UsageError
+from zoo.catalog.engine import CatalogWarning, DamagedCatalogError, open_engine, read_only, where
+from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, CatalogError
+from zoo.settings import SYNC_TIMEOUT, Settings, child_environment
 from zoo.plugins import (
-    LOAD_PLUGINS_ENV,
     LOADED_PREFIX,
     LOADING_PREFIX,
     PluginInfo,
     installed_plugins,
     normalized,
-    strict_from_env,
 )
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
 SCHEMA_REVISION = "0006"
 #: Bump when what a sync writes changes without a schema change (e.g. the transforms format).
 DATA_FORMAT = 3
-CHECK_INTERVAL_ENV = "ZOO_CATALOG_CHECK_INTERVAL"
-DEFAULT_CHECK_INTERVAL = 2.0
 #: The project name a Requires-Dist line starts with (PEP 508).
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 #: When this process last found each (catalog URL, plugin selection) current, by time.monotonic().
@@ -133,13 +130,7 @@ def prunes_by_default(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def installed_here(plugins: Iterable[tuple[str, str, str]]) -> list[bool]:
-    """For each plugin's (name, distribution, version), whether this machine has that plugin at that version."""
-    here = {(p.name, p.distribution, p.version) for p in installed_plugins()}
-    return [tuple(p) in here for p in plugins]
-
-
-def ensure_current(url: str | None = None) -> Engine:
+def ensure_current(url: str | None = None, settings: Settings | None = None) -> Engine:
     """The catalog's engine, after re-syncing it in a child process if it is stale.
 
     Checked at most once per ``$ZOO_CATALOG_CHECK_INTERVAL`` seconds (default 2) per
@@ -147,11 +138,12 @@ def ensure_current(url: str | None = None) -> Engine:
     points. A stale catalog this process cannot write (see `read_only`) is served as
     it is, with a `CatalogWarning`: a shared read-only catalog stays usable.
     """
-    engine = open_engine(url)
-    key = (str(engine.url), os.environ.get(LOAD_PLUGINS_ENV))
-    if time.monotonic() - _checked.get(key, -math.inf) < check_interval():
+    settings = settings or Settings.from_environ()
+    engine = open_engine(url or settings.registry_url)
+    key = (str(engine.url), settings.load_plugins)
+    if time.monotonic() - _checked.get(key, -math.inf) < settings.check_interval:
         return engine
-    found = catalog_staleness(engine, installed_plugins())
+    found = catalog_staleness(engine, installed_plugins(settings.load_plugins))
     if found is None or found.stale(prunes_by_default(engine.url)):
         if read_only(engine.url):
             warnings.warn(
@@ -172,14 +164,6 @@ def forget_check(url: URL) -> None:
         del _checked[key]
 
 
-def check_interval() -> float:
-    """``$ZOO_CATALOG_CHECK_INTERVAL`` in seconds (default 2; 0 checks on every lookup)."""
-    return _seconds(CHECK_INTERVAL_ENV, DEFAULT_CHECK_INTERVAL, "a number of seconds, 0 or more, e.g. 2",
-                    lambda value: value >= 0)
-
-
-SYNC_TIMEOUT_ENV = "ZOO_SYNC_TIMEOUT"
-DEFAULT_SYNC_TIMEOUT = 300.0
 #: How much of each of the sync child's outputs is read: the end, where its report is.
 OUTPUT_TAIL = 1 << 16
 #: The sync child's program. It drops the working directory ('') from ``sys.path``
@@ -211,8 +195,9 @@ def sync_in_child(
     works without it (and ``zoo plugins`` shows why). ``zoo sync`` or a new version of
     the plugin tries it again.
     """
-    timeout = sync_timeout()
-    strict = strict_from_env() if strict is None else strict
+    settings = Settings.from_environ()
+    timeout = settings.sync_timeout
+    strict = settings.strict_plugins if strict is None else strict
     forget_check(engine.url)
     culprits: dict[str, str] = {}  # plugin key -> why it is recorded as failed
     while True:
@@ -235,26 +220,6 @@ def sync_in_child(
     return SyncOutput((done.stdout.strip().splitlines() or [""])[-1], warnings)
 
 
-def sync_timeout() -> float:
-    """``$ZOO_SYNC_TIMEOUT`` in seconds (default 300): how long one sync child may run."""
-    return _seconds(SYNC_TIMEOUT_ENV, DEFAULT_SYNC_TIMEOUT, "a positive number of seconds, e.g. 300",
-                    lambda value: value > 0)
-
-
-def _seconds(env: str, default: float, expected: str, valid: Callable[[float], bool]) -> float:
-    """The number of seconds in ``$env`` (`default` when unset or empty); a `UsageError` unless finite and `valid`."""
-    text = os.environ.get(env, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and valid(value)):
-        raise UsageError(f"{env} must be {expected}; got {text[:40]!r}")
-    return value
-
-
 class ChildRun(NamedTuple):
     """How a sync child ended (`returncode` None: killed at the timeout) and the end of what it wrote."""
 
@@ -274,10 +239,9 @@ def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool
     that prints without end costs disk, not this process's memory, and its progress
     lines have a file of their own (``--progress-fd``).
     """
-    env = dict(os.environ)
-    env[URL_ENV] = engine.url.render_as_string(hide_password=False)
     # The child must see the same distributions (and so the same plugins) as we do.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env = child_environment(Settings.from_environ().with_catalog(engine.url.render_as_string(hide_password=False)),
+                            PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as progress:
         args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict",
                 "--skip", json.dumps(skip), "--parent", str(os.getpid()), "--progress-fd", str(progress.fileno()),
@@ -319,7 +283,7 @@ def _culprit(done: ChildRun, timeout: float) -> tuple[str, str] | None:
     if running is None:
         return None
     if done.returncode is None:
-        return running, f"did not finish loading within {timeout:g} s ({SYNC_TIMEOUT_ENV})"
+        return running, f"did not finish loading within {timeout:g} s ({SYNC_TIMEOUT})"
     if done.returncode < 0:
         return running, f"ended the sync process (signal {-done.returncode}) while loading"
     return running, f"ended the sync process (exit code {done.returncode}) while loading"
@@ -331,7 +295,7 @@ def _child_error(done: ChildRun, timeout: float) -> str:
     if errors:
         return errors[-1].removeprefix(ERROR_PREFIX)
     if done.returncode is None:
-        return f"syncing the catalog did not finish within {timeout:g} s ({SYNC_TIMEOUT_ENV})"
+        return f"syncing the catalog did not finish within {timeout:g} s ({SYNC_TIMEOUT})"
     last = next((line.strip() for line in reversed(done.stderr.splitlines()) if line.strip()), None)
     said = f": {last[:200]}" if last else " and no message"
     return f"syncing the catalog failed: the sync process ended with exit code {done.returncode}{said}"

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from zoo.catalog import tables
-from zoo.catalog.fingerprint import installed_here
+from zoo.plugins import installed_here
 
 
 def plugin_records(conn: Connection) -> list[dict[str, Any]]:

@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session
 from zoo.catalog import tables
 from zoo.catalog.tables import GENERATION_KEY
 from zoo.catalog.engine import (
-    URL_ENV,
+    REGISTRY_URL,
     DamagedCatalogError,
     open_engine,
     require_writable,
@@ -205,7 +205,7 @@ def _check_revision(conn: Connection) -> None:
         raise CatalogError(
             f"{where(conn.engine.url)} has schema revision {excerpt(revision)}, which this zoo does not know "
             f"(its newest is {scripts.get_current_head()!r}): a newer zoo made it; upgrade zoo, or move it away, "
-            f"or point {URL_ENV} at another catalog"
+            f"or point {REGISTRY_URL} at another catalog"
         )
 
 

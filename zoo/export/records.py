@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import metadata
-from zoo.client import service_url
+from zoo.context import current
 from zoo.errors import UsageError, first_line
 from zoo.verify import OutputCheck
 from zoo.fetch import sha256_of
@@ -82,39 +82,19 @@ class ExportResult:
 
 def list_exports() -> list[dict[str, Any]]:
     """The catalog's record of every verified export of a catalog model, newest first, as plain data."""
-    from sqlalchemy import select
-
-    from zoo.catalog.fingerprint import ensure_current
-    from zoo.catalog.tables import exports
-
-    with ensure_current().connect() as conn:
-        rows = conn.execute(select(exports).order_by(exports.c.created_at.desc())).all()
-    return [
-        {
-            "path": row.path, "model": row.model, "weights": row.weights, "sha256": row.sha256, "size": row.size,
-            "opset": row.opset, "exporter": row.exporter, "dynamic_axes": row.dynamic_axes,
-            "verification": row.verification, "created_at": row.created_at.isoformat(),
-            "exists": Path(row.path).is_file(),
-        }
-        for row in rows
-    ]
+    return current().catalog.local_exports()
 
 
 def reusable_export(path: Path, request: Mapping[str, Any]) -> ExportResult | None:
     """The recorded export at `path` if it was made for the same request (`ExportRequest.to_json`)
     and its files are unchanged. In client mode there is no local record (None)."""
-    if service_url() is not None:
+    found = current().catalog.local_export(str(path.resolve()))
+    if found is None:
         return None
-    from sqlalchemy import select
-
-    from zoo.catalog.fingerprint import ensure_current
-    from zoo.catalog.tables import exports
-
-    with ensure_current().connect() as conn:
-        row = conn.execute(select(exports).where(exports.c.path == str(path.resolve()))).first()
-    if row is None or row.options != request or not path.is_file() or sha256_of(path) != row.sha256:
+    options, result, sha256 = found
+    if options != request or not path.is_file() or sha256_of(path) != sha256:
         return None
-    earlier = ExportResult.from_json(row.result)
+    earlier = ExportResult.from_json(result)
     if earlier.external_data is not None and not earlier.external_data.is_file():
         return None
     return replace(earlier, reused=True)
@@ -124,28 +104,11 @@ def record_export(result: ExportResult, request: Mapping[str, Any]) -> None:
     """`result` into the catalog's exports table, replacing an earlier record at its path. In client mode
     (``ZOO_REGISTRY_URL=http://...``) nothing is recorded: the file carries its provenance, and publishing
     it (`zoo.publish_export`) records it in the service's catalog."""
-    if service_url() is not None:
-        return
-    from datetime import datetime, timezone
-
-    from sqlalchemy import delete
-
-    from zoo.catalog.engine import remember
-    from zoo.catalog.fingerprint import ensure_current
-    from zoo.catalog.tables import exports
-
-    key = str(result.path.resolve())
-
-    def write(conn: Any) -> None:
-        conn.execute(delete(exports).where(exports.c.path == key))
-        conn.execute(exports.insert().values(
-            path=key, model=result.model, weights=result.weights, sha256=result.sha256, size=result.size,
-            opset=result.opset, exporter=result.exporter, dynamic_axes=result.to_json()["dynamic_axes"],
-            verification=[c.to_json() for c in result.verification], options=dict(request),
-            result=result.to_json(), created_at=datetime.now(timezone.utc),
-        ))
-
-    remember(ensure_current(), "the export record", write)
+    current().catalog.record_local_export(str(result.path.resolve()), {
+        "model": result.model, "weights": result.weights, "sha256": result.sha256, "size": result.size,
+        "opset": result.opset, "exporter": result.exporter, "dynamic_axes": result.to_json()["dynamic_axes"],
+        "verification": [c.to_json() for c in result.verification], "options": dict(request),
+        "result": result.to_json()})
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

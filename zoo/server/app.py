@@ -9,17 +9,25 @@ event loop into the store's verified writer in a worker thread, chunk by chunk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import pathlib
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -28,17 +36,16 @@ import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from sqlalchemy import select, text
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from zoo.catalog.engine import URL_ENV, open_engine, where
+from zoo.catalog.engine import where
 from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.published import export_records, parse_spec
-from zoo.catalog.tables import published_exports, published_weights
-from zoo.errors import UsageError, ZooError, excerpt
+from zoo.errors import ArtifactError, UnknownArtifactError, UsageError, ZooError, excerpt
+from zoo.outputs import write_atomically
+from zoo.records import parse_spec
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.registry import describe, list_plugins, summarize_models, weights_owner
 from zoo.server.common import (
@@ -53,15 +60,18 @@ from zoo.server.common import (
     status_of,
 )
 from zoo.server.web import install as install_web
-from zoo.store import ARTIFACTS_ENV, ArtifactStore
+from zoo.context import Context, current, using
+from zoo.settings import Settings as ZooSettings
+from zoo.store import ArtifactStore
 from zoo.text import parse_metric
 from zoo.view import LOOPBACK_NAMES, host_allowed
 
 API = "/api/v1"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 DEFAULT_MAX_UPLOAD = 4 << 30  # bytes: larger than any torchvision or timm weights file
-#: How `serve` configures the app of each uvicorn worker process (`app_from_environment`).
-READ_TOKEN_ENV, ALLOW_HOSTS_ENV, MAX_UPLOAD_ENV = "ZOO_SERVE_READ_TOKEN", "ZOO_SERVE_ALLOW_HOSTS", "ZOO_SERVE_MAX_UPLOAD"
+_BACKLOG = 2048  # connections waiting to be accepted, as uvicorn's default
+_WORKER_GRACE = 30.0  # seconds a stopped worker may take to finish its requests before it is killed
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_PAGE = 1000
 STALE_UPLOAD_SECONDS = 24 * 3600
 _BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
@@ -79,26 +89,27 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, kin
 
 
 def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
-               *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
+               *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+               settings: ZooSettings | None = None) -> FastAPI:
     """The registry service for the catalog at `catalog_url` and the artifact `store`.
 
-    A process serves one catalog and one store: a `catalog_url` or `store` given here
-    becomes ``$ZOO_REGISTRY_URL`` / ``$ZOO_ARTIFACTS``, which the lookups and publishing
-    read (default: those variables, else their defaults). `allowed_hosts` are host
+    The app answers from a context of its own (`zoo.context.Context`): the catalog and
+    store of `settings` (default: the environment's), or `catalog_url` and `store` when
+    given; several apps in one process serve several catalogs. `allowed_hosts` are host
     names requests may be addressed to besides loopback ones (a reverse proxy's public
     name); uploads larger than `max_upload_bytes` are refused before they are read.
     """
-    if catalog_url is not None:
-        os.environ[URL_ENV] = catalog_url
-    if store is not None:
-        os.environ[ARTIFACTS_ENV] = str(store.root)
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise UsageError(f"the upload limit must be a positive number of bytes, not {excerpt(max_upload_bytes)}")
-    settings = Settings(store or ArtifactStore.default(), bool(read_token_required),
-                        frozenset(h.lower() for h in allowed_hosts), max_upload_bytes)
+    zoo_settings = settings or ZooSettings.from_environ()
+    if catalog_url is not None:
+        zoo_settings = zoo_settings.with_catalog(catalog_url)
+    context = Context(zoo_settings, store=store)
+    settings = Settings(context.store, bool(read_token_required), frozenset(h.lower() for h in allowed_hosts),
+                        max_upload_bytes)
     app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None, description=_DESCRIPTION)
-    app.state.settings = settings
+    app.state.settings, app.state.context = settings, context
     app.include_router(_router(settings))
     install_web(app, settings)  # the web catalog (HTML pages)
     app.add_exception_handler(ApiError, _api_error)
@@ -106,25 +117,45 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(InContext, context=context)
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     return app
 
 
-def app_from_environment() -> FastAPI:
-    """The app of one uvicorn worker, configured by `serve` through the environment."""
-    hosts = os.environ.get(ALLOW_HOSTS_ENV, "")
-    return create_app(read_token_required=os.environ.get(READ_TOKEN_ENV) == "1",
-                      allowed_hosts=tuple(h for h in hosts.split(",") if h),
-                      max_upload_bytes=int(os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD))
+@dataclass(frozen=True)
+class ServeConfig:
+    """What each process of `serve` makes its app from: the zoo's settings and the service's options.
+
+    Picklable: `serve` hands it to every worker process explicitly (nothing travels
+    through the environment), and the worker calls `app`.
+    """
+
+    settings: ZooSettings
+    read_token_required: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    log_level: str = "info"
+
+    def app(self) -> FastAPI:
+        """The service's app for these settings (`create_app`)."""
+        return create_app(read_token_required=self.read_token_required, allowed_hosts=self.allowed_hosts,
+                          max_upload_bytes=self.max_upload_bytes, settings=self.settings)
 
 
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
-          allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-          log_level: str = "info") -> None:
-    """Serve the registry with uvicorn on `host`:`port` (0: a free port, which uvicorn prints) until Ctrl-C.
+          allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info",
+          ready_file: str | os.PathLike[str] | None = None, settings: ZooSettings | None = None) -> None:
+    """Serve the registry with uvicorn on `host`:`port` (0: any free port) until Ctrl-C or SIGTERM.
 
-    The catalog is brought up to date first (a sync if it is stale). `workers` processes share the listening socket; each makes its app from the
-    environment, which carries the catalog, the store and the settings here.
+    The catalog is brought up to date first (a sync if it is stale). This process binds
+    the listening socket; with ``workers=1`` it serves itself, else it starts `workers`
+    processes (spawned, each given a `ServeConfig` with `settings`, default the
+    environment's) that share the socket, stops them when it is stopped, and replaces
+    one that dies. Once every worker's startup is complete (the socket answers), one
+    JSON line goes to stdout, ``{"zoo_serve": "ready", "url": "http://127.0.0.1:PORT",
+    "pid": PID, "workers": N}`` (the real port; `pid` this process), and, with
+    `ready_file`, the same JSON to that file (written atomically; removed when the
+    server stops).
     """
     import uvicorn
 
@@ -132,14 +163,230 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
         raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
-    app = create_app(allowed_hosts=allowed_hosts, max_upload_bytes=max_upload_bytes)  # bad settings: one line, here
-    engine = ensure_current()  # migrated or synced now, not by the first request; unreachable: one line
-    print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.root}", file=sys.stderr)
-    os.environ[READ_TOKEN_ENV] = "1" if read_token_required else "0"
-    os.environ[ALLOW_HOSTS_ENV] = ",".join(allowed_hosts)
-    os.environ[MAX_UPLOAD_ENV] = str(max_upload_bytes)
-    uvicorn.run("zoo.server.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+    config = ServeConfig(settings or ZooSettings.from_environ(), bool(read_token_required), tuple(allowed_hosts),
+                         max_upload_bytes, log_level)
+    app = config.app()  # bad settings: one line, here, before a worker starts
+    engine = ensure_current(settings=config.settings)  # migrated or synced now, not by the first request
+    print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.location}", file=sys.stderr)
+    ready = _ReadyFile(ready_file)
+    sock = _listen(host, port)
+    url = _url(host, sock.getsockname()[1])
+
+    def announce() -> None:
+        line = json.dumps({"zoo_serve": "ready", "url": url, "pid": os.getpid(), "workers": workers})
+        print(f"zoo serve: answering on {url} ({workers} worker{'s' * (workers > 1)}; Ctrl-C to quit)",
+              file=sys.stderr, flush=True)
+        ready.write(line)
+        print(line, flush=True)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+    terminated = False
+    try:
+        if workers == 1:
+            _uvicorn_server(uvicorn.Config(app, log_level=log_level), announce).run(sockets=[sock])
+        else:
+            del app
+            _Workers(config, sock, workers).run(announce)
+    except _Terminated:  # uvicorn (or _Workers) sends SIGTERM again after its graceful stop
+        terminated = True
+    finally:
+        sock.close()
+        ready.remove()
+        if main:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)  # None: not set from Python
+    if terminated:  # what SIGTERM does without zoo (by default: the process ends by it)
+        signal.raise_signal(signal.SIGTERM)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where `serve` can clean up after the server has stopped gracefully."""
+
+
+def _terminated(sig: int, frame: object) -> None:
+    raise _Terminated
+
+
+class _ReadyFile:
+    """Where `serve` says it is ready besides stdout: a file written atomically, or nowhere."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = None if path is None else pathlib.Path(path)
+        self.text: str | None = None
+        if self.path is not None:  # an old one must not look ready; a bad path fails before serving
+            if not self.path.parent.is_dir():
+                raise UsageError(f"cannot write the ready file {self.path}: its folder does not exist")
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot write the ready file {self.path}: {exc.strerror}") from None
+
+    def write(self, text: str) -> None:
+        if self.path is None:
+            return
+        write_atomically(self.path, [f"{text}\n".encode()], mode=0o644, origin="the ready line")
+        self.text = text
+
+    def remove(self) -> None:
+        """Remove the file if it is still the one written here."""
+        if self.path is not None and self.text is not None:
+            with contextlib.suppress(OSError):
+                if self.path.read_text(encoding="utf-8").strip() == self.text:
+                    self.path.unlink()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on `host`:`port`. Made with its protocol (IPPROTO_TCP), so that asyncio sets
+    TCP_NODELAY on the connections it accepts, in workers too (uvicorn's own lacks it: uvicorn issue 3149)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+    except (OSError, OverflowError, UnicodeError) as exc:  # in use, not this machine's address, unknown name
+        sock.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        shown = host if len(host) <= 100 else excerpt(host)
+        raise UsageError(f"cannot serve on {shown}:{port or 'any port'}: {reason}"
+                         + ("; use --port 0 for a free one" if port else "")) from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    """The address clients reach a server listening on `host`:`port` at (loopback for a wildcard host)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - naming it, not binding it
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn_server(config: Any, started: Callable[[], None]) -> Any:
+    """A uvicorn server for `config` that calls `started` once its startup is complete (it accepts connections)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                started()
+
+    return Server(config)
+
+
+class _Workers:
+    """`serve`'s worker processes on one listening socket: started, replaced when one dies, stopped on SIGINT or
+    SIGTERM (a second Ctrl-C kills them). Each dies with this process (`_worker`)."""
+
+    def __init__(self, config: ServeConfig, sock: socket.socket, count: int) -> None:
+        self.config, self.sock, self.count = config, sock, count
+        self.context = multiprocessing.get_context("spawn")
+        self.running: dict[int, BaseProcess] = {}  # by sentinel
+        self.starting: dict[Connection, BaseProcess] = {}  # their ready pipes
+        self.signals: list[int] = []
+
+    def run(self, announce: Callable[[], None]) -> None:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        main = threading.current_thread() is threading.main_thread()
+        if main:  # signals can be caught only there (as uvicorn does)
+            previous_fd = signal.set_wakeup_fd(wake_w)
+            previous = {sig: signal.signal(sig, lambda sig, _: self.signals.append(sig)) for sig in _STOP_SIGNALS}
+        stopping, ready = False, 0
+        try:
+            for _ in range(self.count):
+                self.start()
+            while self.running:
+                for item in wait([wake_r, *self.running, *self.starting]):
+                    if item == wake_r:
+                        os.read(wake_r, 512)
+                    elif isinstance(item, Connection):
+                        del self.starting[item]
+                        with contextlib.suppress(EOFError, OSError):  # EOF: it died, which its sentinel says
+                            item.recv()
+                            ready += 1
+                            if ready == self.count:
+                                announce()
+                        item.close()
+                    else:
+                        process = self.running.pop(item)
+                        process.join()
+                        if not stopping and ready < self.count:
+                            raise ZooError(f"a worker process of zoo serve exited with code {process.exitcode} "
+                                           "before it started; see its messages above")
+                        if not stopping:
+                            print(f"zoo serve: worker {process.pid} exited with code {process.exitcode}; "
+                                  "starting another", file=sys.stderr, flush=True)
+                            self.start()
+                if self.signals and not stopping:
+                    stopping = True
+                    self.stop(signal.SIGTERM)
+                elif len(self.signals) > 1 and self.signals[-1] == signal.SIGINT:
+                    self.stop(signal.SIGKILL)
+        finally:
+            self.stop(signal.SIGTERM)
+            deadline = time.monotonic() + _WORKER_GRACE
+            for process in self.running.values():
+                process.join(max(0.0, deadline - time.monotonic()))
+            self.stop(signal.SIGKILL)
+            if main:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler or signal.SIG_DFL)
+                signal.set_wakeup_fd(previous_fd)
+            os.close(wake_r)
+            os.close(wake_w)
+        if self.signals:  # as uvicorn does after a graceful stop: the signal's own effect (Ctrl-C: KeyboardInterrupt)
+            signal.raise_signal(self.signals[0])
+
+    def start(self) -> None:
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_worker, args=(self.config, self.sock, writer), daemon=True,
+                                       name="zoo serve worker")
+        process.start()
+        writer.close()
+        self.running[process.sentinel] = process
+        self.starting[reader] = process
+
+    def stop(self, sig: int) -> None:
+        for process in self.running.values():
+            if process.exitcode is None and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, sig)
+
+
+def _worker(config: ServeConfig, sock: socket.socket, ready: Connection) -> None:
+    """One worker process of `serve`: its app from `config`, served on `sock` until it is stopped or its parent
+    dies; says so on `ready` (its pid) once its startup is complete."""
+    import uvicorn
+
+    def started() -> None:
+        ready.send(os.getpid())
+        ready.close()
+
+    server = _uvicorn_server(uvicorn.Config(config.app(), log_level=config.log_level), started)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_stop_with, args=(parent.sentinel, server), daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches every process: stopped, not a traceback
+        server.run(sockets=[sock])
+
+
+def _stop_with(sentinel: int, server: Any) -> None:
+    """Stop `server` (gracefully, then at once after a grace period) once the process of `sentinel` has ended."""
+    wait([sentinel])
+    server.should_exit = True
+    time.sleep(_WORKER_GRACE)
+    os._exit(1)
+
+
+class InContext:
+    """ASGI middleware: every request is answered in the app's context (its catalog and store), whatever
+    context the process has (`zoo.context.using`; threads the request starts inherit it)."""
+
+    def __init__(self, app: ASGIApp, context: Context) -> None:
+        self.app, self.context = app, context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with using(self.context):
+            await self.app(scope, receive, send)
 
 
 # -- requests not addressed to this server --------------------------------------------
@@ -240,8 +487,7 @@ def _router(settings: Settings) -> APIRouter:
 
     @router.get("/health", summary="whether the catalog answers")
     def health() -> dict[str, str]:
-        with open_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
+        current().catalog.health()
         return {"status": "ok"}
 
     @router.get("/models", summary="models, with the filters of zoo.list_models; paginated",
@@ -280,7 +526,7 @@ def _router(settings: Settings) -> APIRouter:
     @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
                       dependencies=[Depends(reads)], response_class=FileResponse)
     def weights_file(sha256: Sha256, request: Request) -> Response:
-        return _blob(settings.store, request, sha256, published_weights, "published weights file")
+        return _blob(settings.store, request, sha256, "weights", "published weights file")
 
     @router.get("/published", summary="every published weights version", dependencies=[Depends(reads)])
     def published() -> list[Any]:
@@ -317,9 +563,7 @@ def _router(settings: Settings) -> APIRouter:
 
     @router.get("/exports", summary="published exports", dependencies=[Depends(reads)])
     def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
-        qualified = describe(model)["qualified_name"] if model is not None else None
-        with ensure_current().connect() as conn:
-            return [record.to_json() for record in export_records(conn, model=qualified)]
+        return [record.to_json() for record in current().catalog.exports(model)]
 
     @router.get("/exports/latest", summary="the newest published export of a model with some weights",
                 dependencies=[Depends(reads)])
@@ -333,8 +577,7 @@ def _router(settings: Settings) -> APIRouter:
 
     @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reads)])
     def export(sha256: Sha256) -> dict[str, Any]:
-        with ensure_current().connect() as conn:
-            found = export_records(conn, sha256=sha256)
+        found = current().catalog.exports(sha256=sha256)
         if not found:
             raise ApiError(404, f"no published export has SHA-256 {sha256}")
         return found[0].to_json()
@@ -342,7 +585,7 @@ def _router(settings: Settings) -> APIRouter:
     @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
                       dependencies=[Depends(reads)], response_class=FileResponse)
     def export_file(sha256: Sha256, request: Request) -> Response:
-        return _blob(settings.store, request, sha256, published_exports, "published export")
+        return _blob(settings.store, request, sha256, "export", "published export")
 
     @router.post("/published/{namespace}/{name}", status_code=201, dependencies=[Depends(publisher)],
                  summary="publish a weights file as the next version of NAMESPACE/NAME", openapi_extra=_UPLOAD)
@@ -392,16 +635,16 @@ def _json_query(name: str, value: str) -> Any:
 
 
 @contextmanager
-def _upload(store: ArtifactStore) -> Iterator[ArtifactStore]:
-    """A store of its own for one upload, inside `store` (one file system), removed afterwards: publishing
-    copies what it accepts into `store`, so a refused or broken upload leaves nothing there. Folders left
-    by a server killed during an upload are removed by a later upload once they are a day old."""
-    folder = store.root / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
+def _upload(store: ArtifactStore) -> Iterator[pathlib.Path]:
+    """A private folder for one upload in the store's scratch folder ``uploads`` (`ArtifactStore.scratch`: a
+    directory store's own file system), removed afterwards: publishing copies what it accepts into `store`,
+    so a refused or broken upload leaves nothing there. Folders left by a server killed during an upload
+    are removed by a later upload once they are a day old."""
+    folder = store.scratch("uploads")
     _remove_stale(folder)
-    root = tempfile.mkdtemp(dir=folder)
+    root = pathlib.Path(tempfile.mkdtemp(dir=folder))
     try:
-        yield ArtifactStore(root)
+        yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -418,14 +661,16 @@ def _remove_stale(folder: pathlib.Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-async def _receive(request: Request, uploads: ArtifactStore, sha256: str, length: int) -> pathlib.Path:
-    """Store the request's body, checked against the declared `sha256` and `length`, in `uploads`."""
+async def _receive(request: Request, uploads: pathlib.Path, sha256: str, length: int) -> pathlib.Path:
+    """The request's body, written to a file in the folder `uploads` (`write_atomically`: there only
+    once it has the declared `sha256` and at most `length` bytes)."""
     try:
-        artifact = await anyio.to_thread.run_sync(
-            partial(uploads.put_stream, _chunks(request), sha256=sha256, max_bytes=length))
+        written = await anyio.to_thread.run_sync(partial(
+            write_atomically, uploads / "upload", _chunks(request), sha256=sha256, max_bytes=length,
+            origin="the upload"))
     except ClientDisconnect:
         raise ApiError(400, "the upload ended before its Content-Length; nothing was stored") from None
-    return artifact.path
+    return written.path
 
 
 def _check_before_upload(name: str, model: str) -> None:
@@ -443,28 +688,77 @@ def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
         raise ApiError(status_of(exc), str(exc).replace(str(path), "the uploaded file"), kind=type(exc).__name__) from None
 
 
-def _blob(store: ArtifactStore, request: Request, sha256: str, table: Any, what: str) -> Response:
-    """The stored file of `sha256` if `table` records it as published: streamed with its size, its hash as
+def _blob(store: ArtifactStore, request: Request, sha256: str, kind: str, what: str) -> Response:
+    """The stored file of `sha256` if it is published (a `kind` "weights" or "export"): streamed with its size, its hash as
     ETag (304 for a client that has it), HEAD and byte ranges (206; 416 past the end)."""
-    with ensure_current().connect() as conn:
-        if conn.scalar(select(table.c.sha256).where(table.c.sha256 == sha256).limit(1)) is None:
-            raise ApiError(404, f"no {what} has SHA-256 {sha256}")
-    path = store.path(sha256)
+    if not current().catalog.is_published(sha256, kind):
+        raise ApiError(404, f"no {what} has SHA-256 {sha256}")
+    size = store.stat(sha256)
+    if size is None:
+        raise UnknownArtifactError(f"the artifact store {store.location} has no file with SHA-256 {sha256}")
     etag = f'"{sha256}"'
-    headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE}
+    headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE, "Accept-Ranges": "bytes"}
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)
-    ranges = request.headers.get("range")
-    if ranges is not None:
-        size = path.stat().st_size
+    ranges, if_range = request.headers.get("range"), request.headers.get("if-range")
+    parts: list[tuple[int, int]] = []
+    if ranges is not None and (if_range is None or if_range == etag):  # another If-Range: the whole file
         try:  # starlette's own parser, which FileResponse uses: refused here so that the refusal is JSON
-            FileResponse._parse_range_header(ranges, size)
+            parts = FileResponse._parse_range_header(ranges, size)
         except MalformedRangeHeader as exc:
             raise ApiError(400, f"Range {excerpt(ranges)}: {exc.content}") from None
         except RangeNotSatisfiable:
             raise ApiError(416, f"Range {excerpt(ranges)} is past the end of the file ({size} bytes)",
                            {"Content-Range": f"bytes */{size}"}) from None
-    return FileResponse(path, media_type="application/octet-stream", headers=headers)
+    return _BlobResponse(store, sha256, size, parts[0] if len(parts) == 1 else None, headers)
+
+
+class _BlobResponse(Response):
+    """A stored blob streamed from `ArtifactStore.open` in worker threads: whole (200) or one byte range
+    (206; several ranges get the whole file, as HTTP allows); headers alone for HEAD. Reading stops when
+    the client goes away."""
+
+    chunk_size = 64 * 1024
+    media_type = "application/octet-stream"
+
+    def __init__(self, store: ArtifactStore, sha256: str, size: int, part: tuple[int, int] | None,
+                 headers: dict[str, str]) -> None:
+        self.store, self.sha256, self.background = store, sha256, None
+        self.start, self.end = part or (0, size)
+        self.status_code = 200 if part is None else 206
+        extra = {} if part is None else {"Content-Range": f"bytes {self.start}-{self.end - 1}/{size}"}
+        self.init_headers({**headers, **extra, "Content-Length": str(self.end - self.start)})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope["method"].upper() == "HEAD" or self.start == self.end:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await self._stream(send)
+            group.cancel_scope.cancel()
+
+    async def _stream(self, send: Send) -> None:
+        blob = await anyio.to_thread.run_sync(self.store.open, self.sha256)
+        try:
+            await anyio.to_thread.run_sync(blob.seek, self.start)
+            position = self.start
+            while position < self.end:
+                chunk = await anyio.to_thread.run_sync(blob.read, min(self.chunk_size, self.end - position))
+                if not chunk:
+                    raise ArtifactError(f"stored file {self.sha256} is shorter than its {self.end} bytes")
+                position += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": position < self.end})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(blob.close)
 
 
 def _chunks(request: Request) -> Iterator[bytes]:

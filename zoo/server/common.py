@@ -19,7 +19,8 @@ from zoo.errors import (
     excerpt,
 )
 from zoo.fetch import FULL_HASH
-from zoo.server.tokens import READ_SCOPES, token_scopes
+from zoo.catalog.tokens import READ_SCOPES
+from zoo.context import current
 from zoo.store import ArtifactStore
 
 SHA256_PATTERN = f"^{FULL_HASH.pattern}$"
@@ -64,7 +65,7 @@ def require(credentials: HTTPAuthorizationCredentials | None, scopes: frozenset[
     if credentials is None:
         raise ApiError(401, f"{what} needs a token: send 'Authorization: Bearer <token>' "
                             "(made by `zoo token create NAME`)", challenge)
-    granted = token_scopes(credentials.credentials)
+    granted = current().catalog.token_scopes(credentials.credentials)
     if granted is None:
         raise ApiError(401, "the token is unknown or revoked", challenge)
     if not granted & scopes:

@@ -10,8 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.published import export_records
+from zoo.context import current
 from zoo.registry import describe
 from zoo.server.web import pages
 from zoo.server.web.query import Filters, ModelRow, Page, catalog_rows, compare_points, menus, metric_names, page_of
@@ -49,8 +48,7 @@ def router(site: Web) -> APIRouter:
     def card(name: str) -> HTMLResponse:
         def render() -> str:
             record = describe(name)
-            with ensure_current().connect() as conn:
-                exports = [x.to_json() for x in export_records(conn, model=record["qualified_name"])]
+            exports = [x.to_json() for x in current().catalog.exports(model=record["qualified_name"])]
             return pages.card_page(record, exports)
 
         return html(render)

@@ -20,8 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.published import export_records
+from zoo.context import current
 from zoo.server.common import Sha256
 from zoo.server.web.site import Web
 
@@ -59,8 +58,7 @@ def router(site: Web) -> APIRouter:
 
     @graph.get("/", response_class=HTMLResponse)
     def page(sha256: Sha256) -> HTMLResponse:
-        with ensure_current().connect() as conn:
-            found = export_records(conn, sha256=sha256)
+        found = current().catalog.exports(sha256=sha256)
         if not found:
             raise HTTPException(404)
         response = HTMLResponse(index_page(sha256, found[0].model), headers={"X-Content-Type-Options": "nosniff"})

@@ -22,8 +22,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.published import export_records
+from zoo.context import current
 from zoo.errors import UnknownArtifactError, UsageError
 from zoo.server.web import pages
 from zoo.server.common import Sha256, declared_length
@@ -45,8 +44,7 @@ def router(site: Web) -> APIRouter:
     @tried.get("", response_class=HTMLResponse)
     def page(request: Request) -> HTMLResponse:
         def render() -> str:
-            with ensure_current().connect() as conn:
-                exports = [x.to_json() for x in export_records(conn)]
+            exports = [x.to_json() for x in current().catalog.exports()]
             samples = sorted(p.name for p in SAMPLES.glob("*.jpg"))
             return pages.try_page(exports, samples, request.query_params.get("export"), limit)
 
@@ -67,10 +65,9 @@ def prediction(store: ArtifactStore, sha256: str, image: bytes) -> dict[str, Any
     """Run the published export `sha256` on the image file `image`: drawing, result and latency."""
     from zoo.runtime import draw, open_image
 
-    with ensure_current().connect() as conn:
-        if not export_records(conn, sha256=sha256):
-            raise UnknownArtifactError(f"no published export has SHA-256 {sha256}")
-    predictor = _predictor(str(store.path(sha256)))
+    if not current().catalog.is_published(sha256, "export"):
+        raise UnknownArtifactError(f"no published export has SHA-256 {sha256}")
+    predictor = _predictor(store, sha256)
     with tempfile.TemporaryDirectory() as folder:  # the runtime's own checks read a file
         path = Path(folder) / "uploaded image"
         path.write_bytes(image)
@@ -89,8 +86,17 @@ def prediction(store: ArtifactStore, sha256: str, image: bytes) -> dict[str, Any
 
 
 @lru_cache(maxsize=_KEPT_SESSIONS)
-def _predictor(path: str) -> Any:
-    """The runtime's predictor of the export at `path` (a stored blob: its content never changes)."""
+def _predictor(store: ArtifactStore, sha256: str) -> Any:
+    """The runtime's predictor of the stored export `sha256` (a blob's content never changes), its session
+    made from the bytes `ArtifactStore.read` verified. The runtime opens models by path, so those bytes go
+    to a private temporary file, ``<sha256>.onnx``, that is gone once the session holds the model."""
     from zoo.runtime import Predictor
 
-    return Predictor(path)
+    data = store.read(sha256)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{sha256}.onnx"
+        path.write_bytes(data)
+        try:
+            return Predictor(path)
+        except UsageError as exc:  # it names the temporary path: name the export instead
+            raise UsageError(str(exc).replace(str(path), f"published export {sha256}")) from None

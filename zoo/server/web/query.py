@@ -2,10 +2,10 @@
 metric (its best value over the model's weights), its published versions and exports, and, for the
 compare view, one chosen metric and the GFLOPS of the weights that reach it.
 
-Read with SQLAlchemy Core from `zoo.catalog.tables`, one query per fact for every model at once
-(a catalog of 10,000 models is read in a few queries), then joined to the summaries by qualified
-name. Filtering, sorting and pagination of those rows happen here too, in Python: the filters are
-`summarize_models`' own, so the web catalog lists exactly what ``zoo list`` lists.
+Read from the current context's catalog (a `SqlCatalog`: `zoo.catalog.browse` reads every model at
+once), then joined to the summaries by qualified name. Filtering, sorting and pagination of those
+rows happen here, in Python: the filters are `summarize_models`' own, so the web catalog lists
+exactly what ``zoo list`` lists.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection, func, select
-
-from zoo.catalog.fingerprint import ensure_current
-from zoo.catalog.tables import GENERATION_KEY, catalog_state, metrics, models, plugins, published_exports, published_weights, weights
+from zoo.context import current
 from zoo.errors import UsageError, excerpt
 from zoo.registry import summarize_models
 from zoo.text import parse_count, parse_metric
@@ -30,7 +27,6 @@ PER_PAGE, MAX_PER_PAGE = 50, 500
 #: What the compare view plots a metric against (the URL's ``x``).
 X_AXES = ("params", "gflops")
 _WILDCARDS = set("*?[")
-_HEADLINES: dict[tuple[str, str | None], dict[str, tuple[str, float]]] = {}  # see _headline_metrics
 
 
 @dataclass(frozen=True)
@@ -147,13 +143,10 @@ def catalog_rows(filters: Filters) -> list[ModelRow]:
     min_metric = dict([parse_metric(filters.min_metric)]) if filters.min_metric else None
     found = summarize_models(filters.patterns, task=filters.task or None, plugin=filters.plugin or None,
                              max_params=filters.max_params, min_metric=min_metric)
-    with ensure_current().connect() as conn:
-        headline = _headline_metrics(conn)
-        published = _counts(conn, published_weights)
-        exported = _counts(conn, published_exports)
+    facts = current().catalog.model_facts()
     return [ModelRow(r["name"], r["qualified_name"], r["task"], r["plugin"], r["num_params"], len(r["weights"]),
-                     *headline.get(r["qualified_name"], (None, None)), published.get(r["qualified_name"], 0),
-                     exported.get(r["qualified_name"], 0))
+                     *facts.headline.get(r["qualified_name"], (None, None)),
+                     facts.published.get(r["qualified_name"], 0), facts.exports.get(r["qualified_name"], 0))
             for r in found]
 
 
@@ -169,47 +162,7 @@ def page_of(rows: Sequence[ModelRow], filters: Filters) -> Page:
 
 def menus() -> tuple[list[str], list[str]]:
     """Every task and every plugin namespace of the catalog, sorted: what the filter menus offer."""
-    with ensure_current().connect() as conn:
-        tasks = sorted(conn.scalars(select(models.c.task).distinct()))
-        namespaces = sorted(conn.scalars(select(plugins.c.namespace).where(plugins.c.status == "loaded")))
-    return tasks, namespaces
-
-
-def _qualified() -> Any:
-    """Each model's ``PLUGIN/NAME`` and id, as columns of a join of models and plugins."""
-    return models.join(plugins, models.c.plugin_id == plugins.c.id)
-
-
-def _headline_metrics(conn: Connection) -> dict[str, tuple[str, float]]:
-    """Each model's headline metric (the first metric of its default weights, else of its first weights)
-    and the best value any of its weights reaches on it, by qualified name; read once per catalog
-    generation (only a sync changes weights and metrics, and it makes a new generation)."""
-    generation = conn.scalar(select(catalog_state.c.value).where(catalog_state.c.key == GENERATION_KEY))
-    key = (conn.engine.url.render_as_string(), generation)
-    if generation is None or key not in _HEADLINES:
-        _HEADLINES.clear()  # one catalog per process: keep the newest generation only
-        _HEADLINES[key] = _read_headline_metrics(conn)
-    return _HEADLINES[key]
-
-
-def _read_headline_metrics(conn: Connection) -> dict[str, tuple[str, float]]:
-    """`_headline_metrics`, read from the catalog."""
-    query = (select(plugins.c.namespace, models.c.name, metrics.c.dataset, metrics.c.name, metrics.c.value)
-             .select_from(_qualified().join(weights, weights.c.model_id == models.c.id)
-                          .join(metrics, metrics.c.weights_id == weights.c.id))
-             .order_by(models.c.id, weights.c.is_default.desc(), weights.c.id, metrics.c.id))
-    found: dict[str, tuple[str, float]] = {}
-    for namespace, name, dataset, metric, value in conn.execute(query):
-        qualified, label = f"{namespace}/{name}", f"{dataset}:{metric}"
-        first = found.setdefault(qualified, (label, value))
-        if first[0] == label and value > first[1]:
-            found[qualified] = (label, value)
-    return found
-
-
-def _counts(conn: Connection, table: Any) -> dict[str, int]:
-    """How many rows of `table` (published weights or exports) each model has, by qualified name."""
-    return dict(conn.execute(select(table.c.model, func.count()).group_by(table.c.model)).all())
+    return current().catalog.menus()
 
 
 # -- the compare view ------------------------------------------------------------------
@@ -241,19 +194,12 @@ def compare_points(rows: Sequence[ModelRow], metric: str, x: str) -> list[Point]
     if not dataset or not name:
         raise UsageError(f"metric {excerpt(metric)} is not DATASET:METRIC, e.g. ImageNet-1K:acc@1")
     by_name = {r.qualified_name: r for r in rows}
-    query = (select(plugins.c.namespace, models.c.name, metrics.c.value, weights.c.meta)
-             .select_from(_qualified().join(weights, weights.c.model_id == models.c.id)
-                          .join(metrics, metrics.c.weights_id == weights.c.id))
-             .where(metrics.c.dataset == dataset, metrics.c.name == name))
-    best: dict[str, tuple[float, Any]] = {}
-    with ensure_current().connect() as conn:
-        for namespace, model, value, meta in conn.execute(query):
-            qualified = f"{namespace}/{model}"
-            if qualified in by_name and (qualified not in best or value > best[qualified][0]):
-                best[qualified] = (value, (meta or {}).get("_ops"))
+    best = current().catalog.best_values(dataset, name)
     points = []
     for qualified, (value, gflops) in best.items():
-        row = by_name[qualified]
+        row = by_name.get(qualified)
+        if row is None:
+            continue
         x_value = row.params if x == "params" else gflops
         if isinstance(x_value, (int, float)) and x_value > 0:
             points.append(Point(row, float(x_value), float(value)))

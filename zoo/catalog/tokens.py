@@ -1,4 +1,4 @@
-"""Tokens of the registry service: who may publish (and, with ``--require-read-token``, read).
+"""Tokens of the registry service: who may publish (and, with ``--require-read-token``, read); `SqlCatalog`'s.
 
 A token is a random secret shown once, when it is made (`create_token`); the catalog
 keeps only its SHA-256 (table ``tokens``), so a copy of the catalog gives nobody a
@@ -17,10 +17,9 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 
 from zoo.catalog.engine import write_transaction
-from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.tables import tokens
 from zoo.errors import UsageError, excerpt
 
@@ -44,7 +43,7 @@ def check_name(name: object) -> str:
     return name
 
 
-def create_token(name: str, scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES) -> str:
+def create_token(engine: Engine, name: str, scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES) -> str:
     """Make token `name` with `scopes` and return its secret (the only time it is seen)."""
     check_name(name)
     unknown = [s for s in scopes if s not in SCOPES]
@@ -52,7 +51,7 @@ def create_token(name: str, scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES
         raise UsageError(f"unknown token scope {excerpt(unknown[0]) if unknown else 'none'}; "
                          f"scopes: {', '.join(SCOPES)}")
     secret = _PREFIX + secrets.token_urlsafe(32)
-    with write_transaction(ensure_current()) as conn:
+    with write_transaction(engine) as conn:
         if conn.scalar(select(tokens.c.id).where(tokens.c.name == name)) is not None:
             raise UsageError(f"a token named {name!r} exists already; revoke it first or choose another name")
         conn.execute(tokens.insert().values(name=name, hash=_hash(secret), scopes=sorted(set(scopes)),
@@ -60,19 +59,19 @@ def create_token(name: str, scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES
     return secret
 
 
-def list_tokens() -> list[dict[str, Any]]:
+def list_tokens(engine: Engine) -> list[dict[str, Any]]:
     """Every token, by name: its scopes, when it was made and (if so) revoked. Never a secret."""
-    with ensure_current().connect() as conn:
+    with engine.connect() as conn:
         rows = conn.execute(select(tokens.c.name, tokens.c.scopes, tokens.c.created_at, tokens.c.revoked_at)
                             .order_by(tokens.c.name)).all()
     return [{"name": r.name, "scopes": r.scopes, "created_at": r.created_at.isoformat(),
              "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for r in rows]
 
 
-def revoke_token(name: str) -> None:
+def revoke_token(engine: Engine, name: str) -> None:
     """Revoke token `name`: every service process refuses it from its next request on."""
     check_name(name)
-    with write_transaction(ensure_current()) as conn:
+    with write_transaction(engine) as conn:
         done = conn.execute(update(tokens).where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
                             .values(revoked_at=datetime.now(timezone.utc)))
         if done.rowcount == 0:
@@ -81,9 +80,9 @@ def revoke_token(name: str) -> None:
                              f"no token named {name!r}; `zoo token list` shows them")
 
 
-def token_scopes(secret: str) -> frozenset[str] | None:
+def token_scopes(engine: Engine, secret: str) -> frozenset[str] | None:
     """The scopes of the live token whose secret is `secret`; None for an unknown or revoked one."""
-    with ensure_current().connect() as conn:
+    with engine.connect() as conn:
         scopes = conn.scalar(select(tokens.c.scopes).where(tokens.c.hash == _hash(secret),
                                                            tokens.c.revoked_at.is_(None)))
     return frozenset(scopes) if scopes is not None else None

@@ -1,0 +1,93 @@
+"""One `Catalog` interface, two implementations: the SQL catalog and a registry service's client agree
+record for record, and one process serves two catalogs (two apps, two stores), each answering its own.
+
+The services are real uvicorn servers on 127.0.0.1, in threads of this process (that is the point of
+the second test); they are waited for by uvicorn's own ``started`` flag, not a fixed time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from zoo.catalog.sql import SqlCatalog
+from zoo.client import HttpCatalog
+from zoo.context import Context, open_catalog
+from zoo.server.app import create_app
+from zoo.settings import Settings
+
+from conftest import run_zoo
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """`app` on a free loopback port, in a thread; its URL once uvicorn says it has started."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 300  # a guard against a hang only: the wait ends when the server has started
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the in-process server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def test_open_catalog_picks_the_implementation_from_the_url(tmp_path: Path) -> None:
+    settings = Settings(registry_url=f"sqlite:///{tmp_path / 'registry.db'}")
+    assert isinstance(Context(settings).catalog, SqlCatalog)
+    remote = Context(replace(settings, registry_url="http://127.0.0.1:9/"))
+    assert isinstance(remote.catalog, HttpCatalog) and remote.catalog.url == "http://127.0.0.1:9"
+    with pytest.raises(Exception, match="not a service address"):
+        open_catalog(replace(settings, registry_url="http://"), remote.store, remote.cache)
+
+
+def test_the_client_and_the_sql_catalog_give_equal_records_for_every_model(synced_catalog: str) -> None:
+    local = Context(Settings.from_environ()).catalog
+    assert isinstance(local, SqlCatalog)
+    with served(create_app(synced_catalog)) as url:
+        remote = Context(replace(Settings.from_environ(), registry_url=url)).catalog
+        assert isinstance(remote, HttpCatalog)
+        summaries = local.models()
+        assert remote.models() == summaries and len(summaries) > 100
+        assert remote.plugins() == local.plugins()
+        for summary in summaries:  # every model of the bundled plugins: one type, one JSON form
+            record = local.describe(summary.name)
+            assert remote.describe(summary.name) == record
+            assert record.name == summary.name and record.qualified_name == summary.qualified_name
+        assert remote.weights_owner("resnet18.DEFAULT", None) == local.weights_owner("resnet18.DEFAULT", None)
+
+
+def test_one_process_serves_two_catalogs_each_answering_its_own(tmp_path: Path) -> None:
+    base = Settings.from_environ()
+    digits = replace(base, registry_url=f"sqlite:///{tmp_path / 'a' / 'registry.db'}", load_plugins="digits",
+                     artifacts=str(tmp_path / "a-store"))
+    vision = replace(base, registry_url=f"sqlite:///{tmp_path / 'b' / 'registry.db'}", load_plugins="torchvision",
+                     artifacts=str(tmp_path / "b-store"))
+    for settings in (digits, vision):
+        Path(settings.registry_url.removeprefix("sqlite:///")).parent.mkdir()
+        run_zoo("sync", env={"ZOO_REGISTRY_URL": settings.registry_url, "ZOO_LOAD_PLUGINS": settings.load_plugins})
+    with served(create_app(settings=digits)) as a, served(create_app(settings=vision)) as b:
+        assert httpx.get(f"{a}/api/v1/models/digits_cnn").json()["qualified_name"] == "digits/digits_cnn"
+        assert httpx.get(f"{b}/api/v1/models/digits_cnn").status_code == 404
+        assert httpx.get(f"{b}/api/v1/models/resnet18").json()["qualified_name"] == "torchvision/resnet18"
+        assert httpx.get(f"{a}/api/v1/models/resnet18").status_code == 404
+        assert [p["name"] for p in httpx.get(f"{a}/api/v1/plugins").json()] == ["digits"]
+        assert [p["name"] for p in httpx.get(f"{b}/api/v1/plugins").json()] == ["torchvision"]
+        for app_url in (a, b):
+            assert httpx.get(f"{app_url}/api/v1/health").json() == {"status": "ok"}
+    apps = [create_app(settings=s) for s in (digits, vision)]
+    assert [app.state.settings.store.location for app in apps] == [str(tmp_path / "a-store"),
+                                                                    str(tmp_path / "b-store")]

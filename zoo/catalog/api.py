@@ -1,0 +1,127 @@
+"""The one interface of a catalog, local or remote.
+
+`SqlCatalog` (`zoo.catalog.sql`) is the only code that speaks SQL: a SQLite or
+PostgreSQL catalog on this machine. `HttpCatalog` (`zoo.client`) asks a registry
+service (`zoo serve`) the same questions over HTTP. Both answer with the typed
+records of `zoo.records`, which are also the service's JSON. `zoo.context.open_catalog`
+picks the implementation once; callers (`zoo.registry`, `zoo.publish`, the service, the
+CLI) hold a `Catalog` and never ask which kind it is.
+This module imports neither SQLAlchemy nor torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from zoo.errors import UsageError, excerpt
+from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights
+from zoo.settings import REGISTRY_URL, Settings
+
+if TYPE_CHECKING:
+    from zoo.fetch import Fetched, Loaded
+
+Patterns = str | Iterable[str] | None
+#: How a catalog checks weights before it publishes them (building the model needs torch, so the caller,
+#: `zoo.publish`, passes it): (model record, file, its bytes, their SHA-256, categories); raises to refuse.
+FitCheck = Callable[[ModelRecord, Path, bytes, str, "list[str] | None"], None]
+
+
+class Catalog(Protocol):
+    """What the zoo asks of a catalog. Names are read as `zoo.registry` documents them."""
+
+    settings: Settings
+
+    def models(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[ModelSummary]:
+        """The models that match (fnmatch patterns and the filters of `zoo.list_models`), by name."""
+
+    def describe(self, name: str) -> ModelRecord:
+        """The record of the model `name` reaches."""
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """The catalog's plugins, as `zoo.list_plugins` lists them (`installed_here`: on this machine)."""
+
+    def weights_owner(self, name: str, model: str | None) -> tuple[str, str]:
+        """The model (``PLUGIN/NAME``) whose weights enum holds weights `name`, and the member's name."""
+
+    def known_sha256(self, url: str) -> str | None:
+        """The full SHA-256 of the weights file at `url`, when the catalog knows it."""
+
+    def learn_sha256(self, url: str, sha256: str, size: int) -> None:
+        """Remember the hash of a file first verified here (a no-op where the catalog is not ours to write)."""
+
+    def weights_files(self) -> list[tuple[str, str, str | None]]:
+        """(weights name, URL, full SHA-256 or None) of every weights entry, for `zoo.verify_weights`."""
+
+    def resolve_published(self, spec: str) -> PublishedWeights:
+        """The published version `spec` picks (``NS/NAME``, ``NS/NAME:2``, ``NS/NAME@ALIAS``)."""
+
+    def list_published(self, name: str | None = None) -> list[PublishedWeights]:
+        """Every published version, or those of ``NAMESPACE/NAME``."""
+
+    def set_alias(self, name: str, alias: str, version: int) -> PublishedWeights:
+        """Point ``NAME@ALIAS`` at `version`; that version's record."""
+
+    def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
+                        categories: list[str] | None, from_weights: str | None, description: str | None,
+                        preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
+        """Store `file` and record it as the next version of `name`, once `check` accepts it."""
+
+    def publish_export(self, path: Path, metadata: Mapping[str, Any]) -> PublishedExport:
+        """Store the verified export at `path` (its zoo `metadata` read and checked by the caller) and record it."""
+
+    def find_export(self, model: str, weights: str) -> PublishedExport | None:
+        """The newest published export of `model` with `weights`; None when there is none."""
+
+    def exports(self, model: str | None = None, sha256: str | None = None) -> list[PublishedExport]:
+        """The published exports (of `model`, and with `sha256`, when given), oldest first."""
+
+    def published_bytes(self, published: PublishedWeights) -> Loaded:
+        """The bytes of published weights, checked against their SHA-256."""
+
+    def export_file(self, export: PublishedExport) -> Fetched:
+        """A verified local file of a published export."""
+
+    def health(self) -> None:
+        """Return if the catalog answers; a `CatalogError` or `ServiceError` otherwise."""
+
+    def local_exports(self) -> list[dict[str, Any]]:
+        """The records of the exports `zoo export` made on this machine (`zoo.export.list_exports`)."""
+
+    def local_export(self, path: str) -> tuple[dict[str, Any], dict[str, Any], str] | None:
+        """The request, result and SHA-256 recorded for the export made here at `path`; None when none is."""
+
+    def record_local_export(self, path: str, values: Mapping[str, Any]) -> None:
+        """Record an export made here at `path` (replacing an earlier record at that path)."""
+
+    def create_token(self, name: str, scopes: list[str] | tuple[str, ...]) -> str:
+        """Make a service token (`zoo.catalog.tokens`); its secret, shown this once."""
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Every service token: name, scopes, made and revoked when. Never a secret."""
+
+    def revoke_token(self, name: str) -> None:
+        """Revoke token `name`."""
+
+    def token_scopes(self, secret: str) -> frozenset[str] | None:
+        """The scopes of the live token with `secret`; None for an unknown or revoked one."""
+
+    def is_published(self, sha256: str, kind: str) -> bool:
+        """Whether a published weights file (`kind` "weights") or export ("export") has `sha256`."""
+
+
+def service_url(raw: str) -> str | None:
+    """`raw` (a ``ZOO_REGISTRY_URL``) when it names a registry service (``http(s)://HOST[:PORT]``), else None."""
+    raw = raw.strip()
+    parts = urlsplit(raw)
+    if parts.scheme.lower() not in {"http", "https"}:
+        return None
+    if not parts.hostname or parts.query or parts.fragment:
+        raise UsageError(f"{REGISTRY_URL}={excerpt(raw)} is not a service address; expected http://HOST:PORT "
+                         f"(or a database URL such as sqlite:///registry.db)")
+    return raw.rstrip("/")
+
+
+__all__ = ["Catalog", "FitCheck", "service_url"]

@@ -1,0 +1,97 @@
+"""The ``zoo`` command line: tables for people, ``--json`` for scripts.
+
+A user mistake ends in one line on stderr (``zoo: error: ...``) and exit code 1
+(2 for a malformed command line, as argparse does); never a traceback.
+
+Each command group is a module of this package with a ``register(commands)`` function that adds
+its subcommands (each with its ``run`` function as a default) to the ``zoo`` parser;
+`COMMAND_GROUPS` lists them in the order ``zoo --help`` shows their commands. A group imports
+what its commands need inside their ``run`` functions, so that ``zoo list`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import NoReturn, Protocol
+
+from zoo.cli import catalog, export, modeling, publish, runtime, service, sync, weights
+from zoo.cli.common import Commands
+from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, ZooError, ZooWarning
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+# Errors of a full or failing disk: reported in one line wherever they happen (stdout included).
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+_MAX_ERROR_CHARS = 300  # of a command-line parsing error: argparse quotes the whole bad value
+
+
+class CommandGroup(Protocol):
+    """A module of commands: `register` adds them to the ``zoo`` parser's subcommands."""
+
+    def register(self, commands: Commands) -> None: ...
+
+
+COMMAND_GROUPS: tuple[CommandGroup, ...] = (catalog, weights, modeling, export, runtime, service, publish, sync)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        status = args.run(args)
+        sys.stdout.flush()  # here, so that a full disk is reported, not found at exit
+        return status
+    except ZooError as exc:
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `zoo list | head`: the reader left; not an error
+        _drop_stdout()
+        return 0
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        _drop_stdout()
+        where = f" {exc.filename}" if exc.filename else " the output"
+        print(f"{ERROR_PREFIX}cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+
+def build_parser(groups: Iterable[CommandGroup] = COMMAND_GROUPS) -> argparse.ArgumentParser:
+    """The ``zoo`` parser, with the commands of each group in `groups`, in that order."""
+    parser = _Parser(prog="zoo", description="A plugin-based model zoo for PyTorch vision models.")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    for group in groups:
+        group.register(commands)
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with its error line (which quotes the bad value) kept short.
+
+    Subcommands' parsers are of this class too (argparse makes them of their parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        if len(message) > _MAX_ERROR_CHARS:
+            message = f"{message[:_MAX_ERROR_CHARS]}... ({len(message)} characters)"
+        super().error(message)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Print a `ZooWarning` as one line ``zoo: warning: ...``; any other warning as Python does."""
+    if issubclass(category, ZooWarning):
+        print(f"{WARNING_PREFIX}{message}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's flush at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

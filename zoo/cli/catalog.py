@@ -1,0 +1,146 @@
+"""Looking the catalog up: ``zoo list``, ``zoo show``, ``zoo plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from zoo.cli.common import Commands, add_json, count_argument, emit, human, metric_argument, table
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser("list", help="list registered models", description=(
+        "List registered models. PATTERNs are fnmatch patterns (quote them), as in "
+        "torchvision.models.list_models(include=...)."))
+    p.add_argument("patterns", nargs="*", metavar="PATTERN")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="leave out matching names")
+    p.add_argument("--task", help="e.g. classification, detection, segmentation, video, optical_flow")
+    p.add_argument("--plugin", help="plugin or distribution name")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="only models with (--pretrained) or without (--no-pretrained) weights")
+    p.add_argument("--max-params", type=count_argument, metavar="N",
+                   help="at most N parameters, e.g. 10M, 500k, 25557032")
+    p.add_argument("--min-metric", type=metric_argument, action="append", default=[], metavar="NAME=VALUE",
+                   help="some weights reach at least VALUE on metric NAME, e.g. acc@1=75 or ImageNet-1K:acc@1=75 (repeatable)")
+    add_json(p)
+    p.set_defaults(run=_list)
+
+    p = commands.add_parser("show", help="show a model, its weights, metadata and transforms")
+    p.add_argument("name", metavar="NAME")
+    add_json(p)
+    p.set_defaults(run=_show)
+
+    p = commands.add_parser("plugins", help="list the catalog's plugins, whether they loaded and are installed here")
+    p.add_argument("--verbose", action="store_true",
+                   help="also list the names shared with other plugins, and each model that failed, with its traceback")
+    add_json(p)
+    p.set_defaults(run=_plugins)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from zoo.registry import summarize_models
+
+    records = summarize_models(
+        args.patterns or None,
+        args.exclude,
+        task=args.task,
+        plugin=args.plugin,
+        pretrained=args.pretrained,
+        max_params=args.max_params,
+        min_metric=dict(args.min_metric),
+    )
+    emit(args, records, lambda: table(
+        ["NAME", "TASK", "PARAMS", "WEIGHTS", "PLUGIN"],
+        [[r["name"], r["task"], human(r["num_params"]), len(r["weights"]), r["plugin"]] for r in records],
+    ) + f"\n{len(records)} model(s)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from zoo.registry import describe
+
+    record = describe(args.name)
+    emit(args, record, lambda: _show_text(record))
+    return 0
+
+
+def _show_text(r: dict[str, Any]) -> str:
+    plugin = r["plugin"]
+    others = [p for p in r["providers"] if p != r["qualified_name"]]
+    lines = [
+        f"{r['name']}  [{r['task']}]",
+        f"  qualified:    {r['qualified_name']}",
+        *([f"  also:         {', '.join(others)} (same name, other plugins; "
+           f"{'this one answers it' if r['name'] == r['qualified_name'].partition('/')[2] else 'use the qualified name'})"]
+          if others else []),
+        f"  plugin:       {plugin['namespace']} ({plugin['distribution']} {plugin['version']})",
+        f"  builder:      {r['builder']}" + (f" {json.dumps(r['builder_args'])}" if r["builder_args"] else ""),
+        f"  weights enum: {r['weights_enum'] or '-'}",
+        f"  parameters:   {r['num_params']:,}" if r["num_params"] is not None else "  parameters:   -",
+        f"  tags:         {', '.join(r['tags']) or '-'}",
+    ]
+    if not r["weights"]:
+        return "\n".join([*lines, "  no pretrained weights"])
+    rows = []
+    for w in r["weights"]:
+        metrics = " ".join(
+            f"{dataset} {name}={value}"
+            for dataset, values in (w["meta"].get("_metrics") or {}).items()
+            for name, value in values.items()
+        )
+        size = f"{w['file_size'] / 1e6:.1f} MB" if w["file_size"] else (
+            f"{w['meta']['_file_size']:.1f} MB" if "_file_size" in w["meta"] else "-")
+        rows.append([w["name"], "*" if w["is_default"] else "", metrics or "-", size,
+                     (w["sha256"] or "")[:16] or "-"])
+    lines += ["", table(["WEIGHTS", "DEFAULT", "METRICS", "FILE", "SHA256"], rows)]
+    for w in r["weights"]:
+        spec = w["transforms"]
+        if spec:
+            settings = " ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and v is not None)
+            lines.append(f"\n  {w['member']} transforms: {spec['kind']} {settings}")
+    return "\n".join(lines)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from zoo.registry import list_plugins
+
+    records = list_plugins()
+    emit(args, records, lambda: _plugins_text(records, verbose=args.verbose))
+    return 0
+
+
+def _plugins_text(records: list[dict[str, Any]], *, verbose: bool) -> str:
+    """The plugins table; with `verbose`, the names each shares with other plugins (and which plugin
+    answers each), then each failed model and its traceback."""
+    listing = table(
+        ["NAMESPACE", "NAME", "DISTRIBUTION", "VERSION", "STATUS", "MODELS", "SHARED", "HERE", "ERROR"],
+        [[p["namespace"], p["name"], p["distribution"], p["version"], p["status"], p["models"],
+          _shared_text(p), "yes" if p["installed_here"] else "no",
+          p["error"] or (f"{len(p['failures'])} model(s) failed" + ("" if verbose else " (--verbose)")
+                         if p["failures"] else "")] for p in records],
+    )
+    if not verbose:
+        return listing
+    shared = [
+        f"\nplugin {p['namespace']} shares {len(p['shared'])} name(s) with other plugins; the bare name means:\n"
+        + _indented(", ".join(f"{n['name']} -> {n['answered_by']}/{n['name']}" for n in p["shared"]))
+        for p in records if p["shared"]
+    ]
+    failed = [
+        f"\nplugin {p['namespace']}, model {f['name']}: {f['error']}\n" + _indented(f["traceback"] or "")
+        for p in records for f in p["failures"]
+    ]
+    return "\n".join([listing, *shared, *failed])
+
+
+def _shared_text(record: dict[str, Any]) -> str:
+    """How many of a plugin's names other plugins also have, and how many of those it does not answer."""
+    if not record["shared"]:
+        return "-"
+    elsewhere = sum(n["answered_by"] != record["namespace"] for n in record["shared"])
+    return f"{len(record['shared'])} ({elsewhere} qualified only)"
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.rstrip().splitlines())
