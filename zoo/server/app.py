@@ -110,7 +110,8 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings, app.state.context = settings, context
-    app.include_router(_router(settings))
+    for router in _routers(settings):
+        app.include_router(router)
     install_web(app, settings)  # the web catalog (HTML pages)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ZooError, _zoo_error)
@@ -476,12 +477,17 @@ _UPLOAD = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-def _router(settings: Settings) -> APIRouter:
-    """The routes of the API, reading `settings`."""
+def _routers(settings: Settings) -> list[APIRouter]:
+    """The API, one router per resource, reading `settings` (the order is the order routes are matched in)."""
+    return [_catalog_routes(settings), _published_routes(settings), _export_routes(settings)]
 
-    def publisher(credentials: Credentials) -> None:
-        require(credentials, frozenset({"publish"}), "publishing")
 
+def _publisher(credentials: Credentials) -> None:
+    require(credentials, frozenset({"publish"}), "publishing")
+
+
+def _catalog_routes(settings: Settings) -> APIRouter:
+    """The catalog: health, models, plugins, weights names and published weights files."""
     reads = reader(settings)
     router = APIRouter(prefix=API)
 
@@ -528,6 +534,14 @@ def _router(settings: Settings) -> APIRouter:
     def weights_file(sha256: Sha256, request: Request) -> Response:
         return _blob(settings.store, request, sha256, "weights", "published weights file")
 
+    return router
+
+
+def _published_routes(settings: Settings) -> APIRouter:
+    """Published weights: versions, aliases, publishing."""
+    reads = reader(settings)
+    router = APIRouter(prefix=API)
+
     @router.get("/published", summary="every published weights version", dependencies=[Depends(reads)])
     def published() -> list[Any]:
         return [record.to_json() for record in list_published()]
@@ -555,11 +569,45 @@ def _router(settings: Settings) -> APIRouter:
     def published_alias(namespace: Name, name: Name, alias: Name) -> dict[str, Any]:
         return resolve_published(f"{namespace}/{name}@{alias}").to_json()
 
-    @router.put("/published/{namespace}/{name}/aliases/{alias}", dependencies=[Depends(publisher)],
+    @router.put("/published/{namespace}/{name}/aliases/{alias}", dependencies=[Depends(_publisher)],
                 summary="point NAMESPACE/NAME@ALIAS at a version (zoo alias)")
     def point_alias(namespace: Name, name: Name, alias: Name,
                     version: Annotated[int, Query(ge=1, le=999_999_999)]) -> dict[str, Any]:
         return set_alias(f"{namespace}/{name}", alias, version).to_json()
+
+    @router.post("/published/{namespace}/{name}", status_code=201, dependencies=[Depends(_publisher)],
+                 summary="publish a weights file as the next version of NAMESPACE/NAME", openapi_extra=_UPLOAD)
+    async def publish(
+        namespace: Name, name: Name, request: Request, sha256: DeclaredSha256,
+        model: Annotated[str, Query(max_length=400, description="the catalog model the weights are for")],
+        metric: Annotated[list[str] | None, Query(description="DATASET:METRIC=VALUE (repeatable)")] = None,
+        categories: Annotated[str | None, Query(description="class names, comma-separated (a new head)")] = None,
+        from_weights: Annotated[str | None, Query(alias="from", max_length=400,
+                                                  description="the weights they were fine-tuned from")] = None,
+        description: Annotated[str | None, Query(max_length=10_000)] = None,
+        preprocessing: Annotated[str | None, Query(max_length=10_000, description="a PreprocessSpec's JSON")] = None,
+    ) -> dict[str, Any]:
+        full_name = f"{namespace}/{name}"
+        length = declared_length(request, settings.max_upload_bytes)
+        metrics = dict(parse_metric(m) for m in metric or [])
+        await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
+        names = [c.strip() for c in categories.split(",")] if categories is not None else None
+        spec = _json_query("preprocessing", preprocessing) if preprocessing is not None else None
+        with _upload(settings.store) as uploads:
+            path = await _receive(request, uploads, sha256, length)
+            with _uploaded_as(path):
+                record = await anyio.to_thread.run_sync(partial(
+                    publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
+                    from_weights=from_weights, description=description, preprocessing=spec))
+        return record.to_json()
+
+    return router
+
+
+def _export_routes(settings: Settings) -> APIRouter:
+    """Published exports: records, files, publishing."""
+    reads = reader(settings)
+    router = APIRouter(prefix=API)
 
     @router.get("/exports", summary="published exports", dependencies=[Depends(reads)])
     def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
@@ -587,33 +635,7 @@ def _router(settings: Settings) -> APIRouter:
     def export_file(sha256: Sha256, request: Request) -> Response:
         return _blob(settings.store, request, sha256, "export", "published export")
 
-    @router.post("/published/{namespace}/{name}", status_code=201, dependencies=[Depends(publisher)],
-                 summary="publish a weights file as the next version of NAMESPACE/NAME", openapi_extra=_UPLOAD)
-    async def publish(
-        namespace: Name, name: Name, request: Request, sha256: DeclaredSha256,
-        model: Annotated[str, Query(max_length=400, description="the catalog model the weights are for")],
-        metric: Annotated[list[str] | None, Query(description="DATASET:METRIC=VALUE (repeatable)")] = None,
-        categories: Annotated[str | None, Query(description="class names, comma-separated (a new head)")] = None,
-        from_weights: Annotated[str | None, Query(alias="from", max_length=400,
-                                                  description="the weights they were fine-tuned from")] = None,
-        description: Annotated[str | None, Query(max_length=10_000)] = None,
-        preprocessing: Annotated[str | None, Query(max_length=10_000, description="a PreprocessSpec's JSON")] = None,
-    ) -> dict[str, Any]:
-        full_name = f"{namespace}/{name}"
-        length = declared_length(request, settings.max_upload_bytes)
-        metrics = dict(parse_metric(m) for m in metric or [])
-        await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
-        names = [c.strip() for c in categories.split(",")] if categories is not None else None
-        spec = _json_query("preprocessing", preprocessing) if preprocessing is not None else None
-        with _upload(settings.store) as uploads:
-            path = await _receive(request, uploads, sha256, length)
-            with _uploaded_as(path):
-                record = await anyio.to_thread.run_sync(partial(
-                    publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
-                    from_weights=from_weights, description=description, preprocessing=spec))
-        return record.to_json()
-
-    @router.post("/exports", status_code=201, dependencies=[Depends(publisher)], openapi_extra=_UPLOAD,
+    @router.post("/exports", status_code=201, dependencies=[Depends(_publisher)], openapi_extra=_UPLOAD,
                  summary="publish a verified ONNX export (its zoo metadata is checked)")
     async def publish_export_file(request: Request, sha256: DeclaredSha256) -> dict[str, Any]:
         length = declared_length(request, settings.max_upload_bytes)
