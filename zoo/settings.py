@@ -107,16 +107,15 @@ class Settings:
         return self.torch_home / "hub" / "checkpoints"
 
 
+def environment_with(changes: Mapping[str, str | None]) -> dict[str, str]:
+    """This process's environment, for a child process, with `changes` (None removes a variable)."""
+    merged = {**os.environ, **changes}
+    return {name: value for name, value in merged.items() if value is not None}
+
+
 def child_environment(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a child process of the zoo: this process's, with `settings`' catalog and `extra`."""
-    env = dict(os.environ)
-    env[REGISTRY_URL] = settings.registry_url
-    if settings.load_plugins is None:
-        env.pop(LOAD_PLUGINS, None)
-    else:
-        env[LOAD_PLUGINS] = settings.load_plugins
-    env.update(extra)
-    return env
+    return environment_with({REGISTRY_URL: settings.registry_url, LOAD_PLUGINS: settings.load_plugins, **extra})
 
 
 def _flag(text: str | None) -> bool:

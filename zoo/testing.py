@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from zoo.settings import environment_with
+
 __all__ = ["Served", "ServeFailed", "serving"]
 
 #: The ``zoo`` command line, run by ``python -c`` with the working directory taken off the module path.
@@ -82,12 +84,11 @@ def serving(*args: str, env: Mapping[str, str | None] | None = None, cwd: str | 
     """
     folder = Path(tempfile.mkdtemp(prefix="zoo-serving-"))
     ready_file, log_path = folder / "ready.json", Path(log) if log is not None else folder / "serve.log"
-    merged = {**os.environ, **(env or {})}
     try:
         with log_path.open("wb") as output:
             process = subprocess.Popen(
                 [sys.executable, "-c", _ZOO_PROGRAM, "serve", "--port", "0", "--ready-file", str(ready_file), *args],
-                env={k: v for k, v in merged.items() if v is not None}, cwd=cwd, stdin=subprocess.DEVNULL,
+                env=environment_with(env or {}), cwd=cwd, stdin=subprocess.DEVNULL,
                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )
         served = Served("", process.pid, process, log_path)
