@@ -1,6 +1,6 @@
 """ResNet-50 (random weights) at batch 1 on this machine's CPU: eager PyTorch, ONNX Runtime float and int8.
 
-Runs `zoo.bench.bench` once (all engines in one process, same threads, interleaved
+Runs `zoo.tools.bench.bench` once (all engines in one process, same threads, interleaved
 rounds), prints the table and checks the targets of the issue: ONNX Runtime float at
 least 1.5x and int8 at least 2.5x faster than eager PyTorch at p50, in the same run.
 Writes ``benchmarks/results/resnet50_cpu.json`` (the result, the targets, the
@@ -44,9 +44,9 @@ def targets(result: Any) -> dict[str, dict[str, Any]]:
 
 def compare_quantization(work: Path, iterations: int, warmup: int, threads: int | None) -> list[dict[str, Any]]:
     """Every variant of `VARIANTS` timed against the float model in one interleaved run."""
-    from zoo.bench import compare_onnx, sample_photographs
+    from zoo.tools.bench import compare_onnx, sample_photographs
     from zoo.export import export_onnx
-    from zoo.quantize import quantize_int8
+    from zoo.tools.quantize import quantize_int8
 
     float_path = export_onnx("resnet50", work / "resnet50.onnx").path
     images, _ = sample_photographs()
@@ -71,7 +71,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         os.environ.setdefault("ZOO_REGISTRY_URL", f"sqlite:///{Path(work) / 'registry.db'}")
-        from zoo.bench import bench
+        from zoo.tools.bench import bench
 
         load_before = os.getloadavg()
         result = bench("resnet50", batches=(1,), providers="CPUExecutionProvider", warmup=args.warmup,

@@ -10,7 +10,7 @@ the full table (exported, checker, shape inference complete, verified, exporter,
 seconds, file size).
 
 The script has no task branches: what differs between tasks (wrapping, default
-shapes, verification) is the task adapter's (`zoo.tasks`), inside `zoo.export_onnx`.
+shapes, verification) is the task adapter's (`zoo.export.tasks`), inside `zoo.export_onnx`.
 A model is changed only through its own builder arguments, as torchvision's tests
 do: a model whose class takes ``min_size``/``max_size`` (the detection models) is built
 for 320-pixel images (SSD models resize to their own fixed size), and one that takes a

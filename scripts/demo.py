@@ -145,10 +145,11 @@ def registry_service() -> int:
     tuned = _run([str(ROOT / "examples" / "finetune_digits.py"), "--save", PARITY_WEIGHTS, "--force"])
     accuracy = re.search(r"held-out parity accuracy: ([0-9.]+)%", tuned)[1]
     print(f"  fine-tuned odd/even weights (examples/finetune_digits.py): held-out acc@1 {accuracy}%")
-    from zoo.server.tokens import create_token
+    from zoo.catalog.tokens import DEFAULT_SCOPES
+    from zoo.context import current
     from zoo.testing import serving
 
-    token = create_token(f"demo-{os.getpid()}")
+    token = current().catalog.create_token(f"demo-{os.getpid()}", DEFAULT_SCOPES)
     with serving(log="zoo-serve.log") as service:  # `zoo serve` on a free loopback port, once it answers
         url = service.url
         client = {**os.environ, "ZOO_REGISTRY_URL": url, "ZOO_TOKEN": token}

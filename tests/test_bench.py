@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.bench import BenchResult, BenchRow, bench, parse_batches
+from zoo.tools.bench import BenchResult, BenchRow, bench, parse_batches
 from zoo.errors import UnknownModelError, UsageError
 from zoo.export import export_onnx
 

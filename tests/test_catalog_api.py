@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 
 from zoo.catalog.sql import SqlCatalog
-from zoo.client import HttpCatalog
+from zoo.service.client import HttpCatalog
 from zoo.context import Context, open_catalog
-from zoo.server.app import create_app
+from zoo.service.app import create_app
 from zoo.settings import Settings
 
 from conftest import run_zoo

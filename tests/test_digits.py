@@ -23,7 +23,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import zoo
-from zoo.weights import Weights, WeightsEnum, load_state_dict
+from zoo.modeling.weights import Weights, WeightsEnum, load_state_dict
 from zoo_digits.data import HELDOUT, load_heldout, load_record
 from zoo_digits.model import DigitsCNN_Weights, digits_cnn, evaluate
 from zoo_digits.train import ACC_TOLERANCE

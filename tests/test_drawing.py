@@ -1,4 +1,4 @@
-"""zoo.drawing against torchvision.utils on scikit-image's sample photographs.
+"""zoo.runtime.drawing against torchvision.utils on scikit-image's sample photographs.
 
 Boxes, masks and keypoints are made from the photos' content (Otsu threshold, connected
 regions), with fractional coordinates so that truncation to integers is exercised.
@@ -16,7 +16,7 @@ from PIL import Image
 from skimage import color, data, filters, measure
 from torchvision import utils as tv
 
-from zoo import drawing
+from zoo.runtime import drawing
 from zoo.errors import UsageError
 
 PHOTOS = {"astronaut": data.astronaut, "coffee": data.coffee, "chelsea": data.chelsea}
@@ -249,6 +249,6 @@ def test_bad_input_is_a_one_line_usage_error(call, message: str) -> None:
 
 
 def test_drawing_imports_neither_torch_nor_sqlalchemy() -> None:
-    code = "import sys, zoo.drawing; print(sorted(m for m in ('torch', 'sqlalchemy') if m in sys.modules))"
+    code = "import sys, zoo.runtime.drawing; print(sorted(m for m in ('torch', 'sqlalchemy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -211,7 +211,7 @@ def _detections(boxes: list[list[float]], scores: list[float], labels: list[int]
 
 
 def test_detections_pair_by_twin_boxes_even_without_area_and_a_moved_box_fails() -> None:
-    from zoo.tasks.detection import compare_detections as _compare_detections
+    from zoo.export.tasks.detection import compare_detections as _compare_detections
 
     names = ["boxes", "labels", "scores"]
     # a random head's boxes often have no width (x1 == x2): IoU cannot pair them
@@ -233,7 +233,7 @@ def test_detections_pair_by_twin_boxes_even_without_area_and_a_moved_box_fails()
 
 
 def test_instance_masks_may_move_an_edge_by_one_pixel_but_no_further() -> None:
-    from zoo.tasks.detection import compare_detections as _compare_detections
+    from zoo.export.tasks.detection import compare_detections as _compare_detections
 
     names = ["boxes", "labels", "scores", "masks"]
     mask = np.zeros((1, 1, 40, 40), np.float32)

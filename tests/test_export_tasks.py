@@ -14,7 +14,7 @@ import zoo
 from zoo.errors import UsageError
 from zoo.export import export_onnx, read_metadata
 from zoo.export.exporters import _quiet
-from zoo.tasks import TaskAdapter, adapter
+from zoo.export.tasks import TaskAdapter, adapter
 
 
 def test_optical_flow_exports_two_inputs_and_the_final_flow(raft_export: zoo.ExportResult) -> None:

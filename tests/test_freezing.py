@@ -1,4 +1,4 @@
-"""zoo.freezing: what freeze and unfreeze mark, and what one real optimizer step then changes.
+"""zoo.modeling.freezing: what freeze and unfreeze mark, and what one real optimizer step then changes.
 
 A training step here is the real thing: model.train(), a forward pass, cross-entropy,
 backward and SGD with momentum and weight decay over *all* parameters (frozen ones get
@@ -19,8 +19,8 @@ from torch import nn
 
 import zoo
 from zoo.errors import UsageError
-from zoo.freezing import FrozenBatchNorm, GradualUnfreezer, freeze, unfreeze
-from zoo.optim import param_groups
+from zoo.modeling.freezing import FrozenBatchNorm, GradualUnfreezer, freeze, unfreeze
+from zoo.modeling.optim import param_groups
 from zoo_digits.data import load_heldout
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")

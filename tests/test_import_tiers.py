@@ -1,9 +1,9 @@
 """The import tiers of `.importlinter`: the contracts hold, can break, and ignore only lazy imports.
 
 import-linter ignores an edge whole, so each real edge that a line under
-``ignore_imports`` matches (``zoo.tasks.* -> torch`` matches one per task module) is
+``ignore_imports`` matches (a ``*`` in a line matches one module name) is
 checked here to be imported only inside functions (or under ``TYPE_CHECKING``): torch
-is imported only when a model is built. And ``import zoo.runtime`` is timed by Python
+is imported only when a model is built. And ``import zoo.runtime.predictor`` is timed by Python
 itself to show that neither torch nor SQLAlchemy is loaded.
 """
 
@@ -116,8 +116,16 @@ def test_a_broken_contract_fails(tmp_path: Path) -> None:
 
 def test_ignored_edges_are_lazy_imports() -> None:
     lines = ignore_lines(CONFIG)
-    assert {"zoo.preprocessing -> torch", "zoo.tasks.* -> torch"} <= lines
+    assert {"zoo.registry -> zoo.modeling.surgery", "zoo.publish -> zoo.modeling.weights"} <= lines
     assert eager_ignored_imports(CONFIG) == []
+
+
+def test_the_runtime_contract_has_no_exemption() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(CONFIG)
+    runtime = parser["importlinter:contract:runtime"]
+    assert "zoo.runtime" in runtime["source_modules"].split() and "torch" in runtime["forbidden_modules"].split()
+    assert "ignore_imports" not in runtime
 
 
 def test_a_wildcard_edge_is_checked_for_each_module_it_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,11 +149,11 @@ def test_a_wildcard_edge_is_checked_for_each_module_it_matches(tmp_path: Path, m
 
 def test_importing_the_runtime_loads_neither_torch_nor_sqlalchemy() -> None:
     # Python's own account of every module the import loads: "import time: self | cumulative | name".
-    command = [sys.executable, "-X", "importtime", "-c", "import zoo.runtime"]
+    command = [sys.executable, "-X", "importtime", "-c", "import zoo.runtime.predictor"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     loaded = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert {"zoo.runtime", "zoo.tasks", "onnxruntime", "numpy", "PIL"} <= loaded
+    assert {"zoo.runtime.predictor", "zoo.runtime.tasks", "onnxruntime", "numpy", "PIL"} <= loaded
     heavy = sorted(name for name in loaded if name.partition(".")[0] in ("torch", "torchvision", "sqlalchemy"))
     assert heavy == []
 
@@ -160,10 +168,10 @@ def test_the_blocker_finds_the_named_packages_missing() -> None:
 def test_module_level_import_is_not_lazy() -> None:
     source = (
         "from typing import TYPE_CHECKING\nimport torch.nn\nif TYPE_CHECKING:\n    import torch\n"
-        "def build():\n    from torch import nn\n    from zoo import surgery\n"
+        "def build():\n    from torch import nn\n    from zoo.modeling import surgery\n"
     )
     assert imports_of(source, "torch") == [(2, False), (4, True), (6, True)]
-    assert imports_of(source, "zoo.surgery") == [(7, True)]
+    assert imports_of(source, "zoo.modeling.surgery") == [(7, True)]
 
 
 def test_a_postgresql_catalog_without_its_extra_is_one_line() -> None:

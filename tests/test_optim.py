@@ -1,4 +1,4 @@
-"""zoo.optim.param_groups: every parameter gets exactly the lr and weight decay expected.
+"""zoo.modeling.optim.param_groups: every parameter gets exactly the lr and weight decay expected.
 
 Checked by parameter identity, in the groups and again in the optimizers built from
 them (torch.optim must keep each group's settings), on torchvision's resnet18 and on
@@ -16,8 +16,8 @@ from torch import nn
 
 import zoo
 from zoo.errors import UsageError
-from zoo.freezing import freeze
-from zoo.optim import param_groups
+from zoo.modeling.freezing import freeze
+from zoo.modeling.optim import param_groups
 
 
 @pytest.fixture

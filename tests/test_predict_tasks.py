@@ -22,7 +22,7 @@ from zoo.errors import UsageError
 from zoo.preprocessing import PreprocessSpec
 from zoo.runtime import (Classification, Detections, Embedding, Flow, Predictor, Segmentation, draw, make_grid,
                          save_drawings)
-from zoo.tasks import DecodeOptions, adapter
+from zoo.export.tasks import DecodeOptions, adapter
 from conftest import run_zoo
 
 OPTIONS = DecodeOptions(categories=["cat", "dog", "bird"], topk=2, score_threshold=0.5)
@@ -333,7 +333,7 @@ def test_raft_predicts_the_flow_of_each_consecutive_pair_as_pytorch_does(raft_ex
 
 def test_int8_evaluation_asks_the_task_for_a_top_class(tmp_path: Path) -> None:
     """quantize_int8 scores top-1 accuracy on what the task's results name; a segmentation mask names none."""
-    from zoo.quantize import quantize_int8
+    from zoo.tools.quantize import quantize_int8
 
     graph = helper.make_graph(
         [helper.make_node("GlobalAveragePool", ["input"], ["out"])], "mean",
@@ -351,7 +351,7 @@ def test_int8_evaluation_asks_the_task_for_a_top_class(tmp_path: Path) -> None:
 
 
 def test_bench_asks_the_task_what_it_can_time(difference_flow: Path) -> None:
-    from zoo.bench import bench
+    from zoo.tools.bench import bench
 
     with pytest.raises(UsageError, match=r"bench times models that take one batch tensor; flow.onnx is a model of "
                                          r"task optical_flow, which takes 2 inputs \(image1, image2\)") as error:

@@ -25,7 +25,8 @@ from torchvision.transforms import InterpolationMode, _presets, v2
 from torchvision.transforms.functional import resize as resize_v1
 
 from zoo.errors import UsageError
-from zoo.preprocessing import PreprocessSpec, preprocess_numpy, spec_from_transforms, to_8bit, to_torchvision
+from zoo.modeling.transforms import spec_from_transforms, to_torchvision
+from zoo.preprocessing import PreprocessSpec, preprocess_numpy, to_8bit
 from zoo_digits.data import load_heldout
 from zoo_digits.model import DigitsCNN_Weights, digits_cnn
 

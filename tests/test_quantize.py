@@ -13,7 +13,7 @@ import pytest
 from zoo.errors import UsageError, ZooError
 from zoo.export import ExportResult, export_onnx, read_metadata
 from zoo.preprocessing import PreprocessSpec, preprocess_numpy
-from zoo.quantize import QuantizeResult, quantize_int8
+from zoo.tools.quantize import QuantizeResult, quantize_int8
 from zoo_digits.data import load_heldout
 from conftest import python_without
 
@@ -184,7 +184,7 @@ def test_the_output_replaces_only_what_zoo_wrote(digits: ExportResult, tmp_path:
 def test_quantisation_runs_without_torch(digits: ExportResult, tmp_path: Path) -> None:
     code = (
         "import numpy as np\n"
-        "from zoo.quantize import quantize_int8\n"
+        "from zoo.tools.quantize import quantize_int8\n"
         f"r = quantize_int8({str(digits.path)!r}, {str(tmp_path / 'q.onnx')!r}, [np.full((8, 8), 9, np.uint8)])\n"
         "print(r.quant_format)\n"
     )

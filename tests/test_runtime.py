@@ -403,7 +403,7 @@ def test_default_providers_resolve_without_error_output(digits: Path) -> None:
 def test_cuda_gets_no_default_options() -> None:
     # ONNX Runtime >= 1.26 logs "No registered plugin EP device found" at every CUDA
     # session that is given a device_id, even the default one: give only what differs
-    from zoo.runtime import _with_options
+    from zoo.runtime.predictor import _with_options
 
     assert _with_options([CUDA, CPU], cuda_graph=False) == [CUDA, CPU]
     assert _with_options([CUDA, CPU], cuda_graph=True) == [(CUDA, {"enable_cuda_graph": "1"}), CPU]

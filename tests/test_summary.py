@@ -1,4 +1,4 @@
-"""zoo.summary: per-layer summaries and torch.fx features, on real models (no mocks)."""
+"""zoo.tools.summary: per-layer summaries and torch.fx features, on real models (no mocks)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torchvision.models.optical_flow import raft_small
 
 import zoo
 from conftest import sweep
-from zoo.summary import (
+from zoo.tools.summary import (
     LayerRow,
     ModelSummary,
     extract_features,

@@ -18,7 +18,7 @@ from torch import nn
 
 import zoo
 from conftest import sweep
-from zoo import surgery
+from zoo.modeling import surgery
 from zoo.catalog.engine import open_engine, write_transaction
 from zoo.catalog.tables import weight_files
 

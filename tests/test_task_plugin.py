@@ -20,7 +20,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zoo
-import zoo.tasks
+import zoo.runtime.tasks
+import zoo.export.tasks
 from zoo.export import export_onnx
 from zoo.preprocessing import preprocess_numpy
 from zoo.runtime import Predictor, draw
@@ -43,7 +44,7 @@ def counting_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def counting(counting_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """The plugin importable here and in child processes, its weights file written, a catalog of it alone.
 
-    The task adapters a process knows are looked up once (`zoo.tasks.plugin_tasks`): they
+    The task adapters a process knows are looked up once (`zoo.runtime.tasks.plugin_tasks`): they
     are forgotten before and after, so that this test's plugin is found and no other test
     sees it.
     """
@@ -57,10 +58,11 @@ def counting(counting_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
            "TORCH_HOME": str(tmp_path / "torch-home")}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(zoo.tasks, "_adapters", {})
-    zoo.tasks.plugin_tasks.cache_clear()
+    monkeypatch.setattr(zoo.export.tasks, "_adapters", {})  # the export sides known, and the runtime sides
+    monkeypatch.setattr(zoo.runtime.tasks, "_adapters", {})
+    zoo.runtime.tasks.plugin_tasks.cache_clear()
     yield env
-    zoo.tasks.plugin_tasks.cache_clear()
+    zoo.runtime.tasks.plugin_tasks.cache_clear()
 
 
 def _images(folder: Path) -> list[Path]:
@@ -76,7 +78,7 @@ def _images(folder: Path) -> list[Path]:
 
 
 def test_a_plugin_task_exports_verifies_predicts_and_draws(counting: dict[str, str], tmp_path: Path) -> None:
-    assert "counting" in zoo.tasks.known_tasks()
+    assert "counting" in zoo.export.tasks.known_tasks()
     exported = export_onnx("counter", tmp_path / "counter.onnx", weights="DEFAULT")
     assert exported.verification and all(check.passed for check in exported.verification)
 

@@ -24,7 +24,8 @@ from timm.models import get_pretrained_cfg
 
 import zoo_timm
 from conftest import FULL_SWEEP_ENV, ROOT, run_zoo
-from zoo.preprocessing import preprocess_numpy, to_torchvision
+from zoo.modeling.transforms import to_torchvision
+from zoo.preprocessing import preprocess_numpy
 from zoo.specs import MODEL_NAME, DeferredSpec, ModelSpec
 from zoo_timm.params import count, load_counts
 

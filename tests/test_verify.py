@@ -1,4 +1,4 @@
-"""zoo.verify: the comparisons of an export's verification, on small numpy arrays alone."""
+"""zoo.export.verify: the comparisons of an export's verification, on small numpy arrays alone."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from zoo.verify import box_iou, compare, compare_masks, output_scale, pair_greedy
-from zoo.tasks.detection import compare_detections
+from zoo.export.verify import box_iou, compare, compare_masks, output_scale, pair_greedy
+from zoo.export.tasks.detection import compare_detections
 
 SHAPE = (1, 3, 8, 8)
 
@@ -115,7 +115,7 @@ def test_an_empty_image_compares_equal() -> None:
 
 
 def test_verify_imports_neither_torch_nor_onnx() -> None:
-    code = ("import sys, zoo.verify; "
+    code = ("import sys, zoo.export.verify; "
             "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'sqlalchemy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -49,7 +49,7 @@ def _start_view(path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     # SIGINT back to Python's default handler: a test run started in the background (CI, `&`) may
     # have inherited SIGINT as ignored, and then Ctrl-C would never reach the server.
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "from zoo.view import view; "
+            "from zoo.tools.view import view; "
             "view(sys.argv[1], port=int(sys.argv[2]), browse=False" + "".join(extra) + ")")
     proc = subprocess.Popen([sys.executable, "-c", code, str(path), "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -139,7 +139,7 @@ def test_view_serves_on_loopback_and_chromium_renders_the_graph(digits_onnx: Pat
 def test_serve_returns_an_address_and_stop_frees_it(digits_onnx: Path) -> None:
     import urllib.request
 
-    from zoo.view import serve, stop, url
+    from zoo.tools.view import serve, stop, url
 
     address = serve(digits_onnx, browse=False)
     try:
@@ -153,7 +153,7 @@ def test_serve_returns_an_address_and_stop_frees_it(digits_onnx: Path) -> None:
 
 
 def test_port_in_use_is_a_usage_error(digits_onnx: Path) -> None:
-    from zoo.view import serve
+    from zoo.tools.view import serve
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -165,7 +165,7 @@ def test_port_in_use_is_a_usage_error(digits_onnx: Path) -> None:
 
 @pytest.mark.parametrize("make", ["missing", "directory", "text", "empty"])
 def test_not_an_onnx_file_is_a_one_line_usage_error(tmp_path: Path, make: str) -> None:
-    from zoo.view import serve
+    from zoo.tools.view import serve
 
     path = tmp_path / "model.onnx"
     if make == "directory":
@@ -181,7 +181,7 @@ def test_not_an_onnx_file_is_a_one_line_usage_error(tmp_path: Path, make: str) -
 
 
 def test_bad_port_is_a_usage_error(digits_onnx: Path) -> None:
-    from zoo.view import serve
+    from zoo.tools.view import serve
 
     with pytest.raises(UsageError, match="port must be"):
         serve(digits_onnx, port=70000, browse=False)
@@ -217,7 +217,7 @@ def model_folder(digits_onnx: Path, tmp_path: Path) -> Path:
 
 
 def test_view_serves_the_model_and_nothing_else_from_its_folder(model_folder: Path) -> None:
-    from zoo.view import serve, stop
+    from zoo.tools.view import serve, stop
 
     address = serve(model_folder / "digits.onnx", browse=False)
     try:
@@ -241,7 +241,7 @@ def test_view_serves_the_models_external_data_file(digits_onnx: Path, tmp_path: 
     onnx.save_model(model, str(tmp_path / "big.onnx"), save_as_external_data=True,
                     all_tensors_to_one_file=True, location=location, size_threshold=0)
     (tmp_path / "unrelated.data").write_bytes(b"not the model's")
-    from zoo.view import serve, stop
+    from zoo.tools.view import serve, stop
 
     address = serve(tmp_path / "big.onnx", browse=False)
     try:
@@ -259,7 +259,7 @@ def test_view_serves_the_models_external_data_file(digits_onnx: Path, tmp_path: 
 ])
 def test_view_answers_only_requests_addressed_to_loopback(digits_onnx: Path, host: str, allowed: bool) -> None:
     """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 sends Host: evil.example."""
-    from zoo.view import serve, stop
+    from zoo.tools.view import serve, stop
 
     address = serve(digits_onnx, browse=False)
     try:
@@ -275,7 +275,7 @@ def test_view_answers_only_requests_addressed_to_loopback(digits_onnx: Path, hos
 
 
 def test_two_servers_in_one_process_serve_their_own_models(model_folder: Path, digits_onnx: Path) -> None:
-    from zoo.view import serve, stop
+    from zoo.tools.view import serve, stop
 
     first = serve(digits_onnx, browse=False)
     second = serve(model_folder / "sub" / "other.onnx", browse=False)
@@ -297,6 +297,6 @@ def test_two_servers_in_one_process_serve_their_own_models(model_folder: Path, d
 ])
 def test_which_host_names_a_server_answers(header: str | None, served: str, allowed: bool) -> None:
     """Loopback names, the name served on, and on a wildcard address IP literals (no DNS involved)."""
-    from zoo.view import host_allowed
+    from zoo.tools.view import host_allowed
 
     assert host_allowed(header, served, 8080) is allowed

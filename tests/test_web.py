@@ -269,7 +269,7 @@ def test_an_uploaded_photograph_comes_back_with_its_segmentation_drawn_on_it(
         page: tuple[Page, list[str]], site: Service, tmp_path: Path) -> None:
     from skimage import data
 
-    from zoo.drawing import palette
+    from zoo.runtime.drawing import palette
 
     tab, elsewhere = page
     photo = tmp_path / "coffee.png"
@@ -322,7 +322,7 @@ def test_only_published_files_and_the_pages_files_are_reachable(site: Service) -
 def test_with_read_tokens_required_the_pages_need_one_too(site: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
 
-    from zoo.server.app import create_app
+    from zoo.service.app import create_app
 
     for key, value in site.env.items():
         monkeypatch.setenv(key, value)

@@ -23,7 +23,7 @@ from torch import nn
 
 import zoo
 from zoo.fetch import WeightsFile, cache_dir, fetch, verify
-from zoo.weights import Weights, WeightsEnum, load_state_dict
+from zoo.modeling.weights import Weights, WeightsEnum, load_state_dict
 
 from conftest import FIXTURES, WeightsServer, code_on_load, pip_install, run_zoo
 

@@ -37,27 +37,27 @@ _EXPORTS = {
     "CatalogError": "zoo.errors",
     "WeightsError": "zoo.errors",
     "HashMismatchError": "zoo.errors",
-    "freeze": "zoo.freezing",
-    "unfreeze": "zoo.freezing",
-    "FreezeReport": "zoo.freezing",
-    "FrozenBatchNorm": "zoo.freezing",
-    "GradualUnfreezer": "zoo.freezing",
-    "param_groups": "zoo.optim",
+    "freeze": "zoo.modeling.freezing",
+    "unfreeze": "zoo.modeling.freezing",
+    "FreezeReport": "zoo.modeling.freezing",
+    "FrozenBatchNorm": "zoo.modeling.freezing",
+    "GradualUnfreezer": "zoo.modeling.freezing",
+    "param_groups": "zoo.modeling.optim",
     "PreprocessSpec": "zoo.preprocessing",
-    "summarize": "zoo.summary",
+    "summarize": "zoo.tools.summary",
     "export_onnx": "zoo.export",
     "read_metadata": "zoo.export",
     "list_exports": "zoo.export",
     "ExportResult": "zoo.export",
     "ExportVerificationError": "zoo.export",
-    "feature_nodes": "zoo.summary",
-    "features_model": "zoo.summary",
-    "extract_features": "zoo.summary",
+    "feature_nodes": "zoo.tools.summary",
+    "features_model": "zoo.tools.summary",
+    "extract_features": "zoo.tools.summary",
     "Predictor": "zoo.runtime",
     "predict": "zoo.runtime",
-    "quantize_int8": "zoo.quantize",
-    "bench": "zoo.bench",
-    "TaskAdapter": "zoo.tasks",
+    "quantize_int8": "zoo.tools.quantize",
+    "bench": "zoo.tools.bench",
+    "TaskAdapter": "zoo.export.tasks",
     "fetch_weights": "zoo.registry",
     "weights_path": "zoo.registry",
     "verify_weights": "zoo.registry",
@@ -105,11 +105,11 @@ if TYPE_CHECKING:
         WeightsError,
         ZooError,
     )
-    from zoo.freezing import FreezeReport, FrozenBatchNorm, GradualUnfreezer, freeze, unfreeze
+    from zoo.modeling.freezing import FreezeReport, FrozenBatchNorm, GradualUnfreezer, freeze, unfreeze
     from zoo.hookspecs import hookimpl
-    from zoo.optim import param_groups
+    from zoo.modeling.optim import param_groups
     from zoo.preprocessing import PreprocessSpec
-    from zoo.summary import extract_features, feature_nodes, features_model, summarize
+    from zoo.tools.summary import extract_features, feature_nodes, features_model, summarize
     from zoo.registry import (
         BuiltModel,
         build_model,
@@ -125,9 +125,9 @@ if TYPE_CHECKING:
         verify_weights,
         weights_path,
     )
-    from zoo.bench import bench
-    from zoo.tasks import TaskAdapter
-    from zoo.quantize import quantize_int8
+    from zoo.tools.bench import bench
+    from zoo.export.tasks import TaskAdapter
+    from zoo.tools.quantize import quantize_int8
     from zoo.runtime import Predictor, predict
     from zoo.specs import DeferredSpec, ModelSpec, WeightsSpec
     from zoo.errors import ArtifactError, ArtifactTooLargeError, UnknownArtifactError

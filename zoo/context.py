@@ -9,6 +9,7 @@ on first use; `open_catalog` picks the catalog's implementation once, from the U
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -53,19 +54,19 @@ class Context:
         return open_catalog(self.settings, self.store, self.cache)
 
 
+#: The catalog implementation for each kind of URL ("module:class"), imported only when a URL names it:
+#: a deployment host that names a registry service never imports SQLAlchemy.
+CATALOGS = {"service": "zoo.service.client:HttpCatalog", "database": "zoo.catalog.sql:SqlCatalog"}
+
+
 def open_catalog(settings: Settings, store: ArtifactStore, cache: WeightsCache) -> Catalog:
     """The catalog `settings.registry_url` names: a registry service's client for ``http(s)://...``, else the
     SQL catalog of that database URL (checked, and synced when stale, at its first lookup)."""
     from zoo.catalog.api import service_url
 
-    url = service_url(settings.registry_url)
-    if url is not None:
-        from zoo.client import HttpCatalog
-
-        return HttpCatalog(url, settings, cache)
-    from zoo.catalog.sql import SqlCatalog  # SQLAlchemy: never imported on a deployment host
-
-    return SqlCatalog(settings, store, cache)
+    kind = "service" if service_url(settings.registry_url) is not None else "database"
+    module, _, name = CATALOGS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)(settings, store, cache)
 
 
 _CURRENT: ContextVar[Context | None] = ContextVar("zoo_context", default=None)

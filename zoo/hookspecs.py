@@ -28,7 +28,7 @@ import pluggy
 from zoo.specs import DeferredSpec, ModelSpec
 
 if TYPE_CHECKING:
-    from zoo.tasks import TaskAdapter
+    from zoo.export.tasks import TaskAdapter
 
 PROJECT = "zoo"
 
@@ -55,9 +55,9 @@ def zoo_register_models() -> Iterable[ModelSpec | DeferredSpec]:
 def zoo_register_tasks() -> Iterable[TaskAdapter]:
     """Return the tasks this plugin adds: instances of `zoo.TaskAdapter` subclasses.
 
-    An adapter holds everything the zoo knows about its task (`zoo.tasks`): how a
+    An adapter holds everything the zoo knows about its task (`zoo.export.tasks`): how a
     model of the task is exported and verified, and how its outputs are decoded and
-    drawn. Subclass a built-in adapter (``zoo.tasks.classification.Classification``,
+    drawn. Subclass a built-in adapter (``zoo.export.tasks.classification.Classification``,
     say) to extend a task under a new name. Unlike model registration this hook runs
     whenever the zoo needs a task it does not know, also on a deployment host: its
     module must import without torch. The built-in tasks keep their adapters.

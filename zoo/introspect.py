@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from zoo.preprocessing import spec_from_transforms
+from zoo.modeling.transforms import spec_from_transforms
 from zoo.specs import ModelSpec, WeightsSpec
 from zoo.targets import target_of
 

@@ -16,7 +16,7 @@ the stored file, verified by its SHA-256 (`zoo.registry`). `publish_export` reco
 ONNX export whose zoo metadata says it was verified, so that deployment finds it by
 model and weights (`find_export`).
 
-In client mode (``ZOO_REGISTRY_URL=http://...``, `zoo.client`) each function asks the
+In client mode (``ZOO_REGISTRY_URL=http://...``, `zoo.service.client`) each function asks the
 registry service instead: files are uploaded (``$ZOO_TOKEN`` must have the publish
 scope) and checked there, as they would be here.
 
@@ -94,7 +94,7 @@ def publish_export(path: str | os.PathLike[str]) -> PublishedExport:
     """Store and record the ONNX export at `path`, refused unless its zoo metadata names the model and
     weights and says that every verification against PyTorch passed. Publishing one file twice
     returns its first record."""
-    from zoo.export import read_metadata
+    from zoo.export.records import read_metadata
     from zoo.outputs import COMPANIONS
 
     path = Path(path)
@@ -119,10 +119,10 @@ def find_export(model: str, weights: str | None) -> PublishedExport | None:
 
 def _check_fit(record: ModelRecord, path: Path, data: bytes, sha256: str, categories: list[str] | None) -> None:
     """Refuse, in one line with the load report, a state dict that does not fit `model`'s head for `categories`."""
-    from zoo import surgery
+    from zoo.modeling import surgery
     from zoo.fetch import Loaded
     from zoo.registry import build_model
-    from zoo.weights import state_dict_from
+    from zoo.modeling.weights import state_dict_from
 
     state = state_dict_from(Loaded(path, sha256, len(data), data))
     built = build_model(record.qualified_name, num_classes=len(categories) if categories else None).model

@@ -6,7 +6,7 @@ picks a version: ``NAMESPACE/NAME`` the latest, ``NAMESPACE/NAME:2`` version 2,
 ``NAMESPACE/NAME@production`` the version the alias points at. A name never holds a
 ``.``, so it never reads as a plugin's weights name (``PLUGIN/Enum.MEMBER``).
 
-The catalog (`zoo.catalog.published`) and a registry service's client (`zoo.client`)
+The catalog (`zoo.catalog.published`) and a registry service's client (`zoo.service.client`)
 both answer with these records: a deployment host reads them without SQLAlchemy.
 """
 

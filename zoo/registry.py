@@ -19,7 +19,7 @@ it, e.g. timm's ``resnet50.a1_in1k``), ``PLUGIN/Enum.MEMBER``, or ``NAME.DEFAULT
 
 Every function asks the catalog of the current context (`zoo.context.current`): a SQL
 catalog (`zoo.catalog.sql`), or with ``ZOO_REGISTRY_URL=http://HOST:PORT`` a registry
-service's (`zoo.client.HttpCatalog`); both answer with the records of `zoo.records`,
+service's (`zoo.service.client.HttpCatalog`); both answer with the records of `zoo.records`,
 and everything built from them (builders, weights enums, `build_model`) works alike,
 given the model's plugin is installed here; files come into the weights cache, verified.
 """
@@ -133,7 +133,7 @@ def _through_zoo(builder: Callable[..., Any], catalog: Catalog,
 
     @wraps(builder)
     def build(*args: Any, **kwargs: Any) -> Any:
-        from zoo.weights import loading_through
+        from zoo.modeling.weights import loading_through
 
         with loading_through(partial(_verified_state_dict, catalog, hashes or {})):
             return builder(*args, **kwargs)
@@ -145,7 +145,7 @@ def get_model_weights(name: str | Callable[..., Any]) -> type[enum.Enum]:
     """The weights enum class of a model, given its name or its builder.
 
     For a model whose plugin lists weights without an enum class, the zoo makes one
-    from the catalog (`zoo.weights.catalog_enum`), so ``transforms()`` and ``meta``
+    from the catalog (`zoo.modeling.weights.catalog_enum`), so ``transforms()`` and ``meta``
     work as in torchvision.
     """
     catalog = current().catalog
@@ -179,7 +179,7 @@ def _enum_of(record: ModelRecord) -> type[enum.Enum]:
 def _catalog_enum(name: str, entries: str) -> type[enum.Enum]:
     """One enum class per model and catalog content, so that its members compare (and are) the same
     from call to call, as torchvision's are."""
-    from zoo.weights import catalog_enum
+    from zoo.modeling.weights import catalog_enum
 
     return catalog_enum(name, json.loads(entries))
 
@@ -202,9 +202,20 @@ def _member(catalog: Catalog, name: str | enum.Enum | None, model: str | None,
         return name
     if not isinstance(name, str):
         raise UsageError(f"weights must be a name, an enum member or None, not {type(name).__name__}")
+    own = _own_member(record, name) if record is not None else None
+    if own is not None:  # the model's own weights, named as its record names them: no lookup needed
+        return _enum_of(record)[own]
     owner, member = catalog.weights_owner(name, model)
     owner_record = record if record is not None and record.qualified_name == owner else catalog.describe(owner)
     return _enum_of(owner_record)[member]
+
+
+def _own_member(record: ModelRecord, name: str) -> str | None:
+    """The member of `record`'s weights that `name` names exactly (``DEFAULT``, or a full name the record
+    lists); None for any other name, which the catalog resolves."""
+    if name.upper() == "DEFAULT":
+        return next((w.member for w in record.weights if w.is_default), None)
+    return next((w.member for w in record.weights if w.name == name), None)
 
 
 def weights_owner(name: str, *, model: str | None = None) -> tuple[str, str]:
@@ -218,7 +229,7 @@ class BuiltModel:
     """A model from `build_model`, and what happened to the pretrained tensors (None without weights)."""
 
     model: Any
-    report: Any  # zoo.surgery.LoadReport | None
+    report: Any  # zoo.modeling.surgery.LoadReport | None
 
 
 def get_model(name: str, *, weights: str | enum.Enum | None = None, **config: Any) -> Any:
@@ -244,8 +255,8 @@ def build_model(
 
     With weights, the pretrained model is built first (as its builder knows how), then
     the heads the catalog lists for it are replaced by fresh ones of `num_classes`
-    outputs and its first convolution adapted to `in_channels` (`zoo.surgery`); the
-    report of `zoo.surgery.load_partial` accounts for every pretrained tensor. Weights
+    outputs and its first convolution adapted to `in_channels` (`zoo.modeling.surgery`); the
+    report of `zoo.modeling.surgery.load_partial` accounts for every pretrained tensor. Weights
     listed without an enum build the model with the weights' builder arguments (and
     `num_classes`, so the builder makes the new head, also for embedding weights that
     have none), then the verified state dict is loaded: strictly, unless the head is new.
@@ -287,7 +298,7 @@ def build_model(
 def _replace_heads(model: Any, classifier: list[str], num_classes: int) -> None:
     """Fresh heads of `num_classes` outputs at the `classifier` paths (the first always; auxiliary heads,
     which some builders drop with weights, where the model has them)."""
-    from zoo import surgery
+    from zoo.modeling import surgery
 
     surgery.replace_head(model, classifier[0], num_classes)
     for path in classifier[1:]:
@@ -299,7 +310,7 @@ def _with_stem(built: BuiltModel, record: ModelRecord, in_channels: int | None,
                pretrained: dict[str, Any] | None) -> BuiltModel:
     """`built` with its first convolution adapted to `in_channels`, and the pretrained tensors loaded
     (adapted where the stem changed) with their report; as it is without either."""
-    from zoo import surgery
+    from zoo.modeling import surgery
 
     adapters = {}
     if in_channels is not None:
@@ -331,7 +342,7 @@ def _weights_or_published(catalog: Catalog, weights: str | enum.Enum | None, mod
 def _published_state_dict(catalog: Catalog, published: PublishedWeights) -> dict[str, Any]:
     """The state dict of published weights: the stored file's bytes (in client mode, the service's, fetched
     into the weights cache), read once and checked by SHA-256."""
-    from zoo.weights import state_dict_from
+    from zoo.modeling.weights import state_dict_from
 
     return state_dict_from(catalog.published_bytes(published))
 
@@ -355,7 +366,7 @@ def _check_surgery(record: ModelRecord, *, num_classes: int | None, in_channels:
     name = record.qualified_name.partition("/")[2]
     if num_classes is not None and pretrained and not record.classifier:
         raise UsageError(f"model {name} declares no classifier, so num_classes cannot change "
-                         f"its pretrained head; build it with weights=None or set the head with zoo.surgery")
+                         f"its pretrained head; build it with weights=None or set the head with zoo.modeling.surgery")
     if in_channels is not None and not record.first_conv:
         raise UsageError(f"model {name} declares no first convolution, so in_channels cannot adapt it")
 
@@ -465,7 +476,7 @@ def _verified_state_dict(catalog: Catalog, hashes: Mapping[str, str], member: en
                          progress: bool) -> dict[str, Any]:
     """The state dict of weights `member`, read from the very bytes whose hash was checked."""
     from zoo.fetch import WeightsFile, read_verified
-    from zoo.weights import state_dict_from
+    from zoo.modeling.weights import state_dict_from
 
     file = WeightsFile(member.url, hashes.get(member.url) or catalog.known_sha256(member.url))
     return state_dict_from(_fetch(catalog, file, offline=None, progress=progress, get=read_verified))

@@ -1,7 +1,7 @@
 """The one interface of a catalog, local or remote.
 
 `SqlCatalog` (`zoo.catalog.sql`) is the only code that speaks SQL: a SQLite or
-PostgreSQL catalog on this machine. `HttpCatalog` (`zoo.client`) asks a registry
+PostgreSQL catalog on this machine. `HttpCatalog` (`zoo.service.client`) asks a registry
 service (`zoo serve`) the same questions over HTTP. Both answer with the typed
 records of `zoo.records`, which are also the service's JSON. `zoo.context.open_catalog`
 picks the implementation once; callers (`zoo.registry`, `zoo.publish`, the service, the

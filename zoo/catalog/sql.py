@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -66,14 +67,20 @@ class SqlCatalog:
 
     def __init__(self, settings: Settings, store: ArtifactStore, cache: WeightsCache) -> None:
         self.settings, self.store, self.cache = settings, store, cache
+        self._engine: Engine | None = None
+        self._checked = -math.inf  # when the catalog was last found current (time.monotonic)
 
     def __repr__(self) -> str:
         return f"SqlCatalog({self.settings.registry_url!r})"
 
     @property
     def engine(self) -> Engine:
-        """The database's engine, the catalog synced first when it is stale."""
-        return ensure_current(settings=self.settings)
+        """The database's engine, the catalog synced first when it is stale (checked at most once per
+        ``$ZOO_CATALOG_CHECK_INTERVAL``: the lookups of one call find it checked)."""
+        now = time.monotonic()
+        if self._engine is None or now - self._checked >= self.settings.check_interval:
+            self._engine, self._checked = ensure_current(settings=self.settings), now
+        return self._engine
 
     # -- models ---------------------------------------------------------------------------
 
@@ -123,17 +130,17 @@ class SqlCatalog:
         return ModelRecord(
             name=shown, qualified_name=naming.entries[model.id].qualified, task=model.task,
             plugin=PluginRef(model.plugin_name, model.namespace, model.distribution, model.version),
-            providers=tuple(sorted(naming.entries[i].qualified for i in naming.by_name[model.name])),
+            providers=tuple(sorted([naming.entries[i].qualified for i in naming.by_name[model.name]])),
             builder=model.builder, builder_args=model.builder_args, weights_enum=model.weights_enum,
             num_params=model.num_params, tags=model.tags, metadata=model.meta, classifier=model.classifier,
             first_conv=model.first_conv, input_size=model.input_size,
             default_weights=_full_name(default.enum_name, default.member_name, shown) if default else None,
-            weights=tuple(WeightsRecord(
+            weights=tuple([WeightsRecord(
                 name=_full_name(w.enum_name, w.member_name, shown), enum=w.enum_name, member=w.member_name,
                 is_default=w.is_default, task=w.task or model.task, url=w.url,
                 sha256=w.sha256 or learned.get(w.url, _UNKNOWN)[0],
                 file_size=w.file_size or learned.get(w.url, _UNKNOWN)[1], transforms=w.transforms,
-                builder_args=w.builder_args, meta=_meta(w, categories)) for w in rows),
+                builder_args=w.builder_args, meta=_meta(w, categories)) for w in rows]),
             published=tuple(published))
 
     def plugins(self) -> list[dict[str, Any]]:

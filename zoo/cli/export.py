@@ -127,7 +127,7 @@ def _export_text(r: Any) -> str:
 
 
 def _view(args: argparse.Namespace) -> int:
-    from zoo.view import view
+    from zoo.tools.view import view
 
     view(args.file, host=args.host, port=args.port, browse=args.browse)
     return 0

@@ -47,7 +47,7 @@ def _input_size(text: str) -> list[tuple[int, ...]]:
 
 def _summary(args: argparse.Namespace) -> int:
     from zoo.registry import describe
-    from zoo.summary import catalog_model, summarize
+    from zoo.tools.summary import catalog_model, summarize
 
     model = catalog_model(args.name, weights=args.weights)
     summary = summarize(model, args.input, depth=args.depth, task=describe(args.name)["task"])
@@ -58,7 +58,7 @@ def _summary(args: argparse.Namespace) -> int:
 def _features(args: argparse.Namespace) -> int:
     import torch
 
-    from zoo.summary import extract_features, feature_nodes, shape_of, shape_text
+    from zoo.tools.summary import extract_features, feature_nodes, shape_of, shape_text
 
     if not args.nodes:
         train, evaluation = feature_nodes(args.name, submodule=args.module)

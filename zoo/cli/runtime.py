@@ -95,7 +95,7 @@ def _providers(text: str | None) -> list[str] | None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from zoo.bench import bench
+    from zoo.tools.bench import bench
 
     result = bench(args.target, batches=args.batch, providers=_providers(args.provider), weights=args.weights,
                    iterations=args.iterations, warmup=args.warmup, threads=args.threads, int8=args.int8,

@@ -53,7 +53,7 @@ def _add_token(commands: Commands) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from zoo.server.app import DEFAULT_MAX_UPLOAD, serve
+        from zoo.service.app import DEFAULT_MAX_UPLOAD, serve
     except ImportError as exc:
         raise UsageError(f"zoo serve needs the serve extra (pip install 'zoo[serve]'): {exc}") from None
     serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,

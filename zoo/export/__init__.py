@@ -14,10 +14,10 @@ TorchScript exporter when that fails, then, before the file appears at its path:
   opset, verification) into the model's ``metadata_props``.
 
 The steps live in this package: `zoo.export.plan` (what to export, resolved once),
-`zoo.export.exporters` (dynamo and TorchScript), `zoo.verify` (the numpy
+`zoo.export.exporters` (dynamo and TorchScript), `zoo.export.verify` (the numpy
 comparisons) and `zoo.export.records` (the catalog's exports table, `read_metadata`).
 Whatever differs between tasks (wrapping, default shape, verification inputs,
-comparison, tolerances, layouts) comes from the task's adapter in `zoo.tasks`.
+comparison, tolerances, layouts) comes from the task's adapter in `zoo.export.tasks`.
 Importing this package does not import torch.
 """
 
@@ -37,7 +37,7 @@ from zoo.export.records import ExportResult, list_exports, read_metadata, record
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
 from zoo.shapes import dims_text
-from zoo.verify import ExportVerificationError, OutputCheck
+from zoo.export.verify import ExportVerificationError, OutputCheck
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +68,7 @@ def export_onnx(
     """Export a catalog model (by name, with `weights`) or an ``nn.Module`` to ONNX at `path`, verified.
 
     `input_shape` (N, C, H, W; of each input, for a model of several such as optical
-    flow) defaults to what the model's task adapter (`zoo.tasks`) derives: for most, the
+    flow) defaults to what the model's task adapter (`zoo.export.tasks`) derives: for most, the
     one size its architecture takes (``image_size``, as ViT declares it), else the
     preprocessing of its weights (or of its default weights when `weights` is None): the
     crop size, else the resize size, else the weights' ``min_size``, batch 1; a detection

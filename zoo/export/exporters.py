@@ -25,7 +25,7 @@ from zoo.errors import UsageError, ZooError, first_line
 if TYPE_CHECKING:
     import torch
 
-    from zoo.tasks import TaskAdapter
+    from zoo.export.tasks import TaskAdapter
 
 __all__ = ["MIN_OPSET", "default_opset", "onnxruntime_limits", "export_model", "opset_of", "dynamic_axes_of",
            "output_structure", "flatten_output", "flat_module"]

@@ -5,7 +5,7 @@
 names (the key under which it is recorded and reused); `make_plan` builds the model
 and resolves everything else (task adapter, weights, preprocessing, input shape and
 names, dynamic axes, tolerances) into one `ExportPlan`. What differs between tasks
-comes from the task's adapter (`zoo.tasks`); a bare ``nn.Module`` gets the defaults
+comes from the task's adapter (`zoo.export.tasks`); a bare ``nn.Module`` gets the defaults
 of `TaskAdapter`, which are those of classification.
 Importing this module does not import torch.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.errors import UsageError, excerpt, first_line
 from zoo.export.exporters import MIN_OPSET, onnxruntime_limits
 from zoo.shapes import check_size, parse_shape
-from zoo.tasks import TaskAdapter, adapter
+from zoo.export.tasks import TaskAdapter, adapter
 
 if TYPE_CHECKING:
     import torch

@@ -18,7 +18,7 @@ from typing import Any
 from zoo import metadata
 from zoo.context import current
 from zoo.errors import UsageError, first_line
-from zoo.verify import OutputCheck
+from zoo.export.verify import OutputCheck
 from zoo.fetch import sha256_of
 
 __all__ = ["ExportResult", "list_exports", "read_metadata", "reusable_export", "record_export"]

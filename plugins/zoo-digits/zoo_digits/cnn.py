@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.transforms._presets import ImageClassification
 
-from zoo.weights import Weights, WeightsEnum
+from zoo.modeling.weights import Weights, WeightsEnum
 from zoo_digits.data import load_heldout
 
 SIZE = 8  # load_digits images are 8x8

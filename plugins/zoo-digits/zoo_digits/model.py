@@ -11,7 +11,7 @@ from typing import Any
 
 from torchvision.models._utils import _ovewrite_named_param
 
-from zoo.weights import Weights, WeightsEnum
+from zoo.modeling.weights import Weights, WeightsEnum
 from zoo_digits.cnn import SIZE, DigitsCNN, evaluate, transforms_preset
 from zoo_digits.data import HELDOUT, RECORD, load_record
 

@@ -33,7 +33,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.weights import Weights
+from zoo.modeling.weights import Weights
 from zoo_digits.cnn import SIZE, DigitsCNN, evaluate, transforms_preset
 from zoo_digits.data import HELDOUT, RECORD
 

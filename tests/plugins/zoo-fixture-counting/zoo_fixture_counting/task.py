@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from zoo.errors import UsageError
 from zoo.shapes import onnx_shape_text
-from zoo.tasks import DecodeOptions, Result, TaskAdapter, main_output
+from zoo.export.tasks import DecodeOptions, Result, TaskAdapter, main_output
 
 
 @dataclass(frozen=True)

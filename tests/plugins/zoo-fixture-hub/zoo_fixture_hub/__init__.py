@@ -14,7 +14,7 @@ from torchvision.transforms._presets import ImageClassification
 
 import zoo
 from zoo.introspect import model_spec
-from zoo.weights import Weights, WeightsEnum
+from zoo.modeling.weights import Weights, WeightsEnum
 
 BASE = os.environ.get("ZOO_FIXTURE_HUB_URL", "http://127.0.0.1:9")
 

@@ -19,7 +19,7 @@ from torchvision.transforms._presets import ImageClassification
 import zoo
 from zoo.introspect import model_spec
 from zoo.preprocessing import PreprocessSpec
-from zoo.weights import Weights, WeightsEnum
+from zoo.modeling.weights import Weights, WeightsEnum
 
 CATEGORIES = ["x", "y"]
 

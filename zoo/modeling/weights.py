@@ -1,0 +1,143 @@
+"""Pretrained weights that are checked by their full SHA-256 before they are loaded.
+
+`Weights` and `WeightsEnum` extend torchvision's with the file's full hash and size;
+plugins that ship or publish weights declare their enums with them. Every state dict
+that reaches a model through the zoo is read by `state_dict_from`: from the bytes
+whose hash `zoo.fetch.read_verified` checked, with ``torch.load(weights_only=True)``
+or safetensors, so no weights file runs code.
+
+torchvision's builders load their weights themselves (``WeightsEnum.get_state_dict``,
+a pickle load through torch.hub). Within `loading_through`, which `zoo.build_model`
+wraps around a build, that call of any weights enum, torchvision's included, is
+answered by the zoo's loader instead; outside it torchvision behaves as it always does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torchvision.models
+
+from zoo.errors import WeightsError
+from zoo.fetch import Loaded, WeightsFile, read_verified
+
+#: Loads the state dict of a weights enum member (the member, then whether to show progress).
+StateDictLoader = Callable[[torchvision.models.WeightsEnum, bool], dict[str, Any]]
+
+_LOADER: ContextVar[StateDictLoader | None] = ContextVar("zoo_state_dict_loader", default=None)
+_TORCHVISION_GET_STATE_DICT = torchvision.models.WeightsEnum.get_state_dict
+
+
+@dataclass(eq=False)  # keep torchvision's __eq__, which compares transforms sensibly
+class Weights(torchvision.models.Weights):
+    """torchvision's weights record plus the file's full SHA-256 and size in bytes."""
+
+    sha256: str | None = None
+    file_size: int | None = None
+
+
+class WeightsEnum(torchvision.models.WeightsEnum):
+    """A torchvision weights enum whose state dicts the zoo loads (verified, no code run)."""
+
+    def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        loader = _LOADER.get() or _load_member
+        return loader(self, kwargs.get("progress", True))
+
+
+@contextlib.contextmanager
+def loading_through(loader: StateDictLoader) -> Iterator[None]:
+    """Within this block (this thread or task only), every ``get_state_dict`` call is `loader`'s."""
+    token = _LOADER.set(loader)
+    try:
+        yield
+    finally:
+        _LOADER.reset(token)
+
+
+def _get_state_dict(self: torchvision.models.WeightsEnum, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """torchvision's ``get_state_dict``: the zoo's loader within `loading_through`, else torchvision's own."""
+    loader = _LOADER.get()
+    if loader is None:
+        return _TORCHVISION_GET_STATE_DICT(self, *args, **kwargs)
+    return loader(self, kwargs.get("progress", True))
+
+
+torchvision.models.WeightsEnum.get_state_dict = _get_state_dict
+
+
+def catalog_enum(name: str, entries: list[dict[str, Any]]) -> type[WeightsEnum]:
+    """A weights enum made from catalog records, for a model whose plugin lists weights
+    without an enum class: ``transforms()`` builds the entry's `PreprocessSpec` on
+    torchvision's transforms, ``meta`` is its metadata, ``DEFAULT`` the default entry.
+
+    Each entry has member, url, transforms (spec JSON or None), meta, sha256,
+    file_size and is_default.
+    """
+    from zoo.modeling.transforms import to_torchvision
+    from zoo.preprocessing import PreprocessSpec
+
+    members = []
+    for entry in entries:
+        spec = entry["transforms"]
+        transforms = partial(to_torchvision, PreprocessSpec.from_json(spec)) if spec else None
+        value = Weights(url=entry["url"], transforms=transforms, meta=entry["meta"], sha256=entry["sha256"],
+                        file_size=entry["file_size"])
+        members.append((entry["member"], value))
+        if entry["is_default"]:
+            members.append(("DEFAULT", value))  # the same value: an alias, as torchvision's DEFAULT is
+    return WeightsEnum(name, members)
+
+
+def load_state_dict(
+    weights: torchvision.models.WeightsEnum, *, offline: bool | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """The state dict of `weights`, from a file verified by its SHA-256 (see `zoo.fetch`)."""
+    file = WeightsFile(weights.url, getattr(weights.value, "sha256", None))
+    return state_dict_from(read_verified(file, offline=offline, progress=progress))
+
+
+def _load_member(weights: torchvision.models.WeightsEnum, progress: bool) -> dict[str, Any]:
+    return load_state_dict(weights, progress=progress)
+
+
+def state_dict_from(loaded: Loaded) -> dict[str, Any]:
+    """The state dict in verified bytes: safetensors for ``.safetensors`` files (and files without a
+    suffix, such as the artifact store's, that are safetensors), else a ``torch.save`` file read with
+    ``weights_only=True`` (tensors and plain containers, no code)."""
+    try:
+        if loaded.path.suffix == ".safetensors" or (not loaded.path.suffix and _is_safetensors(loaded.data)):
+            from safetensors.torch import load
+
+            state = load(loaded.data)
+        else:
+            state = torch.load(io.BytesIO(loaded.data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to decode untrusted bytes is the file's fault
+        raise WeightsError(f"weights file {loaded.path} cannot be loaded as tensors only ({_reason(exc)}); "
+                           f"nothing was loaded from it") from None
+    if not isinstance(state, dict) or [k for k in state if not isinstance(k, str)]:
+        raise WeightsError(f"weights file {loaded.path} holds a {type(state).__name__}, not a state dict "
+                           f"(a mapping of names to tensors)")
+    return state  # as saved: an OrderedDict keeps the module versions (`_metadata`) some modules need
+
+
+def _is_safetensors(data: bytes) -> bool:
+    """Whether `data` starts as a safetensors file does: an 8-byte little-endian header length that fits,
+    then the header's JSON object (a ``torch.save`` file starts with a zip or pickle header instead)."""
+    header = int.from_bytes(data[:8], "little")
+    return len(data) >= 10 and 0 < header <= len(data) - 8 and data[8:9] == b"{"
+
+
+def _reason(exc: Exception) -> str:
+    """Why decoding failed, in one short line: for a weights-only refusal, the global it names,
+    not torch's preamble (which suggests ``weights_only=False``) or its pointer to the docs."""
+    boilerplate = ("Weights only load failed", "Check the documentation of torch.load")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if not line.startswith(boilerplate)), None)
+    return (reason or type(exc).__name__)[:200]

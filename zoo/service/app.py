@@ -1,0 +1,798 @@
+"""The registry service's ASGI app (FastAPI) and how `zoo serve` runs it (uvicorn).
+
+Every answer is JSON, every error one line of it: ``{"error": "..."}``, with the
+status saying whose fault it is (400 bad input, 401/403 token, 404 unknown, 411/413
+upload size, 503 catalog unreachable); never a traceback. Handlers that read the
+catalog are plain functions (run in uvicorn's thread pool); uploads stream from the
+event loop into the store's verified writer in a worker thread, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.from_thread
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from zoo.catalog.engine import where
+from zoo.catalog.fingerprint import ensure_current
+from zoo.errors import ArtifactError, UnknownArtifactError, UsageError, ZooError, excerpt
+from zoo.outputs import write_atomically
+from zoo.records import parse_spec
+from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
+from zoo.registry import describe, list_plugins, summarize_models, weights_owner
+from zoo.service.common import (
+    SHA256_PATTERN,
+    ApiError,
+    Credentials,
+    Settings,
+    Sha256,
+    declared_length,
+    reader,
+    require,
+    status_of,
+)
+from zoo.service.web import install as install_web
+from zoo.context import Context, current, using
+from zoo.settings import Settings as ZooSettings
+from zoo.store import ArtifactStore
+from zoo.text import parse_metric
+from zoo.tools.view import LOOPBACK_NAMES, host_allowed
+
+API = "/api/v1"
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+DEFAULT_MAX_UPLOAD = 4 << 30  # bytes: larger than any torchvision or timm weights file
+_BACKLOG = 2048  # connections waiting to be accepted, as uvicorn's default
+_WORKER_GRACE = 30.0  # seconds a stopped worker may take to finish its requests before it is killed
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_PAGE = 1000
+STALE_UPLOAD_SECONDS = 24 * 3600
+_BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
+_log = logging.getLogger("zoo.service")
+_DESCRIPTION = ("The zoo's catalog and artifact store: models (the filters of zoo.list_models), published weights "
+                "and exports (records and files), publishing (token needed). Errors are one line of JSON: "
+                '{"error": "..."}.')
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None, kind: str | None = None) -> JSONResponse:
+    """The answer `{"error": MESSAGE}`, the message cut to its first line; with `kind`, the zoo error's class
+    name, which a client raises as itself (`zoo.service.client`)."""
+    answer = {"error": (message.strip().splitlines() or ["error"])[0], **({"kind": kind} if kind else {})}
+    return JSONResponse(answer, status_code=status, headers=headers)
+
+
+def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
+               *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+               settings: ZooSettings | None = None) -> FastAPI:
+    """The registry service for the catalog at `catalog_url` and the artifact `store`.
+
+    The app answers from a context of its own (`zoo.context.Context`): the catalog and
+    store of `settings` (default: the environment's), or `catalog_url` and `store` when
+    given; several apps in one process serve several catalogs. `allowed_hosts` are host
+    names requests may be addressed to besides loopback ones (a reverse proxy's public
+    name); uploads larger than `max_upload_bytes` are refused before they are read.
+    """
+    if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
+        raise UsageError(f"the upload limit must be a positive number of bytes, not {excerpt(max_upload_bytes)}")
+    zoo_settings = settings or ZooSettings.from_environ()
+    if catalog_url is not None:
+        zoo_settings = zoo_settings.with_catalog(catalog_url)
+    context = Context(zoo_settings, store=store)
+    settings = Settings(context.store, bool(read_token_required), frozenset(h.lower() for h in allowed_hosts),
+                        max_upload_bytes)
+    app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
+                  redoc_url=None, description=_DESCRIPTION)
+    app.state.settings, app.state.context = settings, context
+    for router in _routers(settings):
+        app.include_router(router)
+    install_web(app, settings)  # the web catalog (HTML pages)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ZooError, _zoo_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(InContext, context=context)
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
+    return app
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What each process of `serve` makes its app from: the zoo's settings and the service's options.
+
+    Picklable: `serve` hands it to every worker process explicitly (nothing travels
+    through the environment), and the worker calls `app`.
+    """
+
+    settings: ZooSettings
+    read_token_required: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    log_level: str = "info"
+
+    def app(self) -> FastAPI:
+        """The service's app for these settings (`create_app`)."""
+        return create_app(read_token_required=self.read_token_required, allowed_hosts=self.allowed_hosts,
+                          max_upload_bytes=self.max_upload_bytes, settings=self.settings)
+
+
+def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
+          allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info",
+          ready_file: str | os.PathLike[str] | None = None, settings: ZooSettings | None = None) -> None:
+    """Serve the registry with uvicorn on `host`:`port` (0: any free port) until Ctrl-C or SIGTERM.
+
+    The catalog is brought up to date first (a sync if it is stale). This process binds
+    the listening socket; with ``workers=1`` it serves itself, else it starts `workers`
+    processes (spawned, each given a `ServeConfig` with `settings`, default the
+    environment's) that share the socket, stops them when it is stopped, and replaces
+    one that dies. Once every worker's startup is complete (the socket answers), one
+    JSON line goes to stdout, ``{"zoo_serve": "ready", "url": "http://127.0.0.1:PORT",
+    "pid": PID, "workers": N}`` (the real port; `pid` this process), and, with
+    `ready_file`, the same JSON to that file (written atomically; removed when the
+    server stops).
+    """
+    import uvicorn
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
+    config = ServeConfig(settings or ZooSettings.from_environ(), bool(read_token_required), tuple(allowed_hosts),
+                         max_upload_bytes, log_level)
+    app = config.app()  # bad settings: one line, here, before a worker starts
+    engine = ensure_current(settings=config.settings)  # migrated or synced now, not by the first request
+    print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.location}", file=sys.stderr)
+    ready = _ReadyFile(ready_file)
+    sock = _listen(host, port)
+    url = _url(host, sock.getsockname()[1])
+
+    def announce() -> None:
+        line = json.dumps({"zoo_serve": "ready", "url": url, "pid": os.getpid(), "workers": workers})
+        print(f"zoo serve: answering on {url} ({workers} worker{'s' * (workers > 1)}; Ctrl-C to quit)",
+              file=sys.stderr, flush=True)
+        ready.write(line)
+        print(line, flush=True)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+    terminated = False
+    try:
+        if workers == 1:
+            _uvicorn_server(uvicorn.Config(app, log_level=log_level), announce).run(sockets=[sock])
+        else:
+            del app
+            _Workers(config, sock, workers).run(announce)
+    except _Terminated:  # uvicorn (or _Workers) sends SIGTERM again after its graceful stop
+        terminated = True
+    finally:
+        sock.close()
+        ready.remove()
+        if main:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)  # None: not set from Python
+    if terminated:  # what SIGTERM does without zoo (by default: the process ends by it)
+        signal.raise_signal(signal.SIGTERM)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where `serve` can clean up after the server has stopped gracefully."""
+
+
+def _terminated(sig: int, frame: object) -> None:
+    raise _Terminated
+
+
+class _ReadyFile:
+    """Where `serve` says it is ready besides stdout: a file written atomically, or nowhere."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = None if path is None else pathlib.Path(path)
+        self.text: str | None = None
+        if self.path is not None:  # an old one must not look ready; a bad path fails before serving
+            if not self.path.parent.is_dir():
+                raise UsageError(f"cannot write the ready file {self.path}: its folder does not exist")
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot write the ready file {self.path}: {exc.strerror}") from None
+
+    def write(self, text: str) -> None:
+        if self.path is None:
+            return
+        write_atomically(self.path, [f"{text}\n".encode()], mode=0o644, origin="the ready line")
+        self.text = text
+
+    def remove(self) -> None:
+        """Remove the file if it is still the one written here."""
+        if self.path is not None and self.text is not None:
+            with contextlib.suppress(OSError):
+                if self.path.read_text(encoding="utf-8").strip() == self.text:
+                    self.path.unlink()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on `host`:`port`. Made with its protocol (IPPROTO_TCP), so that asyncio sets
+    TCP_NODELAY on the connections it accepts, in workers too (uvicorn's own lacks it: uvicorn issue 3149)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+    except (OSError, OverflowError, UnicodeError) as exc:  # in use, not this machine's address, unknown name
+        sock.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        shown = host if len(host) <= 100 else excerpt(host)
+        raise UsageError(f"cannot serve on {shown}:{port or 'any port'}: {reason}"
+                         + ("; use --port 0 for a free one" if port else "")) from None
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    """The address clients reach a server listening on `host`:`port` at (loopback for a wildcard host)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - naming it, not binding it
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn_server(config: Any, started: Callable[[], None]) -> Any:
+    """A uvicorn server for `config` that calls `started` once its startup is complete (it accepts connections)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                started()
+
+    return Server(config)
+
+
+class _Workers:
+    """`serve`'s worker processes on one listening socket: started, replaced when one dies, stopped on SIGINT or
+    SIGTERM (a second Ctrl-C kills them). Each dies with this process (`_worker`)."""
+
+    def __init__(self, config: ServeConfig, sock: socket.socket, count: int) -> None:
+        self.config, self.sock, self.count = config, sock, count
+        self.context = multiprocessing.get_context("spawn")
+        self.running: dict[int, BaseProcess] = {}  # by sentinel
+        self.starting: dict[Connection, BaseProcess] = {}  # their ready pipes
+        self.signals: list[int] = []
+
+    def run(self, announce: Callable[[], None]) -> None:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        main = threading.current_thread() is threading.main_thread()
+        if main:  # signals can be caught only there (as uvicorn does)
+            previous_fd = signal.set_wakeup_fd(wake_w)
+            previous = {sig: signal.signal(sig, lambda sig, _: self.signals.append(sig)) for sig in _STOP_SIGNALS}
+        stopping, ready = False, 0
+        try:
+            for _ in range(self.count):
+                self.start()
+            while self.running:
+                for item in wait([wake_r, *self.running, *self.starting]):
+                    if item == wake_r:
+                        os.read(wake_r, 512)
+                    elif isinstance(item, Connection):
+                        del self.starting[item]
+                        with contextlib.suppress(EOFError, OSError):  # EOF: it died, which its sentinel says
+                            item.recv()
+                            ready += 1
+                            if ready == self.count:
+                                announce()
+                        item.close()
+                    else:
+                        process = self.running.pop(item)
+                        process.join()
+                        if not stopping and ready < self.count:
+                            raise ZooError(f"a worker process of zoo serve exited with code {process.exitcode} "
+                                           "before it started; see its messages above")
+                        if not stopping:
+                            print(f"zoo serve: worker {process.pid} exited with code {process.exitcode}; "
+                                  "starting another", file=sys.stderr, flush=True)
+                            self.start()
+                if self.signals and not stopping:
+                    stopping = True
+                    self.stop(signal.SIGTERM)
+                elif len(self.signals) > 1 and self.signals[-1] == signal.SIGINT:
+                    self.stop(signal.SIGKILL)
+        finally:
+            self.stop(signal.SIGTERM)
+            deadline = time.monotonic() + _WORKER_GRACE
+            for process in self.running.values():
+                process.join(max(0.0, deadline - time.monotonic()))
+            self.stop(signal.SIGKILL)
+            if main:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler or signal.SIG_DFL)
+                signal.set_wakeup_fd(previous_fd)
+            os.close(wake_r)
+            os.close(wake_w)
+        if self.signals:  # as uvicorn does after a graceful stop: the signal's own effect (Ctrl-C: KeyboardInterrupt)
+            signal.raise_signal(self.signals[0])
+
+    def start(self) -> None:
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_worker, args=(self.config, self.sock, writer), daemon=True,
+                                       name="zoo serve worker")
+        process.start()
+        writer.close()
+        self.running[process.sentinel] = process
+        self.starting[reader] = process
+
+    def stop(self, sig: int) -> None:
+        for process in self.running.values():
+            if process.exitcode is None and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, sig)
+
+
+def _worker(config: ServeConfig, sock: socket.socket, ready: Connection) -> None:
+    """One worker process of `serve`: its app from `config`, served on `sock` until it is stopped or its parent
+    dies; says so on `ready` (its pid) once its startup is complete."""
+    import uvicorn
+
+    def started() -> None:
+        ready.send(os.getpid())
+        ready.close()
+
+    server = _uvicorn_server(uvicorn.Config(config.app(), log_level=config.log_level), started)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_stop_with, args=(parent.sentinel, server), daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches every process: stopped, not a traceback
+        server.run(sockets=[sock])
+
+
+def _stop_with(sentinel: int, server: Any) -> None:
+    """Stop `server` (gracefully, then at once after a grace period) once the process of `sentinel` has ended."""
+    wait([sentinel])
+    server.should_exit = True
+    time.sleep(_WORKER_GRACE)
+    os._exit(1)
+
+
+class InContext:
+    """ASGI middleware: every request is answered in the app's context (its catalog and store), whatever
+    context the process has (`zoo.context.using`; threads the request starts inherit it)."""
+
+    def __init__(self, app: ASGIApp, context: Context) -> None:
+        self.app, self.context = app, context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with using(self.context):
+            await self.app(scope, receive, send)
+
+
+# -- requests not addressed to this server --------------------------------------------
+
+
+class HostCheck:
+    """ASGI middleware: 400 for a request whose Host header names neither this server by a loopback
+    name with its port (see `zoo.tools.view.host_allowed`) nor an allowed host name; and for a path or
+    query with a NUL character, which no name has and PostgreSQL cannot compare."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await _error(400, refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> str | None:
+        """Why the request in `scope` is refused, or None."""
+        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+        served, port = scope.get("server") or ("", None)  # no port: a Unix socket, behind a proxy
+        name = _host_name(header)
+        loopback = host_allowed(header, served, port) if port is not None else name in LOOPBACK_NAMES
+        if not (loopback or name in self.allowed):
+            return (f"this server answers requests addressed to {', '.join(LOOPBACK_NAMES)} (with its port)"
+                    f"{' or ' + ', '.join(sorted(self.allowed)) if self.allowed else ''}, not to host "
+                    f"{excerpt(header)}; start it with --allow-host NAME to answer another name")
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            return "a NUL character is in the path or query; no name contains one"
+        return None
+
+
+def _host_name(header: str | None) -> str | None:
+    """The host name of a ``Host`` header (lowercase, without port or brackets); None if it has none."""
+    try:
+        return urlsplit("//" + (header or "")).hostname
+    except ValueError:
+        return None
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status, str(exc), exc.headers, exc.kind)
+
+
+async def _zoo_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ZooError)
+    return _error(status_of(exc), str(exc), kind=type(exc).__name__)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """The first problem FastAPI found with the request's parameters, in one line."""
+    assert isinstance(exc, RequestValidationError)
+    problem = next(iter(exc.errors()), {})
+    where, *names = [str(part) for part in problem.get("loc", ())] or ["request"]
+    field = f"{where} parameter {names[-1]!r}" if names else where
+    given = f" (got {excerpt(problem['input'])})" if problem.get("input") is not None else ""
+    return _error(400, f"{field}: {problem.get('msg', 'not valid')}{given}")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if exc.status_code != 404 else f"no such path {excerpt(request.url.path)}; see {API}/docs"
+    return _error(exc.status_code, str(message), exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback on the server, one line without it for the client."""
+    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
+
+
+# -- the API --------------------------------------------------------------------------
+
+Name = Annotated[str, Path(max_length=200)]
+DeclaredSha256 = Annotated[str, Header(alias="X-Zoo-SHA256", pattern=SHA256_PATTERN,
+                                       description="the SHA-256 of the body; a body that hashes otherwise is refused")]
+#: The request body of an upload, for the OpenAPI schema (the handlers read it as a stream).
+_UPLOAD = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _routers(settings: Settings) -> list[APIRouter]:
+    """The API, one router per resource, reading `settings` (the order is the order routes are matched in)."""
+    return [_catalog_routes(settings), _published_routes(settings), _export_routes(settings)]
+
+
+def _publisher(credentials: Credentials) -> None:
+    require(credentials, frozenset({"publish"}), "publishing")
+
+
+def _catalog_routes(settings: Settings) -> APIRouter:
+    """The catalog: health, models, plugins, weights names and published weights files."""
+    reads = reader(settings)
+    router = APIRouter(prefix=API)
+
+    @router.get("/health", summary="whether the catalog answers")
+    def health() -> dict[str, str]:
+        current().catalog.health()
+        return {"status": "ok"}
+
+    @router.get("/models", summary="models, with the filters of zoo.list_models; paginated",
+                dependencies=[Depends(reads)])
+    def models(
+        pattern: Annotated[list[str] | None, Query(description="fnmatch pattern (repeatable), e.g. resnet*")] = None,
+        exclude: Annotated[list[str] | None, Query(description="fnmatch pattern to leave out (repeatable)")] = None,
+        task: Annotated[str | None, Query(max_length=100)] = None,
+        plugin: Annotated[str | None, Query(max_length=200)] = None,
+        pretrained: bool | None = None,
+        max_params: Annotated[int | None, Query(ge=0)] = None,
+        min_metric: Annotated[list[str] | None, Query(
+            description="[DATASET:]METRIC=VALUE (repeatable), e.g. ImageNet-1K:acc@1=75")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        found = summarize_models(pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
+                                 max_params=max_params, min_metric=dict(parse_metric(m) for m in min_metric or []))
+        return {"total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]}
+
+    @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reads)])
+    def model(name: Annotated[str, Path(max_length=400)]) -> dict[str, Any]:
+        return describe(name)
+
+    @router.get("/plugins", summary="the catalog's plugins (zoo.list_plugins)", dependencies=[Depends(reads)])
+    def plugins() -> list[dict[str, Any]]:
+        return list_plugins()
+
+    @router.get("/weights", summary="the model and enum member a weights name means (zoo.get_weight)",
+                dependencies=[Depends(reads)])
+    def weights_name(name: Annotated[str, Query(max_length=400, description="e.g. ResNet50_Weights.DEFAULT")],
+                     model: Annotated[str | None, Query(max_length=400)] = None) -> dict[str, str]:
+        owner, member = weights_owner(name, model=model)
+        return {"model": owner, "member": member}
+
+    @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
+                      dependencies=[Depends(reads)], response_class=FileResponse)
+    def weights_file(sha256: Sha256, request: Request) -> Response:
+        return _blob(settings.store, request, sha256, "weights", "published weights file")
+
+    return router
+
+
+def _published_routes(settings: Settings) -> APIRouter:
+    """Published weights: versions, aliases, publishing."""
+    reads = reader(settings)
+    router = APIRouter(prefix=API)
+
+    @router.get("/published", summary="every published weights version", dependencies=[Depends(reads)])
+    def published() -> list[Any]:
+        return [record.to_json() for record in list_published()]
+
+    @router.get("/published/{namespace}/{name}", summary="the versions and aliases of NAMESPACE/NAME",
+                dependencies=[Depends(reads)])
+    def published_name(namespace: Name, name: Name) -> dict[str, Any]:
+        versions = list_published(f"{namespace}/{name}")
+        if not versions:
+            raise ApiError(404, f"nothing is published as {namespace}/{name}")
+        return {"name": f"{namespace}/{name}", "versions": [record.to_json() for record in versions]}
+
+    @router.get("/published/{namespace}/{name}/latest", summary="the latest version of NAMESPACE/NAME",
+                dependencies=[Depends(reads)])
+    def published_latest(namespace: Name, name: Name) -> dict[str, Any]:
+        return resolve_published(f"{namespace}/{name}").to_json()
+
+    @router.get("/published/{namespace}/{name}/versions/{version}", summary="one version of NAMESPACE/NAME",
+                dependencies=[Depends(reads)])
+    def published_version(namespace: Name, name: Name, version: Annotated[int, Path(ge=1, le=999_999_999)]) -> Any:
+        return resolve_published(f"{namespace}/{name}:{version}").to_json()
+
+    @router.get("/published/{namespace}/{name}/aliases/{alias}", summary="the version NAMESPACE/NAME@ALIAS points at",
+                dependencies=[Depends(reads)])
+    def published_alias(namespace: Name, name: Name, alias: Name) -> dict[str, Any]:
+        return resolve_published(f"{namespace}/{name}@{alias}").to_json()
+
+    @router.put("/published/{namespace}/{name}/aliases/{alias}", dependencies=[Depends(_publisher)],
+                summary="point NAMESPACE/NAME@ALIAS at a version (zoo alias)")
+    def point_alias(namespace: Name, name: Name, alias: Name,
+                    version: Annotated[int, Query(ge=1, le=999_999_999)]) -> dict[str, Any]:
+        return set_alias(f"{namespace}/{name}", alias, version).to_json()
+
+    @router.post("/published/{namespace}/{name}", status_code=201, dependencies=[Depends(_publisher)],
+                 summary="publish a weights file as the next version of NAMESPACE/NAME", openapi_extra=_UPLOAD)
+    async def publish(
+        namespace: Name, name: Name, request: Request, sha256: DeclaredSha256,
+        model: Annotated[str, Query(max_length=400, description="the catalog model the weights are for")],
+        metric: Annotated[list[str] | None, Query(description="DATASET:METRIC=VALUE (repeatable)")] = None,
+        categories: Annotated[str | None, Query(description="class names, comma-separated (a new head)")] = None,
+        from_weights: Annotated[str | None, Query(alias="from", max_length=400,
+                                                  description="the weights they were fine-tuned from")] = None,
+        description: Annotated[str | None, Query(max_length=10_000)] = None,
+        preprocessing: Annotated[str | None, Query(max_length=10_000, description="a PreprocessSpec's JSON")] = None,
+    ) -> dict[str, Any]:
+        full_name = f"{namespace}/{name}"
+        length = declared_length(request, settings.max_upload_bytes)
+        metrics = dict(parse_metric(m) for m in metric or [])
+        await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
+        names = [c.strip() for c in categories.split(",")] if categories is not None else None
+        spec = _json_query("preprocessing", preprocessing) if preprocessing is not None else None
+        with _upload(settings.store) as uploads:
+            path = await _receive(request, uploads, sha256, length)
+            with _uploaded_as(path):
+                record = await anyio.to_thread.run_sync(partial(
+                    publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
+                    from_weights=from_weights, description=description, preprocessing=spec))
+        return record.to_json()
+
+    return router
+
+
+def _export_routes(settings: Settings) -> APIRouter:
+    """Published exports: records, files, publishing."""
+    reads = reader(settings)
+    router = APIRouter(prefix=API)
+
+    @router.get("/exports", summary="published exports", dependencies=[Depends(reads)])
+    def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
+        return [record.to_json() for record in current().catalog.exports(model)]
+
+    @router.get("/exports/latest", summary="the newest published export of a model with some weights",
+                dependencies=[Depends(reads)])
+    def export_latest(model: Annotated[str, Query(max_length=400)],
+                      weights: Annotated[str, Query(max_length=400, description="e.g. acme/defects@production")],
+                      ) -> dict[str, Any]:
+        found = find_export(model, weights)
+        if found is None:
+            raise ApiError(404, f"no published export of {model} with {weights}")
+        return found.to_json()
+
+    @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reads)])
+    def export(sha256: Sha256) -> dict[str, Any]:
+        found = current().catalog.exports(sha256=sha256)
+        if not found:
+            raise ApiError(404, f"no published export has SHA-256 {sha256}")
+        return found[0].to_json()
+
+    @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
+                      dependencies=[Depends(reads)], response_class=FileResponse)
+    def export_file(sha256: Sha256, request: Request) -> Response:
+        return _blob(settings.store, request, sha256, "export", "published export")
+
+    @router.post("/exports", status_code=201, dependencies=[Depends(_publisher)], openapi_extra=_UPLOAD,
+                 summary="publish a verified ONNX export (its zoo metadata is checked)")
+    async def publish_export_file(request: Request, sha256: DeclaredSha256) -> dict[str, Any]:
+        length = declared_length(request, settings.max_upload_bytes)
+        with _upload(settings.store) as uploads:
+            path = await _receive(request, uploads, sha256, length)
+            with _uploaded_as(path):
+                record = await anyio.to_thread.run_sync(publish_export, path)
+        return record.to_json()
+
+    return router
+
+
+def _json_query(name: str, value: str) -> Any:
+    """The query parameter `name` read as JSON (400 when it is not)."""
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ApiError(400, f"query parameter {name!r} is not JSON: {exc}") from None
+
+
+@contextmanager
+def _upload(store: ArtifactStore) -> Iterator[pathlib.Path]:
+    """A private folder for one upload in the store's scratch folder ``uploads`` (`ArtifactStore.scratch`: a
+    directory store's own file system), removed afterwards: publishing copies what it accepts into `store`,
+    so a refused or broken upload leaves nothing there. Folders left by a server killed during an upload
+    are removed by a later upload once they are a day old."""
+    folder = store.scratch("uploads")
+    _remove_stale(folder)
+    root = pathlib.Path(tempfile.mkdtemp(dir=folder))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_stale(folder: pathlib.Path) -> None:
+    """Remove the upload folders in `folder` untouched for `STALE_UPLOAD_SECONDS` (no live upload is that idle)."""
+    cutoff = time.time() - STALE_UPLOAD_SECONDS
+    for entry in folder.iterdir():
+        try:
+            stale = entry.is_dir() and not entry.is_symlink() and entry.stat().st_mtime < cutoff
+        except OSError:  # removed meanwhile by another worker
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+async def _receive(request: Request, uploads: pathlib.Path, sha256: str, length: int) -> pathlib.Path:
+    """The request's body, written to a file in the folder `uploads` (`write_atomically`: there only
+    once it has the declared `sha256` and at most `length` bytes)."""
+    try:
+        written = await anyio.to_thread.run_sync(partial(
+            write_atomically, uploads / "upload", _chunks(request), sha256=sha256, max_bytes=length,
+            origin="the upload"))
+    except ClientDisconnect:
+        raise ApiError(400, "the upload ended before its Content-Length; nothing was stored") from None
+    return written.path
+
+
+def _check_before_upload(name: str, model: str) -> None:
+    """Refuse a publication whose name or model is wrong before its body is read."""
+    parse_spec(name, bare=True)
+    describe(model)
+
+
+@contextmanager
+def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
+    """Errors about the uploaded file at `path` (a server-side temporary name) call it "the uploaded file"."""
+    try:
+        yield
+    except ZooError as exc:
+        raise ApiError(status_of(exc), str(exc).replace(str(path), "the uploaded file"), kind=type(exc).__name__) from None
+
+
+def _blob(store: ArtifactStore, request: Request, sha256: str, kind: str, what: str) -> Response:
+    """The stored file of `sha256` if it is published (a `kind` "weights" or "export"): streamed with its size, its hash as
+    ETag (304 for a client that has it), HEAD and byte ranges (206; 416 past the end)."""
+    if not current().catalog.is_published(sha256, kind):
+        raise ApiError(404, f"no {what} has SHA-256 {sha256}")
+    size = store.stat(sha256)
+    if size is None:
+        raise UnknownArtifactError(f"the artifact store {store.location} has no file with SHA-256 {sha256}")
+    etag = f'"{sha256}"'
+    headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE, "Accept-Ranges": "bytes"}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    ranges, if_range = request.headers.get("range"), request.headers.get("if-range")
+    parts: list[tuple[int, int]] = []
+    if ranges is not None and (if_range is None or if_range == etag):  # another If-Range: the whole file
+        try:  # starlette's own parser, which FileResponse uses: refused here so that the refusal is JSON
+            parts = FileResponse._parse_range_header(ranges, size)
+        except MalformedRangeHeader as exc:
+            raise ApiError(400, f"Range {excerpt(ranges)}: {exc.content}") from None
+        except RangeNotSatisfiable:
+            raise ApiError(416, f"Range {excerpt(ranges)} is past the end of the file ({size} bytes)",
+                           {"Content-Range": f"bytes */{size}"}) from None
+    return _BlobResponse(store, sha256, size, parts[0] if len(parts) == 1 else None, headers)
+
+
+class _BlobResponse(Response):
+    """A stored blob streamed from `ArtifactStore.open` in worker threads: whole (200) or one byte range
+    (206; several ranges get the whole file, as HTTP allows); headers alone for HEAD. Reading stops when
+    the client goes away."""
+
+    chunk_size = 64 * 1024
+    media_type = "application/octet-stream"
+
+    def __init__(self, store: ArtifactStore, sha256: str, size: int, part: tuple[int, int] | None,
+                 headers: dict[str, str]) -> None:
+        self.store, self.sha256, self.background = store, sha256, None
+        self.start, self.end = part or (0, size)
+        self.status_code = 200 if part is None else 206
+        extra = {} if part is None else {"Content-Range": f"bytes {self.start}-{self.end - 1}/{size}"}
+        self.init_headers({**headers, **extra, "Content-Length": str(self.end - self.start)})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope["method"].upper() == "HEAD" or self.start == self.end:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await self._stream(send)
+            group.cancel_scope.cancel()
+
+    async def _stream(self, send: Send) -> None:
+        blob = await anyio.to_thread.run_sync(self.store.open, self.sha256)
+        try:
+            await anyio.to_thread.run_sync(blob.seek, self.start)
+            position = self.start
+            while position < self.end:
+                chunk = await anyio.to_thread.run_sync(blob.read, min(self.chunk_size, self.end - position))
+                if not chunk:
+                    raise ArtifactError(f"stored file {self.sha256} is shorter than its {self.end} bytes")
+                position += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": position < self.end})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(blob.close)
+
+
+def _chunks(request: Request) -> Iterator[bytes]:
+    """The request's body, chunk by chunk as it arrives, for code in a worker thread."""
+    stream = request.stream()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await anext(stream)
+        except StopAsyncIteration:
+            return None
+
+    while (chunk := anyio.from_thread.run(next_chunk)) is not None:
+        if chunk:
+            yield chunk

@@ -1,0 +1,84 @@
+"""netron on one published export, under the service's own origin: ``/graph/SHA256/``.
+
+netron's web app (the ``netron`` package's static files) is served from the folder of the page,
+as netron's own server does, so that its scripts load each other by relative URL; its index page
+gets the meta tags that make it open ``model.onnx`` next to it, which is the export's file from the
+artifact store and nothing else. The page says version 0.0.0, which netron reads as "not a
+packaged release": no usage reporting and no "please update" notice once the release is old; and
+the ``consent`` cookie netron asks about is set with the page, so it never waits behind its notice
+(which it shows after trying to reach ipinfo.io, unreachable here by design).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from html import escape
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
+
+from zoo.context import current
+from zoo.service.common import Sha256
+from zoo.service.web.site import Web
+
+_NETRON_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
+                 ".ico": "image/x-icon", ".json": "application/json", ".svg": "image/svg+xml",
+                 ".ttf": "font/ttf", ".woff": "font/woff", ".woff2": "font/woff2"}
+_ASSET = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+_MODEL_FILE = "model.onnx"
+_CONSENT_DAYS = 30
+
+
+def netron_folder() -> Path:
+    """Where the installed netron package keeps its web app."""
+    import netron
+
+    return Path(netron.__file__).resolve().parent
+
+
+def index_page(sha256: str, model: str) -> str:
+    """netron's index page, set to open the export next to it, named after its `model`."""
+    page = (netron_folder() / "index.html").read_text(encoding="utf-8")
+    meta = "\n".join(f'<meta name="{k}" content="{escape(v)}">' for k, v in (
+        ("type", "Python"), ("version", "0.0.0"), ("file", _MODEL_FILE), ("identifier", _MODEL_FILE),
+        ("name", f"{model} {sha256[:12]}.onnx")))
+    return re.sub(r'<meta name="version" content=".*">', lambda _: meta, page, count=1)
+
+
+def router(site: Web) -> APIRouter:
+    """``/graph/SHA256/``: netron's page, its static files and the export's file, for published exports only."""
+    graph = APIRouter(prefix="/graph/{sha256}", dependencies=[Depends(site.reader())], include_in_schema=False)
+
+    @graph.get("")
+    def to_folder(sha256: Sha256) -> RedirectResponse:
+        return RedirectResponse(f"/graph/{sha256}/", status_code=308)
+
+    @graph.get("/", response_class=HTMLResponse)
+    def page(sha256: Sha256) -> HTMLResponse:
+        found = current().catalog.exports(sha256=sha256)
+        if not found:
+            raise HTTPException(404)
+        response = HTMLResponse(index_page(sha256, found[0].model), headers={"X-Content-Type-Options": "nosniff"})
+        response.set_cookie("consent", str(int(time.time() * 1000)), max_age=_CONSENT_DAYS * 86400,
+                            path="/graph/", samesite="strict")
+        return response
+
+    @graph.api_route(f"/{_MODEL_FILE}", methods=["GET", "HEAD"])
+    def model_file(sha256: Sha256, request: Request) -> RedirectResponse:
+        """The API's file of the export (which checks that it is published), under the name netron opens."""
+        return RedirectResponse(request.url_for("export_file", sha256=sha256).path, status_code=307)
+
+    @graph.get("/{asset}")
+    def asset(sha256: Sha256, asset: str) -> Response:
+        folder = netron_folder()
+        path = folder / asset
+        kind = _NETRON_TYPES.get(path.suffix)
+        if not _ASSET.fullmatch(asset) or kind is None or asset == "index.html" or not path.is_file():
+            raise HTTPException(404)
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "public, max-age=3600",
+                                                            "X-Content-Type-Options": "nosniff"})
+
+    return graph

@@ -1,0 +1,336 @@
+"""The web catalog's pages as HTML strings: the layout, the catalog table, the compare plot (inline
+SVG), the model card, the "try it" page and errors. Every value from the catalog is escaped here;
+scripts and styles come from the package's own static folder (no CDN, no inline script: the pages'
+Content-Security-Policy allows only this server)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from zoo.service.web.query import COLUMNS, PER_PAGE, X_AXES, Filters, Page, Point
+
+_TITLES = {"name": "Name", "task": "Task", "plugin": "Plugin", "params": "Parameters", "metric": "Best metric",
+           "weights": "Weights", "published": "Published"}
+_NUMERIC = {"params", "metric", "weights", "published"}
+
+
+def e(value: Any) -> str:
+    """`value` as HTML text (None as empty)."""
+    return "" if value is None else escape(str(value))
+
+
+def human(count: int | float | None) -> str:
+    """A count for people: 25.6M, 3.5k, 812."""
+    if count is None:
+        return ""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return f"{count:g}"
+
+
+def size_text(size: int | None) -> str:
+    """A file size in bytes for people: 97.8 MB."""
+    if size is None:
+        return "unknown"
+    for scale, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def layout(title: str, body: str, *, active: str = "", scripts: Sequence[str] = ()) -> str:
+    """A whole page: head, navigation, `body`, then `scripts` (files of /static)."""
+    nav = "".join(f'<a href="{href}"{" class=active" if key == active else ""}>{label}</a>'
+                  for key, href, label in (("catalog", "/", "Catalog"), ("compare", "/compare", "Compare"),
+                                           ("try", "/try", "Try it")))
+    tags = "".join(f'<script src="/static/{name}" defer></script>' for name in scripts)
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)} · zoo</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="stylesheet" href="/static/style.css">{tags}</head>'
+            f'<body><header><a class="brand" href="/">zoo</a><nav>{nav}</nav>'
+            f'<a class="api" href="/api/v1/docs">API</a></header><main>{body}</main></body></html>')
+
+
+def error_page(status: int, message: str) -> str:
+    """The page of a refused request: its status and the one-line reason."""
+    return layout(f"{status}", f'<h1>{status}</h1><p class="error" id="error">{e(message)}</p>'
+                                '<p><a href="/">Back to the catalog</a></p>')
+
+
+# -- the catalog ------------------------------------------------------------------------
+
+
+def _filter_form(filters: Filters, tasks: Sequence[str], plugins: Sequence[str], action: str) -> str:
+    """The filter form: the URL's query parameters, submitted by GET so that every view is a link."""
+    def options(name: str, values: Sequence[str], chosen: str) -> str:
+        items = "".join(f'<option value="{e(v)}"{" selected" if v == chosen else ""}>{e(v)}</option>' for v in values)
+        return f'<select name="{name}" id="{name}"><option value="">any</option>{items}</select>'
+
+    kept = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">'
+                   for k, v in (("sort", filters.sort if filters.sort != "name" else ""),
+                                ("order", "desc" if filters.desc else ""), ("metric", filters.metric),
+                                ("x", filters.x if filters.x != "params" else ""),
+                                ("per", str(filters.per) if filters.per != PER_PAGE else "")) if v)
+    max_params = "" if filters.max_params is None else str(filters.max_params)
+    return (f'<form id="filters" method="get" action="{action}">'
+            f'<label>Name <input name="q" id="q" value="{e(filters.q)}" placeholder="resnet* or text"></label>'
+            f'<label>Task {options("task", tasks, filters.task)}</label>'
+            f'<label>Plugin {options("plugin", plugins, filters.plugin)}</label>'
+            f'<label>Max params <input name="max_params" id="max_params" value="{e(max_params)}" '
+            f'placeholder="10M" size="8"></label>'
+            f'<label>Min metric <input name="min_metric" id="min_metric" value="{e(filters.min_metric)}" '
+            f'placeholder="ImageNet-1K:acc@1=75" size="20"></label>'
+            f'{kept}<button type="submit">Apply</button> <a href="{action}">clear</a></form>')
+
+
+def _sort_link(filters: Filters, column: str) -> str:
+    """A column heading that sorts by it (again: the other way), marked when it is the sort."""
+    desc = not filters.desc if filters.sort == column else column in _NUMERIC
+    mark = (" ▼" if filters.desc else " ▲") if filters.sort == column else ""
+    query = filters.query(sort=column, desc=desc, page=1)
+    return f'<a href="/{e(query)}" data-sort="{column}">{_TITLES[column]}{mark}</a>'
+
+
+def catalog_page(page: Page) -> str:
+    """The catalog: the filter form, the table of one page of models, and links to the other pages."""
+    f = page.filters
+    heads = "".join(f'<th class="{"num" if c in _NUMERIC else ""}">{_sort_link(f, c)}</th>' for c in COLUMNS)
+    rows = "".join(
+        f'<tr data-name="{e(r.name)}"><td><a href="/models/{quote(r.name)}">{e(r.name)}</a></td>'
+        f'<td>{e(r.task)}</td><td>{e(r.plugin)}</td><td class="num" title="{e(r.params)}">{human(r.params)}</td>'
+        f'<td class="num" title="{e(r.metric)}">{_metric_cell(r.metric, r.metric_value)}</td>'
+        f'<td class="num">{r.weights}</td><td class="num">{r.published or ""}</td></tr>'
+        for r in page.rows)
+    count = (f'<p id="count"><span id="total">{page.total}</span> model(s); page {f.page} of {page.pages} · '
+             f'<a href="/compare{e(f.query(page=1))}">compare these</a></p>')
+    body = (f'<h1>Models</h1>{_filter_form(f, page.tasks, page.plugins, "/")}{count}'
+            f'<table id="catalog"><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>{_pager(page)}')
+    return layout("Catalog", body, active="catalog", scripts=["catalog.js"])
+
+
+def _metric_cell(label: str | None, value: float | None) -> str:
+    if value is None:
+        return ""
+    return f'{value:g} <small>{e(label)}</small>'
+
+
+def _pager(page: Page) -> str:
+    """Links to the first, previous, next and last pages."""
+    f, last = page.filters, page.pages
+    links = [(1, "first", "« first"), (f.page - 1, "prev", "‹ previous"), (f.page + 1, "next", "next ›"),
+             (last, "last", "last »")]
+    parts = [f'<a href="/{e(f.query(page=n))}" rel="{rel}">{e(label)}</a>'
+             if 1 <= n <= last and n != f.page else f"<span>{e(label)}</span>" for n, rel, label in links]
+    return f'<nav id="pager">{" ".join(parts)}</nav>'
+
+
+# -- the compare view ---------------------------------------------------------------------
+
+_W, _H, _LEFT, _BOTTOM, _TOP, _RIGHT = 760, 440, 64, 48, 16, 16
+
+
+def compare_page(page: Page, metrics: Sequence[str], points: Sequence[Point]) -> str:
+    """The compare view: the filters, the metric and axis menus, and the scatter plot of `points`."""
+    f = page.filters
+    choose = "".join(f'<option value="{e(m)}"{" selected" if m == f.metric else ""}>{e(m)}</option>' for m in metrics)
+    axes = "".join(f'<option value="{a}"{" selected" if a == f.x else ""}>{a}</option>' for a in X_AXES)
+    kept = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in (
+        ("q", f.q), ("task", f.task), ("plugin", f.plugin),
+        ("max_params", "" if f.max_params is None else f.max_params), ("min_metric", f.min_metric)) if v != "")
+    picker = (f'<form id="axes" method="get" action="/compare">{kept}<label>Metric <select name="metric" id="metric">'
+              f'{choose}</select></label> <label>against <select name="x" id="x">{axes}</select></label> '
+              f'<button type="submit">Plot</button></form>')
+    front = [p for p in points if p.pareto]
+    listing = "".join(f'<li><a href="/models/{quote(p.row.name)}">{e(p.row.name)}</a> '
+                      f'{p.y:g} at {human(p.x)}{" params" if f.x == "params" else " GFLOPS"}</li>' for p in front)
+    body = (f'<h1>Compare</h1>{_filter_form(f, page.tasks, page.plugins, "/compare")}{picker}'
+            f'<p id="count">{len(points)} of {page.total} model(s) have {e(f.metric) or "a metric"}; '
+            f'{len(front)} on the Pareto front (no model smaller has a higher value).</p>'
+            f'{scatter_svg(points, f.metric, f.x)}<h2>Pareto front</h2><ol id="front">{listing}</ol>')
+    return layout("Compare", body, active="compare", scripts=["catalog.js"])
+
+
+def scatter_svg(points: Sequence[Point], metric: str, x_axis: str) -> str:
+    """An SVG scatter plot of `points`, x on a log scale, the Pareto front joined and marked."""
+    if not points:
+        return '<p id="plot" class="empty">Nothing to plot: no model here has this metric.</p>'
+    xs, ys = [math.log10(p.x) for p in points], [p.y for p in points]
+    x0, x1 = math.floor(min(xs)), math.ceil(max(xs)) + (1 if math.ceil(max(xs)) == math.floor(min(xs)) else 0)
+    pad = (max(ys) - min(ys)) * 0.05 or 1.0
+    y0, y1 = min(ys) - pad, max(ys) + pad
+
+    def sx(value: float) -> float:
+        return _LEFT + (math.log10(value) - x0) / (x1 - x0) * (_W - _LEFT - _RIGHT)
+
+    def sy(value: float) -> float:
+        return _H - _BOTTOM - (value - y0) / (y1 - y0) * (_H - _BOTTOM - _TOP)
+
+    grid = [f'<line x1="{sx(10 ** d):.1f}" x2="{sx(10 ** d):.1f}" y1="{_TOP}" y2="{_H - _BOTTOM}" class="grid"/>'
+            f'<text x="{sx(10 ** d):.1f}" y="{_H - _BOTTOM + 16}" class="tick" text-anchor="middle">{human(10 ** d)}</text>'
+            for d in range(x0, x1 + 1)]
+    for i in range(6):
+        value = y0 + (y1 - y0) * i / 5
+        grid.append(f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{sy(value):.1f}" y2="{sy(value):.1f}" class="grid"/>'
+                    f'<text x="{_LEFT - 6}" y="{sy(value) + 4:.1f}" class="tick" text-anchor="end">{value:.3g}</text>')
+    front = [p for p in points if p.pareto]
+    line = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in front)
+    dots = "".join(
+        f'<a href="/models/{quote(p.row.name)}"><circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="{5 if p.pareto else 3.5}" '
+        f'class="{"pareto" if p.pareto else "dot"}" data-name="{e(p.row.name)}" data-x="{p.x!r}" data-y="{p.y!r}">'
+        f'<title>{e(p.row.name)}: {p.y:g}, '
+        f'{human(p.x)}</title></circle></a>' for p in points)
+    label = "parameters (log scale)" if x_axis == "params" else "GFLOPS (log scale)"
+    return (f'<svg id="plot" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" role="img" '
+            f'xmlns="http://www.w3.org/2000/svg"><title>{e(metric)} against {label}</title>{"".join(grid)}'
+            f'<polyline points="{line}" class="front"/>{dots}'
+            f'<text x="{(_W + _LEFT) / 2}" y="{_H - 8}" text-anchor="middle" class="axis">{label}</text>'
+            f'<text x="14" y="{(_H - _BOTTOM) / 2}" text-anchor="middle" class="axis" '
+            f'transform="rotate(-90 14 {(_H - _BOTTOM) / 2})">{e(metric)}</text></svg>')
+
+
+# -- the model card ------------------------------------------------------------------------
+
+
+def preprocessing_words(spec: dict[str, Any] | None) -> str:
+    """A weights entry's preprocessing spec (`zoo.preprocessing.PreprocessSpec` JSON) in one sentence."""
+    if not spec:
+        return "not declared"
+    steps = []
+    if spec.get("resize_size"):
+        side = "shorter side" if spec.get("resize_mode") == "shorter_side" else "image"
+        steps.append(f"resize the {side} to {'x'.join(map(str, spec['resize_size']))} "
+                     f"({spec.get('interpolation', 'bilinear')}{', antialiased' if spec.get('antialias') else ''})")
+    if spec.get("crop_size"):
+        steps.append(f"centre-crop {'x'.join(map(str, spec['crop_size']))}")
+    steps.append(f"{spec.get('channel_order', 'RGB')} values in [{', '.join(f'{v:g}' for v in spec.get('value_range', (0, 1)))}]")
+    if spec.get("mean") and spec.get("std"):
+        steps.append(f"minus mean ({', '.join(f'{v:.3g}' for v in spec['mean'])}), "
+                     f"divided by std ({', '.join(f'{v:.3g}' for v in spec['std'])})")
+    steps.append(f"{spec.get('layout', 'CHW')} layout")
+    return f"{spec.get('kind', 'image')}: " + "; ".join(steps)
+
+
+def _link_or_text(value: Any) -> str:
+    text = str(value)
+    return f'<a href="{e(text)}" rel="noreferrer">{e(text)}</a>' if text.startswith(("https://", "http://")) else e(text)
+
+
+def _metrics_list(metrics: dict[str, Any]) -> str:
+    return "".join(f"<li>{e(dataset)}: " + ", ".join(f"{e(k)} {e(v)}" for k, v in values.items()) + "</li>"
+                   for dataset, values in (metrics or {}).items() if isinstance(values, dict))
+
+
+def _weights_section(record: dict[str, Any]) -> str:
+    items = []
+    for w in record["weights"]:
+        meta = w["meta"]
+        categories = meta.get("categories") or []
+        extras = "".join(f"<dt>{label}</dt><dd>{_link_or_text(meta[key]) if key != '_docs' else e(meta[key])}</dd>"
+                         for key, label in (("recipe", "recipe"), ("_docs", "docs"), ("_ops", "GFLOPS"),
+                                            ("license", "license")) if meta.get(key) not in (None, ""))
+        cats = (f'<details class="categories"><summary>{len(categories)} categories</summary>'
+                f'<p>{e(", ".join(map(str, categories)))}</p></details>' if categories else "")
+        items.append(
+            f'<section class="weights" data-weights="{e(w["name"])}"><h3>{e(w["name"])}'
+            f'{" <small>default</small>" if w["is_default"] else ""}</h3><dl>'
+            f'<dt>task</dt><dd>{e(w["task"])}</dd><dt>file</dt><dd>{size_text(w["file_size"])} · '
+            f'{_link_or_text(w["url"])}</dd><dt>SHA-256</dt><dd><code class="sha256">{e(w["sha256"] or "not known until the file is fetched and verified")}'
+            f'</code></dd><dt>metrics</dt><dd><ul>{_metrics_list(meta.get("_metrics", {})) or "<li>none</li>"}</ul></dd>'
+            f'<dt>preprocessing</dt><dd>{e(preprocessing_words(w["transforms"]))}</dd>{extras}</dl>{cats}</section>')
+    return "".join(items) or "<p>No pretrained weights.</p>"
+
+
+def _published_section(published: Sequence[dict[str, Any]]) -> str:
+    if not published:
+        return "<p>Nothing published for this model.</p>"
+    rows = "".join(
+        f'<tr><td>{e(p["spec"])}</td><td>{e(", ".join("@" + a for a in p["aliases"]))}</td>'
+        f'<td><code class="sha256">{e(p["sha256"])}</code></td><td class="num">{size_text(p["size"])}</td>'
+        f'<td>{e(", ".join(f"{k} {v:g}" for k, v in p["metrics"].items()))}</td>'
+        f'<td>{e(p["description"])}</td><td>{e(p["created_at"][:10])}</td></tr>' for p in published)
+    return ('<table id="published"><thead><tr><th>version</th><th>aliases</th><th>SHA-256</th><th>size</th>'
+            f'<th>metrics</th><th>description</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
+def _exports_section(exports: Sequence[dict[str, Any]]) -> str:
+    if not exports:
+        return "<p>No published exports.</p>"
+    items = []
+    for x in exports:
+        checks = "".join(
+            f'<tr><td>{e(c.get("name"))}</td><td>{e("x".join(map(str, c.get("input_shape", []))))}</td>'
+            f'<td class="num">{c.get("max_abs_error", 0):.3g}</td><td class="num">{c.get("max_rel_error", 0):.3g}</td>'
+            f'<td>{"passed" if c.get("passed") else "FAILED"}</td></tr>'
+            for c in x["metadata"].get("verification", []) if isinstance(c, dict))
+        sha = e(x["sha256"])
+        items.append(
+            f'<section class="export" data-sha256="{sha}"><h3>{e(x["weights"])} · opset '
+            f'{e(x["metadata"].get("opset", "?"))}</h3><p><code class="sha256">{sha}</code> · {size_text(x["size"])} · '
+            f'<a href="/graph/{sha}/">graph</a> · <a href="/try?export={sha}">try it</a> · '
+            f'<a href="/api/v1/exports/{sha}/file" download="{sha[:12]}.onnx">download</a></p>'
+            f'<table class="checks"><thead><tr><th>output</th><th>input</th><th>max abs error</th>'
+            f'<th>max rel error</th><th>verification</th></tr></thead><tbody>{checks}</tbody></table></section>')
+    return "".join(items)
+
+
+def card_page(record: dict[str, Any], exports: Sequence[dict[str, Any]]) -> str:
+    """A model's card: its catalog record, published versions, exports and (fetched) per-layer summary."""
+    plugin = record["plugin"]
+    facts = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in (
+        ("qualified name", e(record["qualified_name"])), ("task", e(record["task"])),
+        ("plugin", e(f'{plugin["namespace"]} ({plugin["distribution"] or plugin["name"]} {plugin["version"] or ""})')),
+        ("parameters", f'{human(record["num_params"])} <small>{e(record["num_params"])}</small>'),
+        ("builder", f'<code>{e(record["builder"])}</code>'), ("tags", e(", ".join(record["tags"] or []))),
+        ("input size", e("x".join(map(str, record["input_size"] or [])) or "any")),
+        ("providers", e(", ".join(record["providers"])))))
+    name = quote(record["name"])
+    body = (f'<h1 id="model-name">{e(record["name"])}</h1><dl class="facts">{facts}</dl>'
+            f'<h2>Weights</h2>{_weights_section(record)}'
+            f'<h2>Published versions</h2>{_published_section(record["published"])}'
+            f'<h2>Exports</h2>{_exports_section(exports)}'
+            f'<h2>Layers</h2><details id="layers" data-src="/layers/{name}"><summary>per-layer summary '
+            f'(builds the model on the server)</summary><div class="layers-body"><a href="/layers/{name}">open</a>'
+            f'</div></details>')
+    return layout(record["name"], body, scripts=["card.js"])
+
+
+def layers_fragment(summary: dict[str, Any] | None, reason: str | None) -> str:
+    """The per-layer summary (`zoo.tools.summary.ModelSummary.to_json`) as a table, or why there is none."""
+    if summary is None:
+        return f'<p class="unavailable">{e(reason)}</p>'
+    rows = "".join(f'<tr><td><code>{e(r["path"] or "(model)")}</code></td><td>{e(r["type"])}</td>'
+                   f'<td>{e(r["output_shape"])}</td><td class="num">{r["params"]:,}</td>'
+                   f'<td>{e(r["trainable"])}</td></tr>' for r in summary["layers"])
+    totals = summary["totals"]
+    return (f'<p>input {e(summary["inputs"])}: {totals["params"]:,} parameters, '
+            f'{size_text(totals["activation_bytes"])} of activations</p><table class="layers"><thead><tr>'
+            f'<th>module</th><th>type</th><th>output</th><th>params</th><th>trainable</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>')
+
+
+# -- try it -----------------------------------------------------------------------------------
+
+
+def try_page(exports: Iterable[dict[str, Any]], samples: Sequence[str], chosen: str | None, max_bytes: int) -> str:
+    """Pick an export and an image (uploaded or a bundled sample); the script posts it and shows the drawing."""
+    options = "".join(
+        f'<option value="{e(x["sha256"])}"{" selected" if x["sha256"] == chosen else ""}>{e(x["model"])} · '
+        f'{e(x["weights"])} · {e(x["metadata"].get("task", ""))} · {e(x["sha256"][:12])}</option>' for x in exports)
+    if not options:
+        return layout("Try it", "<h1>Try it</h1><p>No export is published yet: <code>zoo publish export FILE</code> "
+                                "a verified export first.</p>", active="try")
+    pictures = "".join(
+        f'<label class="sample"><input type="radio" name="sample" value="/static/samples/{e(s)}"'
+        f'{" checked" if i == 0 else ""}><img src="/static/samples/{e(s)}" alt="{e(s)}" width="96"></label>'
+        for i, s in enumerate(samples))
+    body = (f'<h1>Try it</h1><form id="try" data-max-bytes="{max_bytes}"><label>Export <select id="export" '
+            f'name="export">{options}</select></label><fieldset><legend>Image</legend>{pictures}<label>or upload '
+            f'<input type="file" id="upload" accept="image/*"></label></fieldset><button type="submit">Predict'
+            f'</button></form><p id="status"></p><div class="drawn"><img id="drawn" alt=""></div>'
+            f'<pre id="result"></pre>')
+    return layout("Try it", body, active="try", scripts=["try.js"])

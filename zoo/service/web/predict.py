@@ -1,0 +1,102 @@
+""""Try it": run a published export on one image with the torch-free runtime and draw the result.
+
+``GET /try`` is the page (`zoo.service.web.pages.try_page`); its script posts the image's bytes to
+``POST /try/SHA256`` and shows the answer: the drawing (`zoo.runtime.draw`) as a PNG data URL, the
+decoded result and the latency of the prediction alone. A prediction reads: it needs a token only
+where reading does; the body is bounded by the server's upload limit (``--max-upload``) before it is
+read, and the image by the runtime's own pixel limit. Only published exports run (every one was
+verified against PyTorch when it was published); each export's session is kept for the next image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from zoo.context import current
+from zoo.errors import UnknownArtifactError, UsageError
+from zoo.service.web import pages
+from zoo.service.common import Sha256, declared_length
+from zoo.service.web.site import Web
+from zoo.store import ArtifactStore
+
+SAMPLES = Path(__file__).with_name("static") / "samples"
+#: The largest image "try it" reads (into memory): far above any photograph, far below --max-upload's default.
+MAX_IMAGE_BYTES = 64 << 20
+_KEPT_SESSIONS = 4
+
+
+def router(site: Web) -> APIRouter:
+    """The "try it" page and the prediction it posts to."""
+    settings = site.settings
+    limit = min(settings.max_upload_bytes, MAX_IMAGE_BYTES)
+    tried = APIRouter(prefix="/try", dependencies=[Depends(site.reader())], include_in_schema=False)
+
+    @tried.get("", response_class=HTMLResponse)
+    def page(request: Request) -> HTMLResponse:
+        def render() -> str:
+            exports = [x.to_json() for x in current().catalog.exports()]
+            samples = sorted(p.name for p in SAMPLES.glob("*.jpg"))
+            return pages.try_page(exports, samples, request.query_params.get("export"), limit)
+
+        return site.html(render)
+
+    @tried.post("/{sha256}")
+    async def run(sha256: Sha256, request: Request) -> dict[str, Any]:
+        length = declared_length(request, limit)
+        body = await request.body()
+        if len(body) != length:
+            raise UsageError(f"the upload has {len(body)} bytes, not its Content-Length {length}")
+        return await anyio.to_thread.run_sync(prediction, settings.store, sha256, body)
+
+    return tried
+
+
+def prediction(store: ArtifactStore, sha256: str, image: bytes) -> dict[str, Any]:
+    """Run the published export `sha256` on the image file `image`: drawing, result and latency."""
+    from zoo.runtime import draw, open_image
+
+    if not current().catalog.is_published(sha256, "export"):
+        raise UnknownArtifactError(f"no published export has SHA-256 {sha256}")
+    predictor = _predictor(store, sha256)
+    with tempfile.TemporaryDirectory() as folder:  # the runtime's own checks read a file
+        path = Path(folder) / "uploaded image"
+        path.write_bytes(image)
+        try:
+            picture = open_image(path)
+        except UsageError as exc:  # it names the temporary path: name the upload instead
+            raise UsageError(str(exc).replace(str(path), "the uploaded file")) from None
+    started = time.perf_counter()
+    result = predictor.predict(picture)[0]
+    latency = time.perf_counter() - started
+    drawn = io.BytesIO()
+    draw(result, picture).save(drawn, format="PNG")
+    return {"png": "data:image/png;base64," + base64.b64encode(drawn.getvalue()).decode("ascii"),
+            "latency_ms": round(latency * 1000, 2), "task": predictor.task, "providers": predictor.providers,
+            "size": list(picture.size), "result": result.to_json()}
+
+
+@lru_cache(maxsize=_KEPT_SESSIONS)
+def _predictor(store: ArtifactStore, sha256: str) -> Any:
+    """The runtime's predictor of the stored export `sha256` (a blob's content never changes), its session
+    made from the bytes `ArtifactStore.read` verified. The runtime opens models by path, so those bytes go
+    to a private temporary file, ``<sha256>.onnx``, that is gone once the session holds the model."""
+    from zoo.runtime import Predictor
+
+    data = store.read(sha256)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{sha256}.onnx"
+        path.write_bytes(data)
+        try:
+            return Predictor(path)
+        except UsageError as exc:  # it names the temporary path: name the export instead
+            raise UsageError(str(exc).replace(str(path), f"published export {sha256}")) from None
