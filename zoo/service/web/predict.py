@@ -16,7 +16,7 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request
@@ -27,7 +27,9 @@ from zoo.errors import UnknownArtifactError, UsageError
 from zoo.service.web import pages
 from zoo.service.common import Sha256, declared_length
 from zoo.service.web.site import Web
-from zoo.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from zoo.catalog.api import Catalog
 
 SAMPLES = Path(__file__).with_name("static") / "samples"
 #: The largest image "try it" reads (into memory): far above any photograph, far below --max-upload's default.
@@ -56,18 +58,16 @@ def router(site: Web) -> APIRouter:
         body = await request.body()
         if len(body) != length:
             raise UsageError(f"the upload has {len(body)} bytes, not its Content-Length {length}")
-        return await anyio.to_thread.run_sync(prediction, settings.store, sha256, body)
+        return await anyio.to_thread.run_sync(prediction, sha256, body)
 
     return tried
 
 
-def prediction(store: ArtifactStore, sha256: str, image: bytes) -> dict[str, Any]:
+def prediction(sha256: str, image: bytes) -> dict[str, Any]:
     """Run the published export `sha256` on the image file `image`: drawing, result and latency."""
     from zoo.runtime import draw, open_image
 
-    if not current().catalog.is_published(sha256, "export"):
-        raise UnknownArtifactError(f"no published export has SHA-256 {sha256}")
-    predictor = _predictor(store, sha256)
+    predictor = _predictor(current().catalog, sha256)
     with tempfile.TemporaryDirectory() as folder:  # the runtime's own checks read a file
         path = Path(folder) / "uploaded image"
         path.write_bytes(image)
@@ -86,17 +86,12 @@ def prediction(store: ArtifactStore, sha256: str, image: bytes) -> dict[str, Any
 
 
 @lru_cache(maxsize=_KEPT_SESSIONS)
-def _predictor(store: ArtifactStore, sha256: str) -> Any:
-    """The runtime's predictor of the stored export `sha256` (a blob's content never changes), its session
-    made from the bytes `ArtifactStore.read` verified. The runtime opens models by path, so those bytes go
-    to a private temporary file, ``<sha256>.onnx``, that is gone once the session holds the model."""
+def _predictor(catalog: Catalog, sha256: str) -> Any:
+    """The runtime's predictor of the published export `sha256` (a blob's content never changes), its session
+    made from the catalog's verified local copy (`Catalog.export_file`)."""
     from zoo.runtime import Predictor
 
-    data = store.read(sha256)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{sha256}.onnx"
-        path.write_bytes(data)
-        try:
-            return Predictor(path)
-        except UsageError as exc:  # it names the temporary path: name the export instead
-            raise UsageError(str(exc).replace(str(path), f"published export {sha256}")) from None
+    found = catalog.exports(sha256=sha256)
+    if not found:
+        raise UnknownArtifactError(f"no published export has SHA-256 {sha256}")
+    return Predictor(catalog.export_file(found[0]).path)
