@@ -7,6 +7,8 @@ the second test); they are waited for by uvicorn's own ``started`` flag, not a f
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from zoo.catalog.sql import SqlCatalog
 from zoo.service.client import HttpCatalog
 from zoo.context import Context, open_catalog
 from zoo.service.app import create_app
-from zoo.settings import Settings
+from zoo.settings import Settings, environment_with
 
 from conftest import run_zoo
 
@@ -91,3 +93,19 @@ def test_one_process_serves_two_catalogs_each_answering_its_own(tmp_path: Path) 
     apps = [create_app(settings=s) for s in (digits, vision)]
     assert [app.state.settings.store.location for app in apps] == [str(tmp_path / "a-store"),
                                                                     str(tmp_path / "b-store")]
+
+
+def test_a_kept_record_follows_changes_made_by_other_processes(sqlite_url: str, use_catalog) -> None:
+    """Records are kept per catalog state: a hash learned in another process is in the next describe here."""
+    use_catalog(sqlite_url, "digits")
+    catalog = Context(Settings.from_environ()).catalog
+    before = catalog.describe("digits_cnn")
+    assert catalog.describe("digits_cnn") is before  # kept: the catalog has not changed
+    url = "https://example.org/zoo-test/learned.pth"
+    code = ("from zoo.context import current\n"
+            f"current().catalog.learn_sha256({url!r}, {'ab' * 32!r}, 123)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment_with({}))
+    assert done.returncode == 0, done.stderr
+    after = catalog.describe("digits_cnn")
+    assert after is not before and after == before  # read again; this model's own files did not change
+    assert catalog.known_sha256(url) == "ab" * 32

@@ -26,6 +26,7 @@ given the model's plugin is installed here; files come into the weights cache, v
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -91,7 +92,7 @@ def describe(name: str) -> dict[str, Any]:
     `providers` the qualified names of every model with the same bare name, and
     `published` the weights published for it (`zoo.publish`), every version.
     """
-    return current().catalog.describe(name).to_json()
+    return copy.deepcopy(current().catalog.describe(name).to_json())  # the catalog keeps the record: a copy
 
 
 def list_plugins() -> list[dict[str, Any]]:

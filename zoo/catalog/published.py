@@ -12,18 +12,19 @@ plugin's: syncs and prunes keep them. Rows become records (`PublishedWeights`,
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, delete, func, select
 
 from zoo.catalog.engine import write_transaction
-from zoo.catalog.tables import published_exports, published_weights, weight_aliases
+from zoo.catalog.tables import CHANGES_KEY, catalog_state, published_exports, published_weights, weight_aliases
 from zoo.errors import UnknownNameError, UnknownWeightsError, UsageError, excerpt
 from zoo.records import PublishedExport, PublishedWeights, Spec, check_alias, is_spec, parse_spec
 
 __all__ = ["PublishedExport", "PublishedWeights", "Spec", "add_export", "add_version", "check_alias", "export_records",
-           "exports_of", "for_model", "is_spec", "listing", "parse_spec", "point_alias", "resolve"]
+           "exports_of", "for_model", "is_spec", "listing", "note_change", "parse_spec", "point_alias", "resolve"]
 
 
 def add_version(engine: Engine, spec: Spec, **values: Any) -> PublishedWeights:
@@ -34,6 +35,7 @@ def add_version(engine: Engine, spec: Spec, **values: Any) -> PublishedWeights:
         version = (latest or 0) + 1
         conn.execute(w.insert().values(namespace=spec.namespace, name=spec.name, version=version,
                                        created_at=datetime.now(timezone.utc), **values))
+        note_change(conn)
         return _record(conn, _version_row(conn, spec, version))
 
 
@@ -87,6 +89,7 @@ def point_alias(engine: Engine, name: str, alias: str, version: int) -> Publishe
             raise UnknownWeightsError(f"{spec.full_name}:{version}", _known_specs(conn, spec))
         conn.execute(delete(a).where(_named(a, spec), a.c.alias == alias))
         conn.execute(a.insert().values(namespace=spec.namespace, name=spec.name, alias=alias, version=version))
+        note_change(conn)
         return _record(conn, row)
 
 
@@ -117,6 +120,15 @@ def export_records(conn: Connection, *, model: str | None = None, sha256: str | 
     if sha256 is not None:
         query = query.where(e.c.sha256 == sha256)
     return [_export(row) for row in conn.execute(query)]
+
+
+def note_change(conn: Connection) -> None:
+    """Give the catalog a new `CHANGES_KEY` value, inside the write transaction that changed what a model's
+    record shows (published weights, aliases, learned hashes): processes that kept records read them again.
+    Whoever writes those tables by other means must call it too."""
+    state = catalog_state
+    conn.execute(delete(state).where(state.c.key == CHANGES_KEY))
+    conn.execute(state.insert().values(key=CHANGES_KEY, value=uuid.uuid4().hex))
 
 
 def _named(table: Any, spec: Spec) -> Any:

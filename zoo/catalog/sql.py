@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from zoo.catalog.engine import open_engine, remember
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.plugin_records import plugin_records
 from zoo.catalog.tables import (
+    CHANGES_KEY,
     GENERATION_KEY,
     catalog_state,
     category_lists,
@@ -69,6 +71,9 @@ class SqlCatalog:
         self.settings, self.store, self.cache = settings, store, cache
         self._engine: Engine | None = None
         self._checked = -math.inf  # when the catalog was last found current (time.monotonic)
+        #: Model records by (catalog state, name), oldest first: a record changes only with the state.
+        self._records: dict[tuple[tuple[str | None, str | None], str], ModelRecord] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SqlCatalog({self.settings.registry_url!r})"
@@ -118,13 +123,27 @@ class SqlCatalog:
         return sorted(records, key=lambda r: r.name)
 
     def describe(self, name: str) -> ModelRecord:
+        """The record of the model `name` reaches: read once per catalog state (`_state`), then kept."""
         with self.engine.connect() as conn:
-            naming = _naming(conn, self.settings.prefer)
-            model = _model(conn, name, naming)
-            rows = _weights_of(conn, model)
-            learned = _learned_files(conn, [w.url for w in rows if not (w.sha256 and w.file_size)])
-            categories = _categories(conn, rows)
-            published = pub.for_model(conn, naming.entries[model.id].qualified)
+            state = _state(conn)
+            kept = self._records.get((state, name))
+            if kept is not None:
+                return kept
+            record = self._describe(conn, name)
+        if state[0] is not None:  # a catalog with a generation (every synced one); no marker: nothing changed yet
+            with self._lock:  # the service describes in several threads
+                while len(self._records) >= _KEPT_RECORDS:
+                    del self._records[next(iter(self._records))]
+                self._records[(state, name)] = record
+        return record
+
+    def _describe(self, conn: Connection, name: str) -> ModelRecord:
+        naming = _naming(conn, self.settings.prefer)
+        model = _model(conn, name, naming)
+        rows = _weights_of(conn, model)
+        learned = _learned_files(conn, [w.url for w in rows if not (w.sha256 and w.file_size)])
+        categories = _categories(conn, rows)
+        published = pub.for_model(conn, naming.entries[model.id].qualified)
         shown = naming.shown[model.id]
         default = next((w for w in rows if w.is_default), None)
         return ModelRecord(
@@ -170,6 +189,7 @@ class SqlCatalog:
         def learn(conn: Connection) -> None:
             conn.execute(delete(weight_files).where(weight_files.c.url == url))
             conn.execute(weight_files.insert().values(url=url, sha256=sha256, file_size=size))
+            pub.note_change(conn)
 
         remember(self.engine, f"the hash learned for {url}", learn)
 
@@ -342,6 +362,13 @@ def _source(catalog: SqlCatalog, record: ModelRecord,
     return entry.name, entry.meta.get("categories"), entry.transforms
 
 
+def _state(conn: Connection) -> tuple[str | None, str | None]:
+    """The catalog's generation and changes marker (`zoo.catalog.tables`): what a model's record depends on."""
+    values = dict(conn.execute(select(catalog_state.c.key, catalog_state.c.value)
+                               .where(catalog_state.c.key.in_((GENERATION_KEY, CHANGES_KEY)))).all())
+    return values.get(GENERATION_KEY), values.get(CHANGES_KEY)
+
+
 def _exact(catalog: SqlCatalog, weights_name: str | None) -> str | None:
     """How exports record weights: a published spec as the exact version it picks, other names as they are."""
     if weights_name is not None and pub.is_spec(weights_name):
@@ -390,6 +417,7 @@ class _Naming:
 _NAMINGS: dict[tuple[str, str, tuple[str, ...]], _Naming] = {}
 _KEPT_NAMINGS = 4
 _KEPT_FILTERS = 64  # filter answers kept per naming
+_KEPT_RECORDS = 1024  # model records kept per catalog
 
 
 def _naming(conn: Connection, prefer: tuple[str, ...]) -> _Naming:

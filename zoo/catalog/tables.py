@@ -27,6 +27,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 GENERATION_KEY = "generation"
+CHANGES_KEY = "changes"
 
 plugins = Table(
     "plugins",
@@ -119,8 +120,10 @@ model_failures = Table(
     Column("traceback", Text),
 )
 
-# Facts about the catalog as a whole, e.g. its generation (GENERATION_KEY): a new value at
-# every sync that changed it, so that a process can keep what it read until then.
+# Facts about the catalog as a whole: its generation (GENERATION_KEY), a new value at every
+# sync that changed it, and CHANGES_KEY, a new value whenever what a model's record shows
+# beyond the sync changes (published weights, aliases, learned hashes): a process keeps
+# what it read until either changes.
 catalog_state = Table(
     "catalog_state",
     metadata,
