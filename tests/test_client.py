@@ -37,11 +37,11 @@ def client_env(service: Service, tmp_path: Path) -> dict[str, str]:  # noqa: F81
 
 
 def client(env: dict[str, str], *args: str, cwd: Path, check: bool = True,
-           blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+           blocked: tuple[str, ...] = (), timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     """``python ARGS`` in a client process started in `cwd` with exactly `env`, the `blocked` packages
-    unimportable (scripts/without.py); with `check`, it must succeed."""
+    unimportable (scripts/without.py); with `check`, it must succeed; past `timeout` seconds, it fails."""
     command = [sys.executable, str(ROOT / "scripts" / "without.py"), ",".join(blocked) or "-", *args]
-    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert not check or done.returncode == 0, done.stderr
     return done
 
@@ -179,3 +179,17 @@ def test_commands_that_need_a_catalog_database_say_so_in_one_line(client_env: di
         assert "names a registry service" in done.stderr
     done = zoo_client({**client_env, "ZOO_REGISTRY_URL": "http://127.0.0.1:1"}, "list", cwd=tmp_path, check=False)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "did not answer" in done.stderr
+
+
+@ONE_BACKEND
+def test_names_and_files_are_checked_before_any_request(client_env: dict[str, str], tmp_path: Path) -> None:
+    """A name's parts cannot address another route of the service, and a publish input that is not a regular
+    file is refused before a byte of it is read (a FIFO would never end): one line each, in bounded time."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = {("alias", "sec/client", "../../../other/w/aliases/x", "1"): "alias '../../../other/w/aliases/x' must be",
+             ("show", "../health"): "is not a name",
+             ("publish", "weights", "digits_cnn", str(fifo), "--name", "sec/fifo"): "is not a regular file"}
+    for args, said in cases.items():
+        done = client(client_env, "-m", "zoo", *args, cwd=tmp_path, check=False, timeout=300)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and said in done.stderr, (args, done.stderr)

@@ -278,3 +278,13 @@ def test_a_lock_path_that_is_not_a_regular_file_is_refused_and_left(tmp_path: Pa
     assert not stat.S_ISREG(os.lstat(lock_path).st_mode)
     with file_lock(target, optional=True) as held:  # the weights cache goes on without a lock
         assert not held
+
+
+def test_a_lock_that_cannot_be_created_is_an_error_not_a_wait(tmp_path: Path) -> None:
+    """filelock would wait for ever on a lock file that cannot be made (here: under a regular file)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = ("from pathlib import Path\nfrom zoo.outputs import file_lock\n"
+            f"with file_lock(Path({str(blocker / 'x.onnx')!r})):\n    pass\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "NotADirectoryError" in done.stderr, done.stderr

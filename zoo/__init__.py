@@ -44,6 +44,8 @@ _EXPORTS = {
     "GradualUnfreezer": "zoo.modeling.freezing",
     "param_groups": "zoo.modeling.optim",
     "PreprocessSpec": "zoo.preprocessing",
+    "Weights": "zoo.modeling.weights",
+    "WeightsEnum": "zoo.modeling.weights",
     "summarize": "zoo.tools.summary",
     "export_onnx": "zoo.export",
     "read_metadata": "zoo.export",
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
     from zoo.hookspecs import hookimpl
     from zoo.modeling.optim import param_groups
     from zoo.preprocessing import PreprocessSpec
+    from zoo.modeling.weights import Weights, WeightsEnum
     from zoo.tools.summary import extract_features, feature_nodes, features_model, summarize
     from zoo.registry import (
         BuiltModel,

@@ -231,7 +231,7 @@ def read_verified(weights: WeightsFile, *, offline: bool | None = None, progress
 def verify(path: Path, weights: WeightsFile) -> Fetched:
     """Re-hash the file at `path` and check it against the hash of `weights`."""
     with _open_regular(path) as f:
-        actual, size = _digest(f)
+        actual, size = digest_of(f)
     _check(actual, weights, path)
     return Fetched(path, actual, size)
 
@@ -351,10 +351,10 @@ def _read_regular(path: Path) -> bytes:
 def sha256_of(path: Path) -> str:
     """The SHA-256 of a file, read in chunks."""
     with path.open("rb") as f:
-        return _digest(f)[0]
+        return digest_of(f)[0]
 
 
-def _digest(f: BinaryIO) -> tuple[str, int]:
+def digest_of(f: BinaryIO) -> tuple[str, int]:
     """The SHA-256 and the size of what is left to read in `f`, read in chunks."""
     digest, size = hashlib.sha256(), 0
     while chunk := f.read(CHUNK):

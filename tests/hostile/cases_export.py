@@ -52,7 +52,7 @@ def _fresh_export(name: str, mode: int = 0o644) -> Callable[[Path, subprocess.Co
     """Check: `name` is now a new zoo export (random weights) with `mode`."""
     def check(ws: Path, done: subprocess.CompletedProcess) -> None:
         meta = {p.key: p.value for p in onnx.load(str(ws / name), load_external_data=False).metadata_props}
-        assert meta.get("zoo.model") == "digits_cnn" and meta.get("zoo.modeling.weights") == "null", meta.get("zoo.modeling.weights")
+        assert meta.get("zoo.model") == "digits_cnn" and meta.get("zoo.weights") == "null", meta.get("zoo.weights")
         assert stat.S_IMODE((ws / name).stat().st_mode) == mode, oct((ws / name).stat().st_mode)
         assert not [p for p in os.listdir(ws) if p.startswith(f".{name}.")], os.listdir(ws)
     return check

@@ -17,7 +17,6 @@ published exports through it (`zoo.runtime.Predictor.from_registry`).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +24,8 @@ from urllib.parse import quote
 
 from zoo import errors
 from zoo.catalog.api import FitCheck, Patterns, service_url
-from zoo.errors import ServiceError, UsageError
-from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights, parse_spec
+from zoo.errors import ServiceError, UsageError, excerpt
+from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights, check_alias, parse_spec
 from zoo.settings import REGISTRY_URL, TOKEN, Settings
 
 if TYPE_CHECKING:
@@ -131,7 +130,7 @@ class HttpCatalog:
     def set_alias(self, name: str, alias: str, version: int) -> PublishedWeights:
         spec = parse_spec(name, bare=True)
         return PublishedWeights.from_json(self._json("PUT", f"/published/{spec.namespace}/{spec.name}/aliases/"
-                                                            f"{_path(alias)}", params={"version": version}))
+                                                            f"{check_alias(alias)}", params={"version": version}))
 
     def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
                         categories: list[str] | None, from_weights: str | None, description: str | None,
@@ -242,12 +241,12 @@ class HttpCatalog:
 
     def _upload(self, path: str, file: Path, params: Mapping[str, Any]) -> Any:
         """POST the regular file `file` as the body, with its SHA-256 declared and its length."""
-        from zoo.fetch import CHUNK, sha256_of
+        from zoo.fetch import CHUNK, digest_of
         from zoo.outputs import open_regular
 
-        sha256 = sha256_of(file)
-        with open_regular(file, only="only regular files are published") as f:
-            size = os.fstat(f.fileno()).st_size
+        with open_regular(file, only="only regular files are published") as f:  # before a byte is read
+            sha256, size = digest_of(f)
+            f.seek(0)
             headers = {"X-Zoo-SHA256": sha256, "Content-Length": str(size),
                        "Content-Type": "application/octet-stream"}
             return self._json("POST", path, params=dict(params), content=iter(lambda: f.read(CHUNK), b""),
@@ -264,10 +263,14 @@ def _listed(value: str | Iterable[str] | None) -> list[str] | None:
 
 
 def _path(name: str) -> str:
-    """`name` as a URL path segment (a qualified ``PLUGIN/NAME`` keeps its ``/``)."""
+    """`name` as URL path segments, each part of a qualified ``PLUGIN/NAME`` encoded on its own; a part that
+    is empty, ``.`` or ``..`` (which would address another route) is refused in one line."""
     if not isinstance(name, str):
         raise UsageError(f"a name must be a string, not {type(name).__name__}")
-    return quote(name, safe="/")
+    parts = name.split("/")
+    if any(part in {"", ".", ".."} for part in parts):
+        raise UsageError(f"{excerpt(name)} is not a name: its parts between '/' must not be empty, '.' or '..'")
+    return "/".join(quote(part, safe="") for part in parts)
 
 
 def _read_bounded(response: httpx.Response) -> bytes:
