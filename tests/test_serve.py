@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -406,6 +407,21 @@ def test_reads_can_require_a_token_and_other_host_names_be_allowed(sqlite_url: s
         for host, status in (("registry.example.com", 200), ("REGISTRY.example.com:443", 200), ("example.com", 400)):
             answer, _ = raw_request(served.port, f"GET {API}/health HTTP/1.1\nHost: {host}\nConnection: close")
             assert answer == status, host
+        # a client with a read token also downloads files (the token goes with file requests too)
+        client = {"ZOO_REGISTRY_URL": served.url, "TORCH_HOME": str(tmp_path / "client-torch")}
+        run_zoo("publish", "weights", "digits_cnn", str(DIGITS_WEIGHTS), "--name", "sec/readable",
+                env={**client, "ZOO_TOKEN": served.tokens["publisher"]})
+        built = run_zoo_python("import zoo; print(type(zoo.get_model('digits_cnn', weights='sec/readable')).__name__)",
+                               env={**client, "ZOO_TOKEN": served.tokens["reader"]})
+        assert built.stdout.strip() == "DigitsCNN"
+
+
+def run_zoo_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE`` in a child process with `env` on top of this one's (not started in the checkout)."""
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_token_commands(sqlite_url: str) -> None:

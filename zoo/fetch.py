@@ -94,6 +94,9 @@ class WeightsFile:
 
     url: str
     sha256: str | None = None  # the full hash, when known
+    #: A bearer token for the URL's server (a registry service's read token): sent with the request only,
+    #: never on a redirect; not part of what identifies the file.
+    token: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -425,7 +428,10 @@ class _CutShortError(WeightsError):
 def _attempt(weights: WeightsFile, target: Path, progress: bool) -> Path:
     """One download of `weights` into `target`; a failure raises `_DownloadError` (a wrong hash as itself)."""
     try:
-        with urlopen(Request(weights.url, headers={"User-Agent": "zoo"}), timeout=TIMEOUT_S) as response:
+        request = Request(weights.url, headers={"User-Agent": "zoo"})
+        if weights.token:
+            request.add_unredirected_header("Authorization", f"Bearer {weights.token}")
+        with urlopen(request, timeout=TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             return _store(response, weights, target, origin=weights.url, progress=progress, total=total)
     except HTTPError as exc:

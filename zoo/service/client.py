@@ -171,14 +171,15 @@ class HttpCatalog:
         """The bytes of published weights, from the cache or the service, checked by their SHA-256."""
         from zoo.fetch import WeightsFile, read_verified
 
-        return read_verified(WeightsFile(f"{self.url}{API}/weights/{published.sha256}", published.sha256),
-                             progress=False)
+        return read_verified(WeightsFile(f"{self.url}{API}/weights/{published.sha256}", published.sha256,
+                                         self.settings.token), progress=False, cache=self.cache)
 
     def export_file(self, export: PublishedExport) -> Fetched:
         """A verified local copy of a published export (kept in the weights cache by its SHA-256)."""
         from zoo.fetch import WeightsFile, fetch
 
-        return fetch(WeightsFile(f"{self.url}{API}/exports/{export.sha256}/file", export.sha256), progress=False)
+        return fetch(WeightsFile(f"{self.url}{API}/exports/{export.sha256}/file", export.sha256, self.settings.token),
+                     progress=False, cache=self.cache)
 
     def health(self) -> None:
         self.get("/health")
