@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -193,3 +194,33 @@ def test_names_and_files_are_checked_before_any_request(client_env: dict[str, st
     for args, said in cases.items():
         done = client(client_env, "-m", "zoo", *args, cwd=tmp_path, check=False, timeout=300)
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and said in done.stderr, (args, done.stderr)
+
+
+def test_answers_of_another_shape_are_one_line(tmp_path: Path) -> None:
+    """A peer that answers every request with JSON of the wrong shape: each command ends in one line."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class WrongShapes(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = b'{"models": [{"name": 1}], "total": 1, "versions": 3}' if "models" in self.path else b'[1, 2]'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    peer = ThreadingHTTPServer(("127.0.0.1", 0), WrongShapes)
+    threading.Thread(target=peer.serve_forever, daemon=True).start()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ZOO_")}
+    env["ZOO_REGISTRY_URL"] = f"http://127.0.0.1:{peer.server_address[1]}"
+    try:
+        for args in (("list",), ("show", "resnet18"), ("published",), ("plugins",)):
+            done = client(env, "-m", "zoo", *args, cwd=tmp_path, check=False, timeout=300)
+            assert done.returncode == 1 and done.stderr.count("\n") == 1, (args, done.stderr)
+            assert "data of another shape" in done.stderr, (args, done.stderr)
+    finally:
+        peer.shutdown()
+        peer.server_close()

@@ -227,16 +227,14 @@ class ModelRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelRecord:
-        """The inverse of `to_json` (a registry service's answer); `UsageError` for an answer of another shape."""
-        try:
-            return cls(data["name"], data["qualified_name"], data["task"], PluginRef(**data["plugin"]),
-                       tuple(data["providers"]), data["builder"], data["builder_args"], data["weights_enum"],
-                       data["num_params"], data["tags"], data["metadata"], data["classifier"], data["first_conv"],
-                       data["input_size"], data["default_weights"],
-                       tuple(WeightsRecord.from_json(w) for w in data["weights"]),
-                       tuple(PublishedWeights.from_json(p) for p in data["published"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UsageError(f"a model record of another shape: {type(exc).__name__} {excerpt(str(exc))}") from None
+        """The inverse of `to_json` (a registry service's answer: `zoo.service.client` refuses one of another
+        shape)."""
+        return cls(data["name"], data["qualified_name"], data["task"], PluginRef(**data["plugin"]),
+                   tuple(data["providers"]), data["builder"], data["builder_args"], data["weights_enum"],
+                   data["num_params"], data["tags"], data["metadata"], data["classifier"], data["first_conv"],
+                   data["input_size"], data["default_weights"],
+                   tuple([WeightsRecord.from_json(w) for w in data["weights"]]),
+                   tuple([PublishedWeights.from_json(p) for p in data["published"]]))
 
 
 @dataclass(frozen=True)
@@ -259,8 +257,5 @@ class ModelSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelSummary:
-        try:
-            return cls(data["name"], data["qualified_name"], data["task"], data["plugin"], data["builder"],
-                       data["num_params"], tuple(data["weights"]), data["default_weights"])
-        except (KeyError, TypeError) as exc:
-            raise UsageError(f"a model summary of another shape: {type(exc).__name__} {excerpt(str(exc))}") from None
+        return cls(data["name"], data["qualified_name"], data["task"], data["plugin"], data["builder"],
+                   data["num_params"], tuple(data["weights"]), data["default_weights"])

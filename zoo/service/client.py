@@ -16,15 +16,16 @@ published exports through it (`zoo.runtime.Predictor.from_registry`).
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from zoo import errors
 from zoo.catalog.api import FitCheck, Patterns, service_url
-from zoo.errors import ServiceError, UsageError, excerpt
+from zoo.errors import ServiceError, UsageError, ZooError, excerpt
 from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights, check_alias, parse_spec
 from zoo.settings import REGISTRY_URL, TOKEN, Settings
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpCatalog"]
 
+T = TypeVar("T")
+
 API = "/api/v1"
 PAGE = 1000  # models per request: the service's largest page
 MAX_ANSWER = 256 << 20  # bytes of one JSON answer read at most (a listing of every timm model is ~2 MB)
@@ -44,6 +47,23 @@ _PLAIN = {cls.__name__: cls for cls in (errors.UsageError, errors.PluginError, e
                                         errors.WeightsError, errors.ArtifactError, errors.UnknownArtifactError)}
 _UNKNOWN = {cls.__name__: cls for cls in (errors.UnknownNameError, errors.UnknownModelError,
                                           errors.UnknownWeightsError)}
+
+
+def _answer_checked(method: Callable[..., T]) -> Callable[..., T]:
+    """`method`, with an answer of another shape than the records it is read into refused in one line (a
+    `ServiceError`): a peer's answer is validated before use."""
+
+    @functools.wraps(method)
+    def checked(self: HttpCatalog, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except ZooError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ServiceError(f"the registry service at {self.url} answered {method.__name__} with data of another "
+                               f"shape ({type(exc).__name__}: {excerpt(str(exc), 80)})") from None
+
+    return checked
 
 
 class HttpCatalog:
@@ -68,6 +88,7 @@ class HttpCatalog:
     def names(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[tuple[str, str]]:
         return [(m.name, m.builder) for m in self.models(include, exclude, **filters)]
 
+    @_answer_checked
     def models(self, include: Patterns = None, exclude: Patterns = None, *,
                task: str | None = None, plugin: str | None = None, pretrained: bool | None = None,
                max_params: int | None = None, min_metric: Mapping[str, float] | None = None) -> list[ModelSummary]:
@@ -83,9 +104,11 @@ class HttpCatalog:
             if not page["models"] or len(found) >= page["total"]:
                 return found
 
+    @_answer_checked
     def describe(self, name: str) -> ModelRecord:
         return ModelRecord.from_json(self.get(f"/models/{_path(name)}"))
 
+    @_answer_checked
     def plugins(self) -> list[dict[str, Any]]:
         """The service's plugins; `installed_here`: whether this machine has each (can build its models)."""
         from zoo.plugins import installed_here
@@ -94,6 +117,7 @@ class HttpCatalog:
         here = installed_here((r["name"], r["distribution"], r["version"]) for r in records)
         return [{**record, "installed_here": mine} for record, mine in zip(records, here)]
 
+    @_answer_checked
     def weights_owner(self, name: str, model: str | None) -> tuple[str, str]:
         found = self.get("/weights", name=name, model=model)
         return found["model"], found["member"]
@@ -109,6 +133,7 @@ class HttpCatalog:
 
     # -- published weights and exports --------------------------------------------------
 
+    @_answer_checked
     def list_published(self, name: str | None = None) -> list[PublishedWeights]:
         if name is None:
             return [PublishedWeights.from_json(r) for r in self.get("/published")]
@@ -116,6 +141,7 @@ class HttpCatalog:
         answer = self.get(f"/published/{spec.namespace}/{spec.name}")
         return [PublishedWeights.from_json(r) for r in answer["versions"]]
 
+    @_answer_checked
     def resolve_published(self, spec: str) -> PublishedWeights:
         parsed = parse_spec(spec)
         where = f"/published/{parsed.namespace}/{parsed.name}"
@@ -127,11 +153,13 @@ class HttpCatalog:
             where += "/latest"
         return PublishedWeights.from_json(self.get(where))
 
+    @_answer_checked
     def set_alias(self, name: str, alias: str, version: int) -> PublishedWeights:
         spec = parse_spec(name, bare=True)
         return PublishedWeights.from_json(self._json("PUT", f"/published/{spec.namespace}/{spec.name}/aliases/"
                                                             f"{check_alias(alias)}", params={"version": version}))
 
+    @_answer_checked
     def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
                         categories: list[str] | None, from_weights: str | None, description: str | None,
                         preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
@@ -146,9 +174,11 @@ class HttpCatalog:
         spec = parse_spec(name, bare=True)
         return PublishedWeights.from_json(self._upload(f"/published/{spec.namespace}/{spec.name}", file, query))
 
+    @_answer_checked
     def publish_export(self, path: Path, metadata: Mapping[str, Any]) -> PublishedExport:
         return PublishedExport.from_json(self._upload("/exports", path, {}))
 
+    @_answer_checked
     def find_export(self, model: str, weights: str) -> PublishedExport | None:
         try:
             return PublishedExport.from_json(self.get("/exports/latest", model=model, weights=weights))
@@ -157,6 +187,7 @@ class HttpCatalog:
                 return None
             raise
 
+    @_answer_checked
     def exports(self, model: str | None = None, sha256: str | None = None) -> list[PublishedExport]:
         if sha256 is not None:
             try:
