@@ -78,8 +78,9 @@ def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = N
     # No soft fallback (where flock is missing): unlinking a soft lock's marker would release it.
     lock = FileLock(lock_path, fallback_to_soft=False, on_acquired=_require_regular)
     try:
-        # Made (or opened) first: filelock waits for ever on a lock file that cannot be created.
-        os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644))
+        # Made (or opened) first, as filelock opens it (never through a symbolic link): filelock waits for ever
+        # on a lock file that cannot be created.
+        os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644))
         lock.acquire()
     except OSError:
         if not optional:
