@@ -26,7 +26,6 @@ from zoo.context import Context, open_catalog
 from zoo.service.app import create_app
 from zoo.settings import Settings, environment_with
 
-from conftest import run_zoo
 
 
 @contextmanager
@@ -72,16 +71,20 @@ def test_the_client_and_the_sql_catalog_give_equal_records_for_every_model(synce
         assert remote.weights_owner("resnet18.DEFAULT", None) == local.weights_owner("resnet18.DEFAULT", None)
 
 
-def test_one_process_serves_two_catalogs_each_answering_its_own(tmp_path: Path) -> None:
+def test_one_process_serves_two_catalogs_each_answering_its_own(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each app's catalog is synced (in a child process) with its own plugin selection, not the environment's."""
     base = Settings.from_environ()
     digits = replace(base, registry_url=f"sqlite:///{tmp_path / 'a' / 'registry.db'}", load_plugins="digits",
                      artifacts=str(tmp_path / "a-store"))
     vision = replace(base, registry_url=f"sqlite:///{tmp_path / 'b' / 'registry.db'}", load_plugins="torchvision",
                      artifacts=str(tmp_path / "b-store"))
-    for settings in (digits, vision):
+    monkeypatch.setenv("ZOO_LOAD_PLUGINS", "")  # the environment's selection: none
+    apps = [create_app(settings=s) for s in (digits, vision)]
+    for settings, app in zip((digits, vision), apps):
         Path(settings.registry_url.removeprefix("sqlite:///")).parent.mkdir()
-        run_zoo("sync", env={"ZOO_REGISTRY_URL": settings.registry_url, "ZOO_LOAD_PLUGINS": settings.load_plugins})
-    with served(create_app(settings=digits)) as a, served(create_app(settings=vision)) as b:
+        app.state.context.catalog.plugins()  # synced now, by the app's own settings
+    with served(apps[0]) as a, served(apps[1]) as b:
         assert httpx.get(f"{a}/api/v1/models/digits_cnn").json()["qualified_name"] == "digits/digits_cnn"
         assert httpx.get(f"{b}/api/v1/models/digits_cnn").status_code == 404
         assert httpx.get(f"{b}/api/v1/models/resnet18").json()["qualified_name"] == "torchvision/resnet18"
@@ -90,7 +93,6 @@ def test_one_process_serves_two_catalogs_each_answering_its_own(tmp_path: Path) 
         assert [p["name"] for p in httpx.get(f"{b}/api/v1/plugins").json()] == ["torchvision"]
         for app_url in (a, b):
             assert httpx.get(f"{app_url}/api/v1/health").json() == {"status": "ok"}
-    apps = [create_app(settings=s) for s in (digits, vision)]
     assert [app.state.settings.store.location for app in apps] == [str(tmp_path / "a-store"),
                                                                     str(tmp_path / "b-store")]
 

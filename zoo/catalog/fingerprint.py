@@ -153,7 +153,7 @@ def ensure_current(url: str | None = None, settings: Settings | None = None) -> 
                 stacklevel=2,
             )
         else:
-            sync_in_child(engine, force=False)
+            sync_in_child(engine, force=False, settings=settings)
     _checked[key] = time.monotonic()
     return engine
 
@@ -183,11 +183,13 @@ class SyncOutput(NamedTuple):
 
 
 def sync_in_child(
-    engine: Engine, *, force: bool = True, strict: bool | None = None, prune: bool | None = None
+    engine: Engine, *, force: bool = True, strict: bool | None = None, prune: bool | None = None,
+    settings: Settings | None = None,
 ) -> SyncOutput:
     """Sync the catalog in a child process bounded by ``$ZOO_SYNC_TIMEOUT`` seconds.
 
-    `force`, `strict` and `prune` are `zoo.catalog.sync.sync`'s.
+    `force`, `strict` and `prune` are `zoo.catalog.sync.sync`'s; `settings` (default: the environment's)
+    choose the plugins the child loads, the timeout and strictness.
 
     Plugin code runs only there. A plugin that hangs past the timeout, or ends the
     child (``os._exit``, a crash), is named in a `CatalogError`; unless `strict`, it is
@@ -195,13 +197,13 @@ def sync_in_child(
     works without it (and ``zoo plugins`` shows why). ``zoo sync`` or a new version of
     the plugin tries it again.
     """
-    settings = Settings.from_environ()
+    settings = settings or Settings.from_environ()
     timeout = settings.sync_timeout
     strict = settings.strict_plugins if strict is None else strict
     forget_check(engine.url)
     culprits: dict[str, str] = {}  # plugin key -> why it is recorded as failed
     while True:
-        done = _run_sync_child(engine, timeout, force=force, strict=strict, prune=prune, skip=culprits)
+        done = _run_sync_child(engine, settings, force=force, strict=strict, prune=prune, skip=culprits)
         culprit = _culprit(done, timeout)
         if culprit is None or culprit[0] in culprits:  # a skipped plugin's code never runs
             break
@@ -211,7 +213,7 @@ def sync_in_child(
     if culprits:
         recorded = "" if strict or done.returncode != 0 else (
             "; recorded as failed (see zoo plugins); zoo sync tries it again")
-        labels = {p.key: p.label for p in installed_plugins()}
+        labels = {p.key: p.label for p in installed_plugins(settings.load_plugins)}
         named = "; ".join(f"{labels.get(key, repr(key))} {reason}" for key, reason in culprits.items())
         raise CatalogError(f"syncing the catalog failed: {named}{recorded}")
     if done.returncode != 0:
@@ -229,7 +231,7 @@ class ChildRun(NamedTuple):
     progress: str  # the LOADING_PREFIX / LOADED_PREFIX lines
 
 
-def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool, prune: bool | None,
+def _run_sync_child(engine: Engine, settings: Settings, *, force: bool, strict: bool, prune: bool | None,
                     skip: dict[str, str]) -> ChildRun:
     """Run one sync child; on timeout (or our own interruption) kill its whole process group.
 
@@ -240,7 +242,7 @@ def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool
     lines have a file of their own (``--progress-fd``).
     """
     # The child must see the same distributions (and so the same plugins) as we do.
-    env = child_environment(Settings.from_environ().with_catalog(engine.url.render_as_string(hide_password=False)),
+    env = child_environment(settings.with_catalog(engine.url.render_as_string(hide_password=False)),
                             PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as progress:
         args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict",
@@ -251,7 +253,7 @@ def _run_sync_child(engine: Engine, timeout: float, *, force: bool, strict: bool
             stderr=err, pass_fds=(progress.fileno(),), start_new_session=True,
         )
         try:
-            returncode: int | None = child.wait(timeout)
+            returncode: int | None = child.wait(settings.sync_timeout)
         except subprocess.TimeoutExpired:
             returncode = None
         finally:  # on timeout, and when we are interrupted ourselves
