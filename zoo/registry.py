@@ -107,7 +107,8 @@ def get_model_builder(name: str) -> Callable[..., Any]:
     """The function that builds model `name` (imports its plugin), with the model's builder
     arguments bound; the weights it loads go through the zoo."""
     catalog = current().catalog
-    return _through_zoo(_builder(catalog.describe(name)), catalog)
+    record = catalog.describe(name)
+    return _through_zoo(_builder(record), catalog, record.hashes)
 
 
 def _builder(record: ModelRecord) -> Callable[..., Any]:
@@ -126,8 +127,7 @@ def _from_plugin(target: str, record: ModelRecord) -> Any:
                           f"pip install '{plugin.distribution}=={plugin.version}' ({exc})") from None
 
 
-def _through_zoo(builder: Callable[..., Any], catalog: Catalog,
-                 hashes: Mapping[str, str] | None = None) -> Callable[..., Any]:
+def _through_zoo(builder: Callable[..., Any], catalog: Catalog, hashes: Mapping[str, str]) -> Callable[..., Any]:
     """`builder`, except that every state dict it asks for (its weights, torchvision's backbone
     weights) is read and verified by the zoo: torchvision's own loader never sees a file.
     `hashes` are full hashes already known (the record of the model being built)."""
@@ -136,7 +136,7 @@ def _through_zoo(builder: Callable[..., Any], catalog: Catalog,
     def build(*args: Any, **kwargs: Any) -> Any:
         from zoo.modeling.weights import loading_through
 
-        with loading_through(partial(_verified_state_dict, catalog, hashes or {})):
+        with loading_through(partial(_verified_state_dict, catalog, hashes)):
             return builder(*args, **kwargs)
 
     return build

@@ -77,9 +77,9 @@ class Settings:
             sync_timeout_text=env.get(SYNC_TIMEOUT, "").strip(),
         )
 
-    def with_catalog(self, registry_url: str, artifacts: str | None = None) -> Settings:
-        """These settings for another catalog (and artifact store): what `zoo serve` and a sync child use."""
-        return replace(self, registry_url=registry_url, artifacts=artifacts if artifacts is not None else self.artifacts)
+    def with_catalog(self, registry_url: str) -> Settings:
+        """These settings for another catalog: what an app given a catalog URL and a sync child use."""
+        return replace(self, registry_url=registry_url)
 
     @property
     def check_interval(self) -> float:

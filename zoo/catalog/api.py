@@ -34,6 +34,9 @@ class Catalog(Protocol):
 
     settings: Settings
 
+    def names(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[tuple[str, str]]:
+        """(name, builder) of the models that match, by name: what `zoo.list_models` needs, without summaries."""
+
     def models(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[ModelSummary]:
         """The models that match (fnmatch patterns and the filters of `zoo.list_models`), by name."""
 

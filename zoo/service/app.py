@@ -47,7 +47,7 @@ from zoo.errors import ArtifactError, UnknownArtifactError, UsageError, ZooError
 from zoo.outputs import write_atomically
 from zoo.records import parse_spec
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
-from zoo.registry import describe, list_plugins, summarize_models, weights_owner
+from zoo.registry import list_plugins, summarize_models, weights_owner
 from zoo.service.common import (
     SHA256_PATTERN,
     ApiError,
@@ -516,7 +516,7 @@ def _catalog_routes(settings: Settings) -> APIRouter:
 
     @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reads)])
     def model(name: Annotated[str, Path(max_length=400)]) -> dict[str, Any]:
-        return describe(name)
+        return current().catalog.describe(name).to_json()  # read only: no copy, unlike zoo.describe
 
     @router.get("/plugins", summary="the catalog's plugins (zoo.list_plugins)", dependencies=[Depends(reads)])
     def plugins() -> list[dict[str, Any]]:
@@ -698,7 +698,7 @@ async def _receive(request: Request, uploads: pathlib.Path, sha256: str, length:
 def _check_before_upload(name: str, model: str) -> None:
     """Refuse a publication whose name or model is wrong before its body is read."""
     parse_spec(name, bare=True)
-    describe(model)
+    current().catalog.describe(model)
 
 
 @contextmanager

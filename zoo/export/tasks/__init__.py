@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.errors import UsageError
+from zoo.runtime.tasks import BUILTIN as RUNTIME_BUILTIN
 from zoo.runtime.tasks import DecodeOptions, Result, RuntimeTask, check_ranks, find_adapter, known_tasks, main_output
 
 if TYPE_CHECKING:
@@ -132,17 +133,10 @@ class TaskAdapter(RuntimeTask):
         return tensors
 
 
-#: The built-in adapters: task name -> "module:class".
-BUILTIN = {
-    "classification": "zoo.export.tasks.classification:Classification",
-    "embedding": "zoo.export.tasks.embedding:Embedding",
-    "detection": "zoo.export.tasks.detection:Detection",
-    "instance_segmentation": "zoo.export.tasks.detection:InstanceSegmentation",
-    "keypoints": "zoo.export.tasks.detection:Keypoints",
-    "segmentation": "zoo.export.tasks.segmentation:Segmentation",
-    "video": "zoo.export.tasks.video:Video",
-    "optical_flow": "zoo.export.tasks.optical_flow:OpticalFlow",
-}
+#: The built-in adapters: task name -> "module:class", each extending the runtime side of the same name
+#: (`zoo.runtime.tasks.BUILTIN`) in the module of the same name here.
+BUILTIN = {task: target.replace("zoo.runtime.tasks.", "zoo.export.tasks.", 1)
+           for task, target in RUNTIME_BUILTIN.items()}
 _adapters: dict[str, TaskAdapter] = {}
 
 

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from zoo.context import current
-from zoo.registry import describe
 from zoo.service.web import pages
 from zoo.service.web.query import Filters, ModelRow, Page, catalog_rows, compare_points, menus, metric_names, page_of
 from zoo.service.web.site import Web
@@ -47,7 +46,7 @@ def router(site: Web) -> APIRouter:
     @web.get("/models/{name:path}", response_class=HTMLResponse)
     def card(name: str) -> HTMLResponse:
         def render() -> str:
-            record = describe(name)
+            record = current().catalog.describe(name).to_json()  # read only: no copy
             exports = [x.to_json() for x in current().catalog.exports(model=record["qualified_name"])]
             return pages.card_page(record, exports)
 
@@ -83,7 +82,7 @@ def layer_summary(name: str) -> tuple[dict[str, Any] | None, str | None]:
     """`zoo.tools.summary`'s per-layer summary of catalog model `name` (no weights), or why the server cannot
     make one: torch or the model's plugin is not importable here, or the model is larger than
     `SUMMARY_MAX_PARAMS`. Kept: a model's layers do not change."""
-    record = describe(name)
+    record = current().catalog.describe(name).to_json()  # read only: no copy
     if importlib.util.find_spec("torch") is None:
         return None, "The per-layer summary needs torch on the server (pip install 'zoo[torch]'); it has none."
     if (record["num_params"] or 0) > SUMMARY_MAX_PARAMS:
