@@ -20,12 +20,12 @@ import httpx
 import pytest
 import uvicorn
 
+import zoo
 from zoo.catalog.sql import SqlCatalog
-from zoo.service.client import HttpCatalog
-from zoo.context import Context, open_catalog
+from zoo.context import Context, open_catalog, using
 from zoo.service.app import create_app
+from zoo.service.client import HttpCatalog
 from zoo.settings import Settings, environment_with
-
 
 
 @contextmanager
@@ -111,3 +111,14 @@ def test_a_kept_record_follows_changes_made_by_other_processes(sqlite_url: str, 
     after = catalog.describe("digits_cnn")
     assert after is not before and after == before  # read again; this model's own files did not change
     assert catalog.known_sha256(url) == "ab" * 32
+
+
+def test_using_makes_a_context_current_as_the_readme_shows(tmp_path: Path, use_catalog) -> None:
+    """The README's example: a second catalog made current with `using`, the default one untouched."""
+    use_catalog(f"sqlite:///{tmp_path / 'registry.db'}", "digits")
+    staging = Context(replace(Settings.from_environ(), registry_url=f"sqlite:///{tmp_path / 'staging.db'}",
+                              load_plugins="torchvision"))
+    with using(staging):
+        assert "resnet50" in zoo.list_models("resnet*")  # asks the staging catalog (made and synced on first use)
+    assert zoo.list_models("resnet*") == []  # the default context's catalog: digits only
+    assert [w.name for w in staging.catalog.describe("resnet50").weights][0].startswith("ResNet50_Weights.")
