@@ -54,6 +54,9 @@ _MAX_ONNX_BYTES = 2**31 - 1
 #: A saved ModelProto starts with its field 1, ir_version (a varint): tag byte 0x08. Other files are not read on.
 _ONNX_FIRST_BYTE = b"\x08"
 _FORCE = "pass --force (overwrite=True in Python) to replace it"
+#: How a folder is opened to be fsynced, and the errors of file systems that cannot fsync one (not a failure).
+_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_NO_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}
 #: Bytes read or written at a time when a file is streamed.
 CHUNK = 1 << 20
 #: A full SHA-256 as zoo writes it everywhere: 64 lowercase hex digits.
@@ -209,7 +212,7 @@ def write_atomically(
             os.fsync(f.fileno())
         if mode is not None:
             os.chmod(part, mode)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(final.parent)
         move_into_place(part, final, synced=True)
         placed = True
         return Written(final, actual, size)
@@ -225,17 +228,33 @@ def move_into_place(source: Path, target: Path, *, synced: bool = False) -> None
     if not synced:
         _fsync(source, os.O_RDONLY)
     os.replace(source, target)
-    _fsync(target.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    _fsync(target.parent, _FOLDER)
+
+
+def make_folders(folder: Path) -> None:
+    """Make `folder` and its missing parents durably: each new folder's entry is fsynced in its parent, so
+    that a file renamed into it (`move_into_place`) is not lost with a folder a crash forgot."""
+    if folder.is_dir():
+        return
+    make_folders(folder.parent)
+    folder.mkdir(exist_ok=True)
+    _fsync(folder.parent, _FOLDER)
 
 
 def _fsync(path: Path, flags: int) -> None:
-    """Flush `path` (a file or a folder) to disk, where the platform can open it for that."""
-    with contextlib.suppress(OSError):
+    """Flush `path` (a file or a folder) to disk, where the platform can open it for that and the file system
+    can flush it; a failure to write it out (EIO, ENOSPC) is raised, so nothing is called durable that is not."""
+    try:
         fd = os.open(path, flags)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    except OSError:  # Windows opens no folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_FSYNC:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _require_regular(fd: int) -> None:

@@ -16,8 +16,10 @@ Writes are atomic and verified (`zoo.outputs.write_atomically`): the bytes strea
 temporary file inside the store (``ROOT/tmp``, the same file system), hashed on the way,
 fsynced, and renamed into place only when the hash matches the one declared (if any) and
 the size limit (if any) held; on any failure the temporary file is removed, so a reader
-never sees a partial or wrong blob. An existing blob of the same hash is kept. Only
-regular files are read and written; blobs are made read-only.
+never sees a partial or wrong blob. The rename is made durable before `put_stream` or
+`put_file` returns (its folder, and a fan-out folder made for it, fsynced): a blob whose
+publishing was acknowledged survives a crash. An existing blob of the same hash is kept.
+Only regular files are read and written; blobs are made read-only.
 
 Where the store is (`open_store`): the settings' ``artifacts`` (``$ZOO_ARTIFACTS``); else
 the folder ``artifacts`` beside a SQLite catalog file; else (a PostgreSQL catalog, shared

@@ -1,11 +1,17 @@
 """Opening the catalog database: every dialect-specific setting lives here.
 
-SQLite (the default, ``registry.db`` in the working directory) gets foreign keys and
-a busy timeout on every connection, WAL once (it is a property of the file), and
-SQLAlchemy emits BEGIN itself so that DDL is transactional and a sync can take the
-write lock up front. A catalog file that this process cannot write (a read-only file,
+SQLite (the default, ``registry.db`` in the working directory) gets foreign keys, a
+busy timeout and ``synchronous=FULL`` (a committed row is on disk before the commit
+returns, WAL or not) on every connection that may write, WAL once (it is a property of
+the file), and SQLAlchemy emits BEGIN itself so that DDL is transactional and a sync can
+take the write lock up front. A catalog file that this process cannot write (a read-only file,
 folder or file system) is opened read-only. PostgreSQL URLs use psycopg 3; a sync
 serialises on an advisory lock.
+
+A SQLite engine watches its file (`CatalogFile`): a file removed while in use is a
+`CatalogError` on every use (never an empty catalog created in its place), a file
+replaced by another (a restored copy) is reopened at the next use, and a write that
+went into a file no longer at the path is an error, not a silent loss.
 
 Every database error on a catalog engine becomes a one-line `CatalogError` here, at
 the store boundary, classified by what the user can do about it: a damaged catalog
@@ -24,12 +30,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from zoo.errors import CatalogError, ZooWarning, excerpt, first_line
 from zoo.settings import REGISTRY_URL, Settings
@@ -45,6 +52,8 @@ _ELSEWHERE = f"move it away, or point {REGISTRY_URL} at another catalog"
 # What SQLite and PostgreSQL (SQLSTATE) say about a table or column the schema lacks.
 _MISSING = re.compile(r"no such (table|column)|has no column named", re.IGNORECASE)
 _PG_MISSING = {"42P01", "42703"}  # undefined_table, undefined_column
+#: The key of a SQLite connection's `OpenedFile` in its pool entry's ``info``.
+_OPENED = "zoo_catalog_file"
 
 
 class CatalogWarning(ZooWarning):
@@ -146,14 +155,83 @@ def _sqlite_engine(url: URL) -> Engine:
             f"{where(url)} is {kind}; zoo keeps a catalog only in a regular file: "
             f"point {REGISTRY_URL} at one, e.g. sqlite:///registry.db"
         )
+    watched = CatalogFile(url)
     if read_only(url):
-        engine = _create(url, creator=lambda: _connect_read_only(path), json_deserializer=_json_reader(url))
+        engine = _create(url, creator=lambda: _connect_read_only(watched), json_deserializer=_json_reader(url))
         event.listen(engine, "connect", _sqlite_on_connect_read_only)
     else:
         engine = _create(url, json_deserializer=_json_reader(url))
+        event.listen(engine, "do_connect", lambda *_: watched.before_connect())
         event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "connect", watched.opened)
+    event.listen(engine, "checkout", watched.checkout)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+FileIdentity = tuple[int, int]  # (st_dev, st_ino): which file is at a path while it exists
+
+
+class OpenedFile(NamedTuple):
+    """The catalog file one SQLite connection opened: its watcher and the file's identity then."""
+
+    watched: CatalogFile
+    identity: FileIdentity | None
+
+
+class CatalogFile:
+    """The file of a SQLite catalog engine, checked on every use of a connection.
+
+    SQLite keeps using a file that was removed or replaced under it (and creates an
+    empty one when a connection opens a missing path), so each connection remembers
+    which file it opened (`opened`), and each checkout of one (`checkout`) compares that
+    with the file at the path now: gone is a `CatalogError`, another file (a restored
+    copy, a new catalog) makes the pool reconnect to it. Once this engine has opened the
+    file, a missing path is never created anew (`before_connect`): only a new engine (a
+    new command, ``zoo sync``, the service's start) makes a catalog.
+    """
+
+    def __init__(self, url: URL) -> None:
+        self.url, self.path = url, _sqlite_path(url)
+        self.seen = False  # whether a connection of this engine has opened the file
+
+    def identity(self) -> FileIdentity | None:
+        """Which file is at the path now; None when there is none."""
+        try:
+            st = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_dev, st.st_ino
+
+    def before_connect(self) -> None:
+        """Refuse to open (and so create) a catalog file that was removed since this engine opened it."""
+        if self.seen and self.identity() is None:
+            raise self.removed()
+
+    def opened(self, _dbapi_connection: object, entry: ConnectionPoolEntry) -> None:
+        """The ``connect`` event: remember which file the new connection opened."""
+        entry.info[_OPENED] = OpenedFile(self, self.identity())
+        self.seen = True
+
+    def checkout(self, _dbapi_connection: object, entry: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        """The ``checkout`` event: refuse a removed file; reconnect (every pooled connection) to a replaced one."""
+        now = self.identity()
+        if now is None:
+            raise self.removed()
+        if now != entry.info[_OPENED].identity:
+            raise InvalidatePoolError(f"{where(self.url)} was replaced; reopening it")
+
+    def check_written(self, opened: OpenedFile) -> None:
+        """After a commit on a connection that opened `opened`: refuse if that file is no longer at the path."""
+        if self.identity() != opened.identity:
+            raise CatalogError(f"{where(self.url)} was removed or replaced while this change was being written, "
+                               "so the change is not in the catalog; restore the file (or run `zoo sync`) and "
+                               "try again")
+
+    def removed(self) -> CatalogError:
+        """The error of a catalog whose file is gone."""
+        return CatalogError(f"{where(self.url)} was removed while in use; restore it (zoo reopens it by itself) "
+                            "or run `zoo sync` to build a new one")
 
 
 def _json_reader(url: URL) -> Callable[[str], Any]:
@@ -201,14 +279,15 @@ def require_writable(url: URL) -> None:
         )
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the catalog file at `path`.
+def _connect_read_only(watched: CatalogFile) -> sqlite3.Connection:
+    """A read-only connection to the catalog file `watched`.
 
     A WAL database can be read without writing only while its shared-memory index
     exists (a writer has it open); otherwise SQLite must be told that the file will
     not change under it (``immutable``), which holds while nobody can write it.
     """
-    uri = f"file:{quote(str(path))}"
+    watched.before_connect()
+    uri = f"file:{quote(str(watched.path))}"
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
     try:
         conn.execute("PRAGMA schema_version").fetchone()
@@ -225,6 +304,9 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys = ON")
+    # In WAL mode SQLite's default may be NORMAL, where a commit is lost on power loss: FULL syncs the WAL at
+    # every commit, so what the service acknowledged is on disk.
+    cursor.execute("PRAGMA synchronous = FULL")
     # WAL is stored in the file: switch once, not on every connection (a write each time).
     if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         cursor.execute("PRAGMA journal_mode = WAL")
@@ -297,7 +379,9 @@ def remember(engine: Engine, what: str, write: Callable[[Connection], object]) -
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that holds the catalog's write lock until it commits or rolls back.
 
-    Only one such transaction runs at a time per catalog, across processes.
+    Only one such transaction runs at a time per catalog, across processes. On a SQLite
+    catalog, a commit into a file that was removed or replaced meanwhile (lost with it)
+    is a `CatalogError` (`CatalogFile.check_written`).
     """
     with engine.connect() as conn:
         conn = conn.execution_options(zoo_write=True)
@@ -305,3 +389,6 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_SYNC_LOCK_KEY})
             yield conn
+        opened: OpenedFile | None = conn.connection.info.get(_OPENED)
+        if opened is not None:
+            opened.watched.check_written(opened)

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
-from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from zoo.catalog.tokens import READ_SCOPES
 from zoo.context import current
+from zoo.errors import PluginError, first_line
+from zoo.service.common import Credentials, require
 from zoo.service.web import pages
 from zoo.service.web.query import Filters, ModelRow, Page, catalog_rows, compare_points, menus, metric_names, page_of
-from zoo.service.web.site import Web
+from zoo.service.web.site import HEADERS, Web
 
-#: The largest model the server builds for a per-layer summary: any reader may ask, and it costs memory.
+#: The largest model the server builds for a per-layer summary asked with a token (scope read or publish): a
+#: build costs the server memory (a 100M-parameter model about 1 GB while it runs).
 SUMMARY_MAX_PARAMS = 100_000_000
+#: The largest it builds for a reader without a token.
+SUMMARY_MAX_PARAMS_ANONYMOUS = 25_000_000
+#: Summaries are built one at a time per server process; this many requests at most build or wait for their
+#: turn, each at most `SUMMARY_WAIT_SECONDS`; the others are refused at once (503, Retry-After).
+SUMMARY_QUEUE = 4
+SUMMARY_WAIT_SECONDS = 30.0
+SUMMARY_RETRY_AFTER_SECONDS = 10
+#: How many models' summaries are kept (a model's layers do not change).
+SUMMARY_KEPT = 64
+#: The response header that says how a summary was answered: built, cached, or refused (too large, no torch).
+SUMMARY_HEADER = "X-Zoo-Summary"
 #: The input of the per-layer summary by task: one batch of one image (two for optical flow).
 _SUMMARY_INPUT = {"video": [[1, 3, 16, 112, 112]], "optical_flow": [[1, 3, 224, 224], [1, 3, 224, 224]]}
 
@@ -53,8 +71,21 @@ def router(site: Web) -> APIRouter:
         return html(render)
 
     @web.get("/layers/{name:path}", response_class=HTMLResponse)
-    def layers(name: str) -> HTMLResponse:
-        return html(lambda: pages.layout(f"{name}: layers", pages.layers_fragment(*layer_summary(name))))
+    def layers(name: str, credentials: Credentials) -> HTMLResponse:
+        answered: list[Summary] = []
+
+        def render() -> str:
+            answered.append(layer_summary(name, credentials))
+            return pages.layout(f"{name}: layers", pages.layers_fragment(answered[0].summary, answered[0].reason))
+
+        try:
+            page = html(render)
+        except SummaryBusy as exc:
+            return HTMLResponse(pages.error_page(503, str(exc)), status_code=503,
+                                headers={**HEADERS, "Retry-After": str(SUMMARY_RETRY_AFTER_SECONDS)})
+        if answered:
+            page.headers[SUMMARY_HEADER] = answered[0].how
+        return page
 
     return web
 
@@ -77,22 +108,116 @@ def _image_size(record: dict[str, Any]) -> list[int]:
     return [3, 224, 224]
 
 
-@lru_cache(maxsize=32)
-def layer_summary(name: str) -> tuple[dict[str, Any] | None, str | None]:
-    """`zoo.tools.summary`'s per-layer summary of catalog model `name` (no weights), or why the server cannot
-    make one: torch or the model's plugin is not importable here, or the model is larger than
-    `SUMMARY_MAX_PARAMS`. Kept: a model's layers do not change."""
+class Summary(NamedTuple):
+    """A per-layer summary (`zoo.tools.summary.ModelSummary.to_json`) or why there is none, and how it was
+    answered (`SUMMARY_HEADER`)."""
+
+    summary: dict[str, Any] | None
+    reason: str | None
+    how: str = "built"
+
+
+class SummaryBusy(Exception):
+    """Too many per-layer summaries are being built or waited for: try again later (503, Retry-After)."""
+
+
+class _Summaries:
+    """Per-layer summaries by model identity: the last `SUMMARY_KEPT` kept, one built at a time."""
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[str, Summary] = OrderedDict()
+        self._lock = threading.Lock()  # guards _kept and _queued
+        self._building = threading.Lock()
+        self._queued = 0  # requests building or waiting to build
+
+    def get(self, key: str, build: Callable[[], Summary]) -> Summary:
+        """The summary of `key`: kept, else made by `build` in turn (`SummaryBusy` when the queue is full or the
+        turn does not come within `SUMMARY_WAIT_SECONDS`)."""
+        kept = self._kept_as(key)
+        if kept is not None:
+            return kept
+        with self._lock:
+            if self._queued >= SUMMARY_QUEUE:
+                raise SummaryBusy(_busy(key, f"{self._queued} requests are building or waiting for one"))
+            self._queued += 1
+        try:
+            if not self._building.acquire(timeout=SUMMARY_WAIT_SECONDS):
+                raise SummaryBusy(_busy(key, f"its turn did not come within {SUMMARY_WAIT_SECONDS:g} s"))
+            try:
+                kept = self._kept_as(key)  # made while this request waited
+                return kept if kept is not None else self._keep(key, build())
+            finally:
+                self._building.release()
+        finally:
+            with self._lock:
+                self._queued -= 1
+
+    def _kept_as(self, key: str) -> Summary | None:
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+        return kept._replace(how="cached") if kept is not None else None
+
+    def _keep(self, key: str, made: Summary) -> Summary:
+        with self._lock:
+            self._kept[key] = made
+            while len(self._kept) > SUMMARY_KEPT:
+                self._kept.popitem(last=False)
+        return made
+
+
+_SUMMARIES = _Summaries()
+
+
+def _busy(name: str, why: str) -> str:
+    """The one line of a `SummaryBusy` refusing model `name`'s summary."""
+    return (f"the server builds one per-layer summary at a time and is busy ({why}); try again in "
+            f"{SUMMARY_RETRY_AFTER_SECONDS} s, or run zoo summary {name} where the model's plugin is installed")
+
+
+def layer_summary(name: str, credentials: Credentials = None) -> Summary:
+    """`zoo.tools.summary`'s per-layer summary of catalog model `name` (no weights), or why the server will not
+    make one: torch or the model's plugin is not importable here, or the model is larger than the server builds
+    (`SUMMARY_MAX_PARAMS` with a token, checked as every read is; `SUMMARY_MAX_PARAMS_ANONYMOUS` without).
+    Kept by the model's qualified name, however it was spelled; built one at a time (`SummaryBusy`)."""
     record = current().catalog.describe(name).to_json()  # read only: no copy
     if importlib.util.find_spec("torch") is None:
-        return None, "The per-layer summary needs torch on the server (pip install 'zoo[torch]'); it has none."
-    if (record["num_params"] or 0) > SUMMARY_MAX_PARAMS:
-        return None, (f"{record['name']} has {record['num_params']:,} parameters: more than the server builds for a "
-                      f"summary ({SUMMARY_MAX_PARAMS:,}); run zoo summary {record['name']} --input SIZE instead.")
+        return Summary(None, "The per-layer summary needs torch on the server (pip install 'zoo[torch]'); it has none.",
+                       "refused")
+    refused = _too_large(record, credentials)
+    if refused is not None:
+        return Summary(None, refused, "refused")
+    return _SUMMARIES.get(record["qualified_name"], lambda: _summarize(record))
+
+
+def _too_large(record: dict[str, Any], credentials: Credentials) -> str | None:
+    """Why the model of `record` is too large to build for this request's reader; None if it is not."""
+    params = record["num_params"] or 0
+    if params <= SUMMARY_MAX_PARAMS_ANONYMOUS:
+        return None
+    alternative = f"run zoo summary {record['name']} --input SIZE instead."
+    if credentials is None:
+        return (f"{record['name']} has {params:,} parameters: more than the server builds for a summary without a "
+                f"token ({SUMMARY_MAX_PARAMS_ANONYMOUS:,}; {SUMMARY_MAX_PARAMS:,} with a read token); {alternative}")
+    require(credentials, READ_SCOPES, "a per-layer summary with a token")
+    if params > SUMMARY_MAX_PARAMS:
+        return (f"{record['name']} has {params:,} parameters: more than the server builds for a summary "
+                f"({SUMMARY_MAX_PARAMS:,}); {alternative}")
+    return None
+
+
+def _summarize(record: dict[str, Any]) -> Summary:
+    """Build the model of `record` (no weights), summarise one forward pass, and free it again."""
     from zoo.tools.summary import catalog_model, summarize
 
     size = _SUMMARY_INPUT.get(record["task"], [[1, *_image_size(record)]])
     try:
         model = catalog_model(record["qualified_name"])
-    except ImportError as exc:
-        return None, f"The plugin of {record['qualified_name']} cannot be imported on the server: {exc}"
-    return summarize(model, size, depth=2, task=record["task"]).to_json(), None
+    except (ImportError, PluginError) as exc:  # its plugin cannot be imported here, or its builder failed
+        return Summary(None, f"The server cannot build {record['qualified_name']}: {first_line(exc)}")
+    try:
+        return Summary(summarize(model, size, depth=2, task=record["task"]).to_json(), None)
+    finally:
+        del model
+        gc.collect()  # a model's modules refer to each other: freed now, not at some later collection
