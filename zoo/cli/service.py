@@ -30,6 +30,15 @@ def _add_serve(commands: Commands) -> None:
                    help="also answer requests addressed to NAME (e.g. a reverse proxy's public name); repeatable")
     p.add_argument("--max-upload", type=count_argument, default=None, metavar="BYTES",
                    help="largest file a client may publish, e.g. 500M (default 4G)")
+    p.add_argument("--max-bodies", type=int, default=None, metavar="N",
+                   help="request bodies (uploads, try-it images) read at once by each worker; more are refused "
+                        "with 503 and Retry-After (default 8)")
+    p.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
+                   help="longest wait for the next part of a request body, and the time before --min-body-rate "
+                        "counts; a slower body is cut with 408 (default 30)")
+    p.add_argument("--min-body-rate", type=count_argument, default=None, metavar="BYTES",
+                   help="lowest average rate of a request body in bytes a second, counted after --body-timeout "
+                        "seconds; e.g. 64K (default 65536)")
     p.add_argument("--ready-file", metavar="FILE",
                    help="write the bound URL as JSON to FILE once the server answers")
     p.set_defaults(run=_serve)
@@ -54,11 +63,13 @@ def _add_token(commands: Commands) -> None:
 def _serve(args: argparse.Namespace) -> int:
     try:
         from zoo.service.app import DEFAULT_MAX_UPLOAD, serve
+        from zoo.service.common import BodyLimits
     except ImportError as exc:
         raise UsageError(f"zoo serve needs the serve extra (pip install 'zoo[serve]'): {exc}") from None
+    given = {"concurrent": args.max_bodies, "timeout": args.body_timeout, "min_rate": args.min_body_rate}
     serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,
           allowed_hosts=tuple(args.allow_host), max_upload_bytes=args.max_upload or DEFAULT_MAX_UPLOAD,
-          ready_file=args.ready_file)
+          ready_file=args.ready_file, body_limits=BodyLimits(**{k: v for k, v in given.items() if v is not None}))
     return 0
 
 

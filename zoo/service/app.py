@@ -1,10 +1,12 @@
 """The registry service's ASGI app (FastAPI) and how `zoo serve` runs it (uvicorn).
 
 Every answer is JSON, every error one line of it: ``{"error": "..."}``, with the
-status saying whose fault it is (400 bad input, 401/403 token, 404 unknown, 411/413
-upload size, 503 catalog unreachable); never a traceback. Handlers that read the
-catalog are plain functions (run in uvicorn's thread pool); uploads stream from the
-event loop into the store's verified writer in a worker thread, chunk by chunk.
+status saying whose fault it is (400 bad input, 401/403 token, 404 unknown, 408 a body
+too slow, 411/413 upload size, 503 catalog unreachable or too many bodies at once, 507
+disk full); never a traceback. Handlers that read the catalog are plain functions (run
+in the default thread pool); uploads pass the app's gate for request bodies
+(`zoo.service.common.Bodies`: a bounded number at once, each in time) and stream into
+the store's verified writer chunk by chunk, in threads of the gate's own pool.
 """
 
 from __future__ import annotations
@@ -15,11 +17,9 @@ import logging
 import multiprocessing
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,12 +32,10 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
-import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -51,6 +49,8 @@ from zoo.registry import list_plugins, summarize_models, weights_owner
 from zoo.service.common import (
     SHA256_PATTERN,
     ApiError,
+    Bodies,
+    BodyLimits,
     Credentials,
     Settings,
     Sha256,
@@ -60,6 +60,7 @@ from zoo.service.common import (
     status_of,
 )
 from zoo.service.web import install as install_web
+from zoo.service.guards import install as install_guards
 from zoo.context import Context, current, using
 from zoo.settings import Settings as ZooSettings
 from zoo.store import ArtifactStore
@@ -70,10 +71,12 @@ API = "/api/v1"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 DEFAULT_MAX_UPLOAD = 4 << 30  # bytes: larger than any torchvision or timm weights file
 _BACKLOG = 2048  # connections waiting to be accepted, as uvicorn's default
+#: Bytes of a request's line and headers uvicorn's parser (h11) reads: its own default (16 KiB) resets a longer
+#: one without an answer; the URL limit, answered 414, is the app's (`zoo.service.guards`).
+MAX_REQUEST_HEAD = 64 << 10
 _WORKER_GRACE = 30.0  # seconds a stopped worker may take to finish its requests before it is killed
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_PAGE = 1000
-STALE_UPLOAD_SECONDS = 24 * 3600
 _BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
 _log = logging.getLogger("zoo.service")
 _DESCRIPTION = ("The zoo's catalog and artifact store: models (the filters of zoo.list_models), published weights "
@@ -90,14 +93,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, kin
 
 def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
                *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-               settings: ZooSettings | None = None) -> FastAPI:
+               settings: ZooSettings | None = None, body_limits: BodyLimits = BodyLimits()) -> FastAPI:
     """The registry service for the catalog at `catalog_url` and the artifact `store`.
 
     The app answers from a context of its own (`zoo.context.Context`): the catalog and
     store of `settings` (default: the environment's), or `catalog_url` and `store` when
     given; several apps in one process serve several catalogs. `allowed_hosts` are host
     names requests may be addressed to besides loopback ones (a reverse proxy's public
-    name); uploads larger than `max_upload_bytes` are refused before they are read.
+    name); uploads larger than `max_upload_bytes` are refused before they are read, and
+    request bodies are read within `body_limits` (`zoo.service.common.Bodies`).
     """
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise UsageError(f"the upload limit must be a positive number of bytes, not {excerpt(max_upload_bytes)}")
@@ -106,8 +110,8 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
         zoo_settings = zoo_settings.with_catalog(catalog_url)
     context = Context(zoo_settings, store=store)
     settings = Settings(context.store, bool(read_token_required), frozenset(h.lower() for h in allowed_hosts),
-                        max_upload_bytes)
-    app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs",
+                        max_upload_bytes, Bodies(body_limits))
+    app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=None,
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings, app.state.context = settings, context
     for router in _routers(settings):
@@ -120,6 +124,7 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(InContext, context=context)
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
+    install_guards(app)  # outermost: request shapes, HEAD, the API docs page
     return app
 
 
@@ -136,16 +141,25 @@ class ServeConfig:
     allowed_hosts: tuple[str, ...] = ()
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     log_level: str = "info"
+    body_limits: BodyLimits = BodyLimits()
 
     def app(self) -> FastAPI:
         """The service's app for these settings (`create_app`)."""
         return create_app(read_token_required=self.read_token_required, allowed_hosts=self.allowed_hosts,
-                          max_upload_bytes=self.max_upload_bytes, settings=self.settings)
+                          max_upload_bytes=self.max_upload_bytes, body_limits=self.body_limits,
+                          settings=self.settings)
+
+    def uvicorn_config(self, app: FastAPI) -> Any:
+        """uvicorn's configuration for serving `app` (a request head up to `MAX_REQUEST_HEAD` bytes)."""
+        import uvicorn
+
+        return uvicorn.Config(app, log_level=self.log_level, h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
 
 
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
           allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info",
-          ready_file: str | os.PathLike[str] | None = None, settings: ZooSettings | None = None) -> None:
+          ready_file: str | os.PathLike[str] | None = None, settings: ZooSettings | None = None,
+          body_limits: BodyLimits = BodyLimits()) -> None:
     """Serve the registry with uvicorn on `host`:`port` (0: any free port) until Ctrl-C or SIGTERM.
 
     The catalog is brought up to date first (a sync if it is stale). This process binds
@@ -156,16 +170,14 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
     JSON line goes to stdout, ``{"zoo_serve": "ready", "url": "http://127.0.0.1:PORT",
     "pid": PID, "workers": N}`` (the real port; `pid` this process), and, with
     `ready_file`, the same JSON to that file (written atomically; removed when the
-    server stops).
+    server stops). `body_limits` bound the request bodies each process reads (`zoo.service.common.Bodies`).
     """
-    import uvicorn
-
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
     config = ServeConfig(settings or ZooSettings.from_environ(), bool(read_token_required), tuple(allowed_hosts),
-                         max_upload_bytes, log_level)
+                         max_upload_bytes, log_level, body_limits)
     app = config.app()  # bad settings: one line, here, before a worker starts
     engine = ensure_current(settings=config.settings)  # migrated or synced now, not by the first request
     print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.location}", file=sys.stderr)
@@ -185,7 +197,7 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
     terminated = False
     try:
         if workers == 1:
-            _uvicorn_server(uvicorn.Config(app, log_level=log_level), announce).run(sockets=[sock])
+            _uvicorn_server(config.uvicorn_config(app), announce).run(sockets=[sock])
         else:
             del app
             _Workers(config, sock, workers).run(announce)
@@ -356,13 +368,12 @@ class _Workers:
 def _worker(config: ServeConfig, sock: socket.socket, ready: Connection) -> None:
     """One worker process of `serve`: its app from `config`, served on `sock` until it is stopped or its parent
     dies; says so on `ready` (its pid) once its startup is complete."""
-    import uvicorn
 
     def started() -> None:
         ready.send(os.getpid())
         ready.close()
 
-    server = _uvicorn_server(uvicorn.Config(config.app(), log_level=config.log_level), started)
+    server = _uvicorn_server(config.uvicorn_config(config.app()), started)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_stop_with, args=(parent.sentinel, server), daemon=True).start()
@@ -590,13 +601,14 @@ def _published_routes(settings: Settings) -> APIRouter:
         full_name = f"{namespace}/{name}"
         length = declared_length(request, settings.max_upload_bytes)
         metrics = dict(parse_metric(m) for m in metric or [])
-        await anyio.to_thread.run_sync(_check_before_upload, full_name, model)
         names = [c.strip() for c in categories.split(",")] if categories is not None else None
         spec = _json_query("preprocessing", preprocessing) if preprocessing is not None else None
-        with _upload(settings.store) as uploads:
-            path = await _receive(request, uploads, sha256, length)
+        bodies = settings.bodies
+        with bodies.accepting(settings.store) as uploads:
+            await bodies.run(partial(_check_before_upload, full_name, model))
+            path = await bodies.receive(request, uploads / "upload", length, sha256)
             with _uploaded_as(path):
-                record = await anyio.to_thread.run_sync(partial(
+                record = await bodies.run(partial(
                     publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
                     from_weights=from_weights, description=description, preprocessing=spec))
         return record.to_json()
@@ -639,10 +651,10 @@ def _export_routes(settings: Settings) -> APIRouter:
                  summary="publish a verified ONNX export (its zoo metadata is checked)")
     async def publish_export_file(request: Request, sha256: DeclaredSha256) -> dict[str, Any]:
         length = declared_length(request, settings.max_upload_bytes)
-        with _upload(settings.store) as uploads:
-            path = await _receive(request, uploads, sha256, length)
+        with settings.bodies.accepting(settings.store) as uploads:
+            path = await settings.bodies.receive(request, uploads / "upload", length, sha256)
             with _uploaded_as(path):
-                record = await anyio.to_thread.run_sync(publish_export, path)
+                record = await settings.bodies.run(partial(publish_export, path))
         return record.to_json()
 
     return router
@@ -654,45 +666,6 @@ def _json_query(name: str, value: str) -> Any:
         return json.loads(value)
     except ValueError as exc:
         raise ApiError(400, f"query parameter {name!r} is not JSON: {exc}") from None
-
-
-@contextmanager
-def _upload(store: ArtifactStore) -> Iterator[pathlib.Path]:
-    """A private folder for one upload in the store's scratch folder ``uploads`` (`ArtifactStore.scratch`: a
-    directory store's own file system), removed afterwards: publishing copies what it accepts into `store`,
-    so a refused or broken upload leaves nothing there. Folders left by a server killed during an upload
-    are removed by a later upload once they are a day old."""
-    folder = store.scratch("uploads")
-    _remove_stale(folder)
-    root = pathlib.Path(tempfile.mkdtemp(dir=folder))
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _remove_stale(folder: pathlib.Path) -> None:
-    """Remove the upload folders in `folder` untouched for `STALE_UPLOAD_SECONDS` (no live upload is that idle)."""
-    cutoff = time.time() - STALE_UPLOAD_SECONDS
-    for entry in folder.iterdir():
-        try:
-            stale = entry.is_dir() and not entry.is_symlink() and entry.stat().st_mtime < cutoff
-        except OSError:  # removed meanwhile by another worker
-            continue
-        if stale:
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-async def _receive(request: Request, uploads: pathlib.Path, sha256: str, length: int) -> pathlib.Path:
-    """The request's body, written to a file in the folder `uploads` (`write_atomically`: there only
-    once it has the declared `sha256` and at most `length` bytes)."""
-    try:
-        written = await anyio.to_thread.run_sync(partial(
-            write_atomically, uploads / "upload", _chunks(request), sha256=sha256, max_bytes=length,
-            origin="the upload"))
-    except ClientDisconnect:
-        raise ApiError(400, "the upload ended before its Content-Length; nothing was stored") from None
-    return written.path
 
 
 def _check_before_upload(name: str, model: str) -> None:
@@ -712,7 +685,8 @@ def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
 
 def _blob(store: ArtifactStore, request: Request, sha256: str, kind: str, what: str) -> Response:
     """The stored file of `sha256` if it is published (a `kind` "weights" or "export"): streamed with its size, its hash as
-    ETag (304 for a client that has it), HEAD and byte ranges (206; 416 past the end)."""
+    ETag (304 for a client that has it, or any version: ``If-None-Match: *``), HEAD and byte ranges (206; 416 past the
+    end)."""
     if not current().catalog.is_published(sha256, kind):
         raise ApiError(404, f"no {what} has SHA-256 {sha256}")
     size = store.stat(sha256)
@@ -720,7 +694,7 @@ def _blob(store: ArtifactStore, request: Request, sha256: str, kind: str, what: 
         raise UnknownArtifactError(f"the artifact store {store.location} has no file with SHA-256 {sha256}")
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE, "Accept-Ranges": "bytes"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+    if {etag, "*"} & {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=headers)
     ranges, if_range = request.headers.get("range"), request.headers.get("if-range")
     parts: list[tuple[int, int]] = []
@@ -781,18 +755,3 @@ class _BlobResponse(Response):
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(blob.close)
-
-
-def _chunks(request: Request) -> Iterator[bytes]:
-    """The request's body, chunk by chunk as it arrives, for code in a worker thread."""
-    stream = request.stream()
-
-    async def next_chunk() -> bytes | None:
-        try:
-            return await anext(stream)
-        except StopAsyncIteration:
-            return None
-
-    while (chunk := anyio.from_thread.run(next_chunk)) is not None:
-        if chunk:
-            yield chunk

@@ -1,42 +1,213 @@
 """What the registry service's API and its web pages share: one app's settings, refusals with their
-HTTP status, the token rule, the upload size rule and the path parameter of a SHA-256."""
+HTTP status, the token rule, the upload size rule, the path parameter of a SHA-256, and how request
+bodies (uploads and "try it" images) are read: `Bodies`.
+
+A body is read only through `Bodies`: at most `BodyLimits.concurrent` at once per app (more are
+refused at once, 503 with Retry-After, before their bytes are read), streamed to a file in a private
+folder of the store's scratch space (never into memory), each part within `BodyLimits.timeout`
+seconds and the whole at `BodyLimits.min_rate` bytes a second after the first `BodyLimits.timeout`
+seconds (408 otherwise), by threads of the gate's own pool, so that the pool that answers reads is
+never taken by a slow client; a full disk is a 507. Whatever is refused leaves nothing behind.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+import errno
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path as FilePath
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.from_thread
+import anyio.to_thread
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
 from zoo.errors import (
     ArtifactTooLargeError,
     CatalogError,
     UnknownArtifactError,
     UnknownNameError,
+    UsageError,
     ZooError,
     excerpt,
 )
 from zoo.fetch import FULL_HASH
 from zoo.catalog.tokens import READ_SCOPES
 from zoo.context import current
+from zoo.outputs import write_atomically
 from zoo.store import ArtifactStore
 
 SHA256_PATTERN = f"^{FULL_HASH.pattern}$"
 Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="64 lowercase hex digits")]
 _bearer = HTTPBearer(auto_error=False, description="a token from `zoo token create`")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+STALE_UPLOAD_SECONDS = 24 * 3600
+RETRY_AFTER = 5  # seconds a client refused by a full gate is asked to wait
+#: The errors of a full disk (or a spent quota): 507, the server's fault, and passing.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: The headers of a refusal that leaves the body unread: the server closes the connection instead of reading it.
+CLOSE = {"Connection": "close"}
+_log = logging.getLogger("zoo.service")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How request bodies (uploads, "try it" images) are bounded besides their size (``zoo serve`` options).
+
+    `concurrent` bodies are read at once by one app (``--max-bodies``); each part of a
+    body must come within `timeout` seconds (``--body-timeout``), and after the first
+    `timeout` seconds the body must have come at `min_rate` bytes a second on average
+    (``--min-body-rate``): a 1 KB/s trickle is cut, a slow but real link is not.
+    """
+
+    concurrent: int = 8
+    timeout: float = 30.0
+    min_rate: int = 64 << 10
+
+    def __post_init__(self) -> None:
+        if isinstance(self.concurrent, bool) or not isinstance(self.concurrent, int) or self.concurrent < 1:
+            raise UsageError(f"the request bodies read at once (--max-bodies) must be a whole number, 1 or more, "
+                             f"not {excerpt(self.concurrent)}")
+        if (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
+                or not math.isfinite(self.timeout) or self.timeout <= 0):
+            raise UsageError(f"the body timeout (--body-timeout) must be a number of seconds above 0, "
+                             f"not {excerpt(self.timeout)}")
+        if isinstance(self.min_rate, bool) or not isinstance(self.min_rate, int) or self.min_rate < 1:
+            raise UsageError(f"the lowest body rate (--min-body-rate) must be a whole number of bytes a second, "
+                             f"1 or more, not {excerpt(self.min_rate)}")
+
+
+class Bodies:
+    """One app's gate for request bodies (see the module docstring): admission, the threads bodies are
+    written and their work done in, and the time limits of their reading."""
+
+    def __init__(self, limits: BodyLimits = BodyLimits()) -> None:
+        self.limits = limits
+        self.reading = 0  # bodies admitted and not yet answered (changed on the event loop only)
+        self.threads = anyio.CapacityLimiter(limits.concurrent)  # bound to the event loop on first use
+
+    @contextmanager
+    def accepting(self, store: ArtifactStore) -> Iterator[FilePath]:
+        """Admit one body (503 with Retry-After when `BodyLimits.concurrent` are being read) and give it a private
+        folder (`upload_folder`); a full disk met meanwhile is answered 507. For the event loop's thread."""
+        if self.reading >= self.limits.concurrent:
+            raise ApiError(503, f"the server is reading {self.reading} request bodies already, its limit "
+                                f"(zoo serve --max-bodies); try again in {RETRY_AFTER} s",
+                           {"Retry-After": str(RETRY_AFTER), **CLOSE})
+        self.reading += 1
+        try:
+            with disk_space(), upload_folder(store) as folder:
+                yield folder
+        finally:
+            self.reading -= 1
+
+    async def receive(self, request: Request, target: FilePath, length: int, sha256: str | None = None) -> FilePath:
+        """The request's body written to `target` (`write_atomically`: there only once it has the declared
+        `sha256`, if any, and at most `length` bytes), in time (408 otherwise); 400 for a client that left."""
+        try:
+            written = await self.run(partial(write_atomically, target, self._chunks(request), sha256=sha256,
+                                             max_bytes=length, origin="the upload"))
+        except ClientDisconnect:
+            raise ApiError(400, "the upload ended before its Content-Length; nothing was stored", CLOSE) from None
+        return written.path
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """`work()` in a thread of the bodies' own pool (never the one that answers reads)."""
+        return await anyio.to_thread.run_sync(work, limiter=self.threads)
+
+    def _chunks(self, request: Request) -> Iterator[bytes]:
+        """The request's body, chunk by chunk as it arrives, for code in a worker thread; each chunk waited for
+        until the sooner of the idle timeout and the moment the body would fall below the lowest rate."""
+        stream, limits = request.stream(), self.limits
+        started, received = time.monotonic(), 0
+
+        async def next_chunk() -> bytes | None:
+            now = time.monotonic()
+            idle, slow = now + limits.timeout, started + limits.timeout + received / limits.min_rate
+            with anyio.move_on_after(min(idle, slow) - now):
+                try:
+                    return await anext(stream)
+                except StopAsyncIteration:
+                    return None
+            raise _too_slow(limits, idle <= slow or not received, received, time.monotonic() - started)
+
+        while (chunk := anyio.from_thread.run(next_chunk)) is not None:
+            received += len(chunk)
+            if chunk:
+                yield chunk
+
+
+def _too_slow(limits: BodyLimits, idle: bool, received: int, seconds: float) -> ApiError:
+    """The 408 of a body cut for time: it stopped, or never started (`idle`), or came too slowly."""
+    if idle:
+        why = f"sent nothing for {limits.timeout:g} s (zoo serve --body-timeout)"
+    else:
+        why = (f"came at {received / seconds / 1024:.1f} KiB/s, slower than this server's "
+               f"{limits.min_rate / 1024:g} KiB/s (zoo serve --min-body-rate)")
+    return ApiError(408, f"the upload {why}; nothing was stored", CLOSE)
+
+
+@contextmanager
+def disk_space() -> Iterator[None]:
+    """A full disk (or quota) met in the block: 507 in one line, and one line in the log, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        _log.warning("refused a request: the disk is full (%s)", exc.strerror)
+        raise ApiError(507, f"the server's disk is full ({exc.strerror}); nothing was stored; "
+                            "try again once it has space", CLOSE) from None
+
+
+@contextmanager
+def upload_folder(store: ArtifactStore) -> Iterator[FilePath]:
+    """A private folder for one body in the store's scratch folder ``uploads`` (`ArtifactStore.scratch`: a
+    directory store's own file system), removed afterwards: publishing copies what it accepts into `store`,
+    so a refused or broken upload leaves nothing there. Folders left by a server killed during an upload
+    are removed by a later upload once they are a day old."""
+    folder = store.scratch("uploads")
+    _remove_stale(folder)
+    root = FilePath(tempfile.mkdtemp(dir=folder))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_stale(folder: FilePath) -> None:
+    """Remove the upload folders in `folder` untouched for `STALE_UPLOAD_SECONDS` (no live upload is that idle)."""
+    cutoff = time.time() - STALE_UPLOAD_SECONDS
+    for entry in folder.iterdir():
+        try:
+            stale = entry.is_dir() and not entry.is_symlink() and entry.stat().st_mtime < cutoff
+        except OSError:  # removed meanwhile by another worker
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What one app serves and allows; the catalog itself is ``$ZOO_REGISTRY_URL``'s."""
+    """What one app serves and allows, and its gate for request bodies; the catalog itself is
+    ``$ZOO_REGISTRY_URL``'s."""
 
     store: ArtifactStore
     read_token_required: bool
     allowed_hosts: frozenset[str]
     max_upload_bytes: int
+    bodies: Bodies = field(default_factory=Bodies)
 
 
 class ApiError(Exception):
@@ -88,7 +259,7 @@ def declared_length(request: Request, limit: int) -> int:
     declared = request.headers.get("content-length")
     if declared is None:
         raise ApiError(411, "an upload needs a Content-Length header (the file's size in bytes)")
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):
         raise ApiError(400, f"Content-Length {excerpt(declared)} is not a number of bytes")
     if int(declared) > limit:
         raise ApiError(413, f"the file is {int(declared)} bytes; this server accepts at most {limit} "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from html import escape
+from html import escape, unescape
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from zoo.context import current
 from zoo.service.common import Sha256
-from zoo.service.web.site import Web
+from zoo.service.web.site import Web, csp_hash, security_headers
 
 _NETRON_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
                  ".ico": "image/x-icon", ".json": "application/json", ".svg": "image/svg+xml",
@@ -30,6 +30,7 @@ _NETRON_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/c
 _ASSET = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 _MODEL_FILE = "model.onnx"
 _CONSENT_DAYS = 30
+_STYLE_BLOCK, _STYLE_ATTRIBUTE = re.compile(r"<style>(.*?)</style>", re.DOTALL), re.compile(r'\sstyle="([^"]*)"')
 
 
 def netron_folder() -> Path:
@@ -48,6 +49,16 @@ def index_page(sha256: str, model: str) -> str:
     return re.sub(r'<meta name="version" content=".*">', lambda _: meta, page, count=1)
 
 
+def policy(page: str) -> str:
+    """The Content-Security-Policy of netron's index `page`: this server's files only, and of inline code only
+    the page's own styles, by their hashes (its style element, and its style attributes by 'unsafe-hashes')."""
+    blocks = {csp_hash(text) for text in _STYLE_BLOCK.findall(page)}
+    attributes = {csp_hash(unescape(text)) for text in _STYLE_ATTRIBUTE.findall(page)}
+    styles = " ".join(sorted(blocks) + (["'unsafe-hashes'", *sorted(attributes)] if attributes else []))
+    return (f"default-src 'self'; script-src 'self'; style-src 'self' {styles}; img-src 'self' data: blob:; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+
+
 def router(site: Web) -> APIRouter:
     """``/graph/SHA256/``: netron's page, its static files and the export's file, for published exports only."""
     graph = APIRouter(prefix="/graph/{sha256}", dependencies=[Depends(site.reader())], include_in_schema=False)
@@ -61,7 +72,8 @@ def router(site: Web) -> APIRouter:
         found = current().catalog.exports(sha256=sha256)
         if not found:
             raise HTTPException(404)
-        response = HTMLResponse(index_page(sha256, found[0].model), headers={"X-Content-Type-Options": "nosniff"})
+        text = index_page(sha256, found[0].model)
+        response = HTMLResponse(text, headers=security_headers(policy(text)))
         response.set_cookie("consent", str(int(time.time() * 1000)), max_age=_CONSENT_DAYS * 86400,
                             path="/graph/", samesite="strict")
         return response
@@ -71,7 +83,7 @@ def router(site: Web) -> APIRouter:
         """The API's file of the export (which checks that it is published), under the name netron opens."""
         return RedirectResponse(request.url_for("export_file", sha256=sha256).path, status_code=307)
 
-    @graph.get("/{asset}")
+    @graph.api_route("/{asset}", methods=["GET", "HEAD"])  # HEAD: the file's headers, not read
     def asset(sha256: Sha256, asset: str) -> Response:
         folder = netron_folder()
         path = folder / asset

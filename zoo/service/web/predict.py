@@ -3,18 +3,21 @@
 ``GET /try`` is the page (`zoo.service.web.pages.try_page`); its script posts the image's bytes to
 ``POST /try/SHA256`` and shows the answer: the drawing (`zoo.runtime.draw`) as a PNG data URL, the
 decoded result and the latency of the prediction alone. A prediction reads: it needs a token only
-where reading does; the body is bounded by the server's upload limit (``--max-upload``) before it is
-read, and the image by the runtime's own pixel limit. Only published exports run (every one was
-verified against PyTorch when it was published); each export's session is kept for the next image.
+where reading does. Only published exports run (verified against PyTorch by the registry when they
+were published, or marked as only claimed, which the page says; an unknown one is 404 before the body
+is read); each export's session is kept for the
+next image. The body is bounded by the server's upload limit (``--max-upload``) before it is read,
+passes the app's gate for request bodies (`zoo.service.common.Bodies`: a bounded number at once,
+each in time) and streams to a file, never into memory; the image is bounded by the runtime's own
+pixel limit.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import tempfile
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +33,10 @@ from zoo.service.web.site import Web
 
 if TYPE_CHECKING:
     from zoo.catalog.api import Catalog
+    from zoo.records import PublishedExport
 
 SAMPLES = Path(__file__).with_name("static") / "samples"
-#: The largest image "try it" reads (into memory): far above any photograph, far below --max-upload's default.
+#: The largest image "try it" reads (decoded in memory): far above any photograph, far below --max-upload's default.
 MAX_IMAGE_BYTES = 64 << 20
 _KEPT_SESSIONS = 4
 
@@ -55,26 +59,23 @@ def router(site: Web) -> APIRouter:
     @tried.post("/{sha256}")
     async def run(sha256: Sha256, request: Request) -> dict[str, Any]:
         length = declared_length(request, limit)
-        body = await request.body()
-        if len(body) != length:
-            raise UsageError(f"the upload has {len(body)} bytes, not its Content-Length {length}")
-        return await anyio.to_thread.run_sync(prediction, sha256, body)
+        await anyio.to_thread.run_sync(_published_export, current().catalog, sha256)
+        with settings.bodies.accepting(settings.store) as folder:
+            image = await settings.bodies.receive(request, folder / "image", length)
+            return await settings.bodies.run(partial(prediction, sha256, image))
 
     return tried
 
 
-def prediction(sha256: str, image: bytes) -> dict[str, Any]:
-    """Run the published export `sha256` on the image file `image`: drawing, result and latency."""
+def prediction(sha256: str, image: Path) -> dict[str, Any]:
+    """Run the published export `sha256` on the uploaded image file at `image`: drawing, result and latency."""
     from zoo.runtime import draw, open_image
 
+    try:
+        picture = open_image(image)
+    except UsageError as exc:  # it names the temporary path: name the upload instead
+        raise UsageError(str(exc).replace(str(image), "the uploaded file")) from None
     predictor = _predictor(current().catalog, sha256)
-    with tempfile.TemporaryDirectory() as folder:  # the runtime's own checks read a file
-        path = Path(folder) / "uploaded image"
-        path.write_bytes(image)
-        try:
-            picture = open_image(path)
-        except UsageError as exc:  # it names the temporary path: name the upload instead
-            raise UsageError(str(exc).replace(str(path), "the uploaded file")) from None
     started = time.perf_counter()
     result = predictor.predict(picture)[0]
     latency = time.perf_counter() - started
@@ -91,7 +92,12 @@ def _predictor(catalog: Catalog, sha256: str) -> Any:
     made from the catalog's verified local copy (`Catalog.export_file`)."""
     from zoo.runtime import Predictor
 
+    return Predictor(catalog.export_file(_published_export(catalog, sha256)).path)
+
+
+def _published_export(catalog: Catalog, sha256: str) -> PublishedExport:
+    """The record of the published export `sha256` (404 without one)."""
     found = catalog.exports(sha256=sha256)
     if not found:
         raise UnknownArtifactError(f"no published export has SHA-256 {sha256}")
-    return Predictor(catalog.export_file(found[0]).path)
+    return found[0]

@@ -91,7 +91,7 @@ def _whole(text: str, name: str, default: int, low: int, high: int | None) -> in
     """`text` as a whole number from `low` to `high`; empty: `default`."""
     if not text.strip():
         return default
-    if not text.strip().isdigit() or int(text) < low or (high is not None and int(text) > high):
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) < low or (high is not None and int(text) > high):
         upper = f" to {high}" if high is not None else " or more"
         raise UsageError(f"{name} {excerpt(text)} is not a whole number from {low}{upper}")
     return int(text)

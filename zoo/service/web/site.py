@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,7 +17,20 @@ from zoo.service.web import pages
 #: Pages load only this server's files; images may also be data: URLs (the drawn prediction).
 _CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; object-src 'none'; "
         "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def security_headers(csp: str) -> dict[str, str]:
+    """The headers of an HTML page whose Content-Security-Policy is `csp`: its types are not to be guessed,
+    and links from it do not tell where they came from."""
+    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+HEADERS = security_headers(_CSP)
+
+
+def csp_hash(inline: str) -> str:
+    """The source expression that lets a Content-Security-Policy allow the inline script or style `inline`."""
+    return f"'sha256-{base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()}'"
 
 
 @dataclass(frozen=True)
