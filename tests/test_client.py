@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import threading
 import sys
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -196,31 +198,61 @@ def test_names_and_files_are_checked_before_any_request(client_env: dict[str, st
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and said in done.stderr, (args, done.stderr)
 
 
+class FakeService:
+    """A peer posing as a registry service: an HTTP server on 127.0.0.1 (``url``) for the block, which answers
+    every request (any method) with `respond(handler)` and records each one's method, path and Authorization
+    header in `requests`. Leaving the block sets `released` (a `respond` that stalls waits on it)."""
+
+    def __init__(self, respond: Callable[[BaseHTTPRequestHandler], None]) -> None:
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.released = threading.Event()
+        recorded = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                recorded.append((self.command, self.path, self.headers.get("Authorization")))
+                respond(self)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = answer  # noqa: N815 (http.server's names)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeService:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, *, headers: dict[str, str] | None = None) -> None:
+    """Answer `status` with `body` (its length declared unless `headers` declare one) and `headers`."""
+    handler.send_response(status)
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def test_answers_of_another_shape_are_one_line(tmp_path: Path) -> None:
-    """A peer that answers every request with JSON of the wrong shape: each command ends in one line."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    """A peer that answers every request with JSON of the wrong shape: each command ends in one line.
+    (tests/test_client_hostile.py has every other kind of hostile answer.)"""
 
-    class WrongShapes(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = b'{"models": [{"name": 1}], "total": 1, "versions": 3}' if "models" in self.path else b'[1, 2]'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def wrong_shapes(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 200, b'{"models": [{"name": 1}], "total": 1, "versions": 3}' if "models" in handler.path
+             else b'[1, 2]')
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    peer = ThreadingHTTPServer(("127.0.0.1", 0), WrongShapes)
-    threading.Thread(target=peer.serve_forever, daemon=True).start()
     env = {key: value for key, value in os.environ.items() if not key.startswith("ZOO_")}
-    env["ZOO_REGISTRY_URL"] = f"http://127.0.0.1:{peer.server_address[1]}"
-    try:
+    with FakeService(wrong_shapes) as peer:
+        env["ZOO_REGISTRY_URL"] = peer.url
         for args in (("list",), ("show", "resnet18"), ("published",), ("plugins",)):
             done = client(env, "-m", "zoo", *args, cwd=tmp_path, check=False, timeout=300)
             assert done.returncode == 1 and done.stderr.count("\n") == 1, (args, done.stderr)
             assert "data of another shape" in done.stderr, (args, done.stderr)
-    finally:
-        peer.shutdown()
-        peer.server_close()

@@ -26,20 +26,27 @@ site (``huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors``), 
 by name only for names with torch.hub's hash prefix.
 
 Nothing reaches the cache unverified: a download streams to a temporary file beside
-its entry (`zoo.outputs.write_atomically`) and is renamed into place only when its
-hash matches, so an interrupted or
+its entry (`zoo.outputs.write_atomically`, at most the file's known size) and is renamed
+into place only when its hash matches, so an interrupted or
 concurrent fetch never leaves a bad file, and the next fetch of a file removes the
 ``.part`` files of downloads that died (holding the entry's lock proves their owner
 is gone). A cached file is re-hashed on every use: what is loaded are the very bytes
 whose hash was checked (`read_verified`), so nothing beside the file (no stamp, no
 mtime) can make the zoo believe it. Offline mode (``ZOO_OFFLINE=1``) never touches
-the network.
+the network. A cache folder that cannot be written is refused in one line before a
+byte is fetched.
+
+A file's bearer token (a registry service's read token) goes to the origin of its URL
+(scheme, host and port) only: with the request, and with each redirect back to that
+origin, never to another (a presigned URL elsewhere). Redirects go to http(s) URLs only.
 
 A download that fails for a passing reason (a connection error or timeout, HTTP 5xx or
 429, a transfer cut short) is tried again with capped exponential backoff and jitter,
-waiting as long as a numeric ``Retry-After`` asks, up to the cap; a 4xx or a wrong hash
-is final. ``$ZOO_FETCH_RETRIES`` (``ATTEMPTS[,BASE_SECONDS]``, default ``4,0.5``) sets
-how many attempts and the first wait.
+waiting as long as a numeric ``Retry-After`` asks, up to the cap; a 4xx, a wrong hash,
+more bytes than the file's known size or a redirect loop is final. An attempt waits at
+most the file's `WeightsFile.timeout` (`TIMEOUT_S` by default) for each next byte, so a
+stalled server fails it. ``$ZOO_FETCH_RETRIES`` (``ATTEMPTS[,BASE_SECONDS]``, default
+``4,0.5``) sets how many attempts and the first wait.
 
 Torch-free: the catalog and the CLI use it without importing torch.
 """
@@ -51,18 +58,19 @@ import http.client
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
-from urllib.request import Request, url2pathname, urlopen
+from urllib.request import HTTPRedirectHandler, Request, build_opener, url2pathname
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential, wait_random
 
-from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt
+from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt, first_line
 from zoo.outputs import (
     CHUNK,
     FULL_HASH,
@@ -94,9 +102,13 @@ class WeightsFile:
 
     url: str
     sha256: str | None = None  # the full hash, when known
-    #: A bearer token for the URL's server (a registry service's read token): sent with the request only,
-    #: never on a redirect; not part of what identifies the file.
+    #: A bearer token for the URL's server (a registry service's read token): sent to the URL's origin only,
+    #: with the request and its redirects back there; not part of what identifies the file.
     token: str | None = field(default=None, repr=False, compare=False)
+    #: The longest wait in seconds for the server's next byte (or its answer) before an attempt fails.
+    timeout: float = field(default=TIMEOUT_S, repr=False, compare=False)
+    #: The file's size in bytes, when known: a source that sends more is cut off there.
+    size: int | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -250,7 +262,7 @@ def _present(cache: WeightsCache, weights: WeightsFile, offline: bool | None, pr
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(f"cannot create the weights cache {target.parent} ({exc.strerror}); set TORCH_HOME") from None
+        raise _unwritable(target.parent, exc) from None
     leftovers = rf"\.{re.escape(target.name)}\.(?:[^.]+\.part|zoo-verified)"  # dead downloads, old stamps
     with file_lock(target, optional=True, leftovers=leftovers) as locked:  # one process fetches; the others find it
         if target.is_file():
@@ -261,16 +273,31 @@ def _present(cache: WeightsCache, weights: WeightsFile, offline: bool | None, pr
         if earlier is not None:
             return _moved(earlier, target) if locked else earlier
         mirror = _mirror_copy(cache, weights)
-        if mirror is not None:
-            with mirror.open("rb") as source:
-                return _store(source, weights, target, origin=str(mirror), progress=False)
-        if offline:
+        if mirror is None and offline:
             looked = ", ".join(map(str, _cache_places(cache, weights)))
             raise WeightsError(f"offline mode: {weights.name} is not in the cache (looked for "
                                f"{looked}){_mirror_places(cache, weights)}; "
                                f"fetch {excerpt(weights.url, 200)} where there is network (zoo weights fetch NAME) "
                                f"or put it in a mirror directory")
+        if not locked:  # its lock file could not be made there: the folder may be read-only
+            _check_writable(target.parent)
+        if mirror is not None:
+            with mirror.open("rb") as source:
+                return _store(source, weights, target, origin=str(mirror), progress=False)
         return _download(cache, weights, target, progress)
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse, in one line and before a byte is fetched, a cache folder where no file can be made."""
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
+
+
+def _unwritable(folder: Path, exc: OSError) -> WeightsError:
+    return WeightsError(f"cannot write the weights cache {folder} ({exc.strerror}); make it writable, or set "
+                        f"TORCH_HOME to a folder you can write")
 
 
 def _cache_entry(cache: WeightsCache, weights: WeightsFile) -> Path:
@@ -428,22 +455,55 @@ class _CutShortError(WeightsError):
 def _attempt(weights: WeightsFile, target: Path, progress: bool) -> Path:
     """One download of `weights` into `target`; a failure raises `_DownloadError` (a wrong hash as itself)."""
     try:
-        request = Request(weights.url, headers={"User-Agent": "zoo"})
-        if weights.token:
-            request.add_unredirected_header("Authorization", f"Bearer {weights.token}")
-        with urlopen(request, timeout=TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
+        request = _authorized(Request(weights.url, headers={"User-Agent": "zoo"}), weights)
+        with build_opener(_Redirects(weights)).open(request, timeout=weights.timeout) as response:
+            declared = response.headers.get("Content-Length") or ""
+            total = int(declared) if declared.isascii() and declared.isdigit() and len(declared) < 20 else None
             return _store(response, weights, target, origin=weights.url, progress=progress, total=total)
     except HTTPError as exc:
         exc.close()
         if exc.code == 429 or exc.code >= 500:
-            raise _DownloadError(str(exc), transient=True,
+            raise _DownloadError(first_line(exc), transient=True,
                                  retry_after=_retry_after(exc.headers.get("Retry-After"))) from None
-        raise _DownloadError(str(exc), transient=False) from None
+        raise _DownloadError(first_line(exc), transient=False) from None
     except (URLError, http.client.HTTPException, ConnectionError, TimeoutError, _CutShortError) as exc:
-        raise _DownloadError(str(exc), transient=True) from None
+        raise _DownloadError(first_line(exc), transient=True) from None
     except OSError as exc:  # the cache's disk, not the network: another try would not help
-        raise _DownloadError(str(exc), transient=False) from None
+        raise _DownloadError(first_line(exc), transient=False) from None
+
+
+def _authorized(request: Request, weights: WeightsFile) -> Request:
+    """`request` with the bearer token of `weights` if it goes to the origin of their URL (not kept on a redirect:
+    `_Redirects` decides each one)."""
+    if weights.token and _origin(request.full_url) == _origin(weights.url):
+        request.add_unredirected_header("Authorization", f"Bearer {weights.token}")
+    return request
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """The origin of `url`: scheme, host and port (the scheme's default if none); None if it has no valid one."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port or DEFAULT_PORTS.get(parsed.scheme)
+    except ValueError:
+        return None
+    return (parsed.scheme, (parsed.hostname or "").lower(), port) if parsed.hostname else None
+
+
+class _Redirects(HTTPRedirectHandler):
+    """urllib's redirects (a loop or more than 10 is an error), to http(s) URLs only, each given the file's token
+    only if it goes back to the file's origin."""
+
+    def __init__(self, weights: WeightsFile) -> None:
+        self.weights = weights
+
+    def redirect_request(self, req: Request, fp: BinaryIO, code: int, msg: str, headers: http.client.HTTPMessage,
+                         newurl: str) -> Request | None:
+        if urlparse(newurl).scheme not in {"http", "https"}:
+            raise HTTPError(newurl, code, f"a redirect to {excerpt(newurl)} is not followed: only http(s) is",
+                            headers, fp)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        return _authorized(new, self.weights) if new is not None else None
 
 
 def _backoff(base: float) -> Callable[[RetryCallState], float]:
@@ -461,7 +521,7 @@ def _backoff(base: float) -> Callable[[RetryCallState], float]:
 def _retry_after(value: str | None) -> float | None:
     """A numeric ``Retry-After`` in seconds; None for none or for the HTTP-date form (backoff decides)."""
     value = (value or "").strip()
-    return float(value) if value.isdigit() else None
+    return float(value) if value.isascii() and value.isdigit() else None
 
 
 def _announce_retry(state: RetryCallState) -> None:
@@ -489,7 +549,8 @@ def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str,
 
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=weights.name,
               disable=not progress, file=sys.stderr) as bar:
-        return write_atomically(target, _counted(source, bar.update), check=check, origin=origin).path
+        return write_atomically(target, _counted(source, bar.update), max_bytes=weights.size, check=check,
+                                origin=origin).path
 
 
 def _counted(source: BinaryIO, update: Callable[[int], object]) -> Iterator[bytes]:

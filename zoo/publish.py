@@ -14,7 +14,8 @@ point at a version and move with `set_alias`.
 ``zoo.get_model("resnet18", weights="acme/defects:2")`` then builds that head and loads
 the stored file, verified by its SHA-256 (`zoo.registry`). `publish_export` records an
 ONNX export whose zoo metadata says it was verified, so that deployment finds it by
-model and weights (`find_export`).
+model and weights (`find_export`); the registry does not take the file's word for it,
+but verifies it again (`zoo.export.verify_file`) and records who did (``verified_by``).
 
 In client mode (``ZOO_REGISTRY_URL=http://...``, `zoo.service.client`) each function asks the
 registry service instead: files are uploaded (``$ZOO_TOKEN`` must have the publish
@@ -27,14 +28,16 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.context import current
-from zoo.errors import UsageError, excerpt
-from zoo.records import ModelRecord, PublishedExport, PublishedWeights, parse_spec
+from zoo.errors import UsageError, ZooWarning, excerpt
+from zoo.records import CLAIMED, VERIFIED_BY_REGISTRY, ModelRecord, PublishedExport, PublishedWeights, parse_spec
 
 if TYPE_CHECKING:
     from zoo.preprocessing import PreprocessSpec
@@ -45,6 +48,8 @@ __all__ = ["PublishedExport", "PublishedWeights", "find_export", "list_published
 #: Most categories a published head may have, and longest name of one.
 MAX_CATEGORIES = 100_000
 MAX_TEXT = 10_000  # characters of a description or a category name
+#: Exports are verified again one at a time in a process: each builds its model (`_verified_by`).
+_verifying = threading.Lock()
 
 
 def publish_weights(
@@ -92,7 +97,14 @@ def set_alias(name: str, alias: str, version: int) -> PublishedWeights:
 
 def publish_export(path: str | os.PathLike[str]) -> PublishedExport:
     """Store and record the ONNX export at `path`, refused unless its zoo metadata names the model and
-    weights and says that every verification against PyTorch passed. Publishing one file twice
+    weights and says that every verification against PyTorch passed.
+
+    Where the catalog is kept (here, or in the registry service that a client uploads to), the
+    verification runs again from what the metadata says (`zoo.export.verify_file`): a file that
+    fails it is refused in one line, with nothing stored; one that passes is recorded with
+    ``verified_by="registry"``. One it cannot run on (no torch or no plugin of the model there,
+    the model or input too large, its weights out of reach) is recorded as ``"claimed"``: its
+    publisher's record, not verified again (a `ZooWarning` says why). Publishing one file twice
     returns its first record."""
     from zoo.export.records import read_metadata
     from zoo.outputs import COMPANIONS
@@ -108,13 +120,30 @@ def publish_export(path: str | os.PathLike[str]) -> PublishedExport:
     checks = meta["verification"]
     if not isinstance(checks, list) or not all(isinstance(c, dict) and c.get("passed") is True for c in checks):
         raise UsageError(f"{path}'s verification against PyTorch did not pass; export it again")
-    return current().catalog.publish_export(path, meta)
+    return current().catalog.publish_export(path, meta, check=_verified_by)
 
 
 def find_export(model: str, weights: str | None) -> PublishedExport | None:
     """The newest published export of `model` with `weights` (as the export names them, or a published
     spec such as ``acme/defects@production``); None when there is none."""
     return current().catalog.find_export(model, weights) if weights is not None else None
+
+
+def _verified_by(path: Path) -> str:
+    """Who verified the export at `path`: this registry once `zoo.export.verify_file` passes here, its publisher
+    alone where it cannot run here; refused (`ExportVerificationError`) when it fails."""
+    from zoo.export import CannotVerifyError, ExportVerificationError, verify_file
+
+    with _verifying:
+        try:
+            verify_file(path)
+        except CannotVerifyError as exc:
+            warnings.warn(f"{path} is published as its publisher's claim, not verified again here: {exc}",
+                          ZooWarning, stacklevel=2)
+            return CLAIMED
+        except ExportVerificationError as exc:
+            raise ExportVerificationError(f"{exc}; nothing was published", exc.checks) from None
+    return VERIFIED_BY_REGISTRY
 
 
 def _check_fit(record: ModelRecord, path: Path, data: bytes, sha256: str, categories: list[str] | None) -> None:

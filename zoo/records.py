@@ -75,6 +75,13 @@ class PublishedWeights:
                    data["from_weights"], datetime.fromisoformat(data["created_at"]), tuple(data["aliases"]))
 
 
+#: `PublishedExport.verified_by`: the registry ran the export's verification against PyTorch again when it was
+#: published (and it passed), or it could not (`zoo.publish_export` says why) and the file's own record, its
+#: publisher's claim, is all there is.
+VERIFIED_BY_REGISTRY = "registry"
+CLAIMED = "claimed"
+
+
 @dataclass(frozen=True)
 class PublishedExport:
     """A verified ONNX export in the artifact store, found by the model and weights it was made from."""
@@ -85,16 +92,22 @@ class PublishedExport:
     weights: str | None
     metadata: dict[str, Any]  # the file's zoo metadata (zoo.export.read_metadata)
     created_at: datetime
+    verified_by: str = CLAIMED  # VERIFIED_BY_REGISTRY or CLAIMED
 
     def to_json(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "size": self.size, "model": self.model, "weights": self.weights,
-                "metadata": self.metadata, "created_at": self.created_at.isoformat()}
+                "metadata": self.metadata, "created_at": self.created_at.isoformat(),
+                "verified_by": self.verified_by}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PublishedExport:
-        """The inverse of `to_json` (a registry service's answer)."""
+        """The inverse of `to_json` (a registry service's answer; one without ``verified_by``, from a service
+        older than the field, is `CLAIMED`)."""
+        verified_by = data.get("verified_by", CLAIMED)
+        if verified_by not in (VERIFIED_BY_REGISTRY, CLAIMED):
+            raise ValueError(f"verified_by is {excerpt(verified_by)}, not {VERIFIED_BY_REGISTRY!r} or {CLAIMED!r}")
         return cls(data["sha256"], data["size"], data["model"], data["weights"], data["metadata"],
-                   datetime.fromisoformat(data["created_at"]))
+                   datetime.fromisoformat(data["created_at"]), verified_by)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,10 @@ MIRROR = "ZOO_WEIGHTS_MIRROR"
 FETCH_RETRIES = "ZOO_FETCH_RETRIES"
 CHECK_INTERVAL = "ZOO_CATALOG_CHECK_INTERVAL"
 SYNC_TIMEOUT = "ZOO_SYNC_TIMEOUT"
+SERVICE_TIMEOUT = "ZOO_SERVICE_TIMEOUT"
 DEFAULT_CHECK_INTERVAL = 2.0
 DEFAULT_SYNC_TIMEOUT = 300.0
+DEFAULT_SERVICE_TIMEOUT = 60.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -54,6 +56,7 @@ class Settings:
     fetch_retries: str = ""  # ATTEMPTS[,BASE_SECONDS]; checked by `zoo.fetch`
     check_interval_text: str = ""
     sync_timeout_text: str = ""
+    service_timeout_text: str = ""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +78,7 @@ class Settings:
             fetch_retries=env.get(FETCH_RETRIES, "").strip(),
             check_interval_text=env.get(CHECK_INTERVAL, "").strip(),
             sync_timeout_text=env.get(SYNC_TIMEOUT, "").strip(),
+            service_timeout_text=env.get(SERVICE_TIMEOUT, "").strip(),
         )
 
     def with_catalog(self, registry_url: str) -> Settings:
@@ -92,6 +96,13 @@ class Settings:
         """``$ZOO_SYNC_TIMEOUT`` in seconds (default 300): how long one sync child may run."""
         return _seconds(SYNC_TIMEOUT, self.sync_timeout_text, DEFAULT_SYNC_TIMEOUT,
                         "a positive number of seconds, e.g. 300", allow_zero=False)
+
+    @property
+    def service_timeout(self) -> float:
+        """``$ZOO_SERVICE_TIMEOUT`` in seconds (default 60): how long a command (or one call of a catalog method)
+        waits for a registry service's answers in all, and a download from it for its next byte."""
+        return _seconds(SERVICE_TIMEOUT, self.service_timeout_text, DEFAULT_SERVICE_TIMEOUT,
+                        "a positive number of seconds, e.g. 60", allow_zero=False)
 
     @property
     def sqlite_file(self) -> Path | None:

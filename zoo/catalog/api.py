@@ -27,6 +27,10 @@ Patterns = str | Iterable[str] | None
 #: How a catalog checks weights before it publishes them (building the model needs torch, so the caller,
 #: `zoo.publish`, passes it): (model record, file, its bytes, their SHA-256, categories); raises to refuse.
 FitCheck = Callable[[ModelRecord, Path, bytes, str, "list[str] | None"], None]
+#: How a catalog has an export verified again before it publishes it (running the model needs torch, so the
+#: caller, `zoo.publish`, passes it): the file -> who verified it, ``"registry"`` or ``"claimed"``
+#: (`zoo.records.VERIFIED_BY_REGISTRY`, `zoo.records.CLAIMED`); raises to refuse.
+ExportCheck = Callable[[Path], str]
 
 
 class Catalog(Protocol):
@@ -72,8 +76,10 @@ class Catalog(Protocol):
                         preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
         """Store `file` and record it as the next version of `name`, once `check` accepts it."""
 
-    def publish_export(self, path: Path, metadata: Mapping[str, Any]) -> PublishedExport:
-        """Store the verified export at `path` (its zoo `metadata` read and checked by the caller) and record it."""
+    def publish_export(self, path: Path, metadata: Mapping[str, Any], *, check: ExportCheck) -> PublishedExport:
+        """Store the verified export at `path` (its zoo `metadata` read and checked by the caller) and record it,
+        with who verified it: `check` runs where the catalog is kept (a service's client leaves it to the
+        service), unless the file was published before."""
 
     def find_export(self, model: str, weights: str) -> PublishedExport | None:
         """The newest published export of `model` with `weights`; None when there is none."""
@@ -127,4 +133,4 @@ def service_url(raw: str) -> str | None:
     return raw.rstrip("/")
 
 
-__all__ = ["Catalog", "FitCheck", "service_url"]
+__all__ = ["Catalog", "ExportCheck", "FitCheck", "service_url"]

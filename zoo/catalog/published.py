@@ -94,13 +94,14 @@ def point_alias(engine: Engine, name: str, alias: str, version: int) -> Publishe
 
 
 def add_export(engine: Engine, *, sha256: str, size: int, model: str, weights: str | None,
-               metadata: dict[str, Any]) -> PublishedExport:
-    """Record the export stored as `sha256` (kept as it is if it was published before); its record."""
+               metadata: dict[str, Any], verified_by: str) -> PublishedExport:
+    """Record the export stored as `sha256`, verified by `verified_by` (kept as it is if it was published
+    before); its record."""
     e = published_exports
     with write_transaction(engine) as conn:
         if conn.scalar(select(e.c.id).where(e.c.sha256 == sha256)) is None:
             conn.execute(e.insert().values(sha256=sha256, size=size, model=model, weights=weights, meta=metadata,
-                                           created_at=datetime.now(timezone.utc)))
+                                           created_at=datetime.now(timezone.utc), verified_by=verified_by))
         return _export(conn.execute(select(e).where(e.c.sha256 == sha256)).one())
 
 
@@ -160,7 +161,8 @@ def _record(conn: Connection, row: Row, aliases: list[str] | None = None) -> Pub
 
 
 def _export(row: Row) -> PublishedExport:
-    return PublishedExport(row.sha256, row.size, row.model, row.weights, row.meta, _utc(row.created_at))
+    return PublishedExport(row.sha256, row.size, row.model, row.weights, row.meta, _utc(row.created_at),
+                           row.verified_by)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -6,7 +6,7 @@ date with the installed plugins (`zoo.catalog.fingerprint.ensure_current`) at mo
 once per check interval. Names are read as `zoo.registry` documents them; how every
 model is named in one catalog generation (`_Naming`) is read once per generation
 and kept. No torch: checking that weights fit their model before they are published
-is the caller's (`FitCheck`).
+is the caller's (`FitCheck`), and so is verifying an export again (`ExportCheck`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or
 from zoo.catalog import browse
 from zoo.catalog import published as pub
 from zoo.catalog import tokens
-from zoo.catalog.api import FitCheck, Patterns
+from zoo.catalog.api import ExportCheck, FitCheck, Patterns
 from zoo.catalog.engine import open_engine, remember
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.plugin_records import plugin_records
@@ -49,6 +49,7 @@ from zoo.catalog.tables import (
 )
 from zoo.errors import UnknownModelError, UnknownWeightsError, UsageError, excerpt
 from zoo.records import (
+    CLAIMED,
     ModelRecord,
     ModelSummary,
     PluginRef,
@@ -231,12 +232,17 @@ class SqlCatalog:
                                sha256=stored.sha256, size=stored.size, categories=categories, metrics=metrics,
                                preprocessing=preprocessing, description=description, from_weights=from_weights)
 
-    def publish_export(self, path: Path, metadata: Mapping[str, Any]) -> PublishedExport:
+    def publish_export(self, path: Path, metadata: Mapping[str, Any], *, check: ExportCheck) -> PublishedExport:
+        from zoo.fetch import sha256_of
+
         model = self.describe(metadata["model"]).qualified_name
         weights_key = _exact(self, metadata["weights"])
-        stored = self.store.put_file(path)
+        sha256 = sha256_of(path)
+        # a file published before keeps its first record, so it is not verified again
+        verified_by = CLAIMED if self.is_published(sha256, "export") else check(path)
+        stored = self.store.put_file(path, sha256=sha256)
         return pub.add_export(self.engine, sha256=stored.sha256, size=stored.size, model=model, weights=weights_key,
-                              metadata=dict(metadata))
+                              metadata=dict(metadata), verified_by=verified_by)
 
     def find_export(self, model: str, weights: str) -> PublishedExport | None:
         qualified = self.describe(model).qualified_name

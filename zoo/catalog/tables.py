@@ -203,6 +203,8 @@ published_exports = Table(
     Column("weights", String(400)),
     Column("metadata", JSON, nullable=False, key="meta"),  # the export's zoo metadata
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # "registry": verified again when published; "claimed": only its publisher's record (zoo.records.CLAIMED)
+    Column("verified_by", String(20), nullable=False, server_default="claimed"),
 )
 
 # Tokens of the registry service (zoo serve): the secret itself is never stored, only its SHA-256.

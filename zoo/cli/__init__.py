@@ -1,7 +1,10 @@
 """The ``zoo`` command line: tables for people, ``--json`` for scripts.
 
 A user mistake ends in one line on stderr (``zoo: error: ...``) and exit code 1
-(2 for a malformed command line, as argparse does); never a traceback.
+(2 for a malformed command line, as argparse does); never a traceback. A standard stream
+that is closed (``zoo list >&-``) is opened on the null device: what goes to it is
+discarded, and no file the command opens takes its place. Requests to a registry service
+share one time budget per command (`zoo.service.client.time_budget`).
 
 Each command group is a module of this package with a ``register(commands)`` function that adds
 its subcommands (each with its ``run`` function as a default) to the ``zoo`` parser;
@@ -22,6 +25,7 @@ from typing import NoReturn, Protocol
 from zoo.cli import catalog, export, modeling, publish, runtime, service, sync, weights
 from zoo.cli.common import Commands
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, ZooError, ZooWarning
+from zoo.service.client import time_budget
 
 _PYTHON_SHOWWARNING = warnings.showwarning
 # Errors of a full or failing disk: reported in one line wherever they happen (stdout included).
@@ -39,10 +43,12 @@ COMMAND_GROUPS: tuple[CommandGroup, ...] = (catalog, weights, modeling, export, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _open_closed_streams()
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
     try:
-        status = args.run(args)
+        with time_budget():
+            status = args.run(args)
         sys.stdout.flush()  # here, so that a full disk is reported, not found at exit
         return status
     except ZooError as exc:
@@ -88,6 +94,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         print(f"{WARNING_PREFIX}{message}", file=sys.stderr)
     else:
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+def _open_closed_streams() -> None:
+    """Open the null device for each standard stream whose descriptor was closed when Python started (Python
+    leaves it None): in order, so that each takes its own number back from any file opened later."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # noqa: SIM115 - kept open for the process
 
 
 def _drop_stdout() -> None:

@@ -13,6 +13,10 @@ TorchScript exporter when that fails, then, before the file appears at its path:
   categories, task, input/output names and layouts, library versions, exporter,
   opset, verification) into the model's ``metadata_props``.
 
+`verify_file` runs that verification again on an existing export, from what its metadata
+says (not from the file's own verification record): the registry's check of a published
+export (`zoo.publish_export`).
+
 The steps live in this package: `zoo.export.plan` (what to export, resolved once),
 `zoo.export.exporters` (dynamo and TorchScript), `zoo.export.verify` (the numpy
 comparisons) and `zoo.export.records` (the catalog's exports table, `read_metadata`).
@@ -23,31 +27,41 @@ Importing this package does not import torch.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo import metadata
-from zoo.errors import UsageError, first_line
+from zoo.errors import PluginError, UsageError, WeightsError, excerpt, first_line
 from zoo.export.exporters import (default_opset, dynamic_axes_of, export_model, flat_module, flatten_output,
                                   onnxruntime_limits, opset_of, output_structure)
 from zoo.export.plan import ExportPlan, ExportRequest, check_arguments, make_plan
 from zoo.export.records import ExportResult, list_exports, read_metadata, record_export, reusable_export
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
-from zoo.shapes import dims_text
-from zoo.export.verify import ExportVerificationError, OutputCheck
+from zoo.shapes import dims_text, parse_shape
+from zoo.export.verify import CannotVerifyError, ExportVerificationError, OutputCheck
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ExportResult", "ExportVerificationError", "OutputCheck", "export_onnx", "read_metadata",
-           "list_exports", "default_opset"]
+__all__ = ["ExportResult", "ExportVerificationError", "CannotVerifyError", "OutputCheck", "export_onnx",
+           "verify_file", "read_metadata", "list_exports", "default_opset"]
 
 #: Above this many bytes of parameters and buffers, tensors go to external data
 #: (``<name>.data`` next to the file): protobuf cannot serialise 2 GiB.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
+#: Above this many parameters (the catalog's count) `verify_file` does not build the model: the work that
+#: verifying a published export may cause is bounded (about 1.2 GB of float32 weights).
+MAX_VERIFY_PARAMETERS = 300_000_000
+#: Most values of an input that `verify_file` runs the model on (e.g. 1x3x1182x1182); the export's second
+#: run, at another batch, has up to `zoo.export.tasks.SECOND_BATCH` times as many.
+MAX_VERIFY_INPUT_ELEMENTS = 1 << 22
+#: What `verify_file` compares of the metadata that the model, weights and input shape determine (`_determined`).
+_COMPARED = ("weights", "task", "preprocessing", "categories", "inputs", "outputs")
 
 
 def export_onnx(
@@ -111,18 +125,9 @@ def export_onnx(
 def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
     """Export, check and verify `plan` into the folder `work`, as ``work / path.name``, to be moved to `path`."""
     import onnx
-    import torch
 
-    runs = plan.adapter.verification_inputs(plan.input_shape, dynamic_batch=plan.dynamic_batch,
-                                            dynamic_image_size=plan.dynamic_image_size)
+    runs, output_names, flatten = _verification_runs(plan)
     example = runs[0]
-    with torch.inference_mode():
-        try:
-            eager = plan.module(*example)
-        except Exception as exc:
-            raise UsageError(f"{plan.name} cannot run on an input of shape {dims_text(plan.input_shape)}: "
-                             f"{first_line(exc)}") from exc
-    output_names, flatten = output_structure(eager)
     large = _tensor_bytes(plan.module) > _EXTERNAL_DATA_BYTES
 
     raw = work / "exported.onnx"
@@ -144,15 +149,7 @@ def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
     onnx.checker.check_model(str(staged), full_check=True)
 
     checks = _verify(plan, staged, runs, output_names, flatten)
-    if not all(c.passed for c in checks):
-        detail = "; ".join(
-            f"{c.name} at {dims_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
-            f"max rel error {c.max_rel_error:.3g}"
-            + (f", {c.unmatched} of {c.detections} detections unmatched" if c.unmatched else "")
-            for c in checks if not c.passed)
-        raise ExportVerificationError(
-            f"exported {plan.name} does not match PyTorch (rtol={plan.rtol:g}, atol={plan.atol:g}): {detail}; "
-            f"no file written", checks)
+    _check_passed(plan, checks, "no file written")
 
     meta.update(metadata.encode({"verification": [c.to_json() for c in checks]}))
     _save(proto, staged, large, meta)
@@ -179,6 +176,122 @@ def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
         verification=checks,
         metadata=read_metadata(staged),
     )
+
+
+def verify_file(path: str | os.PathLike[str]) -> list[OutputCheck]:
+    """Verify the single-file export at `path` again, from what its zoo metadata says it is; its checks, all passed.
+
+    The file's own verification record is not read. The model it names is built with the
+    weights it names (catalog weights, or published weights ``NAMESPACE/NAME:VERSION``), as
+    `export_onnx` builds it; what those determine (weights, task, preprocessing,
+    categories, input and output names and layouts) must be what the metadata says, and
+    its ``weights_sha256``, when it records one, the hash of the weights the catalog
+    resolves. The task's adapter makes the verification inputs at the recorded input shape
+    (and, for each symbolic axis of the file's input, at another size), and ONNX Runtime's
+    outputs must match eager PyTorch's within the task's tolerances.
+
+    Raises `ExportVerificationError` when the file is not what its metadata says, a `UsageError`
+    when the metadata does not say what to build, and `CannotVerifyError` when this machine
+    cannot tell: torch or the model's plugin is not importable here, its weights cannot be
+    fetched, the catalog counts the model above `MAX_VERIFY_PARAMETERS` parameters (or not
+    at all), an input is above `MAX_VERIFY_INPUT_ELEMENTS` values, or the file was not made
+    by `export_onnx` alone (int8 quantized, or built with builder arguments, which are not
+    built on another's behalf).
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    model, weights = meta.get("model"), meta.get("weights")
+    if not isinstance(model, str) or not isinstance(weights, str):
+        raise UsageError(f"{path}'s metadata names no model and weights (zoo.model, zoo.weights) to verify it with")
+    name, shape = _recorded_input(path, meta)
+    _check_reproducible(path, meta, model, shape)
+    symbolic = dynamic_axes_of(path).get(name, {}).keys()  # the file's symbolic axes are verified at another size
+    try:
+        plan = make_plan(model, weights=weights, input_shape=shape, dynamic_batch=0 in symbolic,
+                         dynamic_image_size=bool({len(shape) - 2, len(shape) - 1} & symbolic), opset=None,
+                         rtol=None, atol=None, builder_kwargs=None)
+    except (ImportError, PluginError, WeightsError) as exc:  # torch, the plugin or the weights are not here
+        raise CannotVerifyError(f"{model} with {weights} cannot be built here: {first_line(exc)}") from exc
+    runs, output_names, flatten = _verification_runs(plan)
+    _check_determined(path, meta, plan, output_names)
+    try:
+        checks = _verify(plan, path, runs, output_names, flatten)
+    except Exception as exc:  # onnxruntime's errors derive from Exception alone: the graph does not load or run
+        raise ExportVerificationError(f"{path} does not run in ONNX Runtime as {plan.name}: {first_line(exc)}",
+                                      []) from None
+    _check_passed(plan, checks, f"{path} is not the export it says it is")
+    return checks
+
+
+def _recorded_input(path: Path, meta: Mapping[str, Any]) -> tuple[str, tuple[int, ...]]:
+    """The name and shape of the first input that `path`'s metadata records (``inputs[0]``), the shape checked."""
+    inputs = meta.get("inputs")
+    first = inputs[0] if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) else {}
+    return str(first.get("name")), parse_shape(first.get("export_shape"), what=f"{path}'s recorded input shape",
+                                               min_rank=2)
+
+
+def _check_reproducible(path: Path, meta: Mapping[str, Any], model: str, shape: tuple[int, ...]) -> None:
+    """A `CannotVerifyError` for a file that `verify_file` does not build and run the model of: too large,
+    or not made by `export_onnx` alone from a catalog model and weights."""
+    from zoo.registry import describe
+
+    if "quantization" in meta:
+        raise CannotVerifyError(f"{path} is quantized to int8: it is not compared with PyTorch at float32 "
+                                "tolerances")
+    if meta.get("builder_kwargs"):
+        raise CannotVerifyError(f"{path} was exported with the builder arguments {excerpt(meta['builder_kwargs'])}: "
+                                "models are built on a publisher's behalf only as the catalog describes them")
+    count = describe(model)["num_params"]
+    if count is None or count > MAX_VERIFY_PARAMETERS:
+        raise CannotVerifyError(f"{model} has {f'{count:,}' if count else 'an unknown number of'} parameters; "
+                                f"exports of models of at most {MAX_VERIFY_PARAMETERS:,} are verified again")
+    if math.prod(shape) > MAX_VERIFY_INPUT_ELEMENTS:
+        raise CannotVerifyError(f"{path}'s input shape {dims_text(shape)} has {math.prod(shape):,} values; exports "
+                                f"are verified again at inputs of at most {MAX_VERIFY_INPUT_ELEMENTS:,}")
+
+
+def _check_determined(path: Path, meta: Mapping[str, Any], plan: ExportPlan, output_names: list[str]) -> None:
+    """An `ExportVerificationError` naming each entry of `path`'s metadata that is not what `plan` determines
+    (``weights_sha256`` only where the file records one)."""
+    expected = metadata.decode(metadata.encode(_determined(plan, output_names)).items())
+    differ = [key for key in _COMPARED if meta.get(key) != expected[key]]
+    if meta.get("weights_sha256") not in (None, plan.weights_sha256):
+        differ.append("weights_sha256")
+    if differ:
+        raise ExportVerificationError(
+            f"{path}'s metadata does not match {plan.name} with {plan.weights} in this catalog: "
+            f"{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}", [])
+
+
+def _verification_runs(plan: ExportPlan) -> tuple[list[tuple[torch.Tensor, ...]], list[str], Any]:
+    """The inputs both runtimes see (the task's), and the names and flattening of the model's outputs."""
+    import torch
+
+    runs = plan.adapter.verification_inputs(plan.input_shape, dynamic_batch=plan.dynamic_batch,
+                                            dynamic_image_size=plan.dynamic_image_size)
+    with torch.inference_mode():
+        try:
+            eager = plan.module(*runs[0])
+        except Exception as exc:
+            raise UsageError(f"{plan.name} cannot run on an input of shape {dims_text(plan.input_shape)}: "
+                             f"{first_line(exc)}") from exc
+    output_names, flatten = output_structure(eager)
+    return runs, output_names, flatten
+
+
+def _check_passed(plan: ExportPlan, checks: list[OutputCheck], outcome: str) -> None:
+    """An `ExportVerificationError` (its message ending in `outcome`) unless every check passed."""
+    if all(c.passed for c in checks):
+        return
+    detail = "; ".join(
+        f"{c.name} at {dims_text(c.input_shape)}: max abs error {c.max_abs_error:.3g}, "
+        f"max rel error {c.max_rel_error:.3g}"
+        + (f", {c.unmatched} of {c.detections} detections unmatched" if c.unmatched else "")
+        for c in checks if not c.passed)
+    raise ExportVerificationError(
+        f"exported {plan.name} does not match PyTorch (rtol={plan.rtol:g}, atol={plan.atol:g}): {detail}; "
+        f"{outcome}", checks)
 
 
 def _verify(plan: ExportPlan, onnx_path: Path, runs: list[tuple[torch.Tensor, ...]], output_names: list[str],
@@ -220,6 +333,19 @@ def _provenance(plan: ExportPlan, output_names: list[str], exporter: str, opset:
     import torchvision
 
     values: dict[str, Any] = {
+        **_determined(plan, output_names),
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "exporter": exporter,
+        "fallback_reason": reason,
+        "opset": opset,
+    }
+    return metadata.encode(values)
+
+
+def _determined(plan: ExportPlan, output_names: list[str]) -> dict[str, Any]:
+    """The provenance that the model, its weights, builder arguments and input shape determine."""
+    return {
         "model": plan.name,
         "weights": plan.weights,
         "weights_sha256": plan.weights_sha256,
@@ -229,13 +355,8 @@ def _provenance(plan: ExportPlan, output_names: list[str], exporter: str, opset:
         "inputs": [{"name": name, "layout": plan.input_layout, "export_shape": list(plan.input_shape)}
                    for name in plan.input_names],
         "outputs": [{"name": n, "layout": plan.output_layout(n)} for n in output_names],
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-        "exporter": exporter,
-        "fallback_reason": reason,
-        "opset": opset,
+        "builder_kwargs": json.loads(json.dumps(dict(plan.builder_kwargs), default=repr)),  # JSON, else as written
     }
-    return metadata.encode(values)
 
 
 def _save(proto: Any, target: Path, large: bool, meta: Mapping[str, str]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from zoo.context import current
 from zoo.errors import UsageError, excerpt, first_line
 from zoo.export.exporters import MIN_OPSET, onnxruntime_limits
 from zoo.shapes import check_size, parse_shape
@@ -100,6 +101,7 @@ class ExportPlan:
     opset: int | None  # None: the highest the exporter writes
     rtol: float
     atol: float
+    builder_kwargs: Mapping[str, Any]  # what the builder was given beyond the catalog's own arguments
 
     @property
     def input_layout(self) -> str | None:
@@ -152,7 +154,7 @@ def make_plan(model_or_name: str | torch.nn.Module, *, weights: Any, input_shape
         dynamic_batch=batched if dynamic_batch is None else dynamic_batch,
         dynamic_image_size=task.dynamic_image_size if dynamic_image_size is None else dynamic_image_size,
         opset=opset, rtol=default_rtol if rtol is None else float(rtol),
-        atol=default_atol if atol is None else float(atol),
+        atol=default_atol if atol is None else float(atol), builder_kwargs=dict(builder_kwargs or {}),
     )
 
 
@@ -192,9 +194,11 @@ def _build(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]) -> 
             raise UsageError(f"cannot build {record['name']} with {builder_kwargs}: {first_line(exc)}") from exc
     meta = (entry or {}).get("meta") or {}
     chosen = pretrained and entry is not None
+    # a file first fetched by this build taught the catalog its hash (zoo.registry)
+    sha256 = (entry["sha256"] or current().catalog.known_sha256(entry["url"])) if chosen else None
     return _Built(
         module=module, name=record["name"], task=record["task"],
-        weights=entry["name"] if chosen else None, sha256=entry["sha256"] if chosen else None,
+        weights=entry["name"] if chosen else None, sha256=sha256,
         categories=meta.get("categories") if pretrained else None,
         preprocessing=(entry or {}).get("transforms"), min_size=meta.get("min_size"),
         input_size=record["input_size"],

@@ -17,8 +17,8 @@ import numpy as np
 
 from zoo.errors import ZooError
 
-__all__ = ["OutputCheck", "ExportVerificationError", "compare", "output_scale", "compare_masks", "box_iou",
-           "pair_greedy"]
+__all__ = ["OutputCheck", "ExportVerificationError", "CannotVerifyError", "compare", "output_scale", "compare_masks",
+           "box_iou", "pair_greedy"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class ExportVerificationError(ZooError):
     def __init__(self, message: str, checks: Sequence[OutputCheck]) -> None:
         super().__init__(message)
         self.checks = list(checks)
+
+
+class CannotVerifyError(ZooError):
+    """An existing export cannot be verified again on this machine (torch or the model's plugin missing, the
+    model too large, its weights out of reach): this says nothing against the file."""
 
 
 def output_scale(want: Any) -> float:

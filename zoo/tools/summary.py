@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from zoo.export import tasks
 from zoo.modeling import features
-from zoo.errors import UsageError
+from zoo.errors import PluginError, UsageError, ZooError, first_line
 from zoo.modeling.features import kept_modes, run_model, tensors_in
 from zoo.registry import get_model, get_model_builder
 from zoo.shapes import EXAMPLES, parse_shape
@@ -245,10 +246,30 @@ def catalog_model(name: str, **get_model_kwargs: Any) -> nn.Module:
 
     torchvision's detection and segmentation builders otherwise fetch ImageNet backbone
     weights, which change no shape or count; pass ``weights_backbone=...`` to get them.
+    An exception of the plugin's builder is a one-line `PluginError` naming the model.
     """
+    with _building(name):
+        return _built(name, **get_model_kwargs)
+
+
+def _built(name: str, **get_model_kwargs: Any) -> nn.Module:
+    """`catalog_model` with the builder's exceptions as they are."""
     if "weights_backbone" in inspect.signature(get_model_builder(name)).parameters:
         get_model_kwargs.setdefault("weights_backbone", None)
     return get_model(name, **get_model_kwargs)
+
+
+@contextmanager
+def _building(name: str) -> Iterator[None]:
+    """Raise an exception of the block (building catalog model `name`) that is not a `ZooError` as a one-line
+    `PluginError` naming the model: a plugin's builder fails in its own ways."""
+    try:
+        yield
+    except ZooError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"building {name} failed: its builder raised {type(exc).__name__}: "
+                          f"{first_line(exc)}") from exc
 
 
 def feature_nodes(model: nn.Module | str, *, submodule: str | None = None) -> tuple[list[str], list[str]]:
@@ -410,12 +431,13 @@ def _skeleton(name: str) -> nn.Module:
     widths with torch) is built on the CPU instead, skipping the random initialisation
     that costs seconds for billions of parameters.
     """
-    try:
-        with torch.device("meta"):
-            return catalog_model(name)
-    except NotImplementedError:
-        with _NoInit():
-            return catalog_model(name)
+    with _building(name):
+        try:
+            with torch.device("meta"):
+                return _built(name)
+        except NotImplementedError:
+            with _NoInit():
+                return _built(name)
 
 
 class _NoInit(TorchFunctionMode):

@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from zoo.records import VERIFIED_BY_REGISTRY
 from zoo.service.web.query import COLUMNS, PER_PAGE, X_AXES, Filters, Page, Point
 
 _TITLES = {"name": "Name", "task": "Task", "plugin": "Plugin", "params": "Parameters", "metric": "Best metric",
@@ -257,6 +258,13 @@ def _published_section(published: Sequence[dict[str, Any]]) -> str:
             f'<th>metrics</th><th>description</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>')
 
 
+def verification_words(verified_by: str | None) -> str:
+    """Who verified a published export (`zoo.records.PublishedExport.verified_by`), for people."""
+    if verified_by == VERIFIED_BY_REGISTRY:
+        return "verified by this registry against PyTorch when it was published"
+    return "claimed by its publisher, not verified again by this registry"
+
+
 def _exports_section(exports: Sequence[dict[str, Any]]) -> str:
     if not exports:
         return "<p>No published exports.</p>"
@@ -273,6 +281,8 @@ def _exports_section(exports: Sequence[dict[str, Any]]) -> str:
             f'{e(x["metadata"].get("opset", "?"))}</h3><p><code class="sha256">{sha}</code> · {size_text(x["size"])} · '
             f'<a href="/graph/{sha}/">graph</a> · <a href="/try?export={sha}">try it</a> · '
             f'<a href="/api/v1/exports/{sha}/file" download="{sha[:12]}.onnx">download</a></p>'
+            f'<p class="verified-by" data-verified-by="{e(x["verified_by"])}">'
+            f'{e(verification_words(x["verified_by"]))}. The checks the file records:</p>'
             f'<table class="checks"><thead><tr><th>output</th><th>input</th><th>max abs error</th>'
             f'<th>max rel error</th><th>verification</th></tr></thead><tbody>{checks}</tbody></table></section>')
     return "".join(items)
@@ -318,9 +328,13 @@ def layers_fragment(summary: dict[str, Any] | None, reason: str | None) -> str:
 
 def try_page(exports: Iterable[dict[str, Any]], samples: Sequence[str], chosen: str | None, max_bytes: int) -> str:
     """Pick an export and an image (uploaded or a bundled sample); the script posts it and shows the drawing."""
+    exports = list(exports)
     options = "".join(
-        f'<option value="{e(x["sha256"])}"{" selected" if x["sha256"] == chosen else ""}>{e(x["model"])} · '
-        f'{e(x["weights"])} · {e(x["metadata"].get("task", ""))} · {e(x["sha256"][:12])}</option>' for x in exports)
+        f'<option value="{e(x["sha256"])}" data-verified-by="{e(x["verified_by"])}"'
+        f'{" selected" if x["sha256"] == chosen else ""}>{e(x["model"])} · {e(x["weights"])} · '
+        f'{e(x["metadata"].get("task", ""))} · {e(x["sha256"][:12])} · '
+        f'{"verified" if x["verified_by"] == VERIFIED_BY_REGISTRY else "claimed, not verified"}</option>'
+        for x in exports)
     if not options:
         return layout("Try it", "<h1>Try it</h1><p>No export is published yet: <code>zoo publish export FILE</code> "
                                 "a verified export first.</p>", active="try")
@@ -331,6 +345,18 @@ def try_page(exports: Iterable[dict[str, Any]], samples: Sequence[str], chosen: 
     body = (f'<h1>Try it</h1><form id="try" data-max-bytes="{max_bytes}"><label>Export <select id="export" '
             f'name="export">{options}</select></label><fieldset><legend>Image</legend>{pictures}<label>or upload '
             f'<input type="file" id="upload" accept="image/*"></label></fieldset><button type="submit">Predict'
-            f'</button></form><p id="status"></p><div class="drawn"><img id="drawn" alt=""></div>'
-            f'<pre id="result"></pre>')
+            f'</button></form>{_claimed_note(exports)}<p id="status"></p><div class="drawn"><img id="drawn" alt="">'
+            f'</div><pre id="result"></pre>')
     return layout("Try it", body, active="try", scripts=["try.js"])
+
+
+def _claimed_note(exports: Sequence[dict[str, Any]]) -> str:
+    """What "verified" and "claimed" mean in the try page's list, where any export is only claimed."""
+    claimed = [x for x in exports if x["verified_by"] != VERIFIED_BY_REGISTRY]
+    if not claimed:
+        return ""
+    verified = verification_words(VERIFIED_BY_REGISTRY)
+    return (f'<p id="verification-note" class="note">Exports marked "verified" were {verified}. '
+            f'{len(claimed)} marked "claimed" {"was" if len(claimed) == 1 else "were"} verified by their publisher '
+            f'only: this registry could not run their model to check them, so their predictions may not be what '
+            f'the model gives.</p>')
