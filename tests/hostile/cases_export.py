@@ -109,6 +109,8 @@ CASES = [
     Case("export-into-unwritable-directory", (*EXPORT, "-o", "/sys/model.onnx"),
          r"directory '/sys' is not writable \((Permission denied|Read-only file system)\)"),
     Case("export-huge-path", (*EXPORT, "-o", "x" * 100_000), r"File name too long"),
+    Case("export-lock-file-uncreatable", (*EXPORT, "-o", "/proc/x.onnx"),
+         r"cannot write '/proc/x\.onnx': No such file or directory", timeout=60),
     Case("export-lock-file-is-a-symlink", (*EXPORT, "-o", "model.onnx"), r"cannot write 'model.onnx': Too many levels",
          setup=_lock_link),
     Case("export-after-a-killed-export", (*EXPORT, "-o", "model.onnx"), None, setup=_dead_export,
