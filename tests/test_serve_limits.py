@@ -11,6 +11,7 @@ artifact store on a 1 MiB tmpfs, mounted in a mount namespace of its own (``unsh
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.conftest import run_zoo
 from tests.test_serve import API, Service, leftover_uploads, one_line_error, raw_request, sha256
@@ -242,6 +244,15 @@ def test_large_try_bodies_stream_to_disk_while_reads_answer(limited: Service) ->
     assert grown < RSS_CEILING, f"the server grew by {grown >> 20} MiB"
     assert reads.failures == [] and len(reads.latencies) >= 2 and max(reads.latencies) < READ_BOUND
     assert not leftover_uploads(limited)
+
+
+def test_an_image_too_large_to_draw_is_refused_before_it_is_run(limited: Service) -> None:
+    """A photograph scaled past what "try it" draws: one line naming its size, no prediction made."""
+    big = io.BytesIO()
+    Image.open(SAMPLE).resize((5000, 4000)).save(big, format="JPEG")
+    answer = try_it(limited.url, limited.tokens["export"], big.getvalue())
+    assert answer.status_code == 400, answer.text
+    assert "is a 5000 x 4000 image; try it runs on images of at most" in one_line_error(answer)
 
 
 def test_an_unknown_export_is_refused_before_its_body(limited: Service) -> None:

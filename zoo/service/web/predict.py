@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 SAMPLES = Path(__file__).with_name("static") / "samples"
 #: The largest image "try it" reads (decoded in memory): far above any photograph, far below --max-upload's default.
 MAX_IMAGE_BYTES = 64 << 20
+#: The largest image "try it" runs on: its drawing (with a panel beside it) stays within the runtime's pixel limit and
+#: a size a browser shows; larger images are refused before they are decoded, not after the prediction.
+MAX_TRY_PIXELS = 4096 * 4096
 _KEPT_SESSIONS = 4
 
 
@@ -71,6 +74,7 @@ def prediction(sha256: str, image: Path) -> dict[str, Any]:
     """Run the published export `sha256` on the uploaded image file at `image`: drawing, result and latency."""
     from zoo.runtime import draw, open_image
 
+    _check_drawable(image)
     try:
         picture = open_image(image)
     except UsageError as exc:  # it names the temporary path: name the upload instead
@@ -84,6 +88,21 @@ def prediction(sha256: str, image: Path) -> dict[str, Any]:
     return {"png": "data:image/png;base64," + base64.b64encode(drawn.getvalue()).decode("ascii"),
             "latency_ms": round(latency * 1000, 2), "task": predictor.task, "providers": predictor.providers,
             "size": list(picture.size), "result": result.to_json()}
+
+
+def _check_drawable(image: Path) -> None:
+    """Refuse (one line) an uploaded image larger than `MAX_TRY_PIXELS`, from its header alone; a file that is no
+    image is left to the runtime's `open_image`, which says what it accepts."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as header:  # reads the header only
+            width, height = header.size
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError):
+        return
+    if width * height > MAX_TRY_PIXELS:
+        raise UsageError(f"the uploaded file is a {width} x {height} image; try it runs on images of at most "
+                         f"{MAX_TRY_PIXELS:,} pixels (4096 x 4096): scale it down, or run zoo predict on it")
 
 
 @lru_cache(maxsize=_KEPT_SESSIONS)
