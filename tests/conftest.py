@@ -1,4 +1,5 @@
-"""Shared fixtures: catalogs on SQLite and on the PostgreSQL server of this machine.
+"""Shared fixtures: catalogs on SQLite and on the PostgreSQL server of this machine; artifact stores in a
+folder and in a SeaweedFS object store started for the session (`zoo.testing.object_store`).
 
 ``ZOO_TEST_POSTGRES_URL`` points the PostgreSQL tests at a server (default: the
 local one); each test gets a database of its own, dropped afterwards.
@@ -20,6 +21,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from zoo.outputs import content_path
+from zoo.store import ArtifactStore, DirectoryStore
+from zoo.testing import ObjectStore, object_store
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("ZOO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -63,6 +68,41 @@ def postgresql_database() -> Iterator[str]:
 def catalog_url(request: pytest.FixtureRequest) -> str:
     """The URL of a fresh catalog, once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """One SeaweedFS S3 server for the session (tests that kill a server start their own)."""
+    with object_store(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_artifacts(s3_server: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh ``s3://`` artifact store (a prefix of its own in the session's bucket), with the AWS variables
+    that reach it set for this test; its ``ZOO_ARTIFACTS`` value."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.location(f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["directory", "s3"])
+def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh artifact store, once a folder and once in the object store: its ``ZOO_ARTIFACTS`` value (the AWS
+    variables are set for the test when it is the object store)."""
+    return str(tmp_path / "artifacts") if request.param == "directory" else request.getfixturevalue("s3_artifacts")
+
+
+def damage_blob(store: ArtifactStore, sha256: str) -> None:
+    """Flip the last byte of a stored blob behind the store's back (a disk error, someone editing the bucket)."""
+    data = bytearray(store.read(sha256))
+    data[-1] ^= 1
+    if isinstance(store, DirectoryStore):
+        blob = content_path(store.root, sha256)
+        blob.chmod(0o644)
+        blob.write_bytes(data)
+    else:  # the object store: the same key, other bytes
+        store._client.put_object(Bucket=store.bucket, Key=store._key(sha256), Body=bytes(data))
 
 
 @pytest.fixture

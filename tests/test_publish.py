@@ -1,4 +1,5 @@
-"""Publishing weights and exports (zoo.publish) into the artifact store (zoo.store), on SQLite and PostgreSQL.
+"""Publishing weights and exports (zoo.publish) into the artifact store (zoo.store), on SQLite with a folder
+store and on PostgreSQL with an object store (S3, a SeaweedFS server the session starts).
 
 The weights are the digits model's shipped file (a "fine-tuned copy": the same state
 dict) and a copy with a 3-class head; resnet18 shows the head of a torchvision model.
@@ -37,7 +38,7 @@ from zoo.errors import (
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.settings import Settings
 from zoo.store import DirectoryStore, open_store
-from conftest import FULL_SWEEP_ENV, CodeOnLoad, run_zoo
+from conftest import FULL_SWEEP_ENV, CodeOnLoad, damage_blob, run_zoo
 
 DIGITS_FILE = Path(__file__).resolve().parents[1] / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
 DIGITS_SHA256 = "fb1204b6c80a07da996f8b9bdf1e0cce39fd3398cc7234244c41568a9b2cee59"
@@ -148,9 +149,12 @@ def test_default_store_is_configurable_else_beside_a_sqlite_catalog(tmp_path: Pa
 
 
 @pytest.fixture
-def catalog(catalog_url: str, use_catalog, tmp_path: Path, monkeypatch) -> str:
-    """A catalog of the digits plugin (SQLite, then PostgreSQL) with an artifact store of its own."""
-    monkeypatch.setenv("ZOO_ARTIFACTS", str(tmp_path / "artifacts"))
+def catalog(catalog_url: str, use_catalog, tmp_path: Path, monkeypatch, request: pytest.FixtureRequest) -> str:
+    """A catalog of the digits plugin with an artifact store of its own: SQLite with a folder, then PostgreSQL
+    with an object store (a prefix in the session's SeaweedFS), so each store and each catalog is tried."""
+    on_postgresql = catalog_url.startswith("postgresql")
+    monkeypatch.setenv("ZOO_ARTIFACTS", request.getfixturevalue("s3_artifacts") if on_postgresql
+                       else str(tmp_path / "artifacts"))
     return use_catalog(catalog_url, "digits")
 
 
@@ -177,6 +181,11 @@ def _by_hand(path: Path, num_classes: int) -> torch.Tensor:
     model = DigitsCNN(num_classes=num_classes)
     model.load_state_dict(torch.load(path, weights_only=True))
     return _outputs(model)
+
+
+def _stored() -> list:
+    """The blobs of the artifact store the environment configures."""
+    return list(open_store(Settings.from_environ()))
 
 
 def _published_rows(url: str) -> int:
@@ -217,10 +226,7 @@ def test_categories_give_the_head_and_the_file_is_loaded_verified(catalog: str, 
     assert model.classifier.out_features == 3
     assert torch.equal(_outputs(model), _by_hand(three_class_file, 3))
     # A blob changed in the store is refused before anything is loaded.
-    blob = _blob(_store_root(), published.sha256)
-    blob.chmod(0o644)
-    data = blob.read_bytes()
-    blob.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    damage_blob(open_store(Settings.from_environ()), published.sha256)
     with pytest.raises(HashMismatchError, match="the store is damaged"):
         zoo.get_model("digits_cnn", weights="acme/abc")
 
@@ -249,7 +255,7 @@ def test_a_file_that_does_not_fit_is_refused_with_the_load_report(catalog: str, 
     assert not (tmp_path / "ran").exists()
     with pytest.raises(UsageError, match="cannot read"):
         publish_weights("digits_cnn", tmp_path / "missing.pt", name="acme/abc")
-    assert _published_rows(catalog) == 0 and not (tmp_path / "artifacts").exists()
+    assert _published_rows(catalog) == 0 and _stored() == []
 
 
 @pytest.mark.parametrize("name", ["acme", "acme/../x", "acme/x/y", "Acme/x", "acme/x.y", "/x", "acme/",
@@ -280,7 +286,7 @@ def test_bad_arguments_store_nothing(catalog: str, tmp_path: Path) -> None:
         with pytest.raises((UsageError, UnknownWeightsError), match=message) as caught:
             publish_weights("digits_cnn", DIGITS_FILE, name="acme/x", **kwargs)
         assert "\n" not in str(caught.value), kwargs
-        assert _published_rows(catalog) == 0 and not (tmp_path / "artifacts").exists(), kwargs
+        assert _published_rows(catalog) == 0 and _stored() == [], kwargs
 
 
 def test_versions_and_aliases(catalog: str, three_class_file: Path) -> None:

@@ -1,7 +1,10 @@
 """``zoo serve``: a real uvicorn server process on 127.0.0.1 (a free port), on SQLite and PostgreSQL.
 
 Each catalog gets one server for the module (``--max-upload 1M``); what it answers is
-compared with the in-process Python API on the same catalog and artifact store.
+compared with the in-process Python API on the same catalog and artifact store. The
+SQLite catalog keeps its files in a folder, the PostgreSQL one in the session's
+object store (SeaweedFS, as a team's registry would): every store and every catalog
+once, without running the module four times.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,7 +31,9 @@ import pytest
 
 import zoo
 from zoo.errors import ZooError
-from zoo.testing import ServeFailed, Served, serving
+from zoo.settings import Settings
+from zoo.store import ArtifactStore, open_store
+from zoo.testing import ObjectStore, ServeFailed, Served, serving
 from tests.conftest import ALL_PLUGINS, ROOT, postgresql_database, python_without, run_zoo
 from tests.test_publish import three_class_file  # noqa: F401 - a fixture: the digits weights with a 3-class head
 
@@ -52,8 +58,9 @@ class Service:
         return self.served.port
 
     @property
-    def store(self) -> Path:
-        return Path(self.env["ZOO_ARTIFACTS"])
+    def store(self) -> ArtifactStore:
+        """The artifact store the service uses, opened here."""
+        return open_store(Settings.from_environ({**os.environ, **self.env}))
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[token]}"} if token else {}
@@ -69,11 +76,17 @@ def running_service(env: dict[str, str], *args: str, log: Path | None = None) ->
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A synced catalog with tokens, served by `zoo serve --max-upload 1M` for the module."""
+    """A synced catalog with tokens, served by `zoo serve --max-upload 1M` for the module: SQLite with a folder
+    store, PostgreSQL with an object store."""
     folder = tmp_path_factory.mktemp(f"serve-{request.param}")
+    if request.param == "postgresql":
+        s3: ObjectStore = request.getfixturevalue("s3_server")
+        store = {**s3.env, "ZOO_ARTIFACTS": s3.location(f"serve-{uuid.uuid4().hex[:12]}")}
+    else:
+        store = {"ZOO_ARTIFACTS": str(folder / "artifacts")}
     with (postgresql_database() if request.param == "postgresql"
           else nullcontext(f"sqlite:///{folder / 'registry.db'}")) as url:
-        env = {"ZOO_REGISTRY_URL": url, "ZOO_LOAD_PLUGINS": ALL_PLUGINS, "ZOO_ARTIFACTS": str(folder / "artifacts")}
+        env = {"ZOO_REGISTRY_URL": url, "ZOO_LOAD_PLUGINS": ALL_PLUGINS, **store}
         run_zoo("sync", env=env)
         tokens = {name: run_zoo("token", "create", name, *scopes, env=env).stdout.strip()
                   for name, scopes in (("publisher", ()), ("reader", ("--scope", "read")))}
@@ -127,14 +140,13 @@ def raw_request(port: int, head: str, body: bytes = b"", *, close_after: bool = 
 
 
 def stored_blobs(service: Service) -> set[str]:
-    """The SHA-256 names of the blobs in the service's store (publishing's temporary folders excluded)."""
-    root = service.store / "sha256"
-    return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    """The SHA-256 names of the blobs in the service's store (publishing's temporary files excluded)."""
+    return {artifact.sha256 for artifact in service.store}
 
 
 def leftover_uploads(service: Service) -> list[Path]:
-    folder = service.store / "uploads"
-    return list(folder.rglob("*")) if folder.exists() else []
+    """What the service's upload bodies left in its scratch folder, and the store's unfinished uploads."""
+    return [*service.store.scratch("uploads").rglob("*"), *(Path(left.name) for left in service.store.leftovers())]
 
 
 def publish(service: Service, name: str, body: bytes, *, token: str | None = "publisher",
@@ -326,7 +338,7 @@ def test_refused_uploads_leave_nothing(in_process: Service) -> None:
 def test_an_upload_removes_what_a_killed_server_left_a_day_ago(in_process: Service) -> None:
     """Upload folders of a server killed mid-upload: a day-old one goes with the next upload, a recent one
     (an upload in progress elsewhere) stays."""
-    uploads = in_process.store / "uploads"
+    uploads = in_process.store.scratch("uploads")
     stale, recent = uploads / "tmp-killed", uploads / "tmp-in-progress"
     for folder in (stale, recent):
         (folder / "sha256").mkdir(parents=True)

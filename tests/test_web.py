@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from safetensors.torch import save_file
 from tests.browser import chromium, offline_page
 from tests.conftest import ALL_PLUGINS, FIXTURES, pip_install, run_zoo
 from tests.test_serve import DIGITS_WEIGHTS, MAX_UPLOAD, Service, raw_request, running_service
+from zoo.testing import ObjectStore
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -44,16 +46,17 @@ def write_segmenter_weights(plugins: Path, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """`zoo serve` on a synced catalog where digits_cnn's export and weights (as team/digits) are published,
-    and tiny_segmenter's export (its image-sized mask: any image size, no resize)."""
+def site(tmp_path_factory: pytest.TempPathFactory, s3_server: ObjectStore) -> Iterator[Service]:
+    """`zoo serve --artifacts redirect` on a synced catalog where digits_cnn's export and weights (as team/digits)
+    are published, and tiny_segmenter's export (its image-sized mask: any image size, no resize), the files in the
+    session's object store (the other stores and modes are the API tests' in test_serve.py)."""
     folder = tmp_path_factory.mktemp("web")
     plugins = folder / "site-packages"
     pip_install(FIXTURES / "zoo-fixture-counting", plugins)
     write_segmenter_weights(plugins, folder)
     env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": f"{ALL_PLUGINS},counting",
-           "ZOO_ARTIFACTS": str(folder / "artifacts"), "PYTHONPATH": str(plugins),
-           "ZOO_FIXTURE_COUNTING_DIR": str(folder)}
+           **s3_server.env, "ZOO_ARTIFACTS": s3_server.location(f"web-{uuid.uuid4().hex[:12]}"),
+           "PYTHONPATH": str(plugins), "ZOO_FIXTURE_COUNTING_DIR": str(folder)}
     run_zoo("sync", env=env)
     run_zoo("export", "digits_cnn", "--weights", "DEFAULT", "-o", str(folder / "digits.onnx"), env=env)
     run_zoo("publish", "export", str(folder / "digits.onnx"), env=env)
@@ -62,7 +65,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     run_zoo("publish", "export", str(folder / "segmenter.onnx"), env=env)
     run_zoo("publish", "weights", "digits_cnn", str(DIGITS_WEIGHTS), "--name", "team/digits",
             "--metric", "sklearn-digits-heldout:acc@1=99.1", env=env)
-    with running_service(env, "--max-upload", str(MAX_UPLOAD), log=folder / "serve.log") as served:
+    with running_service(env, "--max-upload", str(MAX_UPLOAD), "--artifacts", "redirect",
+                         log=folder / "serve.log") as served:
         served.tokens["export"] = str(folder / "digits.onnx")  # where the published exports' files came from
         served.tokens["segmenter"] = str(folder / "segmenter.onnx")
         yield served

@@ -121,6 +121,11 @@ class UnknownArtifactError(ArtifactError):
     """The artifact store has no file with that SHA-256."""
 
 
+class StoreUnavailableError(ArtifactError):
+    """The artifact store cannot be reached or refused the zoo's credentials (an object store that is down):
+    trying again later can help, so a service answers 503."""
+
+
 class ServiceError(ZooError):
     """A registry service (client mode, ``ZOO_REGISTRY_URL=http://...``) refused a request or cannot be
     reached; `status` is the HTTP status (None when no answer came)."""

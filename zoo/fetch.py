@@ -27,18 +27,26 @@ by name only for names with torch.hub's hash prefix.
 
 Nothing reaches the cache unverified: a download streams to a temporary file beside
 its entry (`zoo.outputs.write_atomically`, at most the file's known size) and is renamed
-into place only when its hash matches, so an interrupted or
+into place only when the hash of the whole file matches, so an interrupted or
 concurrent fetch never leaves a bad file, and the next fetch of a file removes the
 ``.part`` files of downloads that died (holding the entry's lock proves their owner
-is gone). A cached file is re-hashed on every use: what is loaded are the very bytes
-whose hash was checked (`read_verified`), so nothing beside the file (no stamp, no
-mtime) can make the zoo believe it. Offline mode (``ZOO_OFFLINE=1``) never touches
-the network. A cache folder that cannot be written is refused in one line before a
-byte is fetched.
+is gone). The attempts of one download share that file: an attempt after a cut asks
+for the rest only (``Range: bytes=N-``, with ``If-Range`` and the server's ETag when it
+gave one) and appends it when the server answers 206 from byte N, or starts over when
+it sends the whole file (200) or anything else; bytes are kept only for a file whose
+full hash or ETag can tell that the rest belongs to them. A cached file is re-hashed
+on every use: what is loaded are the very bytes whose hash was checked
+(`read_verified`), so nothing beside the file (no stamp, no mtime) can make the zoo
+believe it. Offline mode (``ZOO_OFFLINE=1``) never touches the network. A cache folder
+that cannot be written is refused in one line before a byte is fetched.
 
 A file's bearer token (a registry service's read token) goes to the origin of its URL
 (scheme, host and port) only: with the request, and with each redirect back to that
-origin, never to another (a presigned URL elsewhere). Redirects go to http(s) URLs only.
+origin, never to another (a presigned URL elsewhere). Redirects go to http(s) URLs only,
+with the request's ``Range``. Another origin redirected to that refuses with 400, 401 or
+403 (a presigned URL that expired before it was used) makes the download ask the file's
+URL again at once, for a fresh one, once per download; a second refusal is final. Each
+attempt asks the file's URL, so a resumed download gets a fresh presigned URL too.
 
 A download that fails for a passing reason (a connection error or timeout, HTTP 5xx or
 429, a transfer cut short) is tried again with capped exponential backoff and jitter,
@@ -53,6 +61,7 @@ Torch-free: the catalog and the CLI use it without importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -79,12 +88,13 @@ from zoo.outputs import (
     is_regular,
     move_into_place,
     open_regular,
+    partial_file,
     write_atomically,
 )
 from zoo.settings import FETCH_RETRIES as RETRIES_ENV, MIRROR as MIRROR_ENV, Settings
 
 __all__ = ["CHUNK", "FULL_HASH", "Fetched", "Loaded", "RetryPolicy", "WeightsCache", "WeightsFile", "cache_dir",
-           "cached_path", "fetch", "read_verified", "sha256_of", "verify"]
+           "cached_path", "copy_verified", "counted", "fetch", "read_verified", "sha256_of", "verify"]
 
 TIMEOUT_S = 60
 RETRY_ATTEMPTS = 4
@@ -94,6 +104,12 @@ RETRY_MAX_S = 30.0  # no wait is longer, a server's Retry-After included
 # torch.hub's convention: "<name>-<first hex digits of the SHA-256>.<ext>"
 HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: How a place a download was redirected to refuses a presigned URL that expired (S3: 403): asked again once.
+EXPIRED_REDIRECT = frozenset({400, 401, 403})
+#: A 206 answer's ``Content-Range`` (RFC 9110): ``bytes FIRST-LAST/SIZE``, the size ``*`` when unknown.
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
+#: A strong ETag, the only kind ``If-Range`` may carry; a longer or odd one is not sent back.
+_STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e]{0,200}"')
 
 
 @dataclass(frozen=True)
@@ -225,8 +241,8 @@ def fetch(weights: WeightsFile, *, offline: bool | None = None, progress: bool =
     `WeightsError` when the file cannot be had or its hash differs; nothing
     unverified is left in the cache.
     """
-    path = _present(_cache(cache), weights, offline, progress)
-    return verify(path, weights)
+    path, fresh = _present(_cache(cache), weights, offline, progress)
+    return fresh if fresh is not None else verify(path, weights)  # a file just copied was hashed as it came
 
 
 def read_verified(weights: WeightsFile, *, offline: bool | None = None, progress: bool = True,
@@ -236,7 +252,7 @@ def read_verified(weights: WeightsFile, *, offline: bool | None = None, progress
     Loading from these bytes leaves no gap between the check and the use: a file
     replaced or rewritten on disk after it was checked is never what gets loaded.
     """
-    path = _present(_cache(cache), weights, offline, progress)
+    path, _ = _present(_cache(cache), weights, offline, progress)
     data = _read_regular(path)
     actual = hashlib.sha256(data).hexdigest()
     _check(actual, weights, path)
@@ -251,13 +267,15 @@ def verify(path: Path, weights: WeightsFile) -> Fetched:
     return Fetched(path, actual, size)
 
 
-def _present(cache: WeightsCache, weights: WeightsFile, offline: bool | None, progress: bool) -> Path:
-    """Where `weights` is on disk: in place for ``file://`` URLs, else in `cache` (fetched if missing)."""
+def _present(cache: WeightsCache, weights: WeightsFile, offline: bool | None,
+             progress: bool) -> tuple[Path, Fetched | None]:
+    """Where `weights` is on disk: in place for ``file://`` URLs, else in `cache` (fetched if missing); with the
+    verified file when it was copied there just now (hashed on its way in), else None (to be hashed by the caller)."""
     offline = cache.offline if offline is None else offline
     if weights.local_path is not None:
         if not weights.local_path.is_file():
             raise WeightsError(f"weights file {weights.local_path} is missing; reinstall the package that ships it")
-        return weights.local_path
+        return weights.local_path, None
     target = _cache_entry(cache, weights)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +284,12 @@ def _present(cache: WeightsCache, weights: WeightsFile, offline: bool | None, pr
     leftovers = rf"\.{re.escape(target.name)}\.(?:[^.]+\.part|zoo-verified)"  # dead downloads, old stamps
     with file_lock(target, optional=True, leftovers=leftovers) as locked:  # one process fetches; the others find it
         if target.is_file():
-            return target
+            return target, None
         if os.path.lexists(target):
             raise WeightsError(f"weights cache entry {target} is not a regular file; remove it, then fetch again")
         earlier = _earlier_copy(cache, weights)
         if earlier is not None:
-            return _moved(earlier, target) if locked else earlier
+            return (_moved(earlier, target) if locked else earlier), None
         mirror = _mirror_copy(cache, weights)
         if mirror is None and offline:
             looked = ", ".join(map(str, _cache_places(cache, weights)))
@@ -283,8 +301,10 @@ def _present(cache: WeightsCache, weights: WeightsFile, offline: bool | None, pr
             _check_writable(target.parent)
         if mirror is not None:
             with mirror.open("rb") as source:
-                return _store(source, weights, target, origin=str(mirror), progress=False)
-        return _download(cache, weights, target, progress)
+                fresh = copy_verified(source, weights, target, origin=str(mirror), progress=False)
+        else:
+            fresh = _download(cache, weights, target, progress)
+        return fresh.path, fresh
 
 
 def _check_writable(folder: Path) -> None:
@@ -415,11 +435,11 @@ def _mismatch(actual: str, weights: WeightsFile) -> str | None:
     return f"its file name says it starts with {prefix}"
 
 
-def _download(cache: WeightsCache, weights: WeightsFile, target: Path, progress: bool) -> Path:
+def _download(cache: WeightsCache, weights: WeightsFile, target: Path, progress: bool) -> Fetched:
     """`weights` downloaded into `target`, tried again with backoff after transient failures.
 
-    Each attempt streams to its own ``.part`` file (removed when the attempt fails), all
-    under the entry's lock that `_present` holds.
+    The attempts stream into one ``.part`` file, under the entry's lock that `_present` holds:
+    an attempt after a cut continues it (`_get`). It is removed when the download fails for good.
     """
     if urlparse(weights.url).scheme not in {"http", "https"}:
         raise UsageError(f"weights URL {weights.url!r} is not http(s) or file; cannot fetch it")
@@ -428,7 +448,11 @@ def _download(cache: WeightsCache, weights: WeightsFile, target: Path, progress:
                         retry=retry_if_exception(lambda error: isinstance(error, _DownloadError) and error.transient),
                         before_sleep=_announce_retry if progress else None)
     try:
-        return retrying(_attempt, weights, target, progress)
+        part = _Partial(partial_file(target.parent, target.name))
+    except OSError as exc:
+        raise _unwritable(target.parent, exc) from None
+    try:
+        return retrying(_attempt, weights, target, part, progress)
     except _DownloadError as exc:
         attempts = retrying.statistics["attempt_number"]
         raise WeightsError(
@@ -436,6 +460,9 @@ def _download(cache: WeightsCache, weights: WeightsFile, target: Path, progress:
             f"nothing was cached; try again, "
             f"or put the file in ${MIRROR_ENV} as {' or '.join(map(str, _mirror_names(weights)))}"
         ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):  # renamed into place when the download succeeded
+            os.unlink(part.path)
 
 
 class _DownloadError(WeightsError):
@@ -452,24 +479,128 @@ class _CutShortError(WeightsError):
     """A transfer that ended before the length its server announced."""
 
 
-def _attempt(weights: WeightsFile, target: Path, progress: bool) -> Path:
-    """One download of `weights` into `target`; a failure raises `_DownloadError` (a wrong hash as itself)."""
+@dataclass
+class _Partial:
+    """The bytes a download has so far, kept across its attempts in the ``.part`` file at `path`; the strong
+    `etag` of the answer they came with (sent back as ``If-Range``); whether the file's URL was asked again
+    after the place it redirected to refused (`_attempt`: once per download)."""
+
+    path: Path
+    etag: str | None = None
+    asked_again: bool = False
+
+    def kept(self, weights: WeightsFile) -> int:
+        """How many bytes the next attempt asks the rest after: those kept, when the full hash of `weights` or
+        the server's ETag can tell that the rest belongs to them; else none (they are dropped)."""
+        size = os.lstat(self.path).st_size
+        if size and weights.sha256 is None and self.etag is None:
+            self.restart()
+            return 0
+        return size
+
+    def restart(self) -> None:
+        """Drop the bytes kept: the next ones are the file's first."""
+        os.truncate(self.path, 0)
+        self.etag = None
+
+
+def _attempt(weights: WeightsFile, target: Path, part: _Partial, progress: bool) -> Fetched:
+    """One download of `weights` into `target`, continuing `part` (`_get`); a failure raises `_DownloadError`
+    (a wrong hash as itself).
+
+    Another origin the file's URL redirected to (an object store's presigned URL) that refuses with 400, 401
+    or 403 may have let the URL expire before it was used: the file's URL is asked again at once, for a fresh
+    one, once per download; a second refusal is final.
+    """
     try:
-        request = _authorized(Request(weights.url, headers={"User-Agent": "zoo"}), weights)
-        with build_opener(_Redirects(weights)).open(request, timeout=weights.timeout) as response:
-            declared = response.headers.get("Content-Length") or ""
-            total = int(declared) if declared.isascii() and declared.isdigit() and len(declared) < 20 else None
-            return _store(response, weights, target, origin=weights.url, progress=progress, total=total)
+        try:
+            return _get(weights, target, part, progress)
+        except HTTPError as exc:
+            if exc.code not in EXPIRED_REDIRECT or not _elsewhere(exc, weights) or part.asked_again:
+                raise
+            exc.close()
+            part.asked_again = True
+            return _get(weights, target, part, progress)
     except HTTPError as exc:
         exc.close()
         if exc.code == 429 or exc.code >= 500:
             raise _DownloadError(first_line(exc), transient=True,
                                  retry_after=_retry_after(exc.headers.get("Retry-After"))) from None
-        raise _DownloadError(first_line(exc), transient=False) from None
+        elsewhere = _elsewhere(exc, weights)
+        where = f" from {_shown_origin(exc.geturl())}, where it redirected" if elsewhere else ""
+        again = ", also when asked again" if elsewhere and part.asked_again else ""
+        raise _DownloadError(f"{first_line(exc)}{where}{again}", transient=False) from None
     except (URLError, http.client.HTTPException, ConnectionError, TimeoutError, _CutShortError) as exc:
         raise _DownloadError(first_line(exc), transient=True) from None
     except OSError as exc:  # the cache's disk, not the network: another try would not help
         raise _DownloadError(first_line(exc), transient=False) from None
+
+
+def _get(weights: WeightsFile, target: Path, part: _Partial, progress: bool) -> Fetched:
+    """GET `weights` into `target` through `part`: the rest after the bytes it keeps (``Range``, and ``If-Range``
+    with the ETag they came with), appended when the server answers 206 from there; else the whole file again
+    (a server that ignores Range, or a file that changed: 200). A range that starts elsewhere or disagrees with
+    its length is not appended: the next attempt starts over."""
+    kept = part.kept(weights)
+    headers = {"User-Agent": "zoo"}
+    if kept:  # urllib sends these along with each redirect (not the token: `_authorized`)
+        headers["Range"] = f"bytes={kept}-"
+        if part.etag is not None:
+            headers["If-Range"] = part.etag
+    request = _authorized(Request(weights.url, headers=headers), weights)
+    try:
+        response = build_opener(_Redirects(weights)).open(request, timeout=weights.timeout)
+    except HTTPError as exc:
+        if exc.code != 416 or not kept:
+            raise
+        exc.close()  # the bytes kept reach past the end: the file changed
+        part.restart()
+        raise _DownloadError(f"{first_line(exc)} for bytes {kept}-; starting over", transient=True) from None
+    with response:
+        total = _length(response.headers.get("Content-Length"))
+        if response.status == 206:
+            answered = response.headers.get("Content-Range") or ""
+            total = _whole_size(answered, kept, total)
+            if total is None:
+                part.restart()
+                raise _DownloadError(f"the server answered with bytes {excerpt(answered, 100)} to a request for "
+                                     f"bytes {kept}-; starting over", transient=True)
+        elif kept:
+            part.restart()
+        etag = response.headers.get("ETag") or ""
+        part.etag = etag if _STRONG_ETAG.fullmatch(etag) else None
+        return copy_verified(response, weights, target, origin=weights.url, progress=progress, total=total,
+                             part=part.path)
+
+
+def _length(declared: str | None) -> int | None:
+    """A ``Content-Length`` as a number of bytes; None when there is none or it is not one."""
+    declared = declared or ""
+    return int(declared) if declared.isascii() and declared.isdigit() and len(declared) < 20 else None
+
+
+def _whole_size(content_range: str, start: int, length: int | None) -> int | None:
+    """The size of the whole file after a 206 answer with `content_range` (its last byte + 1 if it says no
+    size); None unless the range starts at `start` and agrees with the answer's `length` and with itself."""
+    match = _CONTENT_RANGE.fullmatch(content_range.strip())
+    if match is None:
+        return None
+    first, last, size = int(match[1]), int(match[2]), match[3]
+    whole = last + 1 if size == "*" else int(size)
+    if first != start or last < first or last >= whole or (length is not None and length != last + 1 - first):
+        return None
+    return whole
+
+
+def _elsewhere(error: HTTPError, weights: WeightsFile) -> bool:
+    """Whether `error` is the answer of another origin than that of the URL of `weights` (a redirect's)."""
+    return _origin(error.geturl()) != _origin(weights.url)
+
+
+def _shown_origin(url: str) -> str:
+    """The origin of `url` as ``SCHEME://HOST[:PORT]``, for messages: never a presigned URL's signature."""
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}"
 
 
 def _authorized(request: Request, weights: WeightsFile) -> Request:
@@ -531,9 +662,12 @@ def _announce_retry(state: RetryCallState) -> None:
     print(f"zoo: download attempt {state.attempt_number} failed ({error}); retrying in {delay:.1f}s", file=sys.stderr)
 
 
-def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str, progress: bool,
-           total: int | None = None) -> Path:
-    """Copy `source` into `target` through a temporary file, hashing on the way; rename if it verifies."""
+def copy_verified(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str, progress: bool,
+                  total: int | None = None, part: Path | None = None) -> Fetched:
+    """Copy `source` (called `origin` in errors) into `target` through a temporary file (`part`, continued after
+    the bytes it holds, when given), hashing the whole file on the way, with a progress bar on stderr if
+    `progress`; rename it into place if it is `total` bytes (the whole file's size, when known), at most
+    ``weights.size``, and has the hash of `weights`. A download, a mirror's copy, a stored file's copy."""
     from tqdm import tqdm
 
     def check(actual: str, size: int) -> None:
@@ -547,13 +681,15 @@ def _store(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str,
                 path=origin, actual=actual, expected=weights.sha256 or weights.hash_prefix or "",
             )
 
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=weights.name,
+    kept = os.lstat(part).st_size if part is not None else 0
+    with tqdm(total=total, initial=kept, unit="B", unit_scale=True, unit_divisor=1024, desc=weights.name,
               disable=not progress, file=sys.stderr) as bar:
-        return write_atomically(target, _counted(source, bar.update), max_bytes=weights.size, check=check,
-                                origin=origin).path
+        written = write_atomically(target, counted(source, bar.update), max_bytes=weights.size, check=check,
+                                   origin=origin, continuing=part)
+    return Fetched(written.path, written.sha256, written.size)
 
 
-def _counted(source: BinaryIO, update: Callable[[int], object]) -> Iterator[bytes]:
+def counted(source: BinaryIO, update: Callable[[int], object]) -> Iterator[bytes]:
     """The chunks of `source`, each counted by `update` (a progress bar's) as it is read."""
     while chunk := source.read(CHUNK):
         update(len(chunk))

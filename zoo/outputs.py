@@ -163,6 +163,7 @@ def write_atomically(
     origin: str = "the data",
     mode: int | None = None,
     keep_existing: bool = False,
+    continuing: Path | None = None,
 ) -> Written:
     """Write the bytes of `chunks` to `target`, verified on the way; nothing half-written is ever at `target`.
 
@@ -177,27 +178,41 @@ def write_atomically(
     `keep_existing`, a regular file of the same size already at the target stays as it is
     (a content address: the same bytes). On any failure, an interrupt included, the
     temporary file is removed.
+
+    With `continuing`, the temporary file is one the caller made (`partial_file`) and keeps
+    across tries (a download resumed after a cut): the bytes it holds come first, hashed and
+    counted again (so the hash, `check` and `max_bytes` are of the whole file), `chunks` are
+    appended, and on a failure it is left as it is, for the caller to continue or remove.
     """
     if sha256 is not None:
         check_sha256(sha256)
     if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0):
         raise UsageError(f"max_bytes must be a whole number of bytes, 0 or more, not {excerpt(max_bytes)}")
-    named = isinstance(target, Path)
-    if folder is None:
+    if folder is None and continuing is None:
         if not isinstance(target, Path):
             raise UsageError("write_atomically needs a folder for a target known only by its hash")
         folder = target.parent
-    fd, part_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}." if named else ".", suffix=".part")
-    part, placed = Path(part_name), False
+    if continuing is None:
+        fd, part = _new_part(folder, target.name if isinstance(target, Path) else None)
+    else:
+        fd, part = os.open(continuing, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)), continuing
+    placed = False
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "r+b") as f:
             digest, size = hashlib.sha256(), 0
-            for chunk in chunks:
+
+            def count(chunk: bytes) -> None:
+                nonlocal size
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ArtifactTooLargeError(f"{origin} is larger than the limit of {max_bytes} bytes; "
                                                 f"nothing was stored", limit=max_bytes)
                 digest.update(chunk)
+
+            for chunk in iter(lambda: f.read(CHUNK), b""):  # what a continued file holds already
+                count(chunk)
+            for chunk in chunks:
+                count(chunk)
                 f.write(chunk)
             actual = digest.hexdigest()
             if sha256 is not None and actual != sha256:
@@ -217,9 +232,24 @@ def write_atomically(
         placed = True
         return Written(final, actual, size)
     finally:
-        if not placed:
+        if not placed and continuing is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
+
+
+def partial_file(folder: Path, name: str | None = None) -> Path:
+    """A new, empty temporary file in `folder` named as `write_atomically` names its own: ``.NAME.XXXXXXXX.part``
+    for a target `name` (so that whoever holds the target's lock may remove one a dead writer left), else
+    ``.XXXXXXXX.part``. Private to this user (0o600)."""
+    fd, path = _new_part(folder, name)
+    os.close(fd)
+    return path
+
+
+def _new_part(folder: Path, name: str | None) -> tuple[int, Path]:
+    """`partial_file`, opened: its descriptor (for reading and writing) and its path."""
+    fd, path = tempfile.mkstemp(dir=folder, prefix=f".{name}." if name is not None else ".", suffix=".part")
+    return fd, Path(path)
 
 
 def move_into_place(source: Path, target: Path, *, synced: bool = False) -> None:

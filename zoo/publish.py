@@ -1,10 +1,13 @@
 """Publishing fine-tuned weights and verified exports into the catalog and the artifact store.
 
 ``publish_weights("resnet18", "defects.pt", name="acme/defects", categories=[...])``
-checks the file before anything is kept: it must load, as tensors only (safetensors,
-or ``torch.load(weights_only=True)``), into the model built with the head its
-categories imply, with no tensor missing, unexpected or of another shape (the load
-report says which, in one line). Its bytes go into the artifact store (`zoo.store`),
+checks the file before anything is kept: read as tensors only (safetensors, or
+``torch.load(weights_only=True)``), its tensors must be those of the model built with the
+head its categories imply, none missing, unexpected or of another shape (the load report
+says which, in one line). Names and shapes are all that is compared: the file's header
+is read, not its tensors, and the model is built without parameters (on the meta
+device), so a file of gigabytes is checked in megabytes; it is hashed and stored in
+chunks. Its bytes go into the artifact store (`zoo.store`),
 and the catalog records the next version of the name (1, 2, ...; safe when many
 publish one name at once, see `zoo.catalog.published`). Categories and preprocessing
 not given are inherited from `from_weights`, the weights it was fine-tuned from (a
@@ -146,16 +149,19 @@ def _verified_by(path: Path) -> str:
     return VERIFIED_BY_REGISTRY
 
 
-def _check_fit(record: ModelRecord, path: Path, data: bytes, sha256: str, categories: list[str] | None) -> None:
-    """Refuse, in one line with the load report, a state dict that does not fit `model`'s head for `categories`."""
-    from zoo.modeling import surgery
-    from zoo.fetch import Loaded
-    from zoo.registry import build_model
-    from zoo.modeling.weights import state_dict_from
+def _check_fit(record: ModelRecord, path: Path, categories: list[str] | None) -> None:
+    """Refuse, in one line with the load report, a state dict that does not fit `model`'s head for `categories`.
 
-    state = state_dict_from(Loaded(path, sha256, len(data), data))
-    built = build_model(record.qualified_name, num_classes=len(categories) if categories else None).model
-    report = surgery.load_partial(built, state)
+    Names and shapes are all it takes: the file's come from its header (`zoo.modeling.weights.shapes_in`, no
+    tensor read), the model's from a build without parameter memory (`zoo.modeling.surgery.model_shapes`), so a
+    file of gigabytes is checked in megabytes."""
+    from zoo.modeling import surgery
+    from zoo.modeling.weights import shapes_in
+    from zoo.registry import build_model
+
+    num_classes = len(categories) if categories else None
+    own = surgery.model_shapes(lambda: build_model(record.qualified_name, num_classes=num_classes).model)
+    report = surgery.fit_report(own, shapes_in(path))
     shapes = [f"{key} {list(a)} vs model {list(b)}" for key, (a, b) in report.mismatched.items()]
     problems = [f"{len(items)} {what} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
                 for what, items in (("of another shape", shapes), ("missing", report.missing),

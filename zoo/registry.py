@@ -38,7 +38,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from zoo.catalog.api import Catalog, Patterns
 from zoo.context import current
-from zoo.errors import HashMismatchError, PluginError, UnknownWeightsError, UsageError, WeightsError, excerpt
+from zoo.errors import (
+    HashMismatchError,
+    PluginError,
+    UnknownNameError,
+    UnknownWeightsError,
+    UsageError,
+    WeightsError,
+    excerpt,
+)
 from zoo.records import ModelRecord, PublishedWeights, is_spec
 from zoo.targets import load_target, target_of
 
@@ -380,10 +388,18 @@ def fetch_weights(
     Sources in order: the file itself (``file://``), the cache, ``$ZOO_WEIGHTS_MIRROR``,
     the URL; `offline` (default ``$ZOO_OFFLINE``) never uses the network. Returns the
     verified file's path. The first verified download of a file whose full hash was
-    not known records it in the catalog.
+    not known records it in the catalog. Published weights (``NS/NAME[:VERSION|@ALIAS]``,
+    looked up when no plugin's weights or model has that name) come from the artifact
+    store, or the registry service, into the weights cache (`Catalog.published_file`).
     """
     catalog = current().catalog
-    return _fetch(catalog, _weights_file(catalog, weights, model), offline=offline, progress=progress).path
+    try:
+        file = _weights_file(catalog, weights, model)
+    except UnknownNameError:
+        if model is not None or not is_spec(weights):
+            raise
+        return catalog.published_file(catalog.resolve_published(weights), progress=progress).path
+    return _fetch(catalog, file, offline=offline, progress=progress).path
 
 
 def weights_path(weights: str | enum.Enum, *, model: str | None = None) -> Path:

@@ -1,13 +1,13 @@
 """The zoo's configuration: the environment, read in this one module into a typed `Settings`.
 
-Every ``ZOO_*`` variable (and ``TORCH_HOME``, ``XDG_CACHE_HOME``) is read here and
-nowhere else; nothing in the zoo writes the environment. `Settings.from_environ`
-reads it once per top-level call (so a changed variable takes effect at the next
-call, as a user who exports one expects); the result is passed down, and whatever
-is built from it (a catalog, a store, a weights cache) is kept per settings value
-by `zoo.context`. Values that can be wrong are checked where they are used, with a
-one-line `UsageError` naming the variable, so a bad ``ZOO_SYNC_TIMEOUT`` does not
-break a command that never syncs.
+Every ``ZOO_*`` variable (and ``TORCH_HOME``, ``XDG_CACHE_HOME``, and the ``AWS_*`` ones an
+``s3://`` artifact store connects with) is read here and nowhere else; nothing in the zoo
+writes the environment. `Settings.from_environ` reads it once per top-level call (so a
+changed variable takes effect at the next call, as a user who exports one expects); the
+result is passed down, and whatever is built from it (a catalog, a store, a weights cache)
+is kept per settings value by `zoo.context`. Values that can be wrong are checked where
+they are used, with a one-line `UsageError` naming the variable, so a bad
+``ZOO_SYNC_TIMEOUT`` does not break a command that never syncs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zoo.errors import UsageError
@@ -57,6 +57,8 @@ class Settings:
     check_interval_text: str = ""
     sync_timeout_text: str = ""
     service_timeout_text: str = ""
+    # every AWS_* variable, sorted: what `zoo.s3store` connects with (kept out of the repr: it holds secrets)
+    aws: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +81,7 @@ class Settings:
             check_interval_text=env.get(CHECK_INTERVAL, "").strip(),
             sync_timeout_text=env.get(SYNC_TIMEOUT, "").strip(),
             service_timeout_text=env.get(SERVICE_TIMEOUT, "").strip(),
+            aws=tuple(sorted((name, value) for name, value in env.items() if name.startswith("AWS_"))),
         )
 
     def with_catalog(self, registry_url: str) -> Settings:

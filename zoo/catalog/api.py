@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 Patterns = str | Iterable[str] | None
 #: How a catalog checks weights before it publishes them (building the model needs torch, so the caller,
-#: `zoo.publish`, passes it): (model record, file, its bytes, their SHA-256, categories); raises to refuse.
-FitCheck = Callable[[ModelRecord, Path, bytes, str, "list[str] | None"], None]
+#: `zoo.publish`, passes it): (model record, file, categories); reads the file's tensor names and shapes, not
+#: its data; raises to refuse.
+FitCheck = Callable[[ModelRecord, Path, "list[str] | None"], None]
 #: How a catalog has an export verified again before it publishes it (running the model needs torch, so the
 #: caller, `zoo.publish`, passes it): the file -> who verified it, ``"registry"`` or ``"claimed"``
 #: (`zoo.records.VERIFIED_BY_REGISTRY`, `zoo.records.CLAIMED`); raises to refuse.
@@ -93,6 +94,10 @@ class Catalog(Protocol):
     def export_file(self, export: PublishedExport) -> Fetched:
         """A verified local file of a published export."""
 
+    def published_file(self, published: PublishedWeights, *, progress: bool = False) -> Fetched:
+        """A verified local file of published weights (in the weights cache, by SHA-256: `zoo weights fetch`),
+        with a progress bar on stderr while it is fetched if `progress`."""
+
     def health(self) -> None:
         """Return if the catalog answers; a `CatalogError` or `ServiceError` otherwise."""
 
@@ -119,6 +124,10 @@ class Catalog(Protocol):
 
     def is_published(self, sha256: str, kind: str) -> bool:
         """Whether a published weights file (`kind` "weights") or export ("export") has `sha256`."""
+
+    def referenced_blobs(self) -> set[str]:
+        """The SHA-256 of every blob a catalog row points at in the artifact store (published weights and exports):
+        what `zoo.gc` keeps. Only where the catalog database is (not through a registry service)."""
 
 
 def service_url(raw: str) -> str | None:

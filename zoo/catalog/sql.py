@@ -11,8 +11,8 @@ is the caller's (`FitCheck`), and so is verifying an export again (`ExportCheck`
 
 from __future__ import annotations
 
-import hashlib
 import math
+import os
 import re
 import threading
 import time
@@ -217,6 +217,11 @@ class SqlCatalog:
     def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
                         categories: list[str] | None, from_weights: str | None, description: str | None,
                         preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
+        """Check `file` (names and shapes), hash it and store it, streaming: memory stays bounded for any size.
+
+        The check and the hash read the same file: one that changed meanwhile (its inode, size or modification
+        time) is refused, and the store verifies the bytes it copies against the hash (`HashMismatchError`)."""
+        from zoo.fetch import digest_of
         from zoo.outputs import open_regular
 
         record = self.describe(model)
@@ -224,10 +229,12 @@ class SqlCatalog:
         categories = inherited_categories if categories is None else categories
         preprocessing = inherited_preprocessing if preprocessing is None else preprocessing
         with open_regular(file, only="only regular files are published") as f:
-            data = f.read()  # the bytes that are checked, hashed and stored
-        sha256 = hashlib.sha256(data).hexdigest()
-        check(record, file, data, sha256, categories)
-        stored = self.store.put_stream([data], sha256=sha256, max_bytes=len(data))
+            opened = os.fstat(f.fileno())
+            check(record, file, categories)
+            sha256, _ = digest_of(f)
+        if not _still(file, opened):
+            raise UsageError(f"{file} changed while it was being published; nothing was published")
+        stored = self.store.put_file(file, sha256=sha256)
         return pub.add_version(self.engine, parse_spec(name, bare=True), model=record.qualified_name,
                                sha256=stored.sha256, size=stored.size, categories=categories, metrics=metrics,
                                preprocessing=preprocessing, description=description, from_weights=from_weights)
@@ -261,6 +268,11 @@ class SqlCatalog:
         with self.engine.connect() as conn:
             return conn.scalar(select(table.c.sha256).where(table.c.sha256 == sha256).limit(1)) is not None
 
+    def referenced_blobs(self) -> set[str]:
+        """The SHA-256 of every published weights file and export: the only rows that point into the store."""
+        with self.engine.connect() as conn:
+            return set(conn.scalars(select(published_weights.c.sha256).union(select(published_exports.c.sha256))))
+
     def published_bytes(self, published: PublishedWeights) -> Loaded:
         from zoo.fetch import Loaded
 
@@ -268,16 +280,24 @@ class SqlCatalog:
         return Loaded(Path(f"{self.store.location}/{published.sha256}"), published.sha256, len(data), data)
 
     def export_file(self, export: PublishedExport) -> Fetched:
-        """The stored export copied (once) into the weights cache under its hash, and verified there."""
-        from zoo.fetch import CHUNK, WeightsFile, verify
-        from zoo.outputs import is_regular, write_atomically
+        return self._cached(export.sha256, export.size, ".onnx", f"stored export {export.sha256}", progress=False)
 
-        target = self.cache.content_entry(export.sha256, ".onnx")
-        if not is_regular(target):
-            with self.store.open(export.sha256) as f:
-                write_atomically(target, iter(lambda: f.read(CHUNK), b""), sha256=export.sha256,
-                                 folder=_made(target.parent), origin=f"stored export {export.sha256}")
-        return verify(target, WeightsFile(target.as_uri(), export.sha256))
+    def published_file(self, published: PublishedWeights, *, progress: bool = False) -> Fetched:
+        return self._cached(published.sha256, published.size, "", f"stored weights {published.spec}", progress)
+
+    def _cached(self, sha256: str, size: int, suffix: str, origin: str, progress: bool) -> Fetched:
+        """The stored file of `sha256` (`size` bytes, called `origin` in errors) copied once into the weights cache
+        under its hash and `suffix`, where a service's client keeps it too, and verified there."""
+        from zoo.fetch import WeightsFile, copy_verified, verify
+        from zoo.outputs import is_regular
+
+        target = self.cache.content_entry(sha256, suffix)
+        file = WeightsFile(target.as_uri(), sha256, size=size)
+        if is_regular(target):
+            return verify(target, file)
+        _made(target.parent)
+        with self.store.open(sha256) as f:  # hashed on its way into the cache
+            return copy_verified(f, file, target, origin=origin, progress=progress, total=size)
 
     def health(self) -> None:
         with open_engine(self.settings.registry_url).connect() as conn:  # answering, not synced: no sync here
@@ -350,6 +370,16 @@ class SqlCatalog:
 def _made(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _still(path: Path, opened: os.stat_result) -> bool:
+    """Whether `path` is still the file `opened` describes: the same inode, size and modification time."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return ((now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns)
+            == (opened.st_dev, opened.st_ino, opened.st_size, opened.st_mtime_ns))
 
 
 def _source(catalog: SqlCatalog, record: ModelRecord,

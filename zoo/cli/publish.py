@@ -7,6 +7,7 @@ from pathlib import Path
 
 from zoo.cli.common import Commands, add_json, comma_list, emit, human, metric_argument, table
 from zoo.errors import UsageError
+from zoo.service.client import upload_progress
 
 
 def register(commands: Commands) -> None:
@@ -52,9 +53,10 @@ def _add_publish(commands: Commands) -> None:
 def _publish_weights(args: argparse.Namespace) -> int:
     from zoo.publish import publish_weights
 
-    record = publish_weights(args.model, args.file, name=args.name, metrics=dict(args.metric),
-                             categories=_categories(args.categories), from_weights=args.from_weights,
-                             description=args.description)
+    with upload_progress():  # to a registry service
+        record = publish_weights(args.model, args.file, name=args.name, metrics=dict(args.metric),
+                                 categories=_categories(args.categories), from_weights=args.from_weights,
+                                 description=args.description)
     emit(args, record.to_json(), lambda: f"published {record.spec} for {record.model} "
                                          f"(sha256 {record.sha256}, {record.size} bytes)")
     return 0
@@ -76,7 +78,8 @@ def _categories(text: str | None) -> list[str] | None:
 def _publish_export(args: argparse.Namespace) -> int:
     from zoo.publish import publish_export
 
-    record = publish_export(args.path)
+    with upload_progress():  # to a registry service
+        record = publish_export(args.path)
     emit(args, record.to_json(), lambda: f"published the export of {record.model} with {record.weights} "
                                          f"(sha256 {record.sha256}, {record.size} bytes)")
     return 0

@@ -39,6 +39,10 @@ def _add_serve(commands: Commands) -> None:
     p.add_argument("--min-body-rate", type=count_argument, default=None, metavar="BYTES",
                    help="lowest average rate of a request body in bytes a second, counted after --body-timeout "
                         "seconds; e.g. 64K (default 65536)")
+    p.add_argument("--artifacts", choices=["proxy", "redirect"], default="proxy",
+                   help="how a published file's GET is answered: proxy (streamed by the service, default) or "
+                        "redirect (307 to a short-lived presigned URL of the object store: the bytes do not "
+                        "pass through the service; needs ZOO_ARTIFACTS=s3://...)")
     p.add_argument("--ready-file", metavar="FILE",
                    help="write the bound URL as JSON to FILE once the server answers")
     p.set_defaults(run=_serve)
@@ -69,7 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
     given = {"concurrent": args.max_bodies, "timeout": args.body_timeout, "min_rate": args.min_body_rate}
     serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,
           allowed_hosts=tuple(args.allow_host), max_upload_bytes=args.max_upload or DEFAULT_MAX_UPLOAD,
-          ready_file=args.ready_file, body_limits=BodyLimits(**{k: v for k, v in given.items() if v is not None}))
+          ready_file=args.ready_file, body_limits=BodyLimits(**{k: v for k, v in given.items() if v is not None}),
+          artifacts=args.artifacts)
     return 0
 
 

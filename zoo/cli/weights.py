@@ -15,7 +15,8 @@ def register(commands: Commands) -> None:
     p = commands.add_parser("weights", help="fetch, locate and verify weights files")
     actions = p.add_subparsers(title="actions", required=True, metavar="ACTION")
     a = actions.add_parser("fetch", help="download (or copy from the mirror) and verify, with progress")
-    a.add_argument("names", nargs="+", metavar="NAME", help=_NAMES_HELP)
+    a.add_argument("names", nargs="+", metavar="NAME",
+                   help=f"{_NAMES_HELP}, or published weights (NS/NAME[:VERSION|@ALIAS])")
     a.add_argument("--offline", action="store_true", default=None, help="never use the network (also $ZOO_OFFLINE=1)")
     a.set_defaults(run=_weights_fetch)
     a = actions.add_parser("path", help="print where a weights file is")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,25 +209,50 @@ def load_partial(model: nn.Module, state_dict: Mapping[str, Tensor],
     """
     adapters = adapters or {}
     own = model.state_dict()
-    report = LoadReport()
-    to_load: dict[str, Tensor] = {}
-    for key, tensor in state_dict.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif tensor.shape == own[key].shape:
-            to_load[key] = tensor
-            report.loaded.append(key)
-        elif key in adapters:
-            to_load[key] = adapters[key](tensor, own[key])
-            report.adapted[key] = f"{list(tensor.shape)} -> {list(own[key].shape)}"
-        else:
-            report.mismatched[key] = (tuple(tensor.shape), tuple(own[key].shape))
-    report.missing = [key for key in own if key not in state_dict]
+    report = fit_report(_shapes(own), _shapes(state_dict), adapters)
+    to_load = {key: state_dict[key] for key in report.loaded}
+    to_load.update((key, adapters[key](state_dict[key], own[key])) for key in report.adapted)
     # Modules read their saved version from the metadata (MNASNet refuses to load without it).
     loadable = OrderedDict(to_load)
     loadable._metadata = getattr(state_dict, "_metadata", None) or getattr(own, "_metadata", None)  # type: ignore[attr-defined]
     model.load_state_dict(loadable, strict=False)
     return report
+
+
+def fit_report(own: Mapping[str, tuple[int, ...]], checkpoint: Mapping[str, tuple[int, ...]],
+               adaptable: Collection[str] = ()) -> LoadReport:
+    """The report `load_partial` gives for a checkpoint whose tensors have the shapes `checkpoint` (by name) and
+    a model whose state dict has the shapes `own`, from their shapes alone: so a file can be checked against a
+    model without reading its tensors (`zoo.modeling.weights.shapes_in`) or giving the model any."""
+    report = LoadReport()
+    for key, shape in checkpoint.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif shape == own[key]:
+            report.loaded.append(key)
+        elif key in adaptable:
+            report.adapted[key] = f"{list(shape)} -> {list(own[key])}"
+        else:
+            report.mismatched[key] = (shape, own[key])
+    report.missing = [key for key in own if key not in checkpoint]
+    return report
+
+
+def model_shapes(build: Callable[[], nn.Module]) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in the state dict of the model `build` makes, built on the meta device:
+    shapes without memory behind them, for `fit_report`. A builder that computes with its tensors' values while
+    building (regnet reads its block widths from a tensor), which meta tensors do not have, builds on the CPU
+    instead (the model's size, still nothing of a weights file's)."""
+    try:
+        with torch.device("meta"):
+            model = build()
+    except (NotImplementedError, RuntimeError):  # a meta tensor's value was asked for; a zoo error is neither
+        model = build()
+    return _shapes(model.state_dict())
+
+
+def _shapes(state_dict: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
 
 
 def _parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import zipfile
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision.models
 
-from zoo.errors import WeightsError
+from zoo.errors import WeightsError, excerpt
 from zoo.fetch import Loaded, WeightsFile, read_verified
 
 #: Loads the state dict of a weights enum member (the member, then whether to show progress).
@@ -33,6 +36,7 @@ StateDictLoader = Callable[[torchvision.models.WeightsEnum, bool], dict[str, Any
 
 _LOADER: ContextVar[StateDictLoader | None] = ContextVar("zoo_state_dict_loader", default=None)
 _TORCHVISION_GET_STATE_DICT = torchvision.models.WeightsEnum.get_state_dict
+_SNIFFED = 9  # bytes of a file that tell safetensors (`_is_safetensors`)
 
 
 @dataclass(eq=False)  # keep torchvision's __eq__, which compares transforms sensibly
@@ -112,26 +116,65 @@ def state_dict_from(loaded: Loaded) -> dict[str, Any]:
     suffix, such as the artifact store's, that are safetensors), else a ``torch.save`` file read with
     ``weights_only=True`` (tensors and plain containers, no code)."""
     try:
-        if loaded.path.suffix == ".safetensors" or (not loaded.path.suffix and _is_safetensors(loaded.data)):
+        if _is_safetensors(loaded.path, loaded.data[:_SNIFFED], len(loaded.data)):
             from safetensors.torch import load
 
             state = load(loaded.data)
         else:
             state = torch.load(io.BytesIO(loaded.data), map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure to decode untrusted bytes is the file's fault
-        raise WeightsError(f"weights file {loaded.path} cannot be loaded as tensors only ({_reason(exc)}); "
-                           f"nothing was loaded from it") from None
+        raise _undecodable(loaded.path, exc) from None
+    return _checked_state(loaded.path, state)  # as saved: an OrderedDict keeps the module versions (`_metadata`)
+
+
+def shapes_in(path: Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in the weights file at `path`, read as `state_dict_from` reads its bytes
+    (tensors only, no code) but without reading the tensors' data: a safetensors file's header, or a ``torch.save``
+    file mapped into memory (``mmap=True``), whose tensors' pages are never touched. So checking a file of
+    gigabytes costs megabytes (`zoo.publish`)."""
+    try:
+        with path.open("rb") as f:
+            safetensors = _is_safetensors(path, f.read(_SNIFFED), os.fstat(f.fileno()).st_size)
+        if safetensors:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as tensors:
+                return {key: tuple(tensors.get_slice(key).get_shape()) for key in tensors.keys()}
+        if not zipfile.is_zipfile(path):  # the format before torch 1.6 cannot be mapped, only read whole
+            raise ValueError("neither safetensors nor the zip file torch.save writes (torch 1.6 and later); "
+                             "save it again")
+        state = torch.load(path, mmap=True, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to decode untrusted bytes is the file's fault
+        raise _undecodable(path, exc) from None
+    state = _checked_state(path, state)
+    odd = next((key for key, value in state.items() if not isinstance(value, torch.Tensor)), None)
+    if odd is not None:
+        raise WeightsError(f"weights file {path} holds a {type(state[odd]).__name__} as {excerpt(odd)}, "
+                           f"not a tensor")
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def _undecodable(path: Path, exc: Exception) -> WeightsError:
+    return WeightsError(f"weights file {path} cannot be loaded as tensors only ({_reason(exc)}); "
+                        f"nothing was loaded from it")
+
+
+def _checked_state(path: Path, state: Any) -> dict[str, Any]:
+    """`state` if it is a state dict (names to values); a `WeightsError` otherwise."""
     if not isinstance(state, dict) or [k for k in state if not isinstance(k, str)]:
-        raise WeightsError(f"weights file {loaded.path} holds a {type(state).__name__}, not a state dict "
+        raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict "
                            f"(a mapping of names to tensors)")
-    return state  # as saved: an OrderedDict keeps the module versions (`_metadata`) some modules need
+    return state
 
 
-def _is_safetensors(data: bytes) -> bool:
-    """Whether `data` starts as a safetensors file does: an 8-byte little-endian header length that fits,
-    then the header's JSON object (a ``torch.save`` file starts with a zip or pickle header instead)."""
-    header = int.from_bytes(data[:8], "little")
-    return len(data) >= 10 and 0 < header <= len(data) - 8 and data[8:9] == b"{"
+def _is_safetensors(path: Path, head: bytes, size: int) -> bool:
+    """Whether the file at `path`, of `size` bytes starting with `head`, is read as safetensors: by its suffix,
+    else (a file without one, such as the artifact store's) by how it starts: an 8-byte little-endian header
+    length that fits, then the header's JSON object (a ``torch.save`` file starts with a zip or pickle header)."""
+    if path.suffix:
+        return path.suffix == ".safetensors"
+    header = int.from_bytes(head[:8], "little")
+    return size >= 10 and 0 < header <= size - 8 and head[8:9] == b"{"
 
 
 def _reason(exc: Exception) -> str:

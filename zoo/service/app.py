@@ -31,21 +31,20 @@ from multiprocessing.process import BaseProcess
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoo.catalog.engine import where
 from zoo.catalog.fingerprint import ensure_current
-from zoo.errors import ArtifactError, UnknownArtifactError, UsageError, ZooError, excerpt
+from zoo.errors import UsageError, ZooError, excerpt
 from zoo.outputs import write_atomically
 from zoo.records import parse_spec
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.registry import list_plugins, summarize_models, weights_owner
+from zoo.service.blobs import PROXY, REDIRECT, artifact_mode, blob_response
 from zoo.service.common import (
     SHA256_PATTERN,
     ApiError,
@@ -77,7 +76,6 @@ MAX_REQUEST_HEAD = 64 << 10
 _WORKER_GRACE = 30.0  # seconds a stopped worker may take to finish its requests before it is killed
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_PAGE = 1000
-_BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
 _log = logging.getLogger("zoo.service")
 _DESCRIPTION = ("The zoo's catalog and artifact store: models (the filters of zoo.list_models), published weights "
                 "and exports (records and files), publishing (token needed). Errors are one line of JSON: "
@@ -93,7 +91,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, kin
 
 def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
                *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-               settings: ZooSettings | None = None, body_limits: BodyLimits = BodyLimits()) -> FastAPI:
+               settings: ZooSettings | None = None, body_limits: BodyLimits = BodyLimits(),
+               artifacts: str = PROXY) -> FastAPI:
     """The registry service for the catalog at `catalog_url` and the artifact `store`.
 
     The app answers from a context of its own (`zoo.context.Context`): the catalog and
@@ -101,7 +100,9 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     given; several apps in one process serve several catalogs. `allowed_hosts` are host
     names requests may be addressed to besides loopback ones (a reverse proxy's public
     name); uploads larger than `max_upload_bytes` are refused before they are read, and
-    request bodies are read within `body_limits` (`zoo.service.common.Bodies`).
+    request bodies are read within `body_limits` (`zoo.service.common.Bodies`). `artifacts` says how a
+    published file is answered: ``"proxy"`` (streamed by the service) or ``"redirect"`` (307 to a presigned
+    URL of the store, which must be able to make one: `zoo.service.blobs`).
     """
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise UsageError(f"the upload limit must be a positive number of bytes, not {excerpt(max_upload_bytes)}")
@@ -110,7 +111,7 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
         zoo_settings = zoo_settings.with_catalog(catalog_url)
     context = Context(zoo_settings, store=store)
     settings = Settings(context.store, bool(read_token_required), frozenset(h.lower() for h in allowed_hosts),
-                        max_upload_bytes, Bodies(body_limits))
+                        max_upload_bytes, Bodies(body_limits), artifact_mode(artifacts, context.store))
     app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=None,
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings, app.state.context = settings, context
@@ -142,12 +143,13 @@ class ServeConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     log_level: str = "info"
     body_limits: BodyLimits = BodyLimits()
+    artifacts: str = PROXY
 
     def app(self) -> FastAPI:
         """The service's app for these settings (`create_app`)."""
         return create_app(read_token_required=self.read_token_required, allowed_hosts=self.allowed_hosts,
                           max_upload_bytes=self.max_upload_bytes, body_limits=self.body_limits,
-                          settings=self.settings)
+                          settings=self.settings, artifacts=self.artifacts)
 
     def uvicorn_config(self, app: FastAPI) -> Any:
         """uvicorn's configuration for serving `app` (a request head up to `MAX_REQUEST_HEAD` bytes)."""
@@ -159,7 +161,7 @@ class ServeConfig:
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
           allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info",
           ready_file: str | os.PathLike[str] | None = None, settings: ZooSettings | None = None,
-          body_limits: BodyLimits = BodyLimits()) -> None:
+          body_limits: BodyLimits = BodyLimits(), artifacts: str = PROXY) -> None:
     """Serve the registry with uvicorn on `host`:`port` (0: any free port) until Ctrl-C or SIGTERM.
 
     The catalog is brought up to date first (a sync if it is stale). This process binds
@@ -170,17 +172,20 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
     JSON line goes to stdout, ``{"zoo_serve": "ready", "url": "http://127.0.0.1:PORT",
     "pid": PID, "workers": N}`` (the real port; `pid` this process), and, with
     `ready_file`, the same JSON to that file (written atomically; removed when the
-    server stops). `body_limits` bound the request bodies each process reads (`zoo.service.common.Bodies`).
+    server stops). `body_limits` bound the request bodies each process reads (`zoo.service.common.Bodies`);
+    `artifacts` says how published files are answered (`create_app`).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
     config = ServeConfig(settings or ZooSettings.from_environ(), bool(read_token_required), tuple(allowed_hosts),
-                         max_upload_bytes, log_level, body_limits)
+                         max_upload_bytes, log_level, body_limits, artifacts)
     app = config.app()  # bad settings: one line, here, before a worker starts
     engine = ensure_current(settings=config.settings)  # migrated or synced now, not by the first request
-    print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.location}", file=sys.stderr)
+    redirects = " (files by redirect to presigned URLs)" if config.artifacts == REDIRECT else ""
+    print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.location}{redirects}",
+          file=sys.stderr)
     ready = _ReadyFile(ready_file)
     sock = _listen(host, port)
     url = _url(host, sock.getsockname()[1])
@@ -543,7 +548,8 @@ def _catalog_routes(settings: Settings) -> APIRouter:
     @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
                       dependencies=[Depends(reads)], response_class=FileResponse)
     def weights_file(sha256: Sha256, request: Request) -> Response:
-        return _blob(settings.store, request, sha256, "weights", "published weights file")
+        return blob_response(settings.store, request, sha256, "weights", "published weights file",
+                             redirect=settings.artifacts == REDIRECT)
 
     return router
 
@@ -645,7 +651,8 @@ def _export_routes(settings: Settings) -> APIRouter:
     @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
                       dependencies=[Depends(reads)], response_class=FileResponse)
     def export_file(sha256: Sha256, request: Request) -> Response:
-        return _blob(settings.store, request, sha256, "export", "published export")
+        return blob_response(settings.store, request, sha256, "export", "published export",
+                             redirect=settings.artifacts == REDIRECT)
 
     @router.post("/exports", status_code=201, dependencies=[Depends(_publisher)], openapi_extra=_UPLOAD,
                  summary="publish a verified ONNX export (its zoo metadata is checked)")
@@ -681,77 +688,3 @@ def _uploaded_as(path: pathlib.Path) -> Iterator[None]:
         yield
     except ZooError as exc:
         raise ApiError(status_of(exc), str(exc).replace(str(path), "the uploaded file"), kind=type(exc).__name__) from None
-
-
-def _blob(store: ArtifactStore, request: Request, sha256: str, kind: str, what: str) -> Response:
-    """The stored file of `sha256` if it is published (a `kind` "weights" or "export"): streamed with its size, its hash as
-    ETag (304 for a client that has it, or any version: ``If-None-Match: *``), HEAD and byte ranges (206; 416 past the
-    end)."""
-    if not current().catalog.is_published(sha256, kind):
-        raise ApiError(404, f"no {what} has SHA-256 {sha256}")
-    size = store.stat(sha256)
-    if size is None:
-        raise UnknownArtifactError(f"the artifact store {store.location} has no file with SHA-256 {sha256}")
-    etag = f'"{sha256}"'
-    headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE, "Accept-Ranges": "bytes"}
-    if {etag, "*"} & {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
-    ranges, if_range = request.headers.get("range"), request.headers.get("if-range")
-    parts: list[tuple[int, int]] = []
-    if ranges is not None and (if_range is None or if_range == etag):  # another If-Range: the whole file
-        try:  # starlette's own parser, which FileResponse uses: refused here so that the refusal is JSON
-            parts = FileResponse._parse_range_header(ranges, size)
-        except MalformedRangeHeader as exc:
-            raise ApiError(400, f"Range {excerpt(ranges)}: {exc.content}") from None
-        except RangeNotSatisfiable:
-            raise ApiError(416, f"Range {excerpt(ranges)} is past the end of the file ({size} bytes)",
-                           {"Content-Range": f"bytes */{size}"}) from None
-    return _BlobResponse(store, sha256, size, parts[0] if len(parts) == 1 else None, headers)
-
-
-class _BlobResponse(Response):
-    """A stored blob streamed from `ArtifactStore.open` in worker threads: whole (200) or one byte range
-    (206; several ranges get the whole file, as HTTP allows); headers alone for HEAD. Reading stops when
-    the client goes away."""
-
-    chunk_size = 64 * 1024
-    media_type = "application/octet-stream"
-
-    def __init__(self, store: ArtifactStore, sha256: str, size: int, part: tuple[int, int] | None,
-                 headers: dict[str, str]) -> None:
-        self.store, self.sha256, self.background = store, sha256, None
-        self.start, self.end = part or (0, size)
-        self.status_code = 200 if part is None else 206
-        extra = {} if part is None else {"Content-Range": f"bytes {self.start}-{self.end - 1}/{size}"}
-        self.init_headers({**headers, **extra, "Content-Length": str(self.end - self.start)})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        if scope["method"].upper() == "HEAD" or self.start == self.end:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch)
-            await self._stream(send)
-            group.cancel_scope.cancel()
-
-    async def _stream(self, send: Send) -> None:
-        blob = await anyio.to_thread.run_sync(self.store.open, self.sha256)
-        try:
-            await anyio.to_thread.run_sync(blob.seek, self.start)
-            position = self.start
-            while position < self.end:
-                chunk = await anyio.to_thread.run_sync(blob.read, min(self.chunk_size, self.end - position))
-                if not chunk:
-                    raise ArtifactError(f"stored file {self.sha256} is shorter than its {self.end} bytes")
-                position += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": position < self.end})
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(blob.close)

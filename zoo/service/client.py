@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -39,7 +40,7 @@ from zoo import errors
 from zoo.catalog.api import ExportCheck, FitCheck, Patterns, service_url
 from zoo.errors import ServiceError, UsageError, ZooError, excerpt, first_line
 from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights, check_alias, parse_spec
-from zoo.settings import REGISTRY_URL, SERVICE_TIMEOUT, TOKEN, Settings
+from zoo.settings import ARTIFACTS, REGISTRY_URL, SERVICE_TIMEOUT, TOKEN, Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from zoo.fetch import Fetched, Loaded, WeightsCache, WeightsFile
     from zoo.store import ArtifactStore
 
-__all__ = ["HttpCatalog", "time_budget"]
+__all__ = ["HttpCatalog", "time_budget", "upload_progress"]
 
 T = TypeVar("T")
 
@@ -74,6 +75,7 @@ class _Budget:
 
 
 _BUDGET: ContextVar[_Budget | None] = ContextVar("zoo_service_budget", default=None)
+_UPLOAD_PROGRESS: ContextVar[bool] = ContextVar("zoo_upload_progress", default=False)
 
 
 @contextlib.contextmanager
@@ -89,6 +91,18 @@ def time_budget() -> Iterator[None]:
         yield
     finally:
         _BUDGET.reset(token)
+
+
+@contextlib.contextmanager
+def upload_progress() -> Iterator[None]:
+    """Show a progress bar on stderr, when it is a terminal, for each file uploaded to a registry service in
+    this block (``zoo publish`` does); elsewhere uploads are quiet, as a library's calls should be, and so is
+    a command whose stderr is a file or a pipe (its errors stay one line there)."""
+    token = _UPLOAD_PROGRESS.set(True)
+    try:
+        yield
+    finally:
+        _UPLOAD_PROGRESS.reset(token)
 
 
 def _answer_checked(method: Callable[..., T]) -> Callable[..., T]:
@@ -258,6 +272,13 @@ class HttpCatalog:
         return fetch(self._file(f"/exports/{export.sha256}/file", export.sha256, export.size),
                      progress=False, cache=self.cache)
 
+    def published_file(self, published: PublishedWeights, *, progress: bool = False) -> Fetched:
+        """A verified local copy of published weights (kept in the weights cache by their SHA-256)."""
+        from zoo.fetch import fetch
+
+        return fetch(self._file(f"/weights/{published.sha256}", published.sha256, published.size),
+                     progress=progress, cache=self.cache)
+
     def _file(self, path: str, sha256: str, size: int) -> WeightsFile:
         """The service's file at `path`, to fetch with this client's token: `size` bytes of SHA-256 `sha256`, the
         download given up on after ``$ZOO_SERVICE_TIMEOUT`` seconds without a byte."""
@@ -282,6 +303,11 @@ class HttpCatalog:
             raise ServiceError(f"the registry service at {self.url} did not answer HEAD {where}: "
                                f"{type(exc).__name__}: {first_line(exc)}") from None
         return status == 200
+
+    def referenced_blobs(self) -> set[str]:
+        raise UsageError(f"{REGISTRY_URL} names a registry service, and zoo gc runs where the catalog database and "
+                         f"the artifact store are: run it with {REGISTRY_URL} naming that database and {ARTIFACTS} "
+                         f"that store, as the service has them")
 
     # -- tokens are made where the service's catalog is ------------------------------------
 
@@ -369,8 +395,11 @@ class HttpCatalog:
                             f"upload gets a second more per {UPLOAD_RATE >> 10} KiB)")
 
     def _upload(self, path: str, file: Path, params: Mapping[str, Any]) -> Any:
-        """POST the regular file `file` as the body, with its SHA-256 declared and its length."""
-        from zoo.fetch import CHUNK, digest_of
+        """POST the regular file `file` as the body, with its SHA-256 declared and its length (and a progress bar
+        in an `upload_progress` block)."""
+        from tqdm import tqdm
+
+        from zoo.fetch import counted, digest_of
         from zoo.outputs import open_regular
 
         with open_regular(file, only="only regular files are published") as f:  # before a byte is read
@@ -378,8 +407,15 @@ class HttpCatalog:
             f.seek(0)
             headers = {"X-Zoo-SHA256": sha256, "Content-Length": str(size),
                        "Content-Type": "application/octet-stream"}
-            return self._json("POST", path, allowance=size / UPLOAD_RATE, params=dict(params),
-                              content=iter(lambda: f.read(CHUNK), b""), headers=headers)
+            with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{file.name} (upload)",
+                      disable=None if _UPLOAD_PROGRESS.get() else True, file=sys.stderr) as bar:
+
+                def body() -> Iterator[bytes]:
+                    yield from counted(f, bar.update)
+                    bar.close()  # sent: the wait for the service's checks is not the upload's
+
+                return self._json("POST", path, allowance=size / UPLOAD_RATE, params=dict(params),
+                                  content=body(), headers=headers)
 
 
 def _no_tokens() -> UsageError:

@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 from zoo.errors import (
     ArtifactTooLargeError,
     CatalogError,
+    StoreUnavailableError,
     UnknownArtifactError,
     UnknownNameError,
     UsageError,
@@ -208,6 +209,7 @@ class Settings:
     allowed_hosts: frozenset[str]
     max_upload_bytes: int
     bodies: Bodies = field(default_factory=Bodies)
+    artifacts: str = "proxy"  # how published files are answered: "proxy" or "redirect" (`zoo.service.blobs`)
 
 
 class ApiError(Exception):
@@ -221,7 +223,7 @@ class ApiError(Exception):
 
 def status_of(exc: ZooError) -> int:
     """The HTTP status of a zoo error: whose fault it is, and whether trying again can help."""
-    if isinstance(exc, CatalogError):
+    if isinstance(exc, (CatalogError, StoreUnavailableError)):
         return 503
     if isinstance(exc, (UnknownNameError, UnknownArtifactError)):
         return 404

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException
 
 from zoo.context import current
+from zoo.service.blobs import blob_response
 from zoo.service.common import Sha256
 from zoo.service.web.site import Web, csp_hash, security_headers
 
@@ -79,9 +80,10 @@ def router(site: Web) -> APIRouter:
         return response
 
     @graph.api_route(f"/{_MODEL_FILE}", methods=["GET", "HEAD"])
-    def model_file(sha256: Sha256, request: Request) -> RedirectResponse:
-        """The API's file of the export (which checks that it is published), under the name netron opens."""
-        return RedirectResponse(request.url_for("export_file", sha256=sha256).path, status_code=307)
+    def model_file(sha256: Sha256, request: Request) -> Response:
+        """The export's file as the API answers it (if it is published), under the name netron opens: streamed
+        by this server with ``--artifacts redirect`` too, since the page may fetch from its own origin only."""
+        return blob_response(site.settings.store, request, sha256, "export", "published export", redirect=False)
 
     @graph.api_route("/{asset}", methods=["GET", "HEAD"])  # HEAD: the file's headers, not read
     def asset(sha256: Sha256, asset: str) -> Response:
