@@ -613,7 +613,8 @@ def test_a_server_that_exits_before_it_is_ready_is_an_error_with_its_log(sqlite_
 def test_serve_refuses_bad_settings_in_one_line(sqlite_url: str, tmp_path: Path) -> None:
     env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": ""}
     for args, says in ((("--workers", "0"), "workers must be a whole number, 1 or more"),
-                       (("--port", "70000"), "port must be a whole number from 0 to 65535")):
+                       (("--port", "70000"), "port must be a whole number from 0 to 65535"),
+                       (("--presign-expiry", "0"), "--presign-expiry is 0; give a whole number of seconds from 1")):
         done = run_zoo("serve", *args, env=env, check=False)
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and says in done.stderr
     unreachable = run_zoo("serve", env={**env, "ZOO_REGISTRY_URL": f"sqlite:///{tmp_path}/none/registry.db"},

@@ -10,6 +10,7 @@ processes, which show their progress bars on stderr.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import http.client
 import json
@@ -22,12 +23,13 @@ import subprocess
 import termios
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -280,6 +282,8 @@ class ObjectStoreDoor:
 
     def __init__(self, endpoint: str) -> None:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.presigned_statuses: list[int] = []  # the object store's answer to each presigned GET
+        self.hold = threading.Event()  # set: the next presigned GET is held until its URL expired
         target = urlsplit(endpoint)
         door = self
 
@@ -291,11 +295,17 @@ class ObjectStoreDoor:
                 door.requests.append((self.command, self.path, {k.lower(): v for k, v in headers.items()}))
                 assert "chunked" not in self.headers.get("Transfer-Encoding", ""), "not relayed here"
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                presigned = self.command == "GET" and "X-Amz-Signature=" in self.path
+                if presigned and door.hold.is_set():
+                    door.hold.clear()
+                    wait_until_expired(self.path)
                 store = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
                 try:
                     store.request(self.command, self.path, body=body, headers=headers)
                     answer = store.getresponse()
                     data = answer.read()
+                    if presigned:
+                        door.presigned_statuses.append(answer.status)
                 finally:
                     store.close()
                 self.send_response(answer.status)
@@ -327,6 +337,15 @@ class ObjectStoreDoor:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def wait_until_expired(path: str) -> None:
+    """Return once the presigned URL `path` is past its expiry (its own ``X-Amz-Date`` plus ``X-Amz-Expires``)."""
+    query = parse_qs(urlsplit(path).query)
+    signed = calendar.timegm(time.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ"))
+    expires = signed + int(query["X-Amz-Expires"][0]) + 1
+    while time.time() <= expires:
+        time.sleep(0.1)
 
 
 @dataclass
@@ -447,6 +466,18 @@ def test_zoo_weights_fetch_downloads_published_weights_with_a_bar(redirecting: R
     assert len(redirecting.door.presigned_gets()) == gets + 1  # from the object store, not through the service
     bar = done.stderr.replace("\r", "\n").splitlines()
     assert any(line.startswith(f"{redirecting.published['sha256']}: 100%") for line in bar), bar
+
+
+def test_a_presigned_url_that_expired_is_asked_for_again(redirecting: Redirecting, tmp_path: Path) -> None:
+    """The object store refuses a URL past its ``--presign-expiry`` (403): the client asks the service once more
+    and downloads with the fresh URL."""
+    with serving("--artifacts", "redirect", "--presign-expiry", "1", env=redirecting.env) as short:
+        answered = len(redirecting.door.presigned_statuses)
+        redirecting.door.hold.set()
+        env = {**redirecting.client_env(tmp_path), "ZOO_REGISTRY_URL": short.url}
+        done = zoo_client(env, "weights", "fetch", "acme/digits:1", cwd=tmp_path)
+    assert hashlib.sha256(Path(done.stdout.strip()).read_bytes()).hexdigest() == redirecting.published["sha256"]
+    assert redirecting.door.presigned_statuses[answered:] == [403, 200]
 
 
 def test_redirect_mode_needs_a_store_that_presigns(tmp_path: Path) -> None:

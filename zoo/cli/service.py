@@ -43,6 +43,9 @@ def _add_serve(commands: Commands) -> None:
                    help="how a published file's GET is answered: proxy (streamed by the service, default) or "
                         "redirect (307 to a short-lived presigned URL of the object store: the bytes do not "
                         "pass through the service; needs ZOO_ARTIFACTS=s3://...)")
+    p.add_argument("--presign-expiry", type=int, default=300, metavar="SECONDS",
+                   help="with --artifacts redirect, how long a presigned URL is valid (default 300; at most 7 days): "
+                        "a download needs it only to start")
     p.add_argument("--ready-file", metavar="FILE",
                    help="write the bound URL as JSON to FILE once the server answers")
     p.set_defaults(run=_serve)
@@ -67,14 +70,14 @@ def _add_token(commands: Commands) -> None:
 def _serve(args: argparse.Namespace) -> int:
     try:
         from zoo.service.app import DEFAULT_MAX_UPLOAD, serve
-        from zoo.service.common import BodyLimits
+        from zoo.service.common import ArtifactServing, BodyLimits
     except ImportError as exc:
         raise UsageError(f"zoo serve needs the serve extra (pip install 'zoo[serve]'): {exc}") from None
     given = {"concurrent": args.max_bodies, "timeout": args.body_timeout, "min_rate": args.min_body_rate}
     serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,
           allowed_hosts=tuple(args.allow_host), max_upload_bytes=args.max_upload or DEFAULT_MAX_UPLOAD,
           ready_file=args.ready_file, body_limits=BodyLimits(**{k: v for k, v in given.items() if v is not None}),
-          artifacts=args.artifacts)
+          artifacts=ArtifactServing(args.artifacts, args.presign_expiry))
     return 0
 
 

@@ -44,10 +44,11 @@ from zoo.outputs import write_atomically
 from zoo.records import parse_spec
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.registry import list_plugins, summarize_models, weights_owner
-from zoo.service.blobs import PROXY, REDIRECT, artifact_mode, blob_response
+from zoo.service.blobs import artifact_mode, blob_response
 from zoo.service.common import (
     SHA256_PATTERN,
     ApiError,
+    ArtifactServing,
     Bodies,
     BodyLimits,
     Credentials,
@@ -92,7 +93,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, kin
 def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
                *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                settings: ZooSettings | None = None, body_limits: BodyLimits = BodyLimits(),
-               artifacts: str = PROXY) -> FastAPI:
+               artifacts: ArtifactServing = ArtifactServing()) -> FastAPI:
     """The registry service for the catalog at `catalog_url` and the artifact `store`.
 
     The app answers from a context of its own (`zoo.context.Context`): the catalog and
@@ -101,8 +102,8 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     names requests may be addressed to besides loopback ones (a reverse proxy's public
     name); uploads larger than `max_upload_bytes` are refused before they are read, and
     request bodies are read within `body_limits` (`zoo.service.common.Bodies`). `artifacts` says how a
-    published file is answered: ``"proxy"`` (streamed by the service) or ``"redirect"`` (307 to a presigned
-    URL of the store, which must be able to make one: `zoo.service.blobs`).
+    published file is answered: streamed by the service, or by a 307 to a presigned URL of the store, which
+    must be able to make one (`zoo.service.common.ArtifactServing`, `zoo.service.blobs`).
     """
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise UsageError(f"the upload limit must be a positive number of bytes, not {excerpt(max_upload_bytes)}")
@@ -143,7 +144,7 @@ class ServeConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     log_level: str = "info"
     body_limits: BodyLimits = BodyLimits()
-    artifacts: str = PROXY
+    artifacts: ArtifactServing = ArtifactServing()
 
     def app(self) -> FastAPI:
         """The service's app for these settings (`create_app`)."""
@@ -161,7 +162,7 @@ class ServeConfig:
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
           allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info",
           ready_file: str | os.PathLike[str] | None = None, settings: ZooSettings | None = None,
-          body_limits: BodyLimits = BodyLimits(), artifacts: str = PROXY) -> None:
+          body_limits: BodyLimits = BodyLimits(), artifacts: ArtifactServing = ArtifactServing()) -> None:
     """Serve the registry with uvicorn on `host`:`port` (0: any free port) until Ctrl-C or SIGTERM.
 
     The catalog is brought up to date first (a sync if it is stale). This process binds
@@ -183,7 +184,7 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
                          max_upload_bytes, log_level, body_limits, artifacts)
     app = config.app()  # bad settings: one line, here, before a worker starts
     engine = ensure_current(settings=config.settings)  # migrated or synced now, not by the first request
-    redirects = " (files by redirect to presigned URLs)" if config.artifacts == REDIRECT else ""
+    redirects = " (files by redirect to presigned URLs)" if config.artifacts.redirect else ""
     print(f"zoo serve: {where(engine.url)}, artifact store {app.state.settings.store.location}{redirects}",
           file=sys.stderr)
     ready = _ReadyFile(ready_file)
@@ -549,7 +550,7 @@ def _catalog_routes(settings: Settings) -> APIRouter:
                       dependencies=[Depends(reads)], response_class=FileResponse)
     def weights_file(sha256: Sha256, request: Request) -> Response:
         return blob_response(settings.store, request, sha256, "weights", "published weights file",
-                             redirect=settings.artifacts == REDIRECT)
+                             serving=settings.artifacts)
 
     return router
 
@@ -652,7 +653,7 @@ def _export_routes(settings: Settings) -> APIRouter:
                       dependencies=[Depends(reads)], response_class=FileResponse)
     def export_file(sha256: Sha256, request: Request) -> Response:
         return blob_response(settings.store, request, sha256, "export", "published export",
-                             redirect=settings.artifacts == REDIRECT)
+                             serving=settings.artifacts)
 
     @router.post("/exports", status_code=201, dependencies=[Depends(_publisher)], openapi_extra=_UPLOAD,
                  summary="publish a verified ONNX export (its zoo metadata is checked)")

@@ -3,7 +3,7 @@
 ``zoo serve --artifacts proxy`` (the default) streams a file from the artifact store
 through the service: its size, its hash as ETag, HEAD, one byte range (206). With
 ``--artifacts redirect`` a GET is answered ``307 Temporary Redirect`` to a presigned URL
-of the object store (`zoo.store.ArtifactStore.url_for`, valid `PRESIGNED_S` seconds, never
+of the object store (`zoo.store.ArtifactStore.url_for`, valid ``--presign-expiry`` seconds, never
 cached), so that the bytes go from the store to the client without passing through the
 service; the client sends its ``Range`` along, and never its token (`zoo.fetch`). The
 service checks first, as it does when it streams: the file must be published (404) and
@@ -23,38 +23,42 @@ from starlette.types import Receive, Scope, Send
 
 from zoo.context import current
 from zoo.errors import ArtifactError, UnknownArtifactError, UsageError, excerpt
-from zoo.service.common import ApiError
+from zoo.service.common import ApiError, ArtifactServing
 from zoo.store import ArtifactStore
 
-__all__ = ["ARTIFACT_MODES", "PRESIGNED_S", "artifact_mode", "blob_response"]
+__all__ = ["ARTIFACT_MODES", "MAX_PRESIGN_S", "artifact_mode", "blob_response"]
 
 #: How the service answers a GET of a published file: streamed by itself, or redirected to the object store.
 PROXY, REDIRECT = "proxy", "redirect"
 ARTIFACT_MODES = (PROXY, REDIRECT)
-#: Seconds a presigned URL of a redirect is valid: long enough to start a download (which needs it only to
-#: start; a resumed one asks the service again), short enough that a leaked one soon says nothing.
-PRESIGNED_S = 300
+#: The longest a presigned URL may be valid (SigV4's limit: 7 days).
+MAX_PRESIGN_S = 7 * 24 * 3600
 _BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
 _NEVER_CACHED = {"Cache-Control": "no-store"}  # a redirect to a URL that expires
 
 
-def artifact_mode(mode: str, store: ArtifactStore) -> str:
-    """`mode` (``--artifacts``) if `store` can serve it; one line otherwise, before the service starts."""
-    if mode not in ARTIFACT_MODES:
-        raise UsageError(f"--artifacts is {excerpt(mode)}; give {' or '.join(ARTIFACT_MODES)}")
-    if mode == REDIRECT and store.url_for("0" * 64, expires_in=PRESIGNED_S) is None:  # presigning asks no one
+def artifact_mode(serving: ArtifactServing, store: ArtifactStore) -> ArtifactServing:
+    """`serving` (``--artifacts``, ``--presign-expiry``) if `store` can serve it; one line otherwise, before the
+    service starts."""
+    if serving.mode not in ARTIFACT_MODES:
+        raise UsageError(f"--artifacts is {excerpt(serving.mode)}; give {' or '.join(ARTIFACT_MODES)}")
+    expires_in = serving.expires_in
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 0 < expires_in <= MAX_PRESIGN_S:
+        raise UsageError(f"--presign-expiry is {excerpt(expires_in)}; give a whole number of seconds from 1 to "
+                         f"{MAX_PRESIGN_S} (7 days)")
+    if serving.redirect and store.url_for("0" * 64, expires_in=expires_in) is None:  # presigning asks no one
         raise UsageError(f"--artifacts redirect needs an artifact store that can presign URLs "
                          f"(ZOO_ARTIFACTS=s3://BUCKET/PREFIX); the artifact store {store.location} is a folder; "
                          f"serve its files with --artifacts proxy")
-    return mode
+    return serving
 
 
 def blob_response(store: ArtifactStore, request: Request, sha256: str, kind: str, what: str, *,
-                  redirect: bool) -> Response:
+                  serving: ArtifactServing) -> Response:
     """The stored file of `sha256` if it is published (a `kind` "weights" or "export", `what` in messages).
 
     Its hash is its ETag (304 for a client that has it, or any version: ``If-None-Match: *``). With
-    `redirect`, a GET is answered 307 to a presigned URL of the store when it has one; otherwise the file is
+    `serving` in redirect mode, a GET is answered 307 to a presigned URL of the store when it has one; otherwise the file is
     streamed with its size, HEAD and byte ranges (206; 416 past the end).
     """
     if not current().catalog.is_published(sha256, kind):
@@ -66,7 +70,8 @@ def blob_response(store: ArtifactStore, request: Request, sha256: str, kind: str
     headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE, "Accept-Ranges": "bytes"}
     if {etag, "*"} & {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=headers)
-    presigned = store.url_for(sha256, expires_in=PRESIGNED_S) if redirect and request.method == "GET" else None
+    redirect = serving.redirect and request.method == "GET"
+    presigned = store.url_for(sha256, expires_in=serving.expires_in) if redirect else None
     if presigned is not None:  # the client's Range goes along to the store, which answers it
         return Response(status_code=307, headers={"Location": presigned, **_NEVER_CACHED})
     ranges, if_range = request.headers.get("range"), request.headers.get("if-range")

@@ -200,6 +200,21 @@ def _remove_stale(folder: FilePath) -> None:
 
 
 @dataclass(frozen=True)
+class ArtifactServing:
+    """How a GET of a published file is answered (``zoo serve --artifacts``, ``--presign-expiry``; `zoo.service.blobs`):
+    streamed by the service (`mode` "proxy"), or "redirect": 307 to a presigned URL of the object store, valid
+    `expires_in` seconds (long enough to start a download, which needs the URL only to start: a resumed one asks the
+    service again; short enough that a leaked URL soon says nothing)."""
+
+    mode: str = "proxy"
+    expires_in: int = 300
+
+    @property
+    def redirect(self) -> bool:
+        return self.mode == "redirect"
+
+
+@dataclass(frozen=True)
 class Settings:
     """What one app serves and allows, and its gate for request bodies; the catalog itself is
     ``$ZOO_REGISTRY_URL``'s."""
@@ -209,7 +224,7 @@ class Settings:
     allowed_hosts: frozenset[str]
     max_upload_bytes: int
     bodies: Bodies = field(default_factory=Bodies)
-    artifacts: str = "proxy"  # how published files are answered: "proxy" or "redirect" (`zoo.service.blobs`)
+    artifacts: ArtifactServing = ArtifactServing()
 
 
 class ApiError(Exception):

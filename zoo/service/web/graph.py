@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from zoo.context import current
 from zoo.service.blobs import blob_response
+from zoo.service.common import ArtifactServing
 from zoo.service.common import Sha256
 from zoo.service.web.site import Web, csp_hash, security_headers
 
@@ -83,7 +84,8 @@ def router(site: Web) -> APIRouter:
     def model_file(sha256: Sha256, request: Request) -> Response:
         """The export's file as the API answers it (if it is published), under the name netron opens: streamed
         by this server with ``--artifacts redirect`` too, since the page may fetch from its own origin only."""
-        return blob_response(site.settings.store, request, sha256, "export", "published export", redirect=False)
+        return blob_response(site.settings.store, request, sha256, "export", "published export",
+                             serving=ArtifactServing())  # streamed: the page may fetch from its own origin only
 
     @graph.api_route("/{asset}", methods=["GET", "HEAD"])  # HEAD: the file's headers, not read
     def asset(sha256: Sha256, asset: str) -> Response:
