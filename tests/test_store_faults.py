@@ -156,6 +156,7 @@ def test_a_store_that_is_down_is_503_and_answers_again_once_back(registry: Regis
         with using(fetching), pytest.raises(WeightsError) as failed:
             fetching.catalog.published_bytes(zoo.resolve_published("acme/up:1"))
         assert "\n" not in str(failed.value) and "503" in str(failed.value)
+        assert registry.s3.endpoint in str(failed.value)  # the service's reason, not only its status
         assert cached_files(tmp_path / "reader") == []
     finally:
         registry.s3.start()

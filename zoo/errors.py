@@ -25,6 +25,13 @@ def excerpt(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def said_by_peer(text: str, limit: int = 500) -> str:
+    """What a peer (a registry service) said, as one printable line of at most `limit` characters and its length
+    when longer: its text may hold anything."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= limit else f"{line[:limit]}... ({len(line)} characters)"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     text = str(exc).strip()

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import http.client
 import os
 import re
@@ -79,7 +80,7 @@ from urllib.request import HTTPRedirectHandler, Request, build_opener, url2pathn
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential, wait_random
 
-from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt, first_line
+from zoo.errors import HashMismatchError, UsageError, WeightsError, excerpt, first_line, said_by_peer
 from zoo.outputs import (
     CHUNK,
     FULL_HASH,
@@ -106,6 +107,7 @@ HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 #: How a place a download was redirected to refuses a presigned URL that expired (S3: 403): asked again once.
 EXPIRED_REDIRECT = frozenset({400, 401, 403})
+_REASON_BYTES = 4096  # of a refusal's body read for its reason
 #: A 206 answer's ``Content-Range`` (RFC 9110): ``bytes FIRST-LAST/SIZE``, the size ``*`` when unknown.
 _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
 #: A strong ETag, the only kind ``If-Range`` may carry; a longer or odd one is not sent back.
@@ -522,18 +524,32 @@ def _attempt(weights: WeightsFile, target: Path, part: _Partial, progress: bool)
             part.asked_again = True
             return _get(weights, target, part, progress)
     except HTTPError as exc:
+        said = _reason(exc)
         exc.close()
         if exc.code == 429 or exc.code >= 500:
-            raise _DownloadError(first_line(exc), transient=True,
+            raise _DownloadError(f"{first_line(exc)}{said}", transient=True,
                                  retry_after=_retry_after(exc.headers.get("Retry-After"))) from None
         elsewhere = _elsewhere(exc, weights)
         where = f" from {_shown_origin(exc.geturl())}, where it redirected" if elsewhere else ""
         again = ", also when asked again" if elsewhere and part.asked_again else ""
-        raise _DownloadError(f"{first_line(exc)}{where}{again}", transient=False) from None
+        raise _DownloadError(f"{first_line(exc)}{where}{again}{said}", transient=False) from None
     except (URLError, http.client.HTTPException, ConnectionError, TimeoutError, _CutShortError) as exc:
         raise _DownloadError(first_line(exc), transient=True) from None
     except OSError as exc:  # the cache's disk, not the network: another try would not help
         raise _DownloadError(first_line(exc), transient=False) from None
+
+
+def _reason(refusal: HTTPError) -> str:
+    """``": <why>"`` when a refusal's body is a zoo registry service's JSON error (``{"error": "..."}``, such as
+    its object store being down), else "": read up to `_REASON_BYTES`, shown as one line of at most 300
+    characters (`zoo.errors.said_by_peer`)."""
+    if (refusal.headers.get("Content-Type") or "").partition(";")[0].strip() != "application/json":
+        return ""
+    try:
+        said = json.loads(refusal.read(_REASON_BYTES))["error"]
+    except (OSError, http.client.HTTPException, ValueError, TypeError, KeyError):
+        return ""
+    return f": {said_by_peer(said, 300)}" if isinstance(said, str) and said.strip() else ""
 
 
 def _get(weights: WeightsFile, target: Path, part: _Partial, progress: bool) -> Fetched:

@@ -189,12 +189,18 @@ class ObjectStore:
             time.sleep(_POLL)
 
     def kill(self) -> None:
-        """Stop the server at once (SIGKILL to its process group), as a crash would."""
+        """Stop the server at once (SIGKILL to its process group), as a crash would, and remove the unix sockets
+        it made for its ports (``weed`` puts them in /tmp whatever TMPDIR says; a restart makes them again)."""
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.process = None
+        for port in self.ports.values():
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                with contextlib.suppress(OSError):
+                    if leftover.is_socket():
+                        leftover.unlink()
 
     def _bucket_answers(self) -> bool:
         """Whether a signed HEAD of the bucket succeeds (the S3 API is up and the bucket made)."""

@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from zoo import errors
 from zoo.catalog.api import ExportCheck, FitCheck, Patterns, service_url
-from zoo.errors import ServiceError, UsageError, ZooError, excerpt, first_line
+from zoo.errors import ServiceError, UsageError, ZooError, excerpt, first_line, said_by_peer
 from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights, check_alias, parse_spec
 from zoo.settings import ARTIFACTS, REGISTRY_URL, SERVICE_TIMEOUT, TOKEN, Settings
 
@@ -568,17 +568,11 @@ def _not(value: Any, kind: Any, where: str) -> str:
     return f"{where} is {excerpt(value, 40)}, not {expected}"
 
 
-def _said(text: str) -> str:
-    """A service's own message as one line of at most `MAX_SAID` characters (it may hold anything)."""
-    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return line if len(line) <= MAX_SAID else f"{line[:MAX_SAID]}... ({len(line)} characters)"
-
-
 def _refusal(status: int, body: bytes, url: str) -> errors.ZooError:
     """The error a refusal names, with the service's message made one line (`ServiceError` for anything else)."""
     try:
         answer = json.loads(body)
-        message, kind = _said(str(answer["error"])), answer.get("kind")
+        message, kind = said_by_peer(str(answer["error"]), MAX_SAID), answer.get("kind")
     except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
         message, kind = f"HTTP {status} {body[:200].decode('utf-8', 'replace')!r}", None
     kind = kind if isinstance(kind, str) else None
