@@ -199,25 +199,12 @@ def write_atomically(
     placed = False
     try:
         with os.fdopen(fd, "r+b") as f:
-            digest, size = hashlib.sha256(), 0
-
-            def count(chunk: bytes) -> None:
-                nonlocal size
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise ArtifactTooLargeError(f"{origin} is larger than the limit of {max_bytes} bytes; "
-                                                f"nothing was stored", limit=max_bytes)
-                digest.update(chunk)
-
+            incoming = Verified(chunks, sha256=sha256, max_bytes=max_bytes, origin=origin)
             for chunk in iter(lambda: f.read(CHUNK), b""):  # what a continued file holds already
-                count(chunk)
-            for chunk in chunks:
-                count(chunk)
+                incoming.count(chunk)
+            for chunk in incoming:
                 f.write(chunk)
-            actual = digest.hexdigest()
-            if sha256 is not None and actual != sha256:
-                raise HashMismatchError(f"{origin} has SHA-256 {actual}, but {sha256} was declared; "
-                                        f"nothing was stored", path=origin, actual=actual, expected=sha256)
+            actual, size = incoming.digest.hexdigest(), incoming.size
             if check is not None:
                 check(actual, size)
             final = target if isinstance(target, Path) else target(actual)
@@ -235,6 +222,34 @@ def write_atomically(
         if not placed and continuing is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
+
+
+class Verified:
+    """The bytes of `chunks`, counted and hashed (`digest`, `size`) as they pass: `ArtifactTooLargeError` as soon
+    as more than `max_bytes` came, and after the last a `HashMismatchError` unless they hash to `sha256` (when
+    given); `origin` names their source in those errors. `write_atomically` writes them to a file, an object
+    store's upload sends them (`zoo.s3store`)."""
+
+    def __init__(self, chunks: Iterable[bytes], *, sha256: str | None, max_bytes: int | None, origin: str) -> None:
+        self.chunks, self.sha256, self.max_bytes, self.origin = chunks, sha256, max_bytes, origin
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def count(self, chunk: bytes) -> None:
+        """Count and hash `chunk` (also bytes that are not in `chunks`: a continued file's)."""
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise ArtifactTooLargeError(f"{self.origin} is larger than the limit of {self.max_bytes} bytes; "
+                                        f"nothing was stored", limit=self.max_bytes)
+        self.digest.update(chunk)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.count(chunk)
+            yield chunk
+        actual = self.digest.hexdigest()
+        if self.sha256 is not None and actual != self.sha256:
+            raise HashMismatchError(f"{self.origin} has SHA-256 {actual}, but {self.sha256} was declared; "
+                                    f"nothing was stored", path=self.origin, actual=actual, expected=self.sha256)
 
 
 def partial_file(folder: Path, name: str | None = None) -> Path:

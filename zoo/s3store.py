@@ -52,7 +52,6 @@ from typing import Any, BinaryIO, ClassVar
 
 from zoo.errors import (
     ArtifactError,
-    ArtifactTooLargeError,
     HashMismatchError,
     StoreUnavailableError,
     UnknownArtifactError,
@@ -62,7 +61,7 @@ from zoo.errors import (
     first_line,
 )
 from zoo.fetch import digest_of
-from zoo.outputs import CHUNK, check_sha256, open_regular
+from zoo.outputs import CHUNK, Verified, check_sha256, open_regular
 from zoo.settings import ARTIFACTS, Settings
 from zoo.store import Artifact, DirectoryStore, Leftover, checked_limit
 
@@ -225,7 +224,7 @@ class S3Store:
     def _put(self, chunks: Iterable[bytes], *, sha256: str, max_bytes: int | None, origin: str) -> Artifact:
         """Stream `chunks` to the blob of `sha256` if they verify, or only verify them if the blob is there."""
         key = self._key(sha256)
-        incoming = _Verified(chunks, sha256=sha256, max_bytes=max_bytes, origin=origin)
+        incoming = Verified(chunks, sha256=sha256, max_bytes=max_bytes, origin=origin)
         head = self._head(key)
         if head is None:
             self._upload(key, incoming)
@@ -259,7 +258,7 @@ class S3Store:
                 raise ArtifactError(f"the artifact store {self.location} lost its file {self._url(key)} while it "
                                     f"was being stored again (zoo gc?); store it again") from None
 
-    def _upload(self, key: str, incoming: _Verified) -> None:
+    def _upload(self, key: str, incoming: Verified) -> None:
         """PUT the bytes of `incoming` (which raises on its last step unless they verify) to `key`, in one
         request or as a multipart upload that is completed only once they verified."""
         buffer, upload = bytearray(), None
@@ -364,29 +363,6 @@ class S3Store:
 
     def _unknown(self, sha256: str) -> UnknownArtifactError:
         return UnknownArtifactError(f"the artifact store {self.location} has no file with SHA-256 {sha256}")
-
-
-class _Verified:
-    """The bytes of `chunks`, counted and hashed as they pass: `ArtifactTooLargeError` as soon as more than
-    `max_bytes` came, `HashMismatchError` after the last unless they hash to `sha256` (as
-    `zoo.outputs.write_atomically` words them; `origin` names the source)."""
-
-    def __init__(self, chunks: Iterable[bytes], *, sha256: str, max_bytes: int | None, origin: str) -> None:
-        self.chunks, self.sha256, self.max_bytes, self.origin = chunks, sha256, max_bytes, origin
-        self.digest, self.size = hashlib.sha256(), 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.chunks:
-            self.size += len(chunk)
-            if self.max_bytes is not None and self.size > self.max_bytes:
-                raise ArtifactTooLargeError(f"{self.origin} is larger than the limit of {self.max_bytes} bytes; "
-                                            f"nothing was stored", limit=self.max_bytes)
-            self.digest.update(chunk)
-            yield chunk
-        actual = self.digest.hexdigest()
-        if actual != self.sha256:
-            raise HashMismatchError(f"{self.origin} has SHA-256 {actual}, but {self.sha256} was declared; "
-                                    f"nothing was stored", path=self.origin, actual=actual, expected=self.sha256)
 
 
 class _Multipart:
