@@ -534,7 +534,8 @@ def test_a_stopped_database_is_503_until_it_is_back(tmp_path: Path) -> None:
     database = PostgresServer()
     try:
         database.start()
-        env = {"ZOO_REGISTRY_URL": database.url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "a")}
+        env = {"ZOO_REGISTRY_URL": database.url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "a"),
+               "ZOO_CATALOG_CHECK_INTERVAL": "0"}  # the catalog's state read at every request: no answer kept longer
         run_zoo("sync", env=env)
         with running_service(env, log=tmp_path / "serve.log") as served, served.client() as client:
             assert client.get(f"{API}/models").json()["total"] == 1

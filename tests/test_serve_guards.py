@@ -6,6 +6,7 @@ published), over plain sockets where a client would normalise what is sent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -19,7 +20,9 @@ import pytest
 
 from tests.browser import chromium, offline_page
 from tests.conftest import run_zoo
+from zoo.service.app import MAX_REQUEST_HEAD
 from zoo.service.guards import MAX_PARAMETERS, MAX_REPEATS, MAX_TARGET
+from zoo.service.protocol import MAX_HEADER_LINES
 from zoo.testing import serving
 
 if TYPE_CHECKING:
@@ -63,12 +66,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def exchange(site: Site, data: bytes) -> Answer:
-    """Send `data` as it is (``HOST`` replaced by the server's address) and read until the server closes."""
+    """Send `data` as it is (``HOST`` replaced by the server's address) and read until the server closes (or
+    resets: a server that refuses a request closes with the rest of it unread)."""
     with socket.create_connection(("127.0.0.1", site.port), timeout=60) as sock:
-        sock.sendall(data.replace(b"HOST", f"127.0.0.1:{site.port}".encode()))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data.replace(b"HOST", f"127.0.0.1:{site.port}".encode()))
         received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
     head, _, after = received.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines)]
@@ -131,6 +137,7 @@ SMUGGLED = b"GET /api/v1/health HTTP/1.1\r\nHost: HOST\r\n\r\n"
     (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"1.1"),
     (b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"1.1"),
     (b"Transfer-Encoding: chunked\r\n", b"1.0"),
+    (b"Transfer-Encoding: gzip, chunked\r\n", b"1.1"),
 ])
 def test_a_body_that_could_be_framed_two_ways_is_400_and_the_connection_closes(
         site: Site, framing: bytes, version: bytes) -> None:
@@ -145,14 +152,54 @@ def test_a_body_that_could_be_framed_two_ways_is_400_and_the_connection_closes(
 @pytest.mark.parametrize("framing", [
     b"Content-Length: 5\r\nContent-Length: 6\r\n",
     b"Content-Length: 5, 6\r\n",
-    b"Transfer-Encoding: gzip, chunked\r\n",
     b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
 ])
 def test_the_parser_refuses_the_other_shapes_itself(site: Site, framing: bytes) -> None:
-    """What uvicorn's parser (h11) refuses before the app sees it: the guards rely on it."""
+    """What uvicorn's parser (llhttp, through `zoo.service.protocol`) refuses before the app sees it, in the API's
+    JSON: the guards rely on it."""
     answer = exchange(site, b"POST /api/v1/exports HTTP/1.1\r\nHost: HOST\r\n" + framing + b"\r\nhello!" + SMUGGLED)
     assert answer.status == 400
+    assert answer.header("connection") == "close"
+    assert "not valid HTTP/1.1" in one_line_error(answer)
     assert answer.rest == b""
+
+
+# -- the request head: bytes and lines --------------------------------------------------------------
+
+
+def request_head(site: Site, size: int, lines: int = 1, connection: str = "close") -> bytes:
+    """A GET of the health route whose head (request line and headers) is `size` bytes, `lines` of its headers
+    padding (besides Host and Connection)."""
+    start = f"GET {API}/health HTTP/1.1\r\nHost: 127.0.0.1:{site.port}\r\nConnection: {connection}\r\n".encode()
+    names = [b"X-Pad-%d: " % i for i in range(lines)]
+    padding = size - len(start) - sum(len(name) + 2 for name in names) - 2
+    assert padding >= lines
+    return start + b"".join(name + b"p" * (padding // lines + (i < padding % lines)) + b"\r\n"
+                            for i, name in enumerate(names)) + b"\r\n"
+
+
+@pytest.mark.parametrize("lines", [1, MAX_HEADER_LINES - 2])
+def test_a_request_head_up_to_the_limit_is_answered_and_a_longer_one_is_431_in_one_line(site: Site,
+                                                                                         lines: int) -> None:
+    for size in (MAX_REQUEST_HEAD, 100 << 10, MAX_REQUEST_HEAD + 1):
+        assert len(request_head(site, size, lines)) == size
+    twice = exchange(site, request_head(site, MAX_REQUEST_HEAD, lines, "keep-alive")
+                     + request_head(site, MAX_REQUEST_HEAD, lines))  # pipelined: both sent at once
+    assert (twice.status, twice.rest.count(b"HTTP/1.1 200 OK")) == (200, 1)
+    for size in (MAX_REQUEST_HEAD + 1, 100 << 10):
+        refused = exchange(site, request_head(site, size, lines))
+        assert (refused.status, refused.header("connection"), refused.rest) == (431, "close", b"")
+        message = one_line_error(refused)
+        assert f"over {MAX_REQUEST_HEAD} bytes; this server accepts at most {MAX_REQUEST_HEAD}" in message
+
+
+def test_a_request_of_more_header_lines_than_the_limit_is_431_in_one_line(site: Site) -> None:
+    padding = MAX_HEADER_LINES - 2  # besides Host and Connection
+    assert exchange(site, request_head(site, 4096, padding)).status == 200
+    for lines in (padding + 1, 2000):
+        refused = exchange(site, request_head(site, 50 * lines, lines))
+        assert (refused.status, refused.header("connection"), refused.rest) == (431, "close", b"")
+        assert f"at most {MAX_HEADER_LINES}" in one_line_error(refused)
 
 
 # -- HEAD wherever GET -----------------------------------------------------------------------------

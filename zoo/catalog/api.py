@@ -101,6 +101,11 @@ class Catalog(Protocol):
     def health(self) -> None:
         """Return if the catalog answers; a `CatalogError` or `ServiceError` otherwise."""
 
+    def state(self) -> str | None:
+        """A value that changes whenever any of this catalog's answers may change (a sync that changed it, a
+        publish, an alias, a learned hash), read with one cheap query; None where there is none to read
+        (a registry service's client), whose answers must not be kept."""
+
     def local_exports(self) -> list[dict[str, Any]]:
         """The records of the exports `zoo export` made on this machine (`zoo.export.list_exports`)."""
 

@@ -102,6 +102,7 @@ def add_export(engine: Engine, *, sha256: str, size: int, model: str, weights: s
         if conn.scalar(select(e.c.id).where(e.c.sha256 == sha256)) is None:
             conn.execute(e.insert().values(sha256=sha256, size=size, model=model, weights=weights, meta=metadata,
                                            created_at=datetime.now(timezone.utc), verified_by=verified_by))
+            note_change(conn)
         return _export(conn.execute(select(e).where(e.c.sha256 == sha256)).one())
 
 
@@ -125,7 +126,8 @@ def export_records(conn: Connection, *, model: str | None = None, sha256: str | 
 
 def note_change(conn: Connection) -> None:
     """Give the catalog a new `CHANGES_KEY` value, inside the write transaction that changed what a model's
-    record shows (published weights, aliases, learned hashes): processes that kept records read them again.
+    record or the service shows besides a sync (published weights, aliases, learned hashes, published exports):
+    processes that kept records or answers read them again.
     Whoever writes those tables by other means must call it too."""
     state = catalog_state
     conn.execute(delete(state).where(state.c.key == CHANGES_KEY))

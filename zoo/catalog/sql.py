@@ -75,6 +75,7 @@ class SqlCatalog:
         #: Model records by (catalog state, name), oldest first: a record changes only with the state.
         self._records: dict[tuple[tuple[str | None, str | None], str], ModelRecord] = {}
         self._lock = threading.Lock()
+        self._checking = threading.Lock()  # held by the thread checking the catalog (`engine`)
 
     def __repr__(self) -> str:
         return f"SqlCatalog({self.settings.registry_url!r})"
@@ -82,10 +83,18 @@ class SqlCatalog:
     @property
     def engine(self) -> Engine:
         """The database's engine, the catalog synced first when it is stale (checked at most once per
-        ``$ZOO_CATALOG_CHECK_INTERVAL``: the lookups of one call find it checked)."""
-        now = time.monotonic()
-        if self._engine is None or now - self._checked >= self.settings.check_interval:
-            self._engine, self._checked = ensure_current(settings=self.settings), now
+        ``$ZOO_CATALOG_CHECK_INTERVAL``: the lookups of one call find it checked). One thread checks at a time:
+        the others use the engine as it is meanwhile (the first lookups wait for the first check)."""
+        if self._engine is not None and time.monotonic() - self._checked < self.settings.check_interval:
+            return self._engine
+        if not self._checking.acquire(blocking=self._engine is None):
+            return self._engine
+        try:
+            now = time.monotonic()
+            if self._engine is None or now - self._checked >= self.settings.check_interval:
+                self._engine, self._checked = ensure_current(settings=self.settings), now
+        finally:
+            self._checking.release()
         return self._engine
 
     # -- models ---------------------------------------------------------------------------
@@ -298,6 +307,12 @@ class SqlCatalog:
         _made(target.parent)
         with self.store.open(sha256) as f:  # hashed on its way into the cache
             return copy_verified(f, file, target, origin=origin, progress=progress, total=size)
+
+    def state(self) -> str | None:
+        """The catalog's generation and changes marker (`zoo.catalog.tables`); None before its first sync."""
+        with self.engine.connect() as conn:
+            generation, changes = _state(conn)
+        return None if generation is None else f"{generation}/{changes}"
 
     def health(self) -> None:
         with open_engine(self.settings.registry_url).connect() as conn:  # answering, not synced: no sync here

@@ -44,6 +44,7 @@ from zoo.outputs import write_atomically
 from zoo.records import parse_spec
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.registry import list_plugins, summarize_models, weights_owner
+from zoo.service.answers import Answers
 from zoo.service.blobs import artifact_mode, blob_response
 from zoo.service.common import (
     SHA256_PATTERN,
@@ -71,8 +72,9 @@ API = "/api/v1"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 DEFAULT_MAX_UPLOAD = 4 << 30  # bytes: larger than any torchvision or timm weights file
 _BACKLOG = 2048  # connections waiting to be accepted, as uvicorn's default
-#: Bytes of a request's line and headers uvicorn's parser (h11) reads: its own default (16 KiB) resets a longer
-#: one without an answer; the URL limit, answered 414, is the app's (`zoo.service.guards`).
+#: Bytes of a request's line and headers (its head) the server takes: a longer one is answered 431 with httptools
+#: (`zoo.service.protocol`); h11 (without httptools) bounds only what it holds unparsed, 400 past it, and its own
+#: default (16 KiB) would refuse common heads. The URL limit, answered 414, is the app's (`zoo.service.guards`).
 MAX_REQUEST_HEAD = 64 << 10
 _WORKER_GRACE = 30.0  # seconds a stopped worker may take to finish its requests before it is killed
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -111,8 +113,9 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     if catalog_url is not None:
         zoo_settings = zoo_settings.with_catalog(catalog_url)
     context = Context(zoo_settings, store=store)
+    answers = Answers(lambda: context.catalog.state(), zoo_settings.check_interval)
     settings = Settings(context.store, bool(read_token_required), frozenset(h.lower() for h in allowed_hosts),
-                        max_upload_bytes, Bodies(body_limits), artifact_mode(artifacts, context.store))
+                        max_upload_bytes, answers, Bodies(body_limits), artifact_mode(artifacts, context.store))
     app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=None,
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings, app.state.context = settings, context
@@ -153,10 +156,18 @@ class ServeConfig:
                           settings=self.settings, artifacts=self.artifacts)
 
     def uvicorn_config(self, app: FastAPI) -> Any:
-        """uvicorn's configuration for serving `app` (a request head up to `MAX_REQUEST_HEAD` bytes)."""
+        """uvicorn's configuration for serving `app`: HTTP parsed by httptools where it is installed (bounded by
+        `zoo.service.protocol`), else by h11; a request head up to `MAX_REQUEST_HEAD` bytes either way; uvloop's
+        event loop where it is installed (uvicorn's "auto" loop), else asyncio's."""
+        from importlib.util import find_spec
+
         import uvicorn
 
-        return uvicorn.Config(app, log_level=self.log_level, h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
+        http: Any = "h11"
+        if find_spec("httptools") is not None:
+            from zoo.service.protocol import BoundedHttpToolsProtocol as http
+        return uvicorn.Config(app, log_level=self.log_level, http=http, loop="auto",
+                              h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
 
 
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
@@ -505,7 +516,7 @@ def _publisher(credentials: Credentials) -> None:
 
 def _catalog_routes(settings: Settings) -> APIRouter:
     """The catalog: health, models, plugins, weights names and published weights files."""
-    reads = reader(settings)
+    reads, answers = reader(settings), settings.answers
     router = APIRouter(prefix=API)
 
     @router.get("/health", summary="whether the catalog answers")
@@ -514,8 +525,9 @@ def _catalog_routes(settings: Settings) -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/models", summary="models, with the filters of zoo.list_models; paginated",
-                dependencies=[Depends(reads)])
-    def models(
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def models(
+        request: Request,
         pattern: Annotated[list[str] | None, Query(description="fnmatch pattern (repeatable), e.g. resnet*")] = None,
         exclude: Annotated[list[str] | None, Query(description="fnmatch pattern to leave out (repeatable)")] = None,
         task: Annotated[str | None, Query(max_length=100)] = None,
@@ -526,72 +538,97 @@ def _catalog_routes(settings: Settings) -> APIRouter:
             description="[DATASET:]METRIC=VALUE (repeatable), e.g. ImageNet-1K:acc@1=75")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> dict[str, Any]:
-        found = summarize_models(pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
-                                 max_params=max_params, min_metric=dict(parse_metric(m) for m in min_metric or []))
-        return {"total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]}
+    ) -> Response:
+        metrics = dict(parse_metric(m) for m in min_metric or [])
+        filters = (tuple(pattern or ()), tuple(exclude or ()), task, plugin, pretrained, max_params,
+                   tuple(sorted(metrics.items())))
+        found = await answers.value(("models", filters), partial(
+            summarize_models, pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
+            max_params=max_params, min_metric=metrics))
+        return await answers.answer(request, ("models", filters, limit, offset), lambda: {
+            "total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]})
 
-    @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reads)])
-    def model(name: Annotated[str, Path(max_length=400)]) -> dict[str, Any]:
-        return current().catalog.describe(name).to_json()  # read only: no copy, unlike zoo.describe
+    @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reads)],
+                response_class=JSONResponse)
+    async def model(name: Annotated[str, Path(max_length=400)], request: Request) -> Response:
+        return await answers.answer(request, ("model", name), lambda: current().catalog.describe(name).to_json())
 
-    @router.get("/plugins", summary="the catalog's plugins (zoo.list_plugins)", dependencies=[Depends(reads)])
-    def plugins() -> list[dict[str, Any]]:
-        return list_plugins()
+    @router.get("/plugins", summary="the catalog's plugins (zoo.list_plugins)", dependencies=[Depends(reads)],
+                response_class=JSONResponse)
+    async def plugins(request: Request) -> Response:
+        return await answers.answer(request, ("plugins",), list_plugins)
 
     @router.get("/weights", summary="the model and enum member a weights name means (zoo.get_weight)",
-                dependencies=[Depends(reads)])
-    def weights_name(name: Annotated[str, Query(max_length=400, description="e.g. ResNet50_Weights.DEFAULT")],
-                     model: Annotated[str | None, Query(max_length=400)] = None) -> dict[str, str]:
-        owner, member = weights_owner(name, model=model)
-        return {"model": owner, "member": member}
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def weights_name(request: Request,
+                           name: Annotated[str, Query(max_length=400, description="e.g. ResNet50_Weights.DEFAULT")],
+                           model: Annotated[str | None, Query(max_length=400)] = None) -> Response:
+        def owner() -> dict[str, str]:
+            found, member = weights_owner(name, model=model)
+            return {"model": found, "member": member}
+
+        return await answers.answer(request, ("weights", name, model), owner)
 
     @router.api_route("/weights/{sha256}", methods=["GET", "HEAD"], summary="a published weights file",
                       dependencies=[Depends(reads)], response_class=FileResponse)
-    def weights_file(sha256: Sha256, request: Request) -> Response:
-        return blob_response(settings.store, request, sha256, "weights", "published weights file",
-                             serving=settings.artifacts)
+    async def weights_file(sha256: Sha256, request: Request) -> Response:
+        return await blob_response(settings, request, sha256, "weights", "published weights file")
 
     return router
 
 
 def _published_routes(settings: Settings) -> APIRouter:
     """Published weights: versions, aliases, publishing."""
-    reads = reader(settings)
+    reads, answers = reader(settings), settings.answers
     router = APIRouter(prefix=API)
 
-    @router.get("/published", summary="every published weights version", dependencies=[Depends(reads)])
-    def published() -> list[Any]:
-        return [record.to_json() for record in list_published()]
+    def resolved(spec: str) -> Callable[[], dict[str, Any]]:
+        return lambda: resolve_published(spec).to_json()
+
+    @router.get("/published", summary="every published weights version", dependencies=[Depends(reads)],
+                response_class=JSONResponse)
+    async def published(request: Request) -> Response:
+        return await answers.answer(request, ("published",),
+                                    lambda: [record.to_json() for record in list_published()])
 
     @router.get("/published/{namespace}/{name}", summary="the versions and aliases of NAMESPACE/NAME",
-                dependencies=[Depends(reads)])
-    def published_name(namespace: Name, name: Name) -> dict[str, Any]:
-        versions = list_published(f"{namespace}/{name}")
-        if not versions:
-            raise ApiError(404, f"nothing is published as {namespace}/{name}")
-        return {"name": f"{namespace}/{name}", "versions": [record.to_json() for record in versions]}
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def published_name(namespace: Name, name: Name, request: Request) -> Response:
+        def versions() -> dict[str, Any]:
+            found = list_published(f"{namespace}/{name}")
+            if not found:
+                raise ApiError(404, f"nothing is published as {namespace}/{name}")
+            return {"name": f"{namespace}/{name}", "versions": [record.to_json() for record in found]}
+
+        return await answers.answer(request, ("published", namespace, name), versions)
 
     @router.get("/published/{namespace}/{name}/latest", summary="the latest version of NAMESPACE/NAME",
-                dependencies=[Depends(reads)])
-    def published_latest(namespace: Name, name: Name) -> dict[str, Any]:
-        return resolve_published(f"{namespace}/{name}").to_json()
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def published_latest(namespace: Name, name: Name, request: Request) -> Response:
+        spec = f"{namespace}/{name}"
+        return await answers.answer(request, ("resolve", spec), resolved(spec))
 
     @router.get("/published/{namespace}/{name}/versions/{version}", summary="one version of NAMESPACE/NAME",
-                dependencies=[Depends(reads)])
-    def published_version(namespace: Name, name: Name, version: Annotated[int, Path(ge=1, le=999_999_999)]) -> Any:
-        return resolve_published(f"{namespace}/{name}:{version}").to_json()
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def published_version(namespace: Name, name: Name, request: Request,
+                                version: Annotated[int, Path(ge=1, le=999_999_999)]) -> Response:
+        spec = f"{namespace}/{name}:{version}"
+        return await answers.answer(request, ("resolve", spec), resolved(spec))
 
     @router.get("/published/{namespace}/{name}/aliases/{alias}", summary="the version NAMESPACE/NAME@ALIAS points at",
-                dependencies=[Depends(reads)])
-    def published_alias(namespace: Name, name: Name, alias: Name) -> dict[str, Any]:
-        return resolve_published(f"{namespace}/{name}@{alias}").to_json()
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def published_alias(namespace: Name, name: Name, alias: Name, request: Request) -> Response:
+        spec = f"{namespace}/{name}@{alias}"
+        return await answers.answer(request, ("resolve", spec), resolved(spec))
 
     @router.put("/published/{namespace}/{name}/aliases/{alias}", dependencies=[Depends(_publisher)],
                 summary="point NAMESPACE/NAME@ALIAS at a version (zoo alias)")
     def point_alias(namespace: Name, name: Name, alias: Name,
                     version: Annotated[int, Query(ge=1, le=999_999_999)]) -> dict[str, Any]:
-        return set_alias(f"{namespace}/{name}", alias, version).to_json()
+        try:
+            return set_alias(f"{namespace}/{name}", alias, version).to_json()
+        finally:
+            answers.changed()
 
     @router.post("/published/{namespace}/{name}", status_code=201, dependencies=[Depends(_publisher)],
                  summary="publish a weights file as the next version of NAMESPACE/NAME", openapi_extra=_UPLOAD)
@@ -615,9 +652,12 @@ def _published_routes(settings: Settings) -> APIRouter:
             await bodies.run(partial(_check_before_upload, full_name, model))
             path = await bodies.receive(request, uploads / "upload", length, sha256)
             with _uploaded_as(path):
-                record = await bodies.run(partial(
-                    publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
-                    from_weights=from_weights, description=description, preprocessing=spec))
+                try:
+                    record = await bodies.run(partial(
+                        publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
+                        from_weights=from_weights, description=description, preprocessing=spec))
+                finally:
+                    answers.changed()
         return record.to_json()
 
     return router
@@ -625,35 +665,42 @@ def _published_routes(settings: Settings) -> APIRouter:
 
 def _export_routes(settings: Settings) -> APIRouter:
     """Published exports: records, files, publishing."""
-    reads = reader(settings)
+    reads, answers = reader(settings), settings.answers
     router = APIRouter(prefix=API)
 
-    @router.get("/exports", summary="published exports", dependencies=[Depends(reads)])
-    def exports(model: Annotated[str | None, Query(max_length=400)] = None) -> list[dict[str, Any]]:
-        return [record.to_json() for record in current().catalog.exports(model)]
+    @router.get("/exports", summary="published exports", dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def exports(request: Request, model: Annotated[str | None, Query(max_length=400)] = None) -> Response:
+        return await answers.answer(request, ("exports", model),
+                                    lambda: [record.to_json() for record in current().catalog.exports(model)])
 
     @router.get("/exports/latest", summary="the newest published export of a model with some weights",
-                dependencies=[Depends(reads)])
-    def export_latest(model: Annotated[str, Query(max_length=400)],
-                      weights: Annotated[str, Query(max_length=400, description="e.g. acme/defects@production")],
-                      ) -> dict[str, Any]:
-        found = find_export(model, weights)
-        if found is None:
-            raise ApiError(404, f"no published export of {model} with {weights}")
-        return found.to_json()
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def export_latest(request: Request, model: Annotated[str, Query(max_length=400)],
+                            weights: Annotated[str, Query(max_length=400, description="e.g. acme/defects@production")],
+                            ) -> Response:
+        def latest() -> dict[str, Any]:
+            found = find_export(model, weights)
+            if found is None:
+                raise ApiError(404, f"no published export of {model} with {weights}")
+            return found.to_json()
 
-    @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reads)])
-    def export(sha256: Sha256) -> dict[str, Any]:
-        found = current().catalog.exports(sha256=sha256)
-        if not found:
-            raise ApiError(404, f"no published export has SHA-256 {sha256}")
-        return found[0].to_json()
+        return await answers.answer(request, ("export-latest", model, weights), latest)
+
+    @router.get("/exports/{sha256}", summary="a published export's record", dependencies=[Depends(reads)],
+                response_class=JSONResponse)
+    async def export(sha256: Sha256, request: Request) -> Response:
+        def record() -> dict[str, Any]:
+            found = current().catalog.exports(sha256=sha256)
+            if not found:
+                raise ApiError(404, f"no published export has SHA-256 {sha256}")
+            return found[0].to_json()
+
+        return await answers.answer(request, ("export", sha256), record)
 
     @router.api_route("/exports/{sha256}/file", methods=["GET", "HEAD"], summary="a published export's file",
                       dependencies=[Depends(reads)], response_class=FileResponse)
-    def export_file(sha256: Sha256, request: Request) -> Response:
-        return blob_response(settings.store, request, sha256, "export", "published export",
-                             serving=settings.artifacts)
+    async def export_file(sha256: Sha256, request: Request) -> Response:
+        return await blob_response(settings, request, sha256, "export", "published export")
 
     @router.post("/exports", status_code=201, dependencies=[Depends(_publisher)], openapi_extra=_UPLOAD,
                  summary="publish a verified ONNX export (its zoo metadata is checked)")
@@ -662,7 +709,10 @@ def _export_routes(settings: Settings) -> APIRouter:
         with settings.bodies.accepting(settings.store) as uploads:
             path = await settings.bodies.receive(request, uploads / "upload", length, sha256)
             with _uploaded_as(path):
-                record = await settings.bodies.run(partial(publish_export, path))
+                try:
+                    record = await settings.bodies.run(partial(publish_export, path))
+                finally:
+                    settings.answers.changed()
         return record.to_json()
 
     return router

@@ -8,12 +8,15 @@ cached), so that the bytes go from the store to the client without passing throu
 service; the client sends its ``Range`` along, and never its token (`zoo.fetch`). The
 service checks first, as it does when it streams: the file must be published (404) and
 in the store (404); HEAD and a client that has the file (``If-None-Match``: 304) are
-still answered here. A store that cannot presign (a folder) is refused at startup
+still answered here. A file up to `zoo.service.answers.SMALL_FILE` bytes is answered from the service's
+memory once read (verified by its hash), without a thread; a larger one is streamed in 1 MiB reads. A store that cannot presign (a folder) is refused at startup
 (`artifact_mode`). Pages that must fetch from the service's own origin (netron's,
 `zoo.service.web.graph`) have the file streamed in either mode.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import anyio
 from fastapi import Request, Response
@@ -23,7 +26,8 @@ from starlette.types import Receive, Scope, Send
 
 from zoo.context import current
 from zoo.errors import ArtifactError, UnknownArtifactError, UsageError, excerpt
-from zoo.service.common import ApiError, ArtifactServing
+from zoo.service.answers import SMALL_FILE
+from zoo.service.common import ApiError, ArtifactServing, Settings
 from zoo.store import ArtifactStore
 
 __all__ = ["ARTIFACT_MODES", "MAX_PRESIGN_S", "artifact_mode", "blob_response"]
@@ -35,6 +39,7 @@ ARTIFACT_MODES = (PROXY, REDIRECT)
 MAX_PRESIGN_S = 7 * 24 * 3600
 _BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
 _NEVER_CACHED = {"Cache-Control": "no-store"}  # a redirect to a URL that expires
+_OCTETS = "application/octet-stream"
 
 
 def artifact_mode(serving: ArtifactServing, store: ArtifactStore) -> ArtifactServing:
@@ -53,27 +58,26 @@ def artifact_mode(serving: ArtifactServing, store: ArtifactStore) -> ArtifactSer
     return serving
 
 
-def blob_response(store: ArtifactStore, request: Request, sha256: str, kind: str, what: str, *,
-                  serving: ArtifactServing) -> Response:
+async def blob_response(settings: Settings, request: Request, sha256: str, kind: str, what: str, *,
+                        serving: ArtifactServing | None = None) -> Response:
     """The stored file of `sha256` if it is published (a `kind` "weights" or "export", `what` in messages).
 
     Its hash is its ETag (304 for a client that has it, or any version: ``If-None-Match: *``). With
-    `serving` in redirect mode, a GET is answered 307 to a presigned URL of the store when it has one; otherwise the file is
-    streamed with its size, HEAD and byte ranges (206; 416 past the end).
+    `serving` (default: the app's) in redirect mode, a GET is answered 307 to a presigned URL of the store;
+    otherwise the file is sent with its size, HEAD and byte ranges (206; 416 past the end): a small one from
+    memory (`zoo.service.answers`), a larger one streamed from the store. Whether it is published and its size
+    are asked once per catalog state.
     """
-    if not current().catalog.is_published(sha256, kind):
-        raise ApiError(404, f"no {what} has SHA-256 {sha256}")
-    size = store.stat(sha256)
-    if size is None:
-        raise UnknownArtifactError(f"the artifact store {store.location} has no file with SHA-256 {sha256}")
+    store, answers, serving = settings.store, settings.answers, serving or settings.artifacts
+    size = await answers.value(("blob", kind, sha256), partial(_published_size, store, sha256, kind, what))
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE, "Accept-Ranges": "bytes"}
     if {etag, "*"} & {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers=headers)
-    redirect = serving.redirect and request.method == "GET"
-    presigned = store.url_for(sha256, expires_in=serving.expires_in) if redirect else None
-    if presigned is not None:  # the client's Range goes along to the store, which answers it
-        return Response(status_code=307, headers={"Location": presigned, **_NEVER_CACHED})
+    if serving.redirect and request.method == "GET":  # the client's Range goes along to the store, which answers it
+        presigned = await answers.run(partial(store.url_for, sha256, expires_in=serving.expires_in))
+        if presigned is not None:
+            return Response(status_code=307, headers={"Location": presigned, **_NEVER_CACHED})
     ranges, if_range = request.headers.get("range"), request.headers.get("if-range")
     parts: list[tuple[int, int]] = []
     if ranges is not None and (if_range is None or if_range == etag):  # another If-Range: the whole file
@@ -84,7 +88,28 @@ def blob_response(store: ArtifactStore, request: Request, sha256: str, kind: str
         except RangeNotSatisfiable:
             raise ApiError(416, f"Range {excerpt(ranges)} is past the end of the file ({size} bytes)",
                            {"Content-Range": f"bytes */{size}"}) from None
-    return _BlobResponse(store, sha256, size, parts[0] if len(parts) == 1 else None, headers)
+    part = parts[0] if len(parts) == 1 else None
+    if size <= SMALL_FILE and request.method == "GET":
+        data = await answers.file(sha256, partial(store.read, sha256))
+        start, end = part or (0, size)
+        return Response(data[start:end], 200 if part is None else 206,
+                        {**headers, **_range_headers(part, size)}, _OCTETS)
+    return _BlobResponse(store, sha256, size, part, headers)
+
+
+def _published_size(store: ArtifactStore, sha256: str, kind: str, what: str) -> int:
+    """The size of the stored file `sha256`, which must be a published `kind` (404 otherwise)."""
+    if not current().catalog.is_published(sha256, kind):
+        raise ApiError(404, f"no {what} has SHA-256 {sha256}")
+    size = store.stat(sha256)
+    if size is None:
+        raise UnknownArtifactError(f"the artifact store {store.location} has no file with SHA-256 {sha256}")
+    return size
+
+
+def _range_headers(part: tuple[int, int] | None, size: int) -> dict[str, str]:
+    """The Content-Range of a 206 answer with bytes `part` (start, end) of a file of `size` bytes."""
+    return {} if part is None else {"Content-Range": f"bytes {part[0]}-{part[1] - 1}/{size}"}
 
 
 class _BlobResponse(Response):
@@ -93,15 +118,14 @@ class _BlobResponse(Response):
     the client goes away."""
 
     chunk_size = 1 << 20  # bytes per read (and per worker-thread hop): fewer hops for large files
-    media_type = "application/octet-stream"
+    media_type = _OCTETS
 
     def __init__(self, store: ArtifactStore, sha256: str, size: int, part: tuple[int, int] | None,
                  headers: dict[str, str]) -> None:
         self.store, self.sha256, self.background = store, sha256, None
         self.start, self.end = part or (0, size)
         self.status_code = 200 if part is None else 206
-        extra = {} if part is None else {"Content-Range": f"bytes {self.start}-{self.end - 1}/{size}"}
-        self.init_headers({**headers, **extra, "Content-Length": str(self.end - self.start)})
+        self.init_headers({**headers, **_range_headers(part, size), "Content-Length": str(self.end - self.start)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

@@ -18,12 +18,12 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path as FilePath
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -47,6 +47,9 @@ from zoo.catalog.tokens import READ_SCOPES
 from zoo.context import current
 from zoo.outputs import write_atomically
 from zoo.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from zoo.service.answers import Answers
 
 SHA256_PATTERN = f"^{FULL_HASH.pattern}$"
 Sha256 = Annotated[str, Path(pattern=SHA256_PATTERN, description="64 lowercase hex digits")]
@@ -216,13 +219,14 @@ class ArtifactServing:
 
 @dataclass(frozen=True)
 class Settings:
-    """What one app serves and allows, and its gate for request bodies; the catalog itself is
-    ``$ZOO_REGISTRY_URL``'s."""
+    """What one app serves and allows, what it answers from memory (`zoo.service.answers`), and its gate for
+    request bodies; the catalog itself is ``$ZOO_REGISTRY_URL``'s."""
 
     store: ArtifactStore
     read_token_required: bool
     allowed_hosts: frozenset[str]
     max_upload_bytes: int
+    answers: Answers
     bodies: Bodies = field(default_factory=Bodies)
     artifacts: ArtifactServing = ArtifactServing()
 
@@ -261,12 +265,13 @@ def require(credentials: HTTPAuthorizationCredentials | None, scopes: frozenset[
                             f"this one has {', '.join(sorted(granted))}")
 
 
-def reader(settings: Settings) -> Callable[[Credentials], None]:
-    """The dependency of every read, API or page: a token (scope read or publish) only if the server asks for one."""
+def reader(settings: Settings) -> Callable[[Credentials], Awaitable[None]]:
+    """The dependency of every read, API or page: a token (scope read or publish) only if the server asks for one
+    (checked in a thread: it is a query), else nothing to do on the event loop."""
 
-    def check(credentials: Credentials) -> None:
+    async def check(credentials: Credentials) -> None:
         if settings.read_token_required:
-            require(credentials, READ_SCOPES, "reading")
+            await settings.answers.run(partial(require, credentials, READ_SCOPES, "reading"))
 
     return check
 

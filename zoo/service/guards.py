@@ -3,9 +3,11 @@ no route needs, HEAD wherever GET, and the API's docs page from local files unde
 
 - a URL (path and query) longer than `MAX_TARGET` bytes: 414;
 - more than `MAX_PARAMETERS` query parameters, or one name given more than `MAX_REPEATS` times: 400;
-- a request with both Content-Length and Transfer-Encoding, or HTTP/1.0 with Transfer-Encoding (request
-  smuggling shapes): 400 and the connection closed. uvicorn's parser (h11) refuses the other shapes
-  itself: Content-Length values that differ, a Transfer-Encoding other than chunked, several of them;
+- a request with both Content-Length and Transfer-Encoding, HTTP/1.0 with Transfer-Encoding, or a
+  Transfer-Encoding other than chunked alone (request smuggling shapes): 400 and the connection closed.
+  uvicorn's parser refuses one of these itself (httptools the first, h11 the last) and the other shapes:
+  several Content-Lengths, a list in one, several Transfer-Encodings (with httptools, answered in the
+  API's JSON too: `zoo.service.protocol`);
 - HEAD on a path only GET routes answer: answered as GET is, with its status and headers and no body
   (`HeadAsGet`); routes that declare HEAD (the blobs, netron's files) answer it themselves;
 - ``/api/v1/docs``: Swagger UI from the ``swagger-ui-bundle-v2`` package (its files under
@@ -31,7 +33,7 @@ from swagger_ui_bundle import swagger_ui_path
 from zoo.errors import excerpt
 from zoo.service.web.site import csp_hash, security_headers
 
-__all__ = ["MAX_PARAMETERS", "MAX_REPEATS", "MAX_TARGET", "install"]
+__all__ = ["MAX_PARAMETERS", "MAX_REPEATS", "MAX_TARGET", "install", "refusal"]
 
 MAX_TARGET = 8 << 10  # bytes of path and query: far more than any page or API URL needs
 MAX_PARAMETERS = 100  # query parameters in all
@@ -53,7 +55,7 @@ def install(app: FastAPI) -> None:
     app.add_middleware(RequestShape)
 
 
-def _refusal(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def refusal(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The API's one-line JSON answer for a refused request."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -67,9 +69,9 @@ class RequestShape:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            refusal = _framing_refusal(scope) or _target_refusal(scope) or _query_refusal(scope)
-            if refusal is not None:
-                await refusal(scope, receive, send)
+            refused = _framing_refusal(scope) or _target_refusal(scope) or _query_refusal(scope)
+            if refused is not None:
+                await refused(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -77,17 +79,21 @@ class RequestShape:
 def _framing_refusal(scope: Scope) -> JSONResponse | None:
     """400 (closing the connection: its body cannot be told from the next request) for a request whose
     length a proxy in front may read otherwise than we do: with both Content-Length and Transfer-Encoding,
-    or an HTTP/1.0 one with Transfer-Encoding (RFC 9112, 6.1: its framing is faulty)."""
-    names = {name for name, _ in scope["headers"]}
-    if b"transfer-encoding" not in names:
+    an HTTP/1.0 one with Transfer-Encoding (RFC 9112, 6.1: its framing is faulty), or one whose
+    Transfer-Encoding is other than chunked alone (llhttp reads ``gzip, chunked`` as chunked)."""
+    encodings = [value for name, value in scope["headers"] if name == b"transfer-encoding"]
+    if not encodings:
         return None
-    if b"content-length" in names:
+    if any(name == b"content-length" for name, _ in scope["headers"]):
         problem = "has both Content-Length and Transfer-Encoding; send one of them"
     elif scope["http_version"] == "1.0":
         problem = "is HTTP/1.0 with Transfer-Encoding, which HTTP/1.0 lacks; send Content-Length"
+    elif [value.strip().lower() for value in encodings] != [b"chunked"]:
+        said = ", ".join(value.decode("latin-1") for value in encodings)
+        problem = f"has Transfer-Encoding {excerpt(said)}; this server takes chunked alone"
     else:
         return None
-    return _refusal(400, f"the request {problem}", {"Connection": "close"})
+    return refusal(400, f"the request {problem}", {"Connection": "close"})
 
 
 def _target_refusal(scope: Scope) -> JSONResponse | None:
@@ -95,8 +101,8 @@ def _target_refusal(scope: Scope) -> JSONResponse | None:
     path = scope.get("raw_path") or scope["path"].encode()
     length = len(path) + (len(scope["query_string"]) + 1 if scope["query_string"] else 0)
     if length > MAX_TARGET:
-        return _refusal(414, f"the URL is {length} bytes long; this server accepts at most {MAX_TARGET} "
-                             "(path and query)")
+        return refusal(414, f"the URL is {length} bytes long; this server accepts at most {MAX_TARGET} "
+                            "(path and query)")
     return None
 
 
@@ -104,12 +110,12 @@ def _query_refusal(scope: Scope) -> JSONResponse | None:
     """400 for a query of more than `MAX_PARAMETERS` parameters, or naming one more than `MAX_REPEATS` times."""
     parts = [part for part in scope["query_string"].split(b"&") if part]
     if len(parts) > MAX_PARAMETERS:
-        return _refusal(400, f"the query has {len(parts)} parameters; this server accepts at most {MAX_PARAMETERS}")
+        return refusal(400, f"the query has {len(parts)} parameters; this server accepts at most {MAX_PARAMETERS}")
     names = Counter(unquote_plus(part.partition(b"=")[0].decode("latin-1")) for part in parts)
     name, count = max(names.items(), key=lambda item: item[1], default=("", 0))
     if count > MAX_REPEATS:
-        return _refusal(400, f"query parameter {excerpt(name)} is given {count} times; this server accepts "
-                             f"at most {MAX_REPEATS} values of one parameter")
+        return refusal(400, f"query parameter {excerpt(name)} is given {count} times; this server accepts "
+                            f"at most {MAX_REPEATS} values of one parameter")
     return None
 
 

@@ -81,11 +81,11 @@ def router(site: Web) -> APIRouter:
         return response
 
     @graph.api_route(f"/{_MODEL_FILE}", methods=["GET", "HEAD"])
-    def model_file(sha256: Sha256, request: Request) -> Response:
-        """The export's file as the API answers it (if it is published), under the name netron opens: streamed
+    async def model_file(sha256: Sha256, request: Request) -> Response:
+        """The export's file as the API answers it (if it is published), under the name netron opens: sent
         by this server with ``--artifacts redirect`` too, since the page may fetch from its own origin only."""
-        return blob_response(site.settings.store, request, sha256, "export", "published export",
-                             serving=ArtifactServing())  # streamed: the page may fetch from its own origin only
+        return await blob_response(site.settings, request, sha256, "export", "published export",
+                                   serving=ArtifactServing())
 
     @graph.api_route("/{asset}", methods=["GET", "HEAD"])  # HEAD: the file's headers, not read
     def asset(sha256: Sha256, asset: str) -> Response:

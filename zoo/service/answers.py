@@ -1,0 +1,263 @@
+"""What the service answers from memory: JSON answers computed once per catalog state, small published files,
+and token checks (`Answers`).
+
+The catalog's state (`zoo.catalog.api.Catalog.state`: its generation, renewed by every sync, and its changes
+marker, renewed by every publish, alias, learned hash and token change) is read at most once per
+``$ZOO_CATALOG_CHECK_INTERVAL`` seconds, by one request at a time: the requests that come meanwhile wait for
+that one's reading instead of reading it too (single flight). While the state stays the same, an answer (a
+page of models, a model's record, a published version...) is the JSON bytes computed the first time it was
+asked (by one request; the others asking for it meanwhile wait for it), gzip-compressed once when it is large,
+with a strong ETag made from its bytes: the ETag changes when, and only when, the answer does, and a client
+that sends it back in ``If-None-Match`` gets 304. A 404 is kept too (a name that is unknown stays unknown until
+the state changes). A new state drops everything kept, and a write made through this process (publishing,
+an alias) reads the state again at the next request; other processes see it within the check interval.
+
+Answers are computed by threads of a pool of their own (`COMPUTE_THREADS`, about the size of a catalog's
+connection pool), so that a burst of new questions queues here rather than for database connections; an
+answer that is kept is sent from the event loop without any thread. A published file up to `SMALL_FILE`
+bytes is kept in memory once read (verified by its hash: `zoo.store.ArtifactStore.read`); a file's name is
+its hash, so its bytes never change. Everything kept is bounded: `MAX_ANSWERS` answers and `MAX_ANSWER_BYTES`
+of them, `MAX_FILE_BYTES` of files, the least recently used dropped first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import anyio
+import anyio.to_thread
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from zoo.errors import ZooError
+from zoo.service.common import ApiError, status_of
+
+__all__ = ["Answer", "Answers", "encode"]
+
+COMPUTE_THREADS = 8  # answers computed at once: a catalog engine's pool has 5 connections and 10 more on demand
+MAX_ANSWERS = 4096  # answers kept
+MAX_ANSWER_BYTES = 64 << 20  # bytes of answers kept (identity and gzip)
+SMALL_FILE = 1 << 20  # published files up to this size are kept in memory
+MAX_FILE_BYTES = 64 << 20  # bytes of published files kept
+MAX_VALUES = 256  # intermediate results kept (the summaries a page of models is cut from, token scopes...)
+GZIP_FROM = 1024  # bytes: smaller answers are sent as they are
+JSON = "application/json"
+_REVALIDATE = "no-cache"  # a client may keep an answer, and asks with its ETag whether it still holds
+_T = TypeVar("_T")
+
+
+def encode(value: Any) -> bytes:
+    """`value` (plain data) as compact JSON bytes."""
+    return orjson.dumps(value)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One JSON answer as it is sent: its bytes, their ETag, and the gzip-compressed bytes of a large one."""
+
+    body: bytes
+    etag: str
+    gzipped: bytes | None
+
+    @classmethod
+    def of(cls, value: Any) -> Answer:
+        body = encode(value)
+        etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+        return cls(body, etag, gzip.compress(body, mtime=0) if len(body) >= GZIP_FROM else None)
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"")
+
+    def response(self, request: Request) -> Response:
+        """This answer for `request`: 304 if it sends one of its ETags in ``If-None-Match``, gzip-compressed
+        if it accepts that and the answer is large, else as it is."""
+        zipped = self.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding", ""))
+        etag = f'{self.etag[:-1]}-gzip"' if zipped else self.etag
+        headers = {"ETag": etag, "Cache-Control": _REVALIDATE, "Vary": "Accept-Encoding"}
+        sent = {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}
+        if sent & {self.etag, f'{self.etag[:-1]}-gzip"', "*"}:
+            return Response(status_code=304, headers=headers)
+        if zipped:
+            assert self.gzipped is not None
+            return Response(self.gzipped, media_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
+        return Response(self.body, media_type=JSON, headers=headers)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip (by name or ``*``, with a weight above 0)."""
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip() in {"gzip", "*"}:
+            weight = params.strip().removeprefix("q=")
+            try:
+                return not params.strip() or float(weight) > 0
+            except ValueError:
+                return False
+    return False
+
+
+class _Flight:
+    """A computation under way: the requests waiting for it, and its outcome once it is done."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error.with_traceback(None)
+        return self.value
+
+
+class _Kept(Generic[_T]):
+    """Values by key, the least recently used dropped first beyond `count` values or `size` units in all."""
+
+    def __init__(self, count: int, size: int = math.inf, size_of: Callable[[Any], int] = lambda value: 0) -> None:
+        self.count, self.size, self.size_of = count, size, size_of
+        self.values: OrderedDict[Hashable, _T | BaseException] = OrderedDict()
+        self.used = 0
+
+    def get(self, key: Hashable) -> _T | BaseException | None:
+        found = self.values.get(key)
+        if found is not None:
+            self.values.move_to_end(key)
+        return found
+
+    def put(self, key: Hashable, value: _T | BaseException) -> None:
+        if key in self.values:
+            return
+        self.values[key] = value
+        self.used += self.size_of(value)
+        while len(self.values) > self.count or self.used > self.size:
+            self.used -= self.size_of(self.values.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self.values.clear()
+        self.used = 0
+
+
+def _answer_size(value: Any) -> int:
+    return value.size if isinstance(value, Answer) else 0
+
+
+class Answers:
+    """One app's answers from memory (see the module docstring), for the catalog whose state `read_state`
+    reads (None: a catalog without one, whose answers are computed every time), checked at most every
+    `interval` seconds. For the event loop's thread; computations run in threads of its own pool."""
+
+    def __init__(self, read_state: Callable[[], str | None], interval: float) -> None:
+        self.read_state, self.interval = read_state, interval
+        self.threads = anyio.CapacityLimiter(COMPUTE_THREADS)
+        self.state: str | None = None
+        self.checked = -math.inf  # when the state was last read (time.monotonic)
+        self.checking: _Flight | None = None
+        self.answers: _Kept[Answer] = _Kept(MAX_ANSWERS, MAX_ANSWER_BYTES, _answer_size)
+        self.values: _Kept[Any] = _Kept(MAX_VALUES)
+        self.files: _Kept[bytes] = _Kept(MAX_FILE_BYTES // 1024, MAX_FILE_BYTES, len)
+        self.flights: dict[tuple[str, Hashable], _Flight] = {}
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """`work()` in a thread of the answers' pool; the thread's result stands even if the request that asked
+        for it has gone (others may be waiting for it)."""
+        with anyio.CancelScope(shield=True):
+            return await anyio.to_thread.run_sync(work, limiter=self.threads)
+
+    async def current_state(self) -> str | None:
+        """The catalog's state, read again if it was read more than `interval` seconds ago (by one request
+        at a time); everything kept is dropped when it changed."""
+        if time.monotonic() - self.checked < self.interval:
+            return self.state
+        if self.checking is not None:
+            checking = self.checking
+            await checking.done.wait()
+            return checking.result()
+        self.checking = flight = _Flight()
+        try:
+            started = time.monotonic()
+            state = await self.run(self.read_state)
+            if state is None or state != self.state:
+                self.answers.clear()
+                self.values.clear()
+            self.state, self.checked = state, started
+            flight.value = state
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            self.checking = None
+            flight.done.set()
+        return state
+
+    def changed(self) -> None:
+        """Read the state again at the next request: this process has just changed the catalog."""
+        self.checked = -math.inf
+
+    async def answer(self, request: Request, key: Hashable, compute: Callable[[], Any]) -> Response:
+        """The answer to `request` whose JSON value `compute()` gives (in a thread): kept for the catalog's
+        state under `key` (which must name everything the value depends on), with its 404s."""
+        return (await self._kept("answer", self.answers, key, lambda: Answer.of(compute()))).response(request)
+
+    async def value(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """`compute()` (in a thread), kept for the catalog's state under `key`."""
+        return await self._kept("value", self.values, key, compute)
+
+    async def file(self, sha256: str, read: Callable[[], bytes]) -> bytes:
+        """The bytes of the small published file `sha256`, `read()` (verified by hash, in a thread) once."""
+        kept = self.files.get(sha256)
+        if isinstance(kept, bytes):
+            return kept
+        data = await self._flight(("file", sha256), read)
+        self.files.put(sha256, data)
+        return data
+
+    async def _kept(self, kind: str, kept: _Kept[_T], key: Hashable, compute: Callable[[], _T]) -> _T:
+        state = await self.current_state()
+        if state is None:
+            return await self.run(compute)
+        found = kept.get(key)
+        if found is None:
+            try:
+                found = await self._flight((kind, key), compute)
+            except (ApiError, ZooError) as exc:
+                if not _lasting(exc):
+                    raise
+                found = exc
+            if self.state == state:  # else it may be an answer of the state before
+                kept.put(key, found)
+        if isinstance(found, BaseException):
+            raise found.with_traceback(None)
+        return found
+
+    async def _flight(self, key: tuple[str, Hashable], compute: Callable[[], _T]) -> _T:
+        """`compute()` in a thread, once for all the requests that ask for `key` while it runs."""
+        flight = self.flights.get(key)
+        if flight is not None:
+            await flight.done.wait()
+            return flight.result()
+        self.flights[key] = flight = _Flight()
+        try:
+            flight.value = await self.run(compute)
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self.flights[key]
+            flight.done.set()
+        return flight.value
+
+
+def _lasting(exc: Exception) -> bool:
+    """Whether a refusal holds as long as the catalog's state: an unknown name (404), not an unreachable
+    catalog (503) or an internal error."""
+    status = exc.status if isinstance(exc, ApiError) else status_of(exc) if isinstance(exc, ZooError) else 500
+    return status == 404
