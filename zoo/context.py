@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from zoo.fetch import WeightsCache
     from zoo.store import ArtifactStore
 
-__all__ = ["Context", "current", "open_catalog", "using"]
+__all__ = ["Context", "catalog_kind", "current", "open_catalog", "using"]
 
 
 class Context:
@@ -51,6 +51,8 @@ class Context:
 
     @cached_property
     def catalog(self) -> Catalog:
+        if catalog_kind(self.settings) == "service":  # no store there, and the cache opened at its first file:
+            return open_catalog(self.settings)  # `zoo list` through a service imports neither zoo.store nor zoo.fetch
         return open_catalog(self.settings, self.store, self.cache)
 
 
@@ -59,13 +61,19 @@ class Context:
 CATALOGS = {"service": "zoo.service.client:HttpCatalog", "database": "zoo.catalog.sql:SqlCatalog"}
 
 
-def open_catalog(settings: Settings, store: ArtifactStore, cache: WeightsCache) -> Catalog:
-    """The catalog `settings.registry_url` names: a registry service's client for ``http(s)://...``, else the
-    SQL catalog of that database URL (checked, and synced when stale, at its first lookup)."""
+def catalog_kind(settings: Settings) -> str:
+    """The key of `CATALOGS` for `settings.registry_url`: "service" for ``http(s)://...``, else "database"."""
     from zoo.catalog.api import service_url
 
-    kind = "service" if service_url(settings.registry_url) is not None else "database"
-    module, _, name = CATALOGS[kind].partition(":")
+    return "service" if service_url(settings.registry_url) is not None else "database"
+
+
+def open_catalog(settings: Settings, store: ArtifactStore | None = None, cache: WeightsCache | None = None) -> Catalog:
+    """The catalog `settings.registry_url` names: a registry service's client for ``http(s)://...`` (it uses no
+    artifact store, and without `cache` opens the weights cache `settings` configure at its first file), else
+    the SQL catalog of that database URL, on `store` and `cache`, both needed (checked, and synced when stale,
+    at its first lookup)."""
+    module, _, name = CATALOGS[catalog_kind(settings)].partition(":")
     return getattr(importlib.import_module(module), name)(settings, store, cache)
 
 

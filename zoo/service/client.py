@@ -1,7 +1,7 @@
 """Client mode: the zoo's lookups answered by a registry service (`zoo serve`) over HTTP.
 
 With ``ZOO_REGISTRY_URL=http://HOST:PORT`` (or ``https://``) there is no catalog
-database here: `zoo.catalog.api.open_catalog` makes an `HttpCatalog`, which answers the
+database here: `zoo.context.open_catalog` makes an `HttpCatalog`, which answers the
 `Catalog` interface from the service's ``/api/v1`` with the same typed records. Files the
 service holds (published weights and exports) are fetched by `zoo.fetch` into the
 weights cache, by their SHA-256, with the usual verification, ``$ZOO_OFFLINE`` and
@@ -18,7 +18,9 @@ no command), and how long a download from it may go without a byte. The token go
 every request, file downloads included, and with a download's redirects to the service's
 own origin, never elsewhere (`zoo.fetch`). This module imports neither torch nor
 SQLAlchemy: a deployment host finds and fetches published exports through it
-(`zoo.runtime.Predictor.from_registry`).
+(`zoo.runtime.Predictor.from_registry`). A lookup needs httpx (imported without its
+command line: `_httpx`) and the records; `zoo.fetch` is imported with the first file. The
+requests of an `HttpCatalog` (one per process and settings) share one keep-alive connection.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import dataclasses
 import functools
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from types import UnionType
+from types import ModuleType, UnionType
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Union, get_args, get_origin, get_type_hints, is_typeddict
 from urllib.parse import quote
 
@@ -127,19 +130,28 @@ class HttpCatalog:
     """The `zoo.catalog.api.Catalog` of a registry service's ``/api/v1``; files come into the weights `cache`."""
 
     def __init__(self, settings: Settings, store: ArtifactStore | None = None, cache: WeightsCache | None = None) -> None:
-        import httpx
-
+        httpx = _httpx()
         url = service_url(settings.registry_url)
         if url is None:
             raise UsageError(f"{REGISTRY_URL} must name a registry service (http://HOST:PORT) for a client of one")
-        self.url, self.settings, self.cache = url, settings, cache  # files come from the service: no store here
+        self.url, self.settings = url, settings  # files come from the service: no store here
+        if cache is not None:  # else the one `settings` configure, opened at the first file (`cache`)
+            self.cache = cache
         self.timeout = settings.service_timeout  # seconds: see `time_budget`
         headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+        # One client, so one keep-alive connection, for every request of this catalog (and so of the process).
         self._http = httpx.Client(base_url=url + API, headers=headers,  # redirects are not followed: refused
                                   transport=httpx.HTTPTransport(retries=2))  # retries: connections only
 
     def __repr__(self) -> str:
         return f"HttpCatalog({self.url!r})"
+
+    @functools.cached_property
+    def cache(self) -> WeightsCache:
+        """The weights cache the service's files come into: the one given, else the one `settings` configure."""
+        from zoo.fetch import WeightsCache  # here: a lookup (`zoo list`) fetches no file, so needs no zoo.fetch
+
+        return WeightsCache.from_settings(self.settings)
 
     # -- the catalog --------------------------------------------------------------------
 
@@ -290,6 +302,10 @@ class HttpCatalog:
     def health(self) -> None:
         self.get("/health")
 
+    def state(self) -> None:
+        """None: the service's answers are not kept here (every lookup asks it)."""
+        return None
+
     @_answer_checked
     def is_published(self, sha256: str, kind: str) -> bool:
         import httpx
@@ -416,6 +432,27 @@ class HttpCatalog:
 
                 return self._json("POST", path, allowance=size / UPLOAD_RATE, params=dict(params),
                                   content=body(), headers=headers)
+
+
+_HTTPX_IMPORT = threading.Lock()
+
+
+def _httpx() -> ModuleType:
+    """httpx, imported without its command-line module where nothing imported it yet. httpx 0.28's
+    ``__init__`` imports ``httpx._main`` (rich, click and pygments: some 60 ms of a cold ``zoo list``) when
+    they are installed, and falls back to a stub ``httpx.main`` when that import fails, as without its
+    ``cli`` extra (encode/httpx#3547 would defer the import): that import is made to fail while httpx loads,
+    and allowed again once it has (``import httpx._main`` works afterwards)."""
+    with _HTTPX_IMPORT:
+        if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+            sys.modules["httpx._main"] = None  # type: ignore[assignment] - `import` raises ImportError for None
+            try:
+                import httpx  # noqa: F401 - the first import, without httpx._main
+            finally:
+                del sys.modules["httpx._main"]
+    import httpx
+
+    return httpx
 
 
 def _no_tokens() -> UsageError:
