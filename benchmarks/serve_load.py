@@ -1,178 +1,245 @@
-"""The registry service under load: throughput, p50/p99 latency and errors for 64 concurrent clients, 1 and 2 workers.
+"""The registry service under load, side by side with MLflow's model registry and nginx: throughput, p50/p99 latency,
+errors and CPU per request at 1, 16 and 64 concurrent clients.
 
 Makes a PostgreSQL catalog of its own (a database created here and dropped at the end),
-syncs it with the digits and torchvision plugins, makes a token, then for each
-``--workers`` count starts ``zoo serve --port 0 --workers N`` and runs `--clients`
-closed-loop clients (each sends its next request when the last one is answered) for
-`--warmup` seconds unrecorded, then `--duration` seconds recorded, on a mix of
-requests: a page of ``GET /api/v1/models`` (now and then with a filter), ``GET
-/api/v1/models/NAME`` (a random torchvision model) and ``HEAD`` and ``GET`` of
-``/api/v1/weights/SHA256`` (the digits weights, published through the first service).
-An error is a status of 400 or more, a transport error, or a weights body of the wrong
-size; the target is none. The clients are one asyncio loop in this process, each an
-``httpx.AsyncClient`` with one keep-alive connection; the results say how much of a core
-that loop used, so that a saturated load generator would show.
+syncs it with the digits and torchvision plugins, makes a token, starts ``zoo serve
+--port 0 --workers N`` (one service per ``--workers``) and publishes through it two
+weights files: the digits weights (100 KB) as bench/digits and a random-initialised
+torchvision resnet50 state dict (100 MB) as bench/resnet50. Then, in the same run:
+
+- MLflow's model-registry server (``mlflow server``, `mlflow_registry`), installed in a
+  virtual environment of its own outside the checkout (``--mlflow-venv``), its backend
+  store a second database on the same PostgreSQL server, proxied artifact serving from a
+  local folder; populated with MLflow's own client: the catalog's models with their task,
+  num_params and plugin as tags, one version each, the two files as the artifacts of the
+  digits_cnn and resnet50 versions;
+- nginx (Debian's; one worker process, ``sendfile on``) serving the same two files.
+
+Each case is the same question asked of each server (``--cases``): a page of 50 models,
+a filtered page, one model's record, one published version, the 100 KB file, the 100 MB
+file (nginx only the files). For each round (``--rounds``), case and client count
+(``--clients``), the servers take turns (zoo, MLflow, nginx): ``wrk -t1 -cN`` for
+`--warmup` seconds unrecorded, then `--duration` seconds recorded (`http_load.run_wrk`:
+every request a path drawn at random from the case's list, ``Accept-Encoding: gzip`` on
+all). After every wrk run the benchmark waits until the server's processes are idle
+(`wait_idle`: MLflow goes on with the requests a finished run abandoned); the CPU time
+they spent from the recorded run's start until then (/proc) is divided by the requests
+it served (`Round`). An error is a socket error (connect, read, write, a timeout of 60 s)
+or a status of 400 or more; the target is none. Before the load every path is asked once:
+each answers 200, each file whole, and zoo's and MLflow's pages hold as many models.
+MLflow runs with its own default of 4 workers (``--mlflow-workers``).
 
 ``--cold-list`` adds a separate measurement (`time_cold_list`): a cold ``zoo list``,
 each run a fresh process, in client mode (``ZOO_REGISTRY_URL`` the first service's
 address) against the same command on the catalog itself, interleaved, after one
 warm-up each. Prints markdown tables and writes ``benchmarks/results/serve_load.md``.
 
-    .venv/bin/python benchmarks/serve_load.py [--workers 1 --workers 2] [--clients 64] [--duration 20]
+    .venv/bin/python benchmarks/serve_load.py [--servers zoo,mlflow,nginx] [--cases list,describe]
+        [--clients 1,16,64] [--duration 10] [--rounds 2] [--workers 1 [--workers 2]] [--mlflow-workers 4]
         [--cold-list [--runs 9]] [--no-load]
 
-Issue 14's target: 0 errors under 64 concurrent clients, with 1 and with 2 workers.
+Needs Debian's nginx and wrk (``apt-get install -y nginx wrk``). Issue 24's targets, 1
+worker, 64 clients: list and describe at least 1,500 req/s with p99 under 150 ms and 0
+errors, the 100 KB file at least 30% of nginx's req/s, under 0.5 ms of service CPU per
+cached answer.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import os
-import random
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import httpx
 from _measure import ROOT, Child, child_env, machine_line, markdown_table, run_child, write_result, zoo_argv
 from catalog_scale import postgresql_catalog
 from cold_list import row as cold_row
+from http_load import PROGRAMS, WrkRun, nginx_serving, program, require_programs, run_wrk
+from mlflow_registry import PAGE, REGISTRY, REQUIREMENTS, VENV, Populated, mlflow_serving, mlflow_venv, populate
 
 from zoo.testing import serving
 
 API = "/api/v1"
 PLUGINS = "digits,torchvision"
-WEIGHTS_FILE = ROOT / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"
-PUBLISHED_AS = "bench/digits"
-PAGE = 50
-#: The filters a filtered page picks from, in turn at random.
-FILTERS: tuple[dict[str, object], ...] = (
-    {"task": "classification"},
-    {"pretrained": "true", "max_params": 10_000_000},
-    {"pattern": "resnet*"},
-    {"min_metric": "ImageNet-1K:acc@1=80"},
-)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the load is sent to: the service's address, the torchvision models' names, the weights file."""
-
-    url: str
-    names: tuple[str, ...]
-    total: int
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request of the mix: method, path and query; `size` the body length its answer must have, if set."""
-
-    method: str
-    path: str
-    params: Mapping[str, object] | None = None
-    size: int | None = None
-
-
-#: The mix, by kind: (share of the requests, how to make one for a target with a random generator).
-MIX: dict[str, tuple[float, Callable[[Target, random.Random], Request]]] = {
-    "list (page)": (0.25, lambda t, r: Request("GET", f"{API}/models",
-                                                {"limit": PAGE, "offset": r.randrange(t.total)})),
-    "list (filtered)": (0.10, lambda t, r: Request("GET", f"{API}/models", {**r.choice(FILTERS), "limit": PAGE})),
-    "describe": (0.35, lambda t, r: Request("GET", f"{API}/models/{r.choice(t.names)}")),
-    "weights HEAD": (0.15, lambda t, r: Request("HEAD", f"{API}/weights/{t.sha256}")),
-    "weights GET": (0.15, lambda t, r: Request("GET", f"{API}/weights/{t.sha256}", size=t.size)),
+#: The published weights files, by the catalog model they are for: (the name published as, where the file comes
+#: from: a file of the checkout, or None for the model's random-initialised state dict made here).
+FILES: dict[str, tuple[str, Path | None]] = {
+    "digits_cnn": ("bench/digits", ROOT / "plugins" / "zoo-digits" / "zoo_digits" / "digits_cnn-fb1204b6.pth"),
+    "resnet50": ("bench/resnet50", None),
 }
+#: The filters of a filtered page, each as zoo's query and MLflow's search filter.
+FILTERS: tuple[tuple[dict[str, str], str], ...] = (
+    ({"task": "classification"}, "tags.task = 'classification'"),
+    ({"pattern": "resnet*"}, "name LIKE 'resnet%'"),
+    ({"plugin": "torchvision"}, "tags.plugin = 'torchvision'"),
+)
+#: The cases, by key: (title, the model whose file it fetches, or None for a JSON answer).
+CASES: dict[str, tuple[str, str | None]] = {
+    "list": (f"list: a page of {PAGE} models", None),
+    "filtered": (f"filtered list: a page of up to {PAGE} models matching a filter", None),
+    "describe": ("describe one model", None),
+    "resolve": ("resolve a published version", None),
+    "file-100k": ("the 100 KB weights file", "digits_cnn"),
+    "file-100m": ("the 100 MB weights file", "resnet50"),
+}
+SERVERS = ("zoo", "mlflow", "nginx")
+RIVALS = {"mlflow": "MLflow", "nginx": "nginx"}  # the servers zoo's ratios are to, by kind
+CLIENTS = (1, 16, 64)
+HEADERS = {"Accept-Encoding": "gzip"}
+QUIET, IDLE_SHARE = 0.5, 0.05  # a server is idle when it spends under 5% of a core for half a second
+RESNET50 = ("import sys, torch, torchvision; torch.manual_seed(0); "
+            "torch.save(torchvision.models.resnet50().state_dict(), sys.argv[1])")
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One recorded request: its kind, seconds from sending to the whole answer, and whether it was right."""
+class Catalog:
+    """What the servers are loaded with: the catalog's model summaries (as zoo lists them), the published files
+    (by model: path and SHA-256)."""
 
+    models: tuple[dict[str, object], ...]
+    files: dict[str, tuple[Path, str]]
+
+    @property
+    def names(self) -> list[str]:
+        return [str(m["name"]) for m in self.models]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server under load: its label in the tables, kind (zoo, mlflow or nginx), address, the process whose tree's
+    CPU time is read, and the request paths of each case it answers."""
+
+    label: str
     kind: str
-    seconds: float
-    ok: bool
+    url: str
+    pid: int
+    paths: dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
-class LoadRun:
-    """What one load run recorded in `duration` seconds, with how many cores' worth of CPU the service (all its
-    processes), the load generator, the PostgreSQL server (None: not on this machine) and the machine used
-    meanwhile."""
+class Round:
+    """One recorded wrk run, the CPU seconds the server's processes spent on it (until they were idle again), and
+    how many requests that CPU served: for a file, the bytes read over the file's size; for a JSON answer, the
+    answers completed plus one per client (the requests in flight when wrk stopped, which the server still
+    answers)."""
 
-    samples: list[Sample]
-    duration: float
-    service_cores: float
-    client_cores: float
-    database_cores: float | None
-    machine_cores: float
+    run: WrkRun
+    cpu_s: float
+    served: float
 
 
-# -- the catalog and the service ---------------------------------------------------------
+# -- the catalog and the servers -----------------------------------------------------------
 
 
-def publish_digits(url: str, token: str) -> tuple[str, int]:
-    """Publish the digits weights through the service at `url` as PUBLISHED_AS: the file's SHA-256 and size."""
-    body = WEIGHTS_FILE.read_bytes()
+def make_files(folder: Path, env: Mapping[str, str]) -> dict[str, Path]:
+    """The files to publish, by model, in `folder` (the folder nginx serves)."""
+    folder.mkdir()
+    paths = {}
+    for model, (_, source) in FILES.items():
+        paths[model] = folder / (source.name if source else f"{model}-random.pth")
+        if source:
+            shutil.copyfile(source, paths[model])
+        else:
+            run_child([sys.executable, "-c", RESNET50, str(paths[model])], env, folder)
+    return paths
+
+
+def publish(url: str, token: str, model: str, path: Path) -> str:
+    """Publish the weights file at `path` for `model` through the service at `url` (as FILES says): its SHA-256."""
+    body = path.read_bytes()
     digest = hashlib.sha256(body).hexdigest()
-    answer = httpx.post(f"{url}{API}/published/{PUBLISHED_AS}", params={"model": "digits_cnn"}, content=body,
-                        headers={"Authorization": f"Bearer {token}", "X-Zoo-SHA256": digest}, timeout=120)
+    answer = httpx.post(f"{url}{API}/published/{FILES[model][0]}", params={"model": model}, content=body,
+                        headers={"Authorization": f"Bearer {token}", "X-Zoo-SHA256": digest}, timeout=600)
     if answer.status_code != 201:
-        raise SystemExit(f"publishing the digits weights failed: {answer.status_code} {answer.text}")
-    return digest, len(body)
+        raise SystemExit(f"publishing {path.name} failed: {answer.status_code} {answer.text}")
+    return digest
 
 
-def make_target(url: str, sha256: str, size: int) -> Target:
-    """The load's target at `url`: the torchvision models' names (as the service lists them), the catalog's size."""
-    with httpx.Client(base_url=url, timeout=60) as client:
-        total = client.get(f"{API}/models", params={"limit": 1}).raise_for_status().json()["total"]
-        page = client.get(f"{API}/models", params={"plugin": "torchvision", "limit": 1000}).raise_for_status()
-    return Target(url, tuple(m["name"] for m in page.json()["models"]), total, sha256, size)
+def publish_files(url: str, files: Mapping[str, Path], token: str) -> Catalog:
+    """Publish `files` (by model) through the service at `url`: the catalog as it lists it, with those files."""
+    published = {model: (path, publish(url, token, model, path)) for model, path in files.items()}
+    models = httpx.get(f"{url}{API}/models", params={"limit": 1000}, timeout=60).raise_for_status().json()["models"]
+    return Catalog(tuple(models), published)
+
+
+def zoo_paths(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """Each case's request paths on zoo serve."""
+    return {
+        "list": tuple(f"{API}/models?limit={PAGE}&offset={offset}" for offset in range(0, len(catalog.models), PAGE)),
+        "filtered": tuple(f"{API}/models?{urlencode({**query, 'limit': PAGE})}" for query, _ in FILTERS),
+        "describe": tuple(f"{API}/models/{quote(name)}" for name in catalog.names),
+        "resolve": (f"{API}/published/{FILES['digits_cnn'][0]}/versions/1",),
+        **{case: (f"{API}/weights/{catalog.files[model][1]}",) for case, (_, model) in CASES.items() if model},
+    }
+
+
+def mlflow_tags(model: Mapping[str, object]) -> dict[str, str]:
+    """The tags a catalog model gets in MLflow's registry: its task, parameter count and plugin, where known."""
+    return {key: str(model[key]) for key in ("task", "num_params", "plugin") if model.get(key) is not None}
+
+
+def mlflow_paths(catalog: Catalog, populated: Populated) -> dict[str, tuple[str, ...]]:
+    """Each case's request paths on MLflow's server: the same questions in its REST API."""
+    search = f"{REGISTRY}/registered-models/search"
+    return {
+        "list": (f"{search}?max_results={PAGE}",
+                 *(f"{search}?{urlencode({'max_results': PAGE, 'page_token': t})}" for t in populated.page_tokens)),
+        "filtered": tuple(f"{search}?{urlencode({'filter': mlflow_filter, 'max_results': PAGE})}"
+                          for _, mlflow_filter in FILTERS),
+        "describe": tuple(f"{REGISTRY}/registered-models/get?{urlencode({'name': name})}" for name in catalog.names),
+        "resolve": (f"{REGISTRY}/model-versions/get?name=digits_cnn&version=1",),
+        **{case: (quote(populated.file_paths[model]),) for case, (_, model) in CASES.items() if model},
+    }
+
+
+def nginx_paths(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """Each file case's request path on nginx."""
+    return {case: (f"/{quote(catalog.files[model][0].name)}",) for case, (_, model) in CASES.items() if model}
+
+
+def listed(answer: Mapping[str, object]) -> int:
+    """How many models a page holds, zoo's (`models`) or MLflow's (`registered_models`, absent when none)."""
+    return len(answer.get("models", answer.get("registered_models", [])))  # type: ignore[arg-type]
+
+
+def file_sizes(catalog: Catalog) -> dict[str, int]:
+    """The size of each file case's file."""
+    return {case: catalog.files[model][0].stat().st_size for case, (_, model) in CASES.items() if model}
+
+
+def check_answers(servers: Sequence[Server], catalog: Catalog) -> None:
+    """Ask every path of every server once: SystemExit unless each answers 200, each file whole, and every server's
+    pages of a case hold as many models."""
+    sizes = file_sizes(catalog)
+    counts: dict[str, dict[str, list[int]]] = {}
+    with httpx.Client(headers=HEADERS, timeout=600) as client:
+        for server in servers:
+            for case, paths in server.paths.items():
+                for path in paths:
+                    answer = client.get(server.url + path)
+                    if answer.status_code != 200 or (case in sizes and len(answer.content) != sizes[case]):
+                        raise SystemExit(f"{server.label}: GET {path} answered {answer.status_code}, "
+                                         f"{len(answer.content)} bytes: {answer.text[:300]}")
+                    if case in ("list", "filtered"):
+                        counts.setdefault(case, {}).setdefault(server.label, []).append(listed(answer.json()))
+    for case, by_server in counts.items():
+        if len({tuple(pages) for pages in by_server.values()}) > 1:
+            raise SystemExit(f"the servers' {case} pages hold different numbers of models: {by_server}")
 
 
 # -- the load ------------------------------------------------------------------------------
-
-
-def pick(target: Target, rng: random.Random) -> tuple[str, Request]:
-    """A random request of the mix, with its kind."""
-    kinds = list(MIX)
-    kind = rng.choices(kinds, weights=[MIX[k][0] for k in kinds])[0]
-    return kind, MIX[kind][1](target, rng)
-
-
-async def one_request(client: httpx.AsyncClient, request: Request) -> bool:
-    """Send `request`; whether it was answered below 400 (with a body of the right size where one is set)."""
-    try:
-        answer = await client.request(request.method, request.path, params=request.params)
-    except httpx.HTTPError:
-        return False
-    return answer.status_code < 400 and (request.size is None or len(answer.content) == request.size)
-
-
-async def client_loop(target: Target, seed: int, start: float, end: float, samples: list[Sample]) -> None:
-    """One closed-loop client on a keep-alive connection of its own: requests back to back until `end`;
-    those sent from `start` on are recorded."""
-    rng = random.Random(seed)
-    async with httpx.AsyncClient(base_url=target.url, limits=httpx.Limits(max_connections=1), timeout=60) as client:
-        while (sent := time.perf_counter()) < end:
-            kind, request = pick(target, rng)
-            ok = await one_request(client, request)
-            if sent >= start:
-                samples.append(Sample(kind, time.perf_counter() - sent, ok))
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all of this machine's CPUs have spent not idle since boot (/proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
 def proc_stat(pid: int | str) -> list[str]:
@@ -193,79 +260,125 @@ def process_tree_seconds(pid: int) -> float:
     return own + sum(process_tree_seconds(child) for child in children)
 
 
-def postgres_pid() -> int | None:
-    """The id of this machine's PostgreSQL server (a `postgres` process whose parent is not one), if one runs."""
-    def name(pid: int | str) -> str:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and name(entry.name) == "postgres" and name(proc_stat(entry.name)[1]) != "postgres":
-                return int(entry.name)
-        except FileNotFoundError:  # it has just ended
-            continue
-    return None
-
-
-def cpu_seconds(service_pid: int, database_pid: int | None) -> tuple[float, ...]:
-    """Now: wall seconds, and the CPU seconds of the service at `service_pid`, of this process, of the database
-    server at `database_pid` (0 without one) and of the machine."""
-    return (time.perf_counter(), process_tree_seconds(service_pid), time.process_time(),
-            process_tree_seconds(database_pid) if database_pid else 0.0, machine_busy_seconds())
+def wait_idle(server: Server, timeout: float = 120.0) -> float:
+    """Wait until `server`'s processes spend under IDLE_SHARE of a core for QUIET seconds (a finished wrk run's
+    abandoned requests done: MLflow goes on with them), at most `timeout` seconds: their CPU seconds then."""
+    deadline = time.monotonic() + timeout
+    last = process_tree_seconds(server.pid)
+    while True:
+        time.sleep(QUIET)
+        now = process_tree_seconds(server.pid)
+        if now - last < IDLE_SHARE * QUIET:
+            return now
+        if time.monotonic() > deadline:
+            print(f"{server.label} still busy {timeout:.0f} s after a run; going on", file=sys.stderr, flush=True)
+            return now
+        last = now
 
 
-async def run_load(target: Target, service_pid: int, clients: int, warmup: float, duration: float) -> LoadRun:
-    """`clients` concurrent clients on `target` for `warmup` + `duration` seconds; the last `duration` recorded,
-    with the CPU that the service at `service_pid`, the clients and the machine used meanwhile."""
-    samples: list[Sample] = []
-    start = time.perf_counter() + warmup
-    end = start + duration
-    loops = asyncio.gather(*(client_loop(target, seed, start, end, samples) for seed in range(clients)))
-    await asyncio.sleep(warmup)
-    database_pid = postgres_pid()
-    before = cpu_seconds(service_pid, database_pid)
-    await asyncio.sleep(max(0.0, end - time.perf_counter()))
-    wall, service, client, database, busy = (b - a for a, b in zip(before, cpu_seconds(service_pid, database_pid)))
-    await loops
-    return LoadRun(samples, duration, service / wall, client / wall, database / wall if database_pid else None,
-                   busy / wall)
+def load_round(server: Server, case: str, clients: int, args: argparse.Namespace, folder: Path, seed: int,
+               size: int | None) -> Round:
+    """wrk on `server`'s paths of `case` with `clients` connections: `args.warmup` seconds unrecorded, then
+    `args.duration` seconds recorded, each run followed by `wait_idle`; `size`: the file's, for a file case."""
+    paths = server.paths[case]
+    if args.warmup >= 1:
+        run_wrk(server.url, paths, clients, args.warmup, folder, seed)
+    before = wait_idle(server)
+    run = run_wrk(server.url, paths, clients, args.duration, folder, seed)
+    cpu = wait_idle(server) - before
+    return Round(run, cpu, run.bytes / size if size else run.requests + clients)
 
 
-def p50_p99(seconds: list[float]) -> tuple[float, float]:
-    """The median and 99th percentile (inclusive method) of `seconds`, in milliseconds."""
-    if len(seconds) < 2:
-        return seconds[0] * 1e3, seconds[0] * 1e3
-    return statistics.median(seconds) * 1e3, statistics.quantiles(seconds, n=100, method="inclusive")[98] * 1e3
+def run_load(servers: Sequence[Server], catalog: Catalog, args: argparse.Namespace,
+             folder: Path) -> dict[tuple[str, int, str], list[Round]]:
+    """Every round of every case at every client count on every server that answers it, the servers taking turns:
+    the rounds by (case, clients, server label)."""
+    sizes = file_sizes(catalog)
+    rounds: dict[tuple[str, int, str], list[Round]] = {}
+    for number in range(args.rounds):
+        for case in args.cases:
+            for clients in args.clients:
+                for server in (s for s in servers if case in s.paths):
+                    got = load_round(server, case, clients, args, folder, 1000 * number + clients, sizes.get(case))
+                    rounds.setdefault((case, clients, server.label), []).append(got)
+                    print(f"round {number + 1}/{args.rounds} {case} {clients} clients {server.label}: "
+                          f"{got.run.per_second:,.1f} req/s, p99 {got.run.p99_ms:,.1f} ms, "
+                          f"{got.run.socket_errors + got.run.status_errors} errors", file=sys.stderr, flush=True)
+    return rounds
 
 
-def load_rows(workers: int, run: LoadRun) -> list[list[object]]:
-    """Table rows of one load run: all requests, then each kind of the mix."""
-    rows = []
-    for kind in ("all", *MIX):
-        chosen = [s for s in run.samples if kind in ("all", s.kind)]
-        if not chosen:
-            continue
-        p50, p99 = p50_p99([s.seconds for s in chosen])
-        errors = sum(not s.ok for s in chosen)
-        label = f"**{kind}**" if kind == "all" else kind
-        rows.append([workers, label, len(chosen), f"{len(chosen) / run.duration:.1f}", f"{p50:.1f}", f"{p99:.1f}",
-                     errors])
+# -- the results ---------------------------------------------------------------------------
+
+
+def number(value: float) -> str:
+    """`value` rounded for a table: no decimals from 100 on, one below, two below 1."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+
+
+def throughput(rounds: Sequence[Round], file: bool) -> float:
+    """The median over `rounds` of what a ratio compares: MB/s for a file (bytes read, answers in flight at the
+    end included), req/s for a JSON answer."""
+    return statistics.median(r.run.mb_per_second if file else r.run.per_second for r in rounds)
+
+
+def compared(case: str, servers: Sequence[Server]) -> list[str]:
+    """The kinds of server zoo's throughput is compared with in `case`: those of RIVALS that answer it."""
+    return [kind for kind in RIVALS if any(s.kind == kind and case in s.paths for s in servers)]
+
+
+def case_rows(case: str, servers: Sequence[Server], rounds: Mapping[tuple[str, int, str], list[Round]],
+              clients: Sequence[int]) -> list[list[object]]:
+    """The table rows of one case: for each client count, each server's medians over its rounds, and on zoo's
+    rows its throughput over MLflow's (and nginx's for a file)."""
+    file = CASES[case][1] is not None
+    rows: list[list[object]] = []
+    for count in clients:
+        by_kind = {s.kind: rounds[(case, count, s.label)] for s in servers if (case, count, s.label) in rounds}
+        for server in servers:
+            done = rounds.get((case, count, server.label))
+            if done is None:
+                continue
+            per_second = [r.run.per_second for r in done]
+            answered = [r for r in done if r.run.requests]  # a 100 MB file may see none finish in a round
+            errors = sum(r.run.socket_errors for r in done), sum(r.run.status_errors for r in done)
+            row: list[object] = [
+                count, server.label,
+                f"{number(statistics.median(per_second))} ({' / '.join(number(v) for v in per_second)})",
+                *([number(throughput(done, True))] if file else []),
+                number(statistics.median(r.run.p50_ms for r in answered)) if answered else "-",
+                number(statistics.median(r.run.p99_ms for r in answered)) if answered else "-",
+                f"{errors[0]} socket, {errors[1]} status" if any(errors) else "0",
+                f"{1e3 * sum(r.cpu_s for r in done) / sum(r.served for r in done):.2f}",
+            ]
+            for other in compared(case, servers):
+                ratio = "-"
+                if server.kind == "zoo" and other in by_kind and throughput(by_kind[other], file) > 0:
+                    ratio = f"{number(throughput(done, file) / throughput(by_kind[other], file))}x"
+                row.append(ratio)
+            rows.append(row)
     return rows
 
 
-def cpu_line(workers: int, run: LoadRun) -> str:
-    """How many cores the service, the load generator, PostgreSQL and everything else used during one run, and the
-    service's CPU time per request (what other work on the machine changes least)."""
-    database = f", PostgreSQL (all its databases) {run.database_cores:.2f}" if run.database_cores is not None else ""
-    rest = run.machine_cores - run.service_cores - run.client_cores - (run.database_cores or 0)
-    per_request = 1e3 * run.service_cores * run.duration / len(run.samples)
-    return (f"- {workers} worker{'s' if workers > 1 else ''}, cores used: the service's processes "
-            f"{run.service_cores:.2f} ({per_request:.1f} ms of CPU per request), the load generator "
-            f"{run.client_cores:.2f}{database}, everything else {max(rest, 0.0):.2f}; in all "
-            f"{run.machine_cores:.2f} of {os.cpu_count()}")
+def case_section(case: str, servers: Sequence[Server], rounds: Mapping[tuple[str, int, str], list[Round]],
+                 clients: Sequence[int]) -> list[str]:
+    """The markdown of one case: its title, each server's requests, its table."""
+    title, model = CASES[case]
+    asked = []
+    for server in servers:
+        if case in server.paths:
+            paths = server.paths[case]
+            more = f" and {len(paths) - 1} more like it, one drawn at random per request" if len(paths) > 1 else ""
+            asked.append(f"- {server.label}: `GET {paths[0]}`{more}")
+    header = ["clients", "server", "req/s (each round)", *(["MB/s"] if model else []), "p50 (ms)", "p99 (ms)",
+              "errors", "server CPU (ms/req)", *(f"zoo/{RIVALS[kind]}" for kind in compared(case, servers))]
+    return ["", f"### {title}", "", *asked, "", markdown_table(header, case_rows(case, servers, rounds, clients))]
 
 
-# -- a cold `zoo list`, client mode against the catalog itself ---------------------------------
+def version(argv: Sequence[str]) -> str:
+    """The version a program prints when asked (the first word with a digit on its first line)."""
+    done = subprocess.run(list(argv), capture_output=True, text=True)
+    line = (done.stdout + done.stderr).strip().splitlines()[0]
+    return next((word for word in line.split() if any(c.isdigit() for c in word)), line)
 
 
 def time_cold_list(env: Mapping[str, str], service_url: str, folder: Path, runs: int) -> list[list[object]]:
@@ -282,9 +395,6 @@ def time_cold_list(env: Mapping[str, str], service_url: str, folder: Path, runs:
     return [cold_row(mode, counts[mode], timed[mode], "-") for mode in modes]
 
 
-# -- the run -------------------------------------------------------------------------------
-
-
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), and whether there is an NVIDIA GPU (unused here)."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -294,30 +404,33 @@ def cpu_model() -> str:
     return f"{names[0] if names else 'unknown CPU'}, {len(names) or '?'} cores, {gpu}"
 
 
-def report(args: argparse.Namespace, target: Target, load: list[list[object]], cpu_lines: list[str],
-           cold: list[list[object]], sync_s: float, catalog_mb: float, load_before: float) -> str:
-    """The markdown of the run: the load table and how busy the CPUs were, the cold `zoo list` table, the machine
-    (`load_before`: its load average before the run, what others ran on it)."""
-    shares = ", ".join(f"{kind} {share:.0%}" for kind, (share, _) in MIX.items())
-    parts = [f"Catalog: PostgreSQL, plugins {PLUGINS} ({target.total} models, {len(target.names)} torchvision), "
-             f"synced in {sync_s:.1f} s, {catalog_mb:.1f} MB; one published weights file ({target.size:,} bytes)."]
-    if load:
+def report(args: argparse.Namespace, catalog: Catalog, servers: Sequence[Server], rounds: Mapping[
+           tuple[str, int, str], list[Round]], cold: list[list[object]], setup: Sequence[str],
+           load_before: tuple[float, ...]) -> str:
+    """The markdown of the run: the setup, a table per case, the cold `zoo list` table, the machine and its load."""
+    sizes = ", ".join(f"{path.name} ({path.stat().st_size:,} bytes)" for path, _ in catalog.files.values())
+    parts = [f"Catalog: PostgreSQL, plugins {PLUGINS} ({len(catalog.models)} models)"
+             + (f"; published through zoo serve: {sizes}." if sizes else "."), *setup]
+    if rounds:
         parts += [
             "",
-            f"`zoo serve --workers N` under {args.clients} concurrent closed-loop clients, {args.duration:.0f} s "
-            f"recorded after {args.warmup:.0f} s of warm-up. Mix: {shares}; a page is {PAGE} models at a random "
-            "offset, a filtered page one of: " + "; ".join(
-                "&".join(f"{k}={v}" for k, v in f.items()) for f in FILTERS) + ". Describe: a random torchvision "
-            "model. Errors: status 400 or more, transport errors, a weights body of the wrong size (target 0).",
-            "",
-            markdown_table(["workers", "kind", "requests", "req/s", "p50 (ms)", "p99 (ms)", "errors"], load),
-            "",
-            f"Load generator: one asyncio loop in the benchmark's process, {args.clients} httpx.AsyncClients of "
-            "one keep-alive connection each (one client sharing a pool of them spent 5 times the CPU per request), "
-            "on the same cores as the service, its workers and PostgreSQL; uvicorn's access log on (its default), "
-            "written to a file.",
-            *cpu_lines,
+            f"Load: `wrk -t1 -cN -d{args.duration:.0f}s --latency --timeout 60s` with a Lua script (each request a "
+            "path drawn at random from the case's list, seeded; `Accept-Encoding: gzip` on every request, as httpx "
+            f"sends), {args.warmup:.0f} s of unrecorded warm-up before each recorded run; {args.rounds} rounds, "
+            "the servers taking turns within each case and client count. Figures are medians over the rounds "
+            "(req/s: each round's in brackets). Errors: socket errors (connect, read, write, 60 s timeout) and "
+            "answers of 400 or more (target 0). Every wrk run, warm-up included, is followed by a wait until the "
+            "server's processes are idle (under 5% of a core for 0.5 s), so that no run competes with requests a "
+            "previous one abandoned (MLflow goes on with them). Server CPU: the CPU time of the server's processes "
+            "(all workers; /proc) from the recorded run's start until they are idle again, per request served: "
+            "answers completed plus one per client (the requests in flight when wrk stopped) for JSON, bytes read "
+            "over the file's size for files. Latency counts completed answers only (a 100 MB file at 64 clients "
+            "may see few or none). Ratios: zoo's req/s over the other's for JSON answers, MB/s (bytes read, answers "
+            "in flight at the end included) for files. wrk, the servers and PostgreSQL share the machine's cores.",
         ]
+        for case in args.cases:
+            if any(case in s.paths for s in servers):
+                parts += case_section(case, servers, rounds, args.clients)
     if cold:
         parts += [
             "",
@@ -328,52 +441,132 @@ def report(args: argparse.Namespace, target: Target, load: list[list[object]], c
             markdown_table(["command", "models", "wall median (s)", "wall p90 (s)", "CPU median (s)",
                             "peak RSS (MiB)", "target"], cold),
         ]
-    parts += ["", f"CPU: {cpu_model()}; load average {load_before:.2f} before the run (other processes). "
-              f"{machine_line()}."]
+    parts += ["", f"CPU: {cpu_model()}; load average (1, 5, 15 min) before the run "
+              f"{', '.join(f'{v:.2f}' for v in load_before)}, after it "
+              f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}. {machine_line()}."]
     return "\n".join(parts)
 
 
-def main() -> None:
+# -- the run -------------------------------------------------------------------------------
+
+
+def choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of some of `allowed`, in the order given."""
+    def parse(text: str) -> list[str]:
+        picked = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in picked if item not in allowed]
+        if unknown or not picked:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(allowed)}")
+        return picked
+    return parse
+
+
+def counts(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of positive whole numbers."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: positive whole numbers, comma-separated")
+    return values
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, action="append", help="zoo serve --workers N (repeatable; default 1, 2)")
-    parser.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
-    parser.add_argument("--warmup", type=float, default=3, help="unrecorded seconds first (default 3)")
-    parser.add_argument("--duration", type=float, default=20, help="recorded seconds (default 20)")
+    parser.add_argument("--servers", type=choices(SERVERS), default=list(SERVERS),
+                        help=f"servers to load (default {','.join(SERVERS)})")
+    parser.add_argument("--cases", type=choices(list(CASES)), default=list(CASES),
+                        help=f"cases (default {','.join(CASES)})")
+    parser.add_argument("--clients", type=counts, default=list(CLIENTS),
+                        help=f"concurrent clients, comma-separated (default {','.join(map(str, CLIENTS))})")
+    parser.add_argument("--workers", type=int, action="append", help="zoo serve --workers N (repeatable; default 1)")
+    parser.add_argument("--mlflow-workers", type=int, default=4, help="mlflow server --workers (default 4, its own)")
+    parser.add_argument("--mlflow-venv", type=Path, default=VENV, help=f"MLflow's virtual environment (default {VENV})")
+    parser.add_argument("--warmup", type=float, default=2, help="unrecorded seconds before each run (default 2)")
+    parser.add_argument("--duration", type=float, default=10, help="recorded seconds per run (default 10)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every case and client count (default 2)")
     parser.add_argument("--load", action=argparse.BooleanOptionalAction, default=True,
                         help="run the load (default yes; --no-load with --cold-list for that alone)")
     parser.add_argument("--cold-list", action="store_true", help="also time a cold `zoo list`, client mode vs catalog")
     parser.add_argument("--runs", type=int, default=9, help="fresh processes per cold `zoo list` mode (default 9)")
     parser.add_argument("--output", default="serve_load.md", help="path under benchmarks/results/")
     args = parser.parse_args()
-    workers = (args.workers or [1, 2]) if args.load else [1]
-    if min(workers) < 1 or args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.runs < 2:
-        parser.error("--workers and --clients must be 1 or more, --runs 2 or more, --duration above 0, "
-                     "--warmup 0 or more")
+    args.workers = args.workers or [1]
+    if min(args.workers) < 1 or args.mlflow_workers < 1 or args.rounds < 1 or args.duration < 1 or args.runs < 2:
+        parser.error("--workers, --mlflow-workers and --rounds must be 1 or more, --duration at least 1 s, "
+                     "--runs 2 or more")
+    if not args.load and not args.cold_list:
+        parser.error("--no-load without --cold-list measures nothing")
+    return args
 
-    load: list[list[object]] = []
-    cpu_lines: list[str] = []
+
+def start_mlflow(stack: ExitStack, args: argparse.Namespace, catalog: Catalog, folder: Path) -> tuple[Server, str]:
+    """MLflow's registry server, populated with `catalog`, running until `stack` closes; a line saying how."""
+    python = mlflow_venv(args.mlflow_venv)
+    database, _ = stack.enter_context(postgresql_catalog(folder))
+    folder.mkdir()
+    url, pid = stack.enter_context(mlflow_serving(python, database, folder, args.mlflow_workers))
+    populated = populate(python, url, [{"name": m["name"], "tags": mlflow_tags(m)} for m in catalog.models],
+                         {model: path for model, (path, _) in catalog.files.items()}, folder)
+    server = Server(f"MLflow {populated.version}, {args.mlflow_workers} workers", "mlflow", url, pid,
+                    mlflow_paths(catalog, populated))
+    return server, (
+        f"- MLflow: `mlflow server --workers {args.mlflow_workers} --backend-store-uri postgresql+psycopg://.../DB "
+        f"--serve-artifacts --artifacts-destination FOLDER` ({' '.join(REQUIREMENTS)} in a virtual environment of "
+        "its own; uvicorn, its default, access log on), its own database on the same PostgreSQL server; populated "
+        "with MLflow's client: every catalog model registered with tags task, num_params and plugin, one version "
+        "each (source: a folder of one run's artifacts), the two files logged as the digits_cnn and resnet50 "
+        "versions' artifacts. Its files are fetched as MLflow's client fetches `models:/NAME/1` (after "
+        "get-download-uri and a listing, not timed here): `GET /api/2.0/mlflow-artifacts/artifacts/PATH`. MLflow "
+        "compresses nothing.")
+
+
+def start_nginx(stack: ExitStack, catalog: Catalog, folder: Path) -> tuple[Server, str]:
+    """nginx serving `catalog`'s files (in `folder`/files), running until `stack` closes; a line saying how."""
+    paths = nginx_paths(catalog)
+    url, pid = stack.enter_context(nginx_serving(folder / "files", folder / "nginx", paths["file-100k"][0]))
+    return Server("nginx, 1 worker", "nginx", url, pid, paths), (
+        f"- nginx {version([str(program('nginx')), '-v'])} (Debian's): one worker process, `sendfile on; "
+        "tcp_nopush on; keepalive_requests 1000000;`, access log on, serving the folder of the two files.")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.load:
+        require_programs([name for name in PROGRAMS if name == "wrk" or name in args.servers])
+    load_before = os.getloadavg()
+    rounds: dict[tuple[str, int, str], list[Round]] = {}
     cold: list[list[object]] = []
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="zoo-serve-load-") as tmp, postgresql_catalog(Path(tmp)) as (url, size):
-        folder = Path(tmp)
+    servers: list[Server] = []
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-serve-load-")))
+        url, size = stack.enter_context(postgresql_catalog(folder))
         env = child_env(ZOO_REGISTRY_URL=url, ZOO_LOAD_PLUGINS=PLUGINS, ZOO_ARTIFACTS=str(folder / "artifacts"))
         synced = run_child(zoo_argv("sync"), env, folder)
         token = run_child(zoo_argv("token", "create", "bench"), env, folder).stdout.strip()
-        published: tuple[str, int] | None = None
-        for count in workers:
-            with serving("--workers", str(count), env=env, log=folder / f"serve-{count}.log") as service:
-                if published is None:  # the first service publishes; the catalog and the store outlive it
-                    published = publish_digits(service.url, token)
-                    if args.cold_list:
-                        cold = time_cold_list(env, service.url, folder, args.runs)
-                target = make_target(service.url, *published)
-                if args.load:
-                    run = asyncio.run(run_load(target, service.pid, args.clients, args.warmup, args.duration))
-                    load += load_rows(count, run)
-                    cpu_lines.append(cpu_line(count, run))
-        catalog_mb = size() / 1e6
-    write_result(args.output, report(args, target, load, cpu_lines, cold, synced.wall_s, catalog_mb,
-                                     load_before))
+        services = [stack.enter_context(serving("--workers", str(n), env=env, log=folder / f"serve-{n}.log"))
+                    for n in args.workers]
+        catalog = publish_files(services[0].url, make_files(folder / "files", env) if args.load else {}, token)
+        setup = [f"- zoo serve: `zoo serve --port 0 --workers N` on that catalog (uvicorn's access log on, its "
+                 f"default, to a file); synced in {synced.wall_s:.1f} s, {size() / 1e6:.1f} MB."]
+        if args.cold_list:
+            cold = time_cold_list(env, services[0].url, folder, args.runs)
+        if args.load:
+            if "zoo" in args.servers:
+                servers += [Server(f"zoo serve, {n} worker{'s' if n > 1 else ''}", "zoo", s.url, s.pid,
+                                   zoo_paths(catalog)) for n, s in zip(args.workers, services)]
+            started = []
+            if "mlflow" in args.servers:
+                started.append(start_mlflow(stack, args, catalog, folder / "mlflow"))
+            if "nginx" in args.servers and any(CASES[case][1] for case in args.cases):
+                started.append(start_nginx(stack, catalog, folder))
+            servers += [server for server, _ in started]
+            setup += [line for _, line in started]
+            setup.append(f"- Load generator: wrk {version([str(program('wrk')), '-v'])} (Debian's).")
+            check_answers(servers, catalog)
+            rounds = run_load(servers, catalog, args, folder)
+        write_result(args.output, report(args, catalog, servers, rounds, cold, setup, load_before))
 
 
 if __name__ == "__main__":
