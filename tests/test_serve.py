@@ -579,6 +579,16 @@ def test_serve_says_it_is_ready_in_one_json_line_and_in_the_ready_file(sqlite_ur
         assert not ready_file.exists()  # removed: a stopped server does not look ready
 
 
+def test_the_access_log_has_a_line_per_request_unless_turned_off(sqlite_url: str, tmp_path: Path) -> None:
+    env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "store")}
+    for args, logged in (((), True), (("--no-access-log",), False)):
+        log = tmp_path / f"serve-{logged}.log"
+        with serving(*args, env=env, log=log) as served:
+            assert httpx.get(f"{served.url}{API}/models/digits_cnn?probe", timeout=60).status_code == 200
+            served.stop()  # the log complete
+        assert ("GET /api/v1/models/digits_cnn?probe HTTP/1.1" in log.read_text()) is logged, log.read_text()
+
+
 def test_with_two_workers_both_start_before_the_ready_line_and_die_with_the_server(sqlite_url: str,
                                                                                   tmp_path: Path) -> None:
     env = {"ZOO_REGISTRY_URL": sqlite_url, "ZOO_LOAD_PLUGINS": "digits", "ZOO_ARTIFACTS": str(tmp_path / "store")}

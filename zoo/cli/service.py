@@ -46,6 +46,9 @@ def _add_serve(commands: Commands) -> None:
     p.add_argument("--presign-expiry", type=int, default=300, metavar="SECONDS",
                    help="with --artifacts redirect, how long a presigned URL is valid (default 300; at most 7 days): "
                         "a download needs it only to start")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false",
+                   help="no log line per request (uvicorn's access log, on stderr; about a third of the CPU of an "
+                        "answer kept in memory)")
     p.add_argument("--ready-file", metavar="FILE",
                    help="write the bound URL as JSON to FILE once the server answers")
     p.set_defaults(run=_serve)
@@ -77,7 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,
           allowed_hosts=tuple(args.allow_host), max_upload_bytes=args.max_upload or DEFAULT_MAX_UPLOAD,
           ready_file=args.ready_file, body_limits=BodyLimits(**{k: v for k, v in given.items() if v is not None}),
-          artifacts=ArtifactServing(args.artifacts, args.presign_expiry))
+          artifacts=ArtifactServing(args.artifacts, args.presign_expiry), access_log=args.access_log)
     return 0
 
 

@@ -34,13 +34,15 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoo.errors import ZooError
 from zoo.service.common import ApiError, status_of
 
-__all__ = ["Answer", "Answers", "encode"]
+__all__ = ["Answer", "Answers", "Remembered", "encode"]
 
 COMPUTE_THREADS = 8  # answers computed at once: a catalog engine's pool has 5 connections and 10 more on demand
 MAX_ANSWERS = 4096  # answers kept
@@ -49,8 +51,8 @@ SMALL_FILE = 1 << 20  # published files up to this size are kept in memory
 MAX_FILE_BYTES = 64 << 20  # bytes of published files kept
 MAX_VALUES = 256  # intermediate results kept (the summaries a page of models is cut from, token scopes...)
 GZIP_FROM = 1024  # bytes: smaller answers are sent as they are
-JSON = "application/json"
-_REVALIDATE = "no-cache"  # a client may keep an answer, and asks with its ETag whether it still holds
+JSON = b"application/json"
+_REVALIDATE = b"no-cache"  # a client may keep an answer, and asks with its ETag whether it still holds
 _T = TypeVar("_T")
 
 
@@ -77,19 +79,29 @@ class Answer:
     def size(self) -> int:
         return len(self.body) + len(self.gzipped or b"")
 
-    def response(self, request: Request) -> Response:
-        """This answer for `request`: 304 if it sends one of its ETags in ``If-None-Match``, gzip-compressed
-        if it accepts that and the answer is large, else as it is."""
-        zipped = self.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding", ""))
+    def response(self, headers: Headers) -> Response:
+        """This answer for a request with `headers`: 304 if it sends one of its ETags in ``If-None-Match``,
+        gzip-compressed if it accepts that and the answer is large, else as it is."""
+        zipped = self.gzipped is not None and accepts_gzip(headers.get("accept-encoding", ""))
         etag = f'{self.etag[:-1]}-gzip"' if zipped else self.etag
-        headers = {"ETag": etag, "Cache-Control": _REVALIDATE, "Vary": "Accept-Encoding"}
-        sent = {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}
+        sent = {tag.strip() for tag in headers.get("if-none-match", "").split(",")}
         if sent & {self.etag, f'{self.etag[:-1]}-gzip"', "*"}:
-            return Response(status_code=304, headers=headers)
-        if zipped:
-            assert self.gzipped is not None
-            return Response(self.gzipped, media_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
-        return Response(self.body, media_type=JSON, headers=headers)
+            return _Sent(304, etag, b"", zipped)
+        assert not zipped or self.gzipped is not None
+        return _Sent(200, etag, self.gzipped if zipped else self.body, zipped)  # type: ignore[arg-type]
+
+
+class _Sent(Response):
+    """An answer's response as it is sent: status, ETag, body (gzip-compressed if `zipped`), and the headers
+    of an answer kept in memory, made without Starlette's header handling."""
+
+    def __init__(self, status: int, etag: str, body: bytes, zipped: bool) -> None:
+        self.status_code, self.body, self.background = status, body, None
+        self.raw_headers = [(b"etag", etag.encode()), (b"cache-control", _REVALIDATE), (b"vary", b"Accept-Encoding")]
+        if status == 200:
+            self.raw_headers += [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+            if zipped:
+                self.raw_headers.append((b"content-encoding", b"gzip"))
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -164,6 +176,7 @@ class Answers:
         self.answers: _Kept[Answer] = _Kept(MAX_ANSWERS, MAX_ANSWER_BYTES, _answer_size)
         self.values: _Kept[Any] = _Kept(MAX_VALUES)
         self.files: _Kept[bytes] = _Kept(MAX_FILE_BYTES // 1024, MAX_FILE_BYTES, len)
+        self.targets: _Kept[Hashable] = _Kept(MAX_ANSWERS)  # (path, query) of a GET -> the key of its answer
         self.flights: dict[tuple[str, Hashable], _Flight] = {}
 
     async def run(self, work: Callable[[], _T]) -> _T:
@@ -188,6 +201,7 @@ class Answers:
             if state is None or state != self.state:
                 self.answers.clear()
                 self.values.clear()
+                self.targets.clear()
             self.state, self.checked = state, started
             flight.value = state
         except BaseException as exc:
@@ -204,8 +218,21 @@ class Answers:
 
     async def answer(self, request: Request, key: Hashable, compute: Callable[[], Any]) -> Response:
         """The answer to `request` whose JSON value `compute()` gives (in a thread): kept for the catalog's
-        state under `key` (which must name everything the value depends on), with its 404s."""
-        return (await self._kept("answer", self.answers, key, lambda: Answer.of(compute()))).response(request)
+        state under `key` (which must name everything the value depends on), with its 404s. The request's
+        URL is remembered as one with that answer (`remembered`)."""
+        answer = await self._kept("answer", self.answers, key, lambda: Answer.of(compute()))
+        if request.method == "GET":
+            self.targets.put(_target(request.scope), key)
+        return answer.response(request.headers)
+
+    async def remembered(self, scope: Scope) -> Answer | None:
+        """The answer kept for the URL of the GET request `scope` in the catalog's current state, if one is."""
+        key = self.targets.get(_target(scope))
+        if key is None or await self.current_state() is None:  # the state read, maybe anew: it may drop the key
+            return None
+        key = self.targets.get(_target(scope))
+        found = self.answers.get(key) if key is not None else None
+        return found if isinstance(found, Answer) else None
 
     async def value(self, key: Hashable, compute: Callable[[], _T]) -> _T:
         """`compute()` (in a thread), kept for the catalog's state under `key`."""
@@ -254,6 +281,31 @@ class Answers:
             del self.flights[key]
             flight.done.set()
         return flight.value
+
+
+class Remembered:
+    """ASGI middleware: a GET of a URL answered from memory in the catalog's current state is answered again
+    from memory, before routing, parameters and dependencies (used where reads need no token). Anything else,
+    or a state that cannot be read, passes to the app."""
+
+    def __init__(self, app: ASGIApp, answers: Answers) -> None:
+        self.app, self.answers = app, answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            try:
+                answer = await self.answers.remembered(scope)
+            except Exception:  # the catalog unreachable: the app answers, as it answers that
+                answer = None
+            if answer is not None:
+                await answer.response(Headers(scope=scope))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _target(scope: Scope) -> tuple[str, bytes]:
+    """The path and query of a request: what its URL asks."""
+    return scope["path"], scope["query_string"]
 
 
 def _lasting(exc: Exception) -> bool:

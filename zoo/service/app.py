@@ -44,7 +44,7 @@ from zoo.outputs import write_atomically
 from zoo.records import parse_spec
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.registry import list_plugins, summarize_models, weights_owner
-from zoo.service.answers import Answers
+from zoo.service.answers import Answers, Remembered
 from zoo.service.blobs import artifact_mode, blob_response
 from zoo.service.common import (
     SHA256_PATTERN,
@@ -127,6 +127,8 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
+    if not settings.read_token_required:  # else every read checks its token in the app
+        app.add_middleware(Remembered, answers=answers)
     app.add_middleware(InContext, context=context)
     app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
     install_guards(app)  # outermost: request shapes, HEAD, the API docs page
@@ -148,6 +150,7 @@ class ServeConfig:
     log_level: str = "info"
     body_limits: BodyLimits = BodyLimits()
     artifacts: ArtifactServing = ArtifactServing()
+    access_log: bool = True
 
     def app(self) -> FastAPI:
         """The service's app for these settings (`create_app`)."""
@@ -166,14 +169,15 @@ class ServeConfig:
         http: Any = "h11"
         if find_spec("httptools") is not None:
             from zoo.service.protocol import BoundedHttpToolsProtocol as http
-        return uvicorn.Config(app, log_level=self.log_level, http=http, loop="auto",
+        return uvicorn.Config(app, log_level=self.log_level, http=http, loop="auto", access_log=self.access_log,
                               h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
 
 
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,
           allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD, log_level: str = "info",
           ready_file: str | os.PathLike[str] | None = None, settings: ZooSettings | None = None,
-          body_limits: BodyLimits = BodyLimits(), artifacts: ArtifactServing = ArtifactServing()) -> None:
+          body_limits: BodyLimits = BodyLimits(), artifacts: ArtifactServing = ArtifactServing(),
+          access_log: bool = True) -> None:
     """Serve the registry with uvicorn on `host`:`port` (0: any free port) until Ctrl-C or SIGTERM.
 
     The catalog is brought up to date first (a sync if it is stale). This process binds
@@ -185,14 +189,15 @@ def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 
     "pid": PID, "workers": N}`` (the real port; `pid` this process), and, with
     `ready_file`, the same JSON to that file (written atomically; removed when the
     server stops). `body_limits` bound the request bodies each process reads (`zoo.service.common.Bodies`);
-    `artifacts` says how published files are answered (`create_app`).
+    `artifacts` says how published files are answered (`create_app`); `access_log`: whether uvicorn logs a line
+    per request (on stderr).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UsageError(f"workers must be a whole number, 1 or more, not {excerpt(workers)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be a whole number from 0 to 65535 (0: any free port), not {excerpt(port)}")
     config = ServeConfig(settings or ZooSettings.from_environ(), bool(read_token_required), tuple(allowed_hosts),
-                         max_upload_bytes, log_level, body_limits, artifacts)
+                         max_upload_bytes, log_level, body_limits, artifacts, bool(access_log))
     app = config.app()  # bad settings: one line, here, before a worker starts
     engine = ensure_current(settings=config.settings)  # migrated or synced now, not by the first request
     redirects = " (files by redirect to presigned URLs)" if config.artifacts.redirect else ""

@@ -9,13 +9,15 @@ service; the client sends its ``Range`` along, and never its token (`zoo.fetch`)
 service checks first, as it does when it streams: the file must be published (404) and
 in the store (404); HEAD and a client that has the file (``If-None-Match``: 304) are
 still answered here. A file up to `zoo.service.answers.SMALL_FILE` bytes is answered from the service's
-memory once read (verified by its hash), without a thread; a larger one is streamed in 1 MiB reads. A store that cannot presign (a folder) is refused at startup
+memory once read (verified by its hash: a damaged one is a 500 and a line in the log), without a thread; a
+larger one is streamed in 1 MiB reads (the client verifies it, as it verifies what the object store sends). A store that cannot presign (a folder) is refused at startup
 (`artifact_mode`). Pages that must fetch from the service's own origin (netron's,
 `zoo.service.web.graph`) have the file streamed in either mode.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import anyio
@@ -25,7 +27,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
 from zoo.context import current
-from zoo.errors import ArtifactError, UnknownArtifactError, UsageError, excerpt
+from zoo.errors import ArtifactError, HashMismatchError, UnknownArtifactError, UsageError, excerpt
 from zoo.service.answers import SMALL_FILE
 from zoo.service.common import ApiError, ArtifactServing, Settings
 from zoo.store import ArtifactStore
@@ -40,6 +42,7 @@ MAX_PRESIGN_S = 7 * 24 * 3600
 _BLOB_CACHE = "public, max-age=31536000, immutable"  # a blob's name is its hash: it never changes
 _NEVER_CACHED = {"Cache-Control": "no-store"}  # a redirect to a URL that expires
 _OCTETS = "application/octet-stream"
+_log = logging.getLogger("zoo.service")
 
 
 def artifact_mode(serving: ArtifactServing, store: ArtifactStore) -> ArtifactServing:
@@ -90,7 +93,11 @@ async def blob_response(settings: Settings, request: Request, sha256: str, kind:
                            {"Content-Range": f"bytes */{size}"}) from None
     part = parts[0] if len(parts) == 1 else None
     if size <= SMALL_FILE and request.method == "GET":
-        data = await answers.file(sha256, partial(store.read, sha256))
+        try:
+            data = await answers.file(sha256, partial(store.read, sha256))
+        except HashMismatchError as exc:  # the server's fault: its store holds other bytes under this name
+            _log.error("refused a damaged file: %s", exc)
+            raise ApiError(500, str(exc)) from None
         start, end = part or (0, size)
         return Response(data[start:end], 200 if part is None else 206,
                         {**headers, **_range_headers(part, size)}, _OCTETS)
