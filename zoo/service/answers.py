@@ -84,8 +84,7 @@ class Answer:
         gzip-compressed if it accepts that and the answer is large, else as it is."""
         zipped = self.gzipped is not None and accepts_gzip(headers.get("accept-encoding", ""))
         etag = f'{self.etag[:-1]}-gzip"' if zipped else self.etag
-        sent = {tag.strip() for tag in headers.get("if-none-match", "").split(",")}
-        if sent & {self.etag, f'{self.etag[:-1]}-gzip"', "*"}:
+        if has_one_of(headers, self.etag, f'{self.etag[:-1]}-gzip"'):
             return _Sent(304, etag, b"", zipped)
         assert not zipped or self.gzipped is not None
         return _Sent(200, etag, self.gzipped if zipped else self.body, zipped)  # type: ignore[arg-type]
@@ -102,6 +101,11 @@ class _Sent(Response):
             self.raw_headers += [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
             if zipped:
                 self.raw_headers.append((b"content-encoding", b"gzip"))
+
+
+def has_one_of(headers: Headers, *etags: str) -> bool:
+    """Whether a request's ``If-None-Match`` names one of `etags`, or any (``*``)."""
+    return bool({tag.strip() for tag in headers.get("if-none-match", "").split(",")} & {*etags, "*"})
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -176,7 +180,8 @@ class Answers:
         self.answers: _Kept[Answer] = _Kept(MAX_ANSWERS, MAX_ANSWER_BYTES, _answer_size)
         self.values: _Kept[Any] = _Kept(MAX_VALUES)
         self.files: _Kept[bytes] = _Kept(MAX_FILE_BYTES // 1024, MAX_FILE_BYTES, len)
-        self.targets: _Kept[Hashable] = _Kept(MAX_ANSWERS)  # (path, query) of a GET -> the key of its answer
+        #: (path, query) of a GET -> the key of its answer, or ("file", SHA-256, headers) of a small published file
+        self.targets: _Kept[Hashable] = _Kept(MAX_ANSWERS)
         self.flights: dict[tuple[str, Hashable], _Flight] = {}
 
     async def run(self, work: Callable[[], _T]) -> _T:
@@ -225,14 +230,28 @@ class Answers:
             self.targets.put(_target(request.scope), key)
         return answer.response(request.headers)
 
-    async def remembered(self, scope: Scope) -> Answer | None:
-        """The answer kept for the URL of the GET request `scope` in the catalog's current state, if one is."""
+    def remember_file(self, request: Request, sha256: str, headers: dict[str, str]) -> None:
+        """Remember the URL of `request`, a whole GET of the small published file `sha256` (kept: `file`), as one
+        answered with its bytes and `headers` (`remembered`)."""
+        self.targets.put(_target(request.scope), ("file", sha256, tuple(headers.items())))
+
+    async def remembered(self, scope: Scope) -> Response | None:
+        """The answer kept for the URL of the GET request `scope` in the catalog's current state, if one is:
+        a JSON answer, or a whole small published file (not a Range of it)."""
         key = self.targets.get(_target(scope))
         if key is None or await self.current_state() is None:  # the state read, maybe anew: it may drop the key
             return None
-        key = self.targets.get(_target(scope))
+        key, headers = self.targets.get(_target(scope)), Headers(scope=scope)
+        if isinstance(key, tuple) and key[:1] == ("file",):
+            data = self.files.get(key[1])
+            if not isinstance(data, bytes) or "range" in headers:
+                return None
+            kept = dict(key[2])
+            if has_one_of(headers, kept["ETag"]):
+                return Response(status_code=304, headers=kept)
+            return Response(data, headers=kept, media_type="application/octet-stream")
         found = self.answers.get(key) if key is not None else None
-        return found if isinstance(found, Answer) else None
+        return found.response(headers) if isinstance(found, Answer) else None
 
     async def value(self, key: Hashable, compute: Callable[[], _T]) -> _T:
         """`compute()` (in a thread), kept for the catalog's state under `key`."""
@@ -284,9 +303,9 @@ class Answers:
 
 
 class Remembered:
-    """ASGI middleware: a GET of a URL answered from memory in the catalog's current state is answered again
-    from memory, before routing, parameters and dependencies (used where reads need no token). Anything else,
-    or a state that cannot be read, passes to the app."""
+    """ASGI middleware: a GET of a URL answered from memory in the catalog's current state (a JSON answer, a
+    small published file) is answered again from memory, before routing, parameters and dependencies (used
+    where reads need no token). Anything else, or a state that cannot be read, passes to the app."""
 
     def __init__(self, app: ASGIApp, answers: Answers) -> None:
         self.app, self.answers = app, answers
@@ -298,7 +317,7 @@ class Remembered:
             except Exception:  # the catalog unreachable: the app answers, as it answers that
                 answer = None
             if answer is not None:
-                await answer.response(Headers(scope=scope))(scope, receive, send)
+                await answer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

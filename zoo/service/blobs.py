@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from zoo.context import current
 from zoo.errors import ArtifactError, HashMismatchError, UnknownArtifactError, UsageError, excerpt
-from zoo.service.answers import SMALL_FILE
+from zoo.service.answers import SMALL_FILE, has_one_of
 from zoo.service.common import ApiError, ArtifactServing, Settings
 from zoo.store import ArtifactStore
 
@@ -75,7 +75,7 @@ async def blob_response(settings: Settings, request: Request, sha256: str, kind:
     size = await answers.value(("blob", kind, sha256), partial(_published_size, store, sha256, kind, what))
     etag = f'"{sha256}"'
     headers = {"ETag": etag, "Cache-Control": _BLOB_CACHE, "Accept-Ranges": "bytes"}
-    if {etag, "*"} & {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+    if has_one_of(request.headers, etag):
         return Response(status_code=304, headers=headers)
     if serving.redirect and request.method == "GET":  # the client's Range goes along to the store, which answers it
         presigned = await answers.run(partial(store.url_for, sha256, expires_in=serving.expires_in))
@@ -99,6 +99,8 @@ async def blob_response(settings: Settings, request: Request, sha256: str, kind:
             _log.error("refused a damaged file: %s", exc)
             raise ApiError(500, str(exc)) from None
         start, end = part or (0, size)
+        if part is None:
+            answers.remember_file(request, sha256, headers)
         return Response(data[start:end], 200 if part is None else 206,
                         {**headers, **_range_headers(part, size)}, _OCTETS)
     return _BlobResponse(store, sha256, size, part, headers)
