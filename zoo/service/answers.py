@@ -2,7 +2,7 @@
 and token checks (`Answers`).
 
 The catalog's state (`zoo.catalog.api.Catalog.state`: its generation, renewed by every sync, and its changes
-marker, renewed by every publish, alias, learned hash and token change) is read at most once per
+marker, renewed by every publish, alias, published export and learned hash) is read at most once per
 ``$ZOO_CATALOG_CHECK_INTERVAL`` seconds, by one request at a time: the requests that come meanwhile wait for
 that one's reading instead of reading it too (single flight). While the state stays the same, an answer (a
 page of models, a model's record, a published version...) is the JSON bytes computed the first time it was
@@ -11,6 +11,8 @@ with a strong ETag made from its bytes: the ETag changes when, and only when, th
 that sends it back in ``If-None-Match`` gets 304. A 404 is kept too (a name that is unknown stays unknown until
 the state changes). A new state drops everything kept, and a write made through this process (publishing,
 an alias) reads the state again at the next request; other processes see it within the check interval.
+Tokens are not kept: a revoked one is refused from the next request on (`zoo.service.common.reader`). A GET
+whose URL was answered from memory is answered again before routing (`Remembered`).
 
 Answers are computed by threads of a pool of their own (`COMPUTE_THREADS`, about the size of a catalog's
 connection pool), so that a burst of new questions queues here rather than for database connections; an
