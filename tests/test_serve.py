@@ -586,7 +586,7 @@ def test_the_access_log_has_a_line_per_request_unless_turned_off(sqlite_url: str
         with serving(*args, env=env, log=log) as served:
             assert httpx.get(f"{served.url}{API}/models/digits_cnn?probe", timeout=60).status_code == 200
             served.stop()  # the log complete
-        assert ("GET /api/v1/models/digits_cnn?probe HTTP/1.1" in log.read_text()) is logged, log.read_text()
+        assert ('- "GET /api/v1/models/digits_cnn?probe HTTP/1.1" 200 OK\n' in log.read_text()) is logged, log.read_text()
 
 
 def test_with_two_workers_both_start_before_the_ready_line_and_die_with_the_server(sqlite_url: str,

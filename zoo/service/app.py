@@ -44,6 +44,7 @@ from zoo.outputs import write_atomically
 from zoo.records import parse_spec
 from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
 from zoo.registry import list_plugins, summarize_models, weights_owner
+from zoo.service.access_log import log_config
 from zoo.service.answers import Answers, Remembered
 from zoo.service.blobs import artifact_mode, blob_response
 from zoo.service.common import (
@@ -170,7 +171,7 @@ class ServeConfig:
         if find_spec("httptools") is not None:
             from zoo.service.protocol import BoundedHttpToolsProtocol as http
         return uvicorn.Config(app, log_level=self.log_level, http=http, loop="auto", access_log=self.access_log,
-                              h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
+                              log_config=log_config(), h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
 
 
 def serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, workers: int = 1, read_token_required: bool = False,

@@ -48,6 +48,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_head: int = config.h11_max_incomplete_event_size
         self.head: int | None = 0  # bytes of the current request head so far; None while its body is read
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_Coalescing(transport, self.loop))  # type: ignore[arg-type]
+
     def data_received(self, data: bytes) -> None:
         """Parse `data`, handing the parser a request head's bytes only up to the bound (uvicorn's
         ``data_received`` otherwise: an upgrade is handed on or refused as there)."""
@@ -101,3 +104,37 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(b"".join([STATUS_LINE[status], *(b"%s: %s\r\n" % header for header in headers),
                                        b"\r\n", bytes(answer.body)]))
         self.transport.close()
+
+
+class _Coalescing:
+    """A connection's transport whose writes within one turn of the event loop go out together, in one system
+    call: uvicorn writes an answer's status line and headers, then its body, each at once (two sends, two
+    packets on the wire, for every small answer)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._held: list[bytes | bytearray | memoryview] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.writelines(held)
+
+    def close(self) -> None:
+        """Close after what is held: written at once (uvloop sends it before the socket closes, so that a peer
+        still sending an unread body gets the answer before the reset), not by `writelines`, which may wait."""
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(b"".join(held))
+        self._transport.close()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._held)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
