@@ -107,11 +107,13 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def service(synced: Path, tmp_path: Path) -> Iterator[Service]:
-    """`zoo serve` on a copy of `synced` (``tmp_path/registry.db``), with a publish token."""
+    """`zoo serve` on a copy of `synced` (``tmp_path/registry.db``), with a publish token, reading the catalog's
+    state at every request (answers kept in memory are otherwise served up to the check interval after the file
+    changed)."""
     path = tmp_path / "registry.db"
     copy_catalog(synced, path)
     env = {"ZOO_REGISTRY_URL": f"sqlite:///{path}", "ZOO_LOAD_PLUGINS": "digits",
-           "ZOO_ARTIFACTS": str(tmp_path / "artifacts")}
+           "ZOO_ARTIFACTS": str(tmp_path / "artifacts"), "ZOO_CATALOG_CHECK_INTERVAL": "0"}
     token = run_zoo("token", "create", "publisher", env=env).stdout.strip()
     with running_service(env, log=tmp_path / "serve.log") as served:
         served.tokens["publisher"] = token
