@@ -178,7 +178,6 @@ class Answers:
         self.threads = anyio.CapacityLimiter(COMPUTE_THREADS)
         self.state: str | None = None
         self.checked = -math.inf  # when the state was last read (time.monotonic)
-        self.checking: _Flight | None = None
         self.answers: _Kept[Answer] = _Kept(MAX_ANSWERS, MAX_ANSWER_BYTES, _answer_size)
         self.values: _Kept[Any] = _Kept(MAX_VALUES)
         self.files: _Kept[bytes] = _Kept(MAX_FILE_BYTES // 1024, MAX_FILE_BYTES, len)
@@ -197,26 +196,12 @@ class Answers:
         at a time); everything kept is dropped when it changed."""
         if time.monotonic() - self.checked < self.interval:
             return self.state
-        if self.checking is not None:
-            checking = self.checking
-            await checking.done.wait()
-            return checking.result()
-        self.checking = flight = _Flight()
-        try:
-            started = time.monotonic()
-            state = await self.run(self.read_state)
-            if state is None or state != self.state:
-                self.answers.clear()
-                self.values.clear()
-                self.targets.clear()
-            self.state, self.checked = state, started
-            flight.value = state
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            self.checking = None
-            flight.done.set()
+        started, state = await self._flight(("state", None), lambda: (time.monotonic(), self.read_state()))
+        if state is None or state != self.state:
+            self.answers.clear()
+            self.values.clear()
+            self.targets.clear()
+        self.state, self.checked = state, started
         return state
 
     def changed(self) -> None:
@@ -287,7 +272,8 @@ class Answers:
         return found
 
     async def _flight(self, key: tuple[str, Hashable], compute: Callable[[], _T]) -> _T:
-        """`compute()` in a thread, once for all the requests that ask for `key` while it runs."""
+        """`compute()` in a thread, once for all the requests that ask for `key` while it runs (the catalog's
+        state too: ``("state", None)``)."""
         flight = self.flights.get(key)
         if flight is not None:
             await flight.done.wait()
