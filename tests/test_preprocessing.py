@@ -10,6 +10,7 @@ of a uint8 pixel. Run with ``-s`` to see the tables.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields, replace
@@ -26,7 +27,7 @@ from torchvision.transforms.functional import resize as resize_v1
 
 from zoo.errors import UsageError
 from zoo.modeling.transforms import spec_from_transforms, to_torchvision
-from zoo.preprocessing import PreprocessSpec, preprocess_numpy, to_8bit
+from zoo.preprocessing import PreprocessSpec, preprocess_numpy, resized_size, to_8bit
 from zoo_digits.data import load_heldout
 from zoo_digits.model import DigitsCNN_Weights, digits_cnn
 
@@ -111,7 +112,7 @@ def test_every_weights_entry_has_a_spec_that_round_trips_through_json() -> None:
     for weights in _all_weights():
         spec = spec_from_transforms(weights.transforms)
         data = json.loads(json.dumps(spec.to_json(), allow_nan=False))
-        assert list(data) == [f.name for f in fields(PreprocessSpec)]
+        assert list(data) == [f.name for f in fields(PreprocessSpec) if f.name != "pad_fill"]  # a later field, unset
         assert data == spec.to_json() and PreprocessSpec.from_json(data) == spec, weights
         assert spec.kind == kinds[type(weights.transforms())]
     assert spec_from_transforms(None) is None
@@ -159,6 +160,19 @@ VALID = spec_from_transforms(tvm.ResNet50_Weights.DEFAULT.transforms).to_json()
     ({"value_range": [1, 0]}, r"value_range=\[1, 0\] is not accepted; use \[low, high\] with low < high"),
     ({"layout": "CTHW"}, r'layout="CTHW" is not accepted; use "CHW"'),
     ({"crop": [224, 224]}, r"unknown field 'crop'; fields: kind, resize_size,"),
+    ({"resize_mode": "contain"}, r'resize_mode="contain" is not accepted; use "shorter_side"$'),
+    ({"resize_size": [256, 256], "resize_mode": "fit"},
+     r'resize_mode="fit" is not accepted; use "exact" or "contain" or "cover"$'),
+    ({"pad_fill": [128, 128]}, r"pad_fill=\[128, 128\] is not accepted; use 3 integers from 0 to 255, one per "
+                               r"channel of 'RGB', or null$"),
+    ({"pad_fill": [0, 256, 0]}, r"pad_fill=\[0, 256, 0\] is not accepted; use 3 integers from 0 to 255"),
+    ({"pad_fill": [0.5, 0.5, 0.5]}, r"pad_fill=\[0.5, 0.5, 0.5\] is not accepted; use 3 integers from 0 to 255"),
+    ({"pad_fill": [True, 0, 0]}, r"pad_fill=\[true, 0, 0\] is not accepted; use 3 integers from 0 to 255"),
+    ({"pad_fill": [-1, 0, 0]}, r"pad_fill=\[-1, 0, 0\] is not accepted; use 3 integers from 0 to 255"),
+    ({"pad_fill": 128}, r"pad_fill=128 is not accepted; use a list of numbers"),
+    ({"pad_fill": [128] * 100_000}, r"pad_fill=\[128, 128, .*\.\.\. \(\d+ characters\) is not accepted; use 3 integers"),
+    ({"pad_fill": [1, 2, 3], "crop_size": None},
+     r"pad_fill=\[1, 2, 3\] is not accepted; use null: it colours a center crop's padding, and there is no crop"),
 ])
 def test_bad_specs_say_which_field_and_what_is_accepted(change: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message) as caught:
@@ -318,6 +332,88 @@ def test_center_crop_pads_and_rounds_as_torchvision(resize, crop) -> None:
     assert _errors(spec, got, to_torchvision(spec)(Image.fromarray(photo)))[0] <= FLOAT_EPS
 
 
+def test_specs_without_the_later_fields_read_and_write_as_before() -> None:
+    """A spec as the first version wrote it (README's example) loads and is written back
+    unchanged, so an export that does not pad with a colour reads in that version too."""
+    old = {"kind": "classification", "resize_size": [232], "resize_mode": "shorter_side",
+           "crop_size": [224, 224], "interpolation": "bilinear", "antialias": True,
+           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+           "channel_order": "RGB", "value_range": [0.0, 1.0], "layout": "CHW"}
+    spec = PreprocessSpec.from_json(old)
+    assert spec.pad_fill is None and spec.to_json() == old
+    border = replace(spec, resize_size=(256, 256), resize_mode="contain", pad_fill=(124, 116, 104))
+    assert border.to_json() == {**old, "resize_size": [256, 256], "resize_mode": "contain",
+                                "pad_fill": [124, 116, 104]}
+    assert PreprocessSpec.from_json(json.loads(json.dumps(border.to_json()))) == border
+
+
+@pytest.mark.parametrize("image, box, contain, cover", [
+    ((300, 451), (200, 200), (133, 200), (200, 301)),  # chelsea: 300 / (451 / 200) = 133.04
+    ((451, 300), (200, 200), (200, 133), (301, 200)),
+    ((300, 451), (100, 300), (100, 150), (200, 300)),  # a box of another shape: 199.56 rounds to 200
+    ((5, 8), (4, 4), (2, 4), (4, 6)),  # 2.5 rounds to 2 and 6.4 to 6: Python's round, as timm's
+    ((7, 8), (4, 4), (4, 4), (4, 5)),  # 3.5 rounds to 4 and 4.57 to 5
+    ((1, 2000), (64, 64), (1, 64), (64, 128000)),  # contain keeps at least one pixel (0.032 rounds to 0)
+])
+def test_contain_and_cover_scale_both_sides_by_one_ratio_and_round_to_nearest(image, box, contain, cover) -> None:
+    for mode, expected in (("contain", contain), ("cover", cover)):
+        spec = PreprocessSpec(kind="classification", resize_size=box, resize_mode=mode, interpolation="bilinear",
+                              antialias=True)
+        assert resized_size(*image, spec) == expected, mode
+
+
+def _border_spec(mode: str, resize: tuple[int, int], crop: tuple[int, int], fill: tuple[int, ...],
+                 interpolation: str = "bicubic") -> PreprocessSpec:
+    grey = len(fill) == 1
+    return PreprocessSpec(kind="classification", resize_size=resize, resize_mode=mode, crop_size=crop, pad_fill=fill,
+                          interpolation=interpolation, antialias=True, mean=(0.5,) * len(fill), std=(0.25,) * len(fill),
+                          channel_order="L" if grey else "RGB")
+
+
+@pytest.mark.parametrize("spec", [
+    _border_spec("contain", (224, 224), (224, 224), (124, 116, 104)),  # timm's border crop: pads only
+    _border_spec("contain", (256, 320), (224, 288), (124, 116, 104)),  # pads one axis, crops the other
+    _border_spec("cover", (256, 320), (224, 288), (255, 0, 7)),  # timm's non-square center crop
+    _border_spec("contain", (200, 200), (240, 180), (77,), "bilinear"),  # grey
+], ids=["contain", "contain-crop", "cover", "grey"])
+def test_keep_ratio_resizes_and_coloured_padding_agree_on_both_paths(spec: PreprocessSpec) -> None:
+    """Wide, tall and small photographs; PIL input exact, uint8 tensors (resized as the
+    presets resize tensors) within a step where bilinear."""
+    astronaut = _photo("astronaut")
+    images = {"chelsea": _photo("chelsea"), "tall": astronaut[:, 150:350], "wide": astronaut[200:300],
+              "small": astronaut[:30, :20], "camera": _photo("camera")}
+    for name, image in images.items():
+        image = np.array(Image.fromarray(image).convert(spec.channel_order))
+        got = preprocess_numpy(spec, image)
+        assert got.shape == (len(spec.channel_order), *spec.crop_size), name
+        assert _errors(spec, got, to_torchvision(spec)(Image.fromarray(image)))[0] <= FLOAT_EPS, name
+        if spec.interpolation == "bilinear":
+            assert _errors(spec, got, to_torchvision(spec)(_tensor(image)))[0] <= ONE_STEP + FLOAT_EPS, name
+
+
+@pytest.mark.parametrize("fill", [(10, 200, 30), (77,)], ids=["RGB", "L"])
+def test_a_crop_larger_than_the_image_pads_with_the_fill_colour_on_both_paths(fill: tuple[int, ...]) -> None:
+    """chelsea (300 x 451) cropped to 350 x 400: 25 rows of fill above and below, on numpy,
+    PIL and uint8 tensors (one image and a batch) alike; without a fill, zeros."""
+    spec = _border_spec("contain", (8, 8), (350, 400), fill)
+    spec = replace(spec, resize_size=None, resize_mode=None, interpolation=None, antialias=None)
+    image = np.array(Image.fromarray(_photo("chelsea")).convert(spec.channel_order))
+    got = preprocess_numpy(spec, image)
+    colour = (np.asarray(fill, np.float32)[:, None, None] / 255 - 0.5) / 0.25
+    for rows in (got[:, :25], got[:, -25:]):
+        np.testing.assert_array_equal(rows, np.broadcast_to(colour, rows.shape))
+    assert not np.allclose(got[:, 25], colour)  # the photograph starts there
+    np.testing.assert_array_equal(got[:, 25:-25], preprocess_numpy(replace(spec, crop_size=(300, 400)), image))
+    pipeline = to_torchvision(spec)
+    tensor = _tensor(image)
+    for inputs in (Image.fromarray(image), tensor, tensor[None].expand(2, -1, -1, -1)):
+        want = pipeline(inputs)
+        for sample in want if want.ndim == 4 else [want]:
+            assert _errors(spec, got, sample)[0] <= FLOAT_EPS
+    zeros = preprocess_numpy(replace(spec, pad_fill=None), image)
+    np.testing.assert_array_equal(zeros[:, :25], np.full_like(zeros[:, :25], -2.0))  # (0 - 0.5) / 0.25
+
+
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 @pytest.mark.parametrize("size", [(128, 171), (700, 900)])
 def test_resizing_without_antialiasing_interpolates_as_torch_does_tensors(interpolation, size) -> None:
@@ -377,12 +473,13 @@ def test_spec_sizes_are_bounded_and_huge_values_not_echoed(change: dict, message
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
 
 
-def test_a_resize_to_more_than_the_pixel_limit_is_refused_before_allocating() -> None:
-    """A shorter-side resize of a long thin image: 8192 x (8192 * 2000) pixels."""
-    spec = PreprocessSpec(kind="classification", resize_size=(8192,), resize_mode="shorter_side",
+@pytest.mark.parametrize("size, mode", [((8192,), "shorter_side"), ((8192, 8192), "cover")])
+def test_a_resize_to_more_than_the_pixel_limit_is_refused_before_allocating(size, mode) -> None:
+    """A shorter-side or cover resize of a long thin image: 8192 x (8192 * 2000) pixels."""
+    spec = PreprocessSpec(kind="classification", resize_size=size, resize_mode=mode,
                           interpolation="bilinear", antialias=True)
-    with pytest.raises(UsageError, match=r"the 2000 x 1 image resized to \[8192\] is 16384000 x 8192 pixels, "
-                                         r"more than zoo's limit of 67108864 \(8192 x 8192\)"):
+    with pytest.raises(UsageError, match=re.escape(f"the 2000 x 1 image resized to {list(size)} is 16384000 x 8192 "
+                                                   "pixels, more than zoo's limit of 67108864 (8192 x 8192)")):
         preprocess_numpy(spec, np.zeros((1, 2000), np.uint8))
 
 

@@ -9,9 +9,9 @@ without torch. Importing this module does not import torch.
 
 The steps, in order: bring the image to 8 bits per channel (`to_8bit`: 16-bit and
 float images as torchvision's ``to_dtype(torch.uint8, scale=True)`` scales them);
-convert to `channel_order`; resize; center crop (padding with zeros where the crop is
-larger); scale uint8 pixels to `value_range`; subtract `mean` and divide by `std` per
-channel.
+convert to `channel_order`; resize; center crop (padding with `pad_fill`, zeros by
+default, where the crop is larger); scale uint8 pixels to `value_range`; subtract `mean`
+and divide by `std` per channel.
 
 Specs and images are untrusted input (a spec travels inside a model file): every
 size is bounded before anything is allocated, resize and crop sides by `MAX_SIDE`
@@ -40,13 +40,21 @@ LAYOUTS = {kind: "CTHW" if kind == "video" else "CHW" for kind in KINDS}
 IMAGES_PER_CALL = {"classification": 1, "detection": 1, "segmentation": 1, "optical_flow": 2}
 #: torchvision's `InterpolationMode` values that its presets can use on tensors.
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
+#: The resize mode torchvision's presets mean by a size of each length.
 RESIZE_MODES = {1: "shorter_side", 2: "exact"}
+#: Resize modes that keep the aspect ratio to a box ``(h, w)``, as timm's `ResizeKeepRatio`
+#: with ``longest=1`` (contain, its border crop) and ``longest=0`` (cover, its non-square center crop).
+KEEP_RATIO_MODES = ("contain", "cover")
+#: Every resize mode a size of each length may have.
+RESIZE_MODE_CHOICES = {1: (RESIZE_MODES[1],), 2: (RESIZE_MODES[2], *KEEP_RATIO_MODES)}
 CHANNEL_ORDERS = ("RGB", "L")
 #: Largest resize or crop side a spec may ask for (torchvision's presets use at most 1024).
 MAX_SIDE = 8192
 #: Largest image, in pixels, that is read or made by resizing: 8192 x 8192 (64 Mpx, below
 #: Pillow's own decompression-bomb limit of about 89 Mpx).
 MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+#: Fields added after the first version, which `PreprocessSpec.to_json` leaves out while None.
+_LATER_FIELDS = ("pad_fill",)
 #: Longest JSON text of a rejected value that an error message quotes.
 _SHOWN_CHARS = 60
 #: Pillow's 16-bit modes; "I" (32-bit) is taken as 16-bit when its values fit.
@@ -69,11 +77,18 @@ class PreprocessSpec:
 
     - `kind`: one of `KINDS`. Classification, detection and segmentation take one
       image; video one clip of frames; optical_flow a pair of images.
-    - `resize_size`: ``(n,)`` resizes the shorter side to n keeping the aspect ratio
-      (the longer side rounded down, as torchvision does); ``(h, w)`` resizes to
-      exactly that; None does not resize. `resize_mode` names which:
-      ``"shorter_side"``, ``"exact"`` or None.
+    - `resize_size`, `resize_mode`: how to resize, or both None not to. ``(n,)`` with
+      ``"shorter_side"``: the shorter side to n keeping the aspect ratio (the longer
+      side rounded down, as torchvision does). ``(h, w)`` with ``"exact"``: to exactly
+      h x w; with ``"contain"``: keeping the aspect ratio, the largest size within
+      h x w; with ``"cover"``: the smallest that covers h x w. Contain and cover
+      scale both sides by one ratio and round each to the nearest integer (half to
+      even, at least 1), as timm's `ResizeKeepRatio` does.
     - `crop_size`: ``(h, w)`` of a center crop, or None.
+    - `pad_fill`: the uint8 colour (one integer 0..255 per channel of `channel_order`)
+      that the center crop pads with where it is larger than the image, e.g. timm's
+      border crop's mean colour; None pads with zeros, as torchvision does. None
+      without a crop. Added after the first version: `to_json` writes it only when set.
     - `interpolation` (one of `INTERPOLATIONS`) and `antialias`: how to resize; both
       None when there is no resize. PIL images are always antialiased, as in torchvision.
     - `mean`, `std`: per channel, on values in `value_range`; both None: no normalisation.
@@ -86,6 +101,7 @@ class PreprocessSpec:
     resize_size: tuple[int, ...] | None = None
     resize_mode: str | None = None
     crop_size: tuple[int, int] | None = None
+    pad_fill: tuple[int, ...] | None = None
     interpolation: str | None = None
     antialias: bool | None = None
     mean: tuple[float, ...] | None = None
@@ -95,7 +111,7 @@ class PreprocessSpec:
     layout: str = "CHW"
 
     def __post_init__(self) -> None:
-        for name in ("resize_size", "crop_size", "mean", "std", "value_range"):
+        for name in ("resize_size", "crop_size", "pad_fill", "mean", "std", "value_range"):
             value = getattr(self, name)
             if value is None and name != "value_range":
                 continue
@@ -110,11 +126,12 @@ class PreprocessSpec:
             raise _invalid("resize_size", self.resize_size,
                            f"[n] (shorter side), [h, w] (integers from 1 to {MAX_SIDE}) or null")
         _check_choice("resize_mode", self.resize_mode,
-                      (RESIZE_MODES[len(self.resize_size)],) if resizes else (None,))
+                      RESIZE_MODE_CHOICES[len(self.resize_size)] if resizes else (None,))
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS if resizes else (None,))
         _check_choice("antialias", self.antialias, (True, False) if resizes else (None,))
         if self.crop_size is not None and not (len(self.crop_size) == 2 and _sides(self.crop_size)):
             raise _invalid("crop_size", self.crop_size, f"[h, w] of integers from 1 to {MAX_SIDE} or null")
+        self._check_pad_fill()
         channels = f"{len(self.channel_order)} numbers, one per channel of {self.channel_order!r}"
         if (self.mean is None) != (self.std is None):
             missing = "mean" if self.mean is None else "std"
@@ -130,9 +147,23 @@ class PreprocessSpec:
             raise _invalid("value_range", self.value_range, "[low, high] with low < high")
         object.__setattr__(self, "value_range", (low, high))
 
+    def _check_pad_fill(self) -> None:
+        if self.pad_fill is None:
+            return
+        if self.crop_size is None:
+            raise _invalid("pad_fill", self.pad_fill, "null: it colours a center crop's padding, and there is no crop")
+        count = len(self.channel_order)
+        if not (len(self.pad_fill) == count and _integers(self.pad_fill, 0, 255)):
+            raise _invalid("pad_fill", self.pad_fill,
+                           f"{count} integers from 0 to 255, one per channel of {self.channel_order!r}, or null")
+
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON data, every field present: tuples become lists."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain JSON data, tuples as lists: every field, except those of `_LATER_FIELDS` left at None.
+
+        A spec that does not use a later field thus reads in the versions before it.
+        """
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if not (v is None and k in _LATER_FIELDS)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PreprocessSpec:
@@ -180,7 +211,12 @@ def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
 
 def _sides(values: tuple[Any, ...]) -> bool:
     """Every value is an image side zoo accepts: an integer from 1 to `MAX_SIDE`."""
-    return all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in values)
+    return _integers(values, 1, MAX_SIDE)
+
+
+def _integers(values: tuple[Any, ...], low: int, high: int) -> bool:
+    """Every value is an integer (not a bool) from `low` to `high`."""
+    return all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in values)
 
 
 def _floats(name: str, values: tuple[Any, ...], count: int, accepted: str) -> tuple[float, ...]:
@@ -221,7 +257,7 @@ def preprocess_image(spec: PreprocessSpec, image: Image.Image | np.ndarray) -> n
 def _preprocess_image(spec: PreprocessSpec, image: Image.Image | np.ndarray) -> np.ndarray:
     pixels = _resize(_pil_image(image, spec.channel_order), spec)
     if spec.crop_size is not None:
-        pixels = _center_crop(pixels, spec.crop_size)
+        pixels = _center_crop(pixels, spec.crop_size, spec.pad_fill or 0)
     out = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
     normalisation = spec.normalisation()
     if normalisation is not None:
@@ -282,7 +318,7 @@ def to_8bit(image: Image.Image) -> Image.Image:
 
 def _resize(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """`image` resized per `spec`, as uint8 H x W x C."""
-    size = _resized_size(image.height, image.width, spec)
+    size = resized_size(image.height, image.width, spec)
     if size == (image.height, image.width):
         return _hwc(image)
     height, width = size
@@ -302,12 +338,20 @@ def _hwc(image: Image.Image) -> np.ndarray:
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def _resized_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
-    """torchvision's `_compute_resized_output_size`: the longer side is rounded down."""
+def resized_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """``(height, width)`` of a `height` x `width` image after `spec`'s resize.
+
+    Shorter side: torchvision's `_compute_resized_output_size`, the longer side rounded
+    down. Contain and cover: timm's `ResizeKeepRatio.get_params`, in its arithmetic.
+    """
     if spec.resize_size is None:
         return height, width
     if spec.resize_mode == "exact":
         return spec.resize_size[0], spec.resize_size[1]
+    if spec.resize_mode in KEEP_RATIO_MODES:
+        ratios = (height / spec.resize_size[0], width / spec.resize_size[1])
+        ratio = max(ratios) if spec.resize_mode == "contain" else min(ratios)
+        return max(round(height / ratio), 1), max(round(width / ratio), 1)
     short_side = spec.resize_size[0]
     if width <= height:
         return int(short_side * height / width), short_side
@@ -339,8 +383,9 @@ def _cubic(d: np.ndarray, a: float = -0.75) -> np.ndarray:
     return np.where(d <= 1, near, far)
 
 
-def _center_crop(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """torchvision's `center_crop`: pad with zeros where the crop is larger, then crop.
+def _center_crop(pixels: np.ndarray, size: tuple[int, int], fill: int | tuple[int, ...]) -> np.ndarray:
+    """torchvision's `center_crop` (timm's `center_crop_or_pad` with a colour): pad with
+    `fill` (per channel) where the crop is larger, then crop.
 
     On each axis a larger crop pads (c - n) // 2 before and the rest after; a smaller
     one starts at ``round((n - c) / 2)`` (Python's rounding, half to even).
@@ -350,6 +395,11 @@ def _center_crop(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         start = -((c - n) // 2) if c > n else int(round((n - c) / 2.0))
         starts.append(max(start, 0))
         padding.append((max(-start, 0), max(start + c - n, 0)))
-    pixels = np.pad(pixels, [*padding, (0, 0)])
+    if any(map(any, padding)):
+        (top, bottom), (left, right) = padding
+        height, width, channels = pixels.shape
+        padded = np.full((top + height + bottom, left + width + right, channels), fill, dtype=np.uint8)
+        padded[top : top + height, left : left + width] = pixels
+        pixels = padded
     (top, left), (height, width) = starts, size
     return pixels[top : top + height, left : left + width]

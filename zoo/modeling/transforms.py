@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from zoo.errors import UsageError
-from zoo.preprocessing import LAYOUTS, RESIZE_MODES, PreprocessSpec, to_8bit
+from zoo.preprocessing import KEEP_RATIO_MODES, LAYOUTS, RESIZE_MODES, PreprocessSpec, resized_size, to_8bit
 
 if TYPE_CHECKING:
     import torch
@@ -85,17 +85,21 @@ def to_torchvision(spec: PreprocessSpec) -> Callable[..., Any]:
     Takes what the preset takes (a PIL image or a uint8 tensor, batched or not; a
     T x C x H x W clip for video; two images for optical flow) and returns the same
     float tensor(s). PIL images are first brought to 8 bits (`to_8bit`) and converted
-    to `channel_order`, which the presets leave to the caller.
+    to `channel_order`, which the presets leave to the caller. The contain and cover
+    resizes and a center crop's `pad_fill` are timm's `ResizeKeepRatio` and
+    `CenterCropOrPad`, which the presets do not have.
     """
     import torch
     from torchvision.transforms import InterpolationMode, v2
 
     steps: list[Callable[[Any], Any]] = [_pil_to_8bit, v2.RGB() if spec.channel_order == "RGB" else v2.Grayscale(1)]
     if spec.resize_size is not None:
-        mode = InterpolationMode(spec.interpolation)
-        steps.append(partial(_resize_like_presets, list(spec.resize_size), mode, spec.antialias))
+        resize = partial(_resize_like_presets, mode=InterpolationMode(spec.interpolation), antialias=spec.antialias)
+        keeps_ratio = spec.resize_mode in KEEP_RATIO_MODES
+        steps.append(partial(_resize_keeping_ratio, spec, resize) if keeps_ratio else
+                     partial(resize, list(spec.resize_size)))
     if spec.crop_size is not None:
-        steps.append(v2.CenterCrop(list(spec.crop_size)))
+        steps.append(partial(_center_crop_or_pad, list(spec.crop_size), list(spec.pad_fill or (0,))))
     steps += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
     normalisation = spec.normalisation()
     if normalisation is not None:
@@ -111,7 +115,7 @@ def _pil_to_8bit(image: Any) -> Any:
     return to_8bit(image) if isinstance(image, Image.Image) else image
 
 
-def _resize_like_presets(size: list[int], mode: Any, antialias: bool, image: Any) -> Any:
+def _resize_like_presets(size: list[int], image: Any, *, mode: Any, antialias: bool) -> Any:
     """Resize as the presets' (v1) functional does: uint8 tensors in float32, rounded back.
 
     v2 resizes uint8 tensors with kernels of its own that round differently (and,
@@ -124,6 +128,26 @@ def _resize_like_presets(size: list[int], mode: Any, antialias: bool, image: Any
         resized = F.resize(image.float(), size, interpolation=mode, antialias=antialias)
         return resized.clamp_(0, 255).round_().to(torch.uint8)
     return F.resize(image, size, interpolation=mode, antialias=antialias)
+
+
+def _resize_keeping_ratio(spec: PreprocessSpec, resize: Callable[[list[int], Any], Any], image: Any) -> Any:
+    """`resize` to the size that `resized_size` gives for this image (contain and cover depend on its shape)."""
+    from torchvision.transforms.v2 import functional as F
+
+    return resize(list(resized_size(*F.get_size(image), spec)), image)
+
+
+def _center_crop_or_pad(size: list[int], fill: list[int], image: Any) -> Any:
+    """torchvision's `center_crop`, padding with `fill` (per channel) rather than zeros
+    where the crop is larger, as timm's `center_crop_or_pad` does: (c - n) // 2 before, the rest after."""
+    from torchvision.transforms.v2 import functional as F
+
+    (height, width), (crop_height, crop_width) = F.get_size(image), size
+    pad_height, pad_width = max(crop_height - height, 0), max(crop_width - width, 0)
+    if pad_height or pad_width:
+        padding = [pad_width // 2, pad_height // 2, pad_width - pad_width // 2, pad_height - pad_height // 2]
+        image = F.pad(image, padding, fill=fill)
+    return F.center_crop(image, size)
 
 
 def _frames_after_channels(clip: torch.Tensor) -> torch.Tensor:

@@ -679,7 +679,7 @@ def _input_shape(path: Path, shape: Sequence[Any]) -> list[int | str | None]:
 
 def _resized_to(spec: PreprocessSpec, size: tuple[int, int]) -> PreprocessSpec:
     """`spec` resizing straight to `size` (height, width) instead of its own resize and crop."""
-    return replace(spec, resize_size=size, resize_mode="exact", crop_size=None,
+    return replace(spec, resize_size=size, resize_mode="exact", crop_size=None, pad_fill=None,
                    interpolation=spec.interpolation or "bilinear",
                    antialias=True if spec.antialias is None else spec.antialias)
 
