@@ -1,7 +1,13 @@
 """torch.hub entry points: one for every model in the zoo's catalog.
 
     torch.hub.load("path/to/zoo", "resnet50", source="local", weights="DEFAULT")
-    torch.hub.list("path/to/zoo", source="local")
+    torch.hub.load("OWNER/REPO", "resnet50", weights="DEFAULT")    # the repository on GitHub
+    torch.hub.list("OWNER/REPO")                                    # the entries: zoo.list_models()
+
+torch.hub.list has no ``source`` argument (torch 2.x: ``list(github, force_reload,
+skip_validation, trust_repo, verbose)``): it reads GitHub repositories only, from
+torch.hub's cache (``$TORCH_HOME/hub/OWNER_REPO_REF``) once downloaded. A local checkout
+has no torch.hub.list; its entries are `zoo.list_models()`.
 
 Each entry is `zoo.get_model` for one registered name, so torch.hub and the zoo's
 own lookups give the same model, with weights fetched and verified the same way.

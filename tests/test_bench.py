@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +118,40 @@ def test_bad_arguments_fail_before_any_work(synced_catalog: str, tmp_path: Path)
         bench(tmp_path / "missing.onnx")
     with pytest.raises(UnknownModelError, match="digits_cnn"):
         bench("digits_cn")
+
+
+def test_a_killed_bench_leaves_a_folder_the_next_bench_removes(synced_catalog: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench killed while its export is being verified (as a timeout kills it) leaves its work folder, the
+    export's staging folder inside; the next bench removes it (`zoo.outputs.scratch_folder`)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    code = ("import sys\nimport zoo.export\n"
+            "def verifying(*args, **kwargs):\n"
+            "    print('verifying', flush=True)\n"
+            "    sys.stdin.readline()\n"  # killed here
+            "zoo.export._verify = verifying\n"
+            "from zoo.tools.bench import bench\n"
+            "bench('digits_cnn', warmup=0, iterations=1, int8=False)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporary)})
+    try:
+        said = child.stdout.readline()
+        assert said == "verifying\n", child.communicate()[1]
+    finally:
+        child.kill()
+        child.wait()
+    (left,) = zoo_bench_entries(temporary, folders=True)
+    staging = [p for p in left.iterdir() if p.is_dir()]  # export_onnx's folder, with the export being verified
+    assert [p.name[:17] for p in staging] == [".digits_cnn.onnx."] and (staging[0] / "digits_cnn.onnx").is_file()
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    done = bench("digits_cnn", warmup=0, iterations=1, int8=False)
+    assert [r.engine for r in done.rows] == ["eager", "onnxruntime"]
+    assert not left.exists() and zoo_bench_entries(temporary) == []  # its lock file too; torch's caches stay
+
+
+def zoo_bench_entries(folder: Path, folders: bool = False) -> list[Path]:
+    """What bench keeps in `folder` (the temporary folder): its work folders (only those, with `folders`), their
+    lock files and the lock of making them."""
+    return [p for p in folder.iterdir() if "zoo-bench" in p.name and (p.is_dir() or not folders)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+from pathlib import Path
 
 import torch
 
@@ -15,13 +16,18 @@ def hub_load(name: str, **kwargs):
     return torch.hub.load(str(ROOT), name, source="local", **kwargs)
 
 
-def test_hub_offers_every_registered_model(synced_catalog: str) -> None:
-    # torch.hub.list reads GitHub repos only; it lists a hubconf's public callables, as here.
+def test_hub_offers_every_registered_model(synced_catalog: str, isolated_cache: Path) -> None:
+    """torch.hub.list, as torch has it (no ``source``: GitHub repositories only), on this repository as torch.hub
+    keeps a downloaded one: in its cache as OWNER_REPO_REF (no network with the ref given and the copy there)."""
+    hub = Path(torch.hub.get_dir())
+    hub.mkdir(parents=True)
+    (hub / "someone_zoo_main").symlink_to(ROOT, target_is_directory=True)
+    entries = torch.hub.list("someone/zoo:main", trust_repo=True, verbose=False)
+    assert sorted(entries) == zoo.list_models() and "resnet50" in entries and "digits_cnn" in entries
+    assert torch.hub.help("someone/zoo:main", "resnet50", trust_repo=True).startswith("resnet50 from the zoo")
     spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
-    entries = [n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")]
-    assert sorted(entries) == zoo.list_models()
     assert hubconf.dependencies == ["torch", "torchvision", "zoo"]
 
 

@@ -78,7 +78,7 @@ def test_a_newcomer_leaves_torchvision_names_alone(shadowed) -> None:
     assert zoo.list_models(plugin="torchvision") == tvm.list_models()
     assert zoo.list_models("resnet50") == ["resnet50", "shadow/resnet50"]
     assert zoo.list_models("shadow/*") == ["shadow/resnet50", "shadow_tagged"]
-    assert zoo.get_model_builder("resnet50").__wrapped__ is tvm.resnet50
+    assert zoo.get_model_builder("resnet50") is tvm.resnet50
     assert zoo.get_weight("ResNet50_Weights.IMAGENET1K_V2") is tvm.ResNet50_Weights.IMAGENET1K_V2
     assert zoo.get_weight("resnet50.DEFAULT") is tvm.ResNet50_Weights.DEFAULT
 

@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from zoo.errors import UsageError
-from zoo.outputs import file_lock, staged_output
+from zoo.outputs import file_lock, scratch_folder, staged_output
 
 
 def _onnx_bytes(props: dict[str, str]) -> bytes:
@@ -288,3 +288,55 @@ def test_a_lock_that_cannot_be_created_is_an_error_not_a_wait(tmp_path: Path) ->
             f"with file_lock(Path({str(blocker / 'x.onnx')!r})):\n    pass\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "NotADirectoryError" in done.stderr, done.stderr
+
+
+def _scratch_owner(parent: Path) -> subprocess.Popen[str]:
+    """A process in a `scratch_folder` of `parent` (prefix zoo-test) with a file in it, which prints the folder's
+    path once it is there and then waits for a line on its stdin before it ends."""
+    code = ("import sys\nfrom pathlib import Path\nfrom zoo.outputs import scratch_folder\n"
+            f"with scratch_folder('zoo-test', Path({str(parent)!r})) as work:\n"
+            "    (work / 'model.onnx').write_bytes(b'x' * 100_000)\n"
+            "    print(work, flush=True)\n"
+            "    sys.stdin.readline()\n")
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _folder_of(owner: subprocess.Popen[str]) -> Path:
+    """The scratch folder `owner` says it made (its first line: written once the folder is there)."""
+    line = owner.stdout.readline()
+    assert line, owner.communicate()[1]
+    return Path(line.strip())
+
+
+def test_a_scratch_folder_of_a_killed_run_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    owner = _scratch_owner(tmp_path)
+    try:
+        left = _folder_of(owner)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert left.parent == tmp_path and left.name.startswith("zoo-test-") and (left / "model.onnx").is_file()
+    (tmp_path / "zoo-test-backup").mkdir()  # not one of ours: a name mkdtemp cannot make
+    (tmp_path / "zoo-test-abcd1234").write_text("a file, not a run's folder")
+    with scratch_folder("zoo-test", tmp_path) as mine:
+        assert not left.exists() and mine.is_dir()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [mine.name, f".{mine.name}.lock", "zoo-test-backup", "zoo-test-abcd1234"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo-test-abcd1234", "zoo-test-backup"]
+
+
+def test_a_scratch_folder_of_a_live_run_is_left_alone(tmp_path: Path) -> None:
+    owner = _scratch_owner(tmp_path)
+    try:
+        live = _folder_of(owner)
+        with scratch_folder("zoo-test", tmp_path) as mine:
+            assert mine != live
+            assert (live / "model.onnx").is_file()
+        assert (live / "model.onnx").is_file()
+        _, err = owner.communicate("done\n", timeout=60)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert owner.returncode == 0, err
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,11 @@ model) goes through `staged_output`:
 - a lock per path (`file_lock`) is held meanwhile, and under it the folders of dead
   writers to the same path are removed.
 
+A run's scratch files that are no output (`zoo bench`'s export and int8 model) go in a
+`scratch_folder`, ``PREFIX-XXXXXXXX`` in the temporary folder, removed when the run ends;
+one a killed run leaves is removed by the next run of the same prefix (the same rule: its
+owner held its lock while it lived).
+
 Every other file zoo keeps (a weights file in the cache, a blob of the artifact store, an
 upload the service checks) is written by `write_atomically`: the bytes stream into a
 temporary file in the target's folder, hashed (SHA-256) and counted on the way, checked
@@ -42,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from filelock import FileLock, UnixFileLock
+from filelock import FileLock, Timeout, UnixFileLock
 
 from zoo import metadata
 from zoo.errors import ArtifactTooLargeError, HashMismatchError, UsageError, ZooError, excerpt
@@ -61,10 +66,13 @@ _NO_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}
 CHUNK = 1 << 20
 #: A full SHA-256 as zoo writes it everywhere: 64 lowercase hex digits.
 FULL_HASH = re.compile(r"[0-9a-f]{64}")
+#: What `tempfile` adds to a name to make it unique: 8 of these characters.
+_UNIQUE = "[a-z0-9_]{8}"
 
 
 @contextlib.contextmanager
-def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = None) -> Iterator[bool]:
+def file_lock(target: Path, *, optional: bool = False, wait: bool = True,
+              leftovers: str | None = None) -> Iterator[bool]:
     """Hold an exclusive lock on `target` (the file ``.NAME.lock`` beside it, removed afterwards).
 
     One holder at a time, across processes and threads, by `filelock` (flock on Unix,
@@ -73,9 +81,11 @@ def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = N
     unlinked file notices and locks a new one. Windows removes it on release. With
     `optional`, a folder where the lock file cannot be made (a read-only cache) is used
     without a lock (yielding False); otherwise that raises `OSError`, as does a lock
-    path that is not a regular file. `leftovers`, a regular expression, names the
-    scratch files and folders that holders of this lock make beside `target`: those it
-    matches in full are removed once the lock is held, since whoever made them is gone.
+    path that is not a regular file. Without `wait`, a lock another holder has is not
+    waited for: the block runs without it (yielding False). `leftovers`, a regular
+    expression, names the scratch files and folders that holders of this lock make beside
+    `target`: those it matches in full are removed once the lock is held, since whoever
+    made them is gone.
     """
     lock_path = target.with_name(f".{target.name}.lock")
     # No soft fallback (where flock is missing): unlinking a soft lock's marker would release it.
@@ -84,7 +94,10 @@ def file_lock(target: Path, *, optional: bool = False, leftovers: str | None = N
         # Made (or opened) first, as filelock opens it (never through a symbolic link): filelock waits for ever
         # on a lock file that cannot be created.
         os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644))
-        lock.acquire()
+        lock.acquire(blocking=wait)
+    except Timeout:  # held by another, and not waited for (a TimeoutError: an OSError, so first)
+        yield False
+        return
     except OSError:
         if not optional:
             raise
@@ -328,7 +341,7 @@ def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what
         raise _unwritable(target, exc) from None
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(file_lock(target, leftovers=rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp"))
+            stack.enter_context(file_lock(target, leftovers=rf"\.{re.escape(target.name)}\.{_UNIQUE}\.tmp"))
         except OSError as exc:
             raise _unwritable(target, exc) from None
         before = _permitted(target, overwrite, what)
@@ -343,6 +356,42 @@ def staged_output(path: str | os.PathLike[str], *, overwrite: bool = False, what
             if (work / companion.name).is_file():
                 _publish(work / companion.name, companion, _permitted(companion, overwrite, what, owner=target))
         _publish(work / target.name, target, before)
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A new private folder ``PREFIX-XXXXXXXX`` in `parent` (default: the temporary folder) for one run's
+    scratch files, removed with what it holds when the block ends.
+
+    A run killed in its block (SIGKILL, a timeout) cannot remove its folder; the next `scratch_folder` of
+    the same `prefix` in `parent` does, by `file_lock`'s rule for the leftovers of a lock's dead holders:
+    each run holds the lock of its folder's path while it lives, so a folder whose lock can be taken at
+    once has no living owner. Folders are made and locked, and the dead ones removed, under the lock of
+    ``parent / prefix``, so that no folder is seen between its making and its locking. Where that lock
+    cannot be made (a shared folder, another user's lock file), nothing is removed.
+    """
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    with contextlib.ExitStack() as stack:
+        with file_lock(parent / prefix, optional=True) as held:
+            if held:
+                _remove_dead_owners(parent, re.compile(rf"{re.escape(prefix)}-{_UNIQUE}"))
+            work = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
+            stack.callback(shutil.rmtree, work, ignore_errors=True)  # last, also if the lock cannot be had
+            stack.enter_context(file_lock(work))
+        yield work
+
+
+def _remove_dead_owners(parent: Path, owned: re.Pattern[str]) -> None:
+    """Remove the folders in `parent` whose names `owned` matches in full and whose owners are gone: a folder
+    whose lock can be taken at once is removed as the leftover of that lock (`file_lock`)."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        if owned.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            with file_lock(parent / entry.name, optional=True, wait=False, leftovers=re.escape(entry.name)):
+                pass
 
 
 def _check_name(target: Path, what: str) -> None:

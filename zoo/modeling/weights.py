@@ -7,9 +7,14 @@ whose hash `zoo.fetch.read_verified` checked, with ``torch.load(weights_only=Tru
 or safetensors, so no weights file runs code.
 
 torchvision's builders load their weights themselves (``WeightsEnum.get_state_dict``,
-a pickle load through torch.hub). Within `loading_through`, which `zoo.build_model`
-wraps around a build, that call of any weights enum, torchvision's included, is
-answered by the zoo's loader instead; outside it torchvision behaves as it always does.
+a pickle load through torch.hub). That call of any weights enum, torchvision's included,
+is answered by the zoo's loader instead: within `loading_through`, which `zoo.build_model`
+wraps around a build, by the block's loader; elsewhere by the process's loader once one is
+set by `load_through_everywhere`, which `zoo.get_model_builder` does when it hands out a
+plugin's own builder function (torchvision's ``resnet50`` itself, as torchvision's
+``get_model_builder`` returns it, so the zoo cannot wrap it). Until then torchvision
+behaves as it always does. The loaders come from `zoo.registry` (the zoo's verified
+loading, with the catalog), which imports this module, not the other way round.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from zoo.fetch import Loaded, WeightsFile, read_verified
 StateDictLoader = Callable[[torchvision.models.WeightsEnum, bool], dict[str, Any]]
 
 _LOADER: ContextVar[StateDictLoader | None] = ContextVar("zoo_state_dict_loader", default=None)
+_EVERYWHERE: StateDictLoader | None = None  # `load_through_everywhere`'s
 _TORCHVISION_GET_STATE_DICT = torchvision.models.WeightsEnum.get_state_dict
 _SNIFFED = 9  # bytes of a file that tell safetensors (`_is_safetensors`)
 
@@ -51,7 +57,7 @@ class WeightsEnum(torchvision.models.WeightsEnum):
     """A torchvision weights enum whose state dicts the zoo loads (verified, no code run)."""
 
     def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        loader = _LOADER.get() or _load_member
+        loader = _loader() or _load_member
         return loader(self, kwargs.get("progress", True))
 
 
@@ -65,9 +71,22 @@ def loading_through(loader: StateDictLoader) -> Iterator[None]:
         _LOADER.reset(token)
 
 
+def load_through_everywhere(loader: StateDictLoader) -> None:
+    """From now on, in every thread of this process, every ``get_state_dict`` call outside a `loading_through`
+    block is `loader`'s (torchvision's builders called directly included): for builders the zoo hands out
+    unwrapped. `loader` is expected to find its catalog when it is called (`zoo.context.current`)."""
+    global _EVERYWHERE
+    _EVERYWHERE = loader
+
+
+def _loader() -> StateDictLoader | None:
+    """Who answers a ``get_state_dict`` call here: `loading_through`'s loader, else `load_through_everywhere`'s."""
+    return _LOADER.get() or _EVERYWHERE
+
+
 def _get_state_dict(self: torchvision.models.WeightsEnum, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """torchvision's ``get_state_dict``: the zoo's loader within `loading_through`, else torchvision's own."""
-    loader = _LOADER.get()
+    """torchvision's ``get_state_dict``: the zoo's loader (`_loader`) when there is one, else torchvision's own."""
+    loader = _loader()
     if loader is None:
         return _TORCHVISION_GET_STATE_DICT(self, *args, **kwargs)
     return loader(self, kwargs.get("progress", True))

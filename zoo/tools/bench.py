@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import tempfile
 import time
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import UsageError, ZooError, excerpt, first_line
+from zoo.outputs import scratch_folder
 from zoo.shapes import check_size, dims_text
 from zoo.text import table
 
@@ -145,9 +144,10 @@ def bench(
 ) -> BenchResult:
     """Time `name_or_onnx` (a catalog name, or an exported ``.onnx`` file) on every engine at every batch size.
 
-    A name is exported to a temporary directory with `zoo.export.export_onnx`
-    (random weights unless `weights`); a file is benchmarked as it is, with eager
-    PyTorch only when its metadata names a catalog model. `providers` picks ONNX
+    A name is exported with `zoo.export.export_onnx` (random weights unless `weights`)
+    to a temporary folder, ``zoo-bench-XXXXXXXX`` (`zoo.outputs.scratch_folder`: removed
+    afterwards, or by the next run when a run is killed); a file is benchmarked as it is, with
+    eager PyTorch only when its metadata names a catalog model. `providers` picks ONNX
     Runtime's execution providers (`zoo.runtime.select_providers`; default CUDA
     when available, else CPU). int8 is calibrated on the images at `calibration`
     when given, else on scikit-image's sample photographs, and is skipped (with a
@@ -162,8 +162,7 @@ def bench(
     images, calibration_info = _calibration_images(calibration) if int8 else ([], None)
     notes: list[str] = []
 
-    work = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
-    try:
+    with scratch_folder("zoo-bench") as work:
         float_path, source = _float_model(name_or_onnx, weights, work)
         meta = _metadata(float_path)
         engines = _engines(float_path, meta, chosen, weights, threads, int8, images, fp16, work, notes)
@@ -171,8 +170,6 @@ def bench(
         with _torch_threads(threads):
             rows = [row for batch in batch_sizes
                     for row in _measure(engines, (batch, *shape[1:]), warmup, iterations)]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     settings = {"threads": threads, "warmup": warmup, "iterations": iterations, "rounds": min(ROUNDS, iterations),
                 "input_shape": ["N", *shape[1:]], "batches": list(batch_sizes), "providers": chosen}
     return BenchResult(
