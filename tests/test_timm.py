@@ -61,7 +61,7 @@ def test_every_architecture_is_a_model_and_every_tag_its_weights(specs: dict[str
     tagged = {f"{name}.{w.member}" for name, spec in specs.items() for w in spec.weights}
     assert tagged == set(timm.list_models(pretrained=True))
     for name, spec in specs.items():
-        assert (spec.builder, spec.builder_args, spec.weights_enum) == ("timm:create_model", {"model_name": name}, None)
+        assert (spec.builder, spec.builder_args, spec.weights_enum) == ("zoo_timm.build:create", {"model_name": name}, None)
         assert spec.input_size == get_pretrained_cfg(name).input_size
         assert spec.tags == (timm.models.model_entrypoint(name).__module__.split(".")[-1],)
         for w in spec.weights:
@@ -140,13 +140,64 @@ def test_preprocessing_equals_timms_eval_transform(tag: str, expected: tuple, ph
     np.testing.assert_allclose(to_torchvision(spec)(image).numpy(), reference, rtol=0, atol=1e-6)
 
 
-def test_border_crop_is_flagged_not_approximated(specs: dict[str, ModelSpec]) -> None:
-    border = {f"{n}.{w.member}": w for n, s in specs.items() for w in s.weights
-              if get_pretrained_cfg(f"{n}.{w.member}").crop_mode == "border"}
-    assert border
-    for w in border.values():
-        assert w.transforms is None
-        assert w.meta["preprocessing_unsupported"] == "timm crop_mode 'border'"
+#: The tags whose eval transform is timm's border crop (the six deepseek_vit_412m* tags of timm 1.0.31).
+BORDER_TAGS = sorted(tag for tag in timm.list_models(pretrained=True) if get_pretrained_cfg(tag).crop_mode == "border")
+
+
+def _photographs() -> dict[str, Image.Image]:
+    """Three photographs, a tall and a wide crop of one (each pads on another axis) and a small one."""
+    astronaut = skimage.data.astronaut()  # 512 x 512
+    images = {"astronaut": astronaut, "coffee": skimage.data.coffee(), "chelsea": skimage.data.chelsea(),
+              "tall": astronaut[:, 150:330], "wide": astronaut[180:300], "small": astronaut[200:231, 240:263]}
+    return {name: Image.fromarray(image) for name, image in images.items()}
+
+
+def _assert_equals_timm(cfg: dict, images: dict[str, Image.Image]) -> None:
+    """Both paths of the config's spec give timm's own eval transform's output, within float32 rounding."""
+    transform = create_transform(**resolve_data_config({}, pretrained_cfg=cfg))
+    spec = zoo_timm.timm_preprocessing(cfg)
+    for name, image in images.items():
+        reference = transform(image).numpy()
+        np.testing.assert_allclose(preprocess_numpy(spec, image), reference, rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(to_torchvision(spec)(image).numpy(), reference, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_border_crop_tags_have_their_preprocessing(specs: dict[str, ModelSpec]) -> None:
+    entries = {f"{n}.{w.member}": w for n, s in specs.items() for w in s.weights}
+    assert len(BORDER_TAGS) >= 6 and set(BORDER_TAGS) <= set(entries)
+    for tag in BORDER_TAGS:
+        cfg = get_pretrained_cfg(tag)
+        spec = entries[tag].transforms
+        assert (spec.resize_mode, spec.resize_size, spec.crop_size) == ("contain", cfg.input_size[1:], cfg.input_size[1:])
+        assert spec.pad_fill == (128, 128, 128) == tuple(round(255 * m) for m in cfg.mean)  # mean 0.5: 127.5
+    # every tag now has its preprocessing, and none is flagged
+    assert all(w.transforms is not None and "preprocessing_unsupported" not in w.meta for w in entries.values())
+
+
+@pytest.mark.parametrize("tag", BORDER_TAGS)
+def test_border_preprocessing_equals_timms_eval_transform(tag: str) -> None:
+    """Resize the longer side keeping the ratio, pad the rest with the mean colour: exact on both paths."""
+    cfg = vars(get_pretrained_cfg(tag))
+    assert resolve_data_config({}, pretrained_cfg=cfg)["crop_mode"] == "border"
+    photographs = _photographs()
+    reference = create_transform(**resolve_data_config({}, pretrained_cfg=cfg))(photographs["tall"]).numpy()
+    # the tall crop's sides are padded with the mean colour, (128 / 255 - 0.5) / 0.5
+    np.testing.assert_allclose(reference[:, :, 0], 128 / 255 * 2 - 1, rtol=0, atol=1e-6)
+    _assert_equals_timm(cfg, photographs)
+
+
+@pytest.mark.parametrize(("crop_mode", "input_size", "crop_pct", "mean"), [
+    ("border", (3, 224, 288), 0.875, (0.485, 0.456, 0.406)),  # pads one axis and crops the other
+    ("border", (3, 320, 240), 1.1, (0.481, 0.458, 0.408)),  # a crop larger than the box
+    ("center", (3, 224, 288), 0.875, (0.485, 0.456, 0.406)),  # non-square: timm resizes to cover the box
+    ("center", (3, 384, 256), 1.0, (0.5, 0.5, 0.5)),
+])
+def test_non_square_and_border_preprocessing_of_any_config_equals_timms(crop_mode, input_size, crop_pct,
+                                                                       mean) -> None:
+    """Configs no timm 1.0.31 tag has, made from resnet50.a1_in1k's (bicubic)."""
+    cfg = {**vars(get_pretrained_cfg("resnet50.a1_in1k")), "crop_mode": crop_mode, "input_size": input_size,
+           "crop_pct": crop_pct, "mean": mean}
+    _assert_equals_timm(cfg, _photographs())
 
 
 def test_parameter_counts_are_shipped_for_the_installed_timm(specs: dict[str, ModelSpec]) -> None:

@@ -136,6 +136,13 @@ def parse_spec(text: object, *, bare: bool = False) -> Spec:
     return Spec(match["namespace"], match["name"], version, match["alias"])
 
 
+#: timm's prefix of a Hugging Face repository as a model or weights name (``hf-hub:timm/resnet18.a1_in1k``):
+#: the weights whose file is in that repository.
+HF_HUB = "hf-hub:"
+#: Where the files of a Hugging Face repository are, as weights URLs name them (`HF_HUB`).
+HF_FILES = "https://huggingface.co/{repo}/resolve/"
+
+
 def is_spec(text: object) -> bool:
     """Whether `text` is written as a published weights spec (it need not exist)."""
     return isinstance(text, str) and _SPEC.fullmatch(text) is not None

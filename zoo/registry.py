@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ from zoo.errors import (
     WeightsError,
     excerpt,
 )
-from zoo.records import ModelRecord, PublishedWeights, is_spec
+from zoo.records import HF_HUB, ModelRecord, PublishedWeights, is_spec
+from zoo.specs import ADAPTS_WEIGHTS
 from zoo.targets import load_target, target_of
 
 if TYPE_CHECKING:  # zoo.fetch (urllib, http.client) is imported only by the lookups that touch files
@@ -73,16 +75,21 @@ def list_models(
     in a module directly inside it, e.g. ``torchvision.models.detection``; a pattern
     in its place is taken as `include`. `include` and `exclude` are fnmatch patterns
     (a string or a list), matched against the bare name, or the qualified
-    ``PLUGIN/NAME`` for a pattern with a ``/``. The filters run as SQL: `task` (the
+    ``PLUGIN/NAME`` for a pattern with a ``/``; as in torchvision, an empty one (``""``,
+    ``[]``) filters nothing, and a non-empty list keeps the models that any of its
+    patterns match (so ``[""]`` keeps none). The filters run as SQL: `task` (the
     model's, or one of its weights'); `plugin` (namespace, plugin or distribution
     name); `pretrained` (has weights or not); `max_params`; `min_metric`, e.g.
     ``{"acc@1": 75}`` or ``{"ImageNet-1K:acc@1": 75}`` (metric on one dataset), met by
     at least one of the model's weights. A model is listed under the name that
-    reaches it (see the module docstring).
+    reaches it (see the module docstring). torchvision's own answer, its
+    ``list_models(module, include, exclude)``, is ``list_models(module, include, exclude)`` here,
+    and its bare ``list_models()`` is ``list_models(plugin="torchvision")``, while torchvision
+    answers its bare names (the default: ``$ZOO_PREFER`` may give them to another plugin).
     """
     module, include = _module_or_include(module, include)
-    found = current().catalog.names(include, exclude, task=task, plugin=plugin, pretrained=pretrained,
-                                    max_params=max_params, min_metric=min_metric)
+    found = current().catalog.names(include or None, exclude or None, task=task, plugin=plugin,
+                                    pretrained=pretrained, max_params=max_params, min_metric=min_metric)
     return [name for name, builder in found if module is None or _in_module(builder, module)]
 
 
@@ -112,11 +119,25 @@ def list_plugins() -> list[dict[str, Any]]:
 
 
 def get_model_builder(name: str) -> Callable[..., Any]:
-    """The function that builds model `name` (imports its plugin), with the model's builder
-    arguments bound; the weights it loads go through the zoo."""
+    """The function that builds model `name` (imports its plugin); the weights it loads go through the zoo.
+
+    A plugin's builder function, for a model without builder arguments, is returned as it is, as
+    torchvision's ``get_model_builder`` returns it (``get_model_builder("resnet50") is
+    torchvision.models.resnet50``). Its weights still go through the zoo: from then on, every
+    ``get_state_dict`` call of a weights enum in this process is answered by the zoo's verified loading,
+    with the catalog current at that moment (`zoo.modeling.weights.load_through_everywhere`), so also
+    torchvision's builders called directly. Any other builder (builder arguments bound, a class) comes
+    wrapped, so that the state dicts it asks for are loaded by the zoo (`_through_zoo`).
+    """
     catalog = current().catalog
     record = catalog.describe(name)
-    return _through_zoo(_builder(record), catalog, record.hashes)
+    builder = _builder(record)
+    if record.builder_args or not inspect.isfunction(builder):
+        return _through_zoo(builder, catalog, record.hashes)
+    from zoo.modeling.weights import load_through_everywhere
+
+    load_through_everywhere(_verified_with_current_catalog)
+    return builder
 
 
 def _builder(record: ModelRecord) -> Callable[..., Any]:
@@ -137,7 +158,7 @@ def _from_plugin(target: str, record: ModelRecord) -> Any:
 
 def _through_zoo(builder: Callable[..., Any], catalog: Catalog, hashes: Mapping[str, str]) -> Callable[..., Any]:
     """`builder`, except that every state dict it asks for (its weights, torchvision's backbone
-    weights) is read and verified by the zoo: torchvision's own loader never sees a file.
+    weights) is read and verified by the zoo, from `catalog`: torchvision's own loader never sees a file.
     `hashes` are full hashes already known (the record of the model being built)."""
 
     @wraps(builder)
@@ -148,6 +169,14 @@ def _through_zoo(builder: Callable[..., Any], catalog: Catalog, hashes: Mapping[
             return builder(*args, **kwargs)
 
     return build
+
+
+def _verified_with_current_catalog(member: enum.Enum, progress: bool) -> dict[str, Any]:
+    """The state dict of weights `member`, verified by the full hash its enum declares (the zoo's
+    `zoo.modeling.weights.Weights`), else the one the catalog of the context current when it is loaded
+    knows (the loader `get_model_builder` sets for builders it hands out unwrapped)."""
+    declared = getattr(member.value, "sha256", None)
+    return _verified_state_dict(current().catalog, {member.url: declared} if declared else {}, member, progress)
 
 
 def get_model_weights(name: str | Callable[..., Any]) -> type[enum.Enum]:
@@ -241,26 +270,36 @@ class BuiltModel:
     report: Any  # zoo.modeling.surgery.LoadReport | None
 
 
-def get_model(name: str, *, weights: str | enum.Enum | None = None, **config: Any) -> Any:
+def get_model(name: str, *, weights: str | enum.Enum | None = None, pretrained: bool | None = None,
+              **config: Any) -> Any:
     """Build model `name`, with `weights` (any form `get_weight` accepts, or published weights
     ``NAMESPACE/NAME[:VERSION|@ALIAS]``) and builder `config`.
 
     Unlike torchvision, ``num_classes`` works with pretrained weights (a fresh head)
     and ``in_channels`` adapts the first convolution; `build_model` also says which
-    tensors were loaded, adapted or left new.
+    tensors were loaded, adapted or left new. A weights name in place of `name`
+    (timm's ``resnet18.a1_in1k``, ``hf-hub:timm/resnet18.a1_in1k``) means its model with
+    those weights; ``pretrained=True`` means the default weights (see `build_model`).
     """
-    return build_model(name, weights=weights, **config).model
+    return build_model(name, weights=weights, pretrained=pretrained, **config).model
 
 
 def build_model(
     name: str,
     *,
     weights: str | enum.Enum | None = None,
+    pretrained: bool | None = None,
     num_classes: int | None = None,
     in_channels: int | None = None,
     **config: Any,
 ) -> BuiltModel:
     """Build model `name` with pretrained `weights`, a head of `num_classes` and a stem for `in_channels`.
+
+    `name` is a model name, or a weights name that is none (``ARCH.TAG``, timm's
+    ``hf-hub:ORG/REPO``): the model of those weights, with them, or with
+    ``pretrained=False`` built as for them but with random tensors (timm's
+    ``create_model("ARCH.TAG")``). ``pretrained=True`` with no `weights` means the
+    model's default weights.
 
     With weights, the pretrained model is built first (as its builder knows how), then
     the heads the catalog lists for it are replaced by fresh ones of `num_classes`
@@ -269,39 +308,97 @@ def build_model(
     listed without an enum build the model with the weights' builder arguments (and
     `num_classes`, so the builder makes the new head, also for embedding weights that
     have none), then the verified state dict is loaded: strictly, unless the head is new.
+    A builder that adapts pretrained tensors itself (`zoo.specs.ADAPTS_WEIGHTS`: timm's) gets
+    the verified state dict and every keyword (``num_classes=0``, ``features_only``,
+    ``in_chans``/`in_channels`, ``img_size``), and loads it as its library loads its own
+    downloads; its report compares the checkpoint with the built model (`surgery.builder_report`).
     """
     catalog = current().catalog
-    record = catalog.describe(name)
-    member, published = _weights_or_published(catalog, weights, name, record)
+    record, implied = _model_or_weights(catalog, name)
+    weights, random_as = _chosen_weights(record, weights, implied, pretrained)
+    member, published = _weights_or_published(catalog, weights, record.qualified_name, record)
     # weights listed without an enum: the zoo builds the model for them and loads them
     entry = record.weights_named(member.name) if member is not None and record.weights_enum is None else None
     if published is not None and published.model != record.qualified_name:
         raise UsageError(f"published weights {published.spec} are for {published.model}, not {name}")
     builder = _through_zoo(_builder(record), catalog, record.hashes)
+    # published weights fit their own head and stem: the zoo's surgery, not the builder's adapting, fits them
+    adapts = published is None and ADAPTS_WEIGHTS in inspect.signature(builder).parameters
     _check_surgery(record, num_classes=num_classes, in_channels=in_channels,
-                   pretrained=member is not None or published is not None)
+                   pretrained=member is not None or published is not None, adapts=adapts)
+    if adapts:  # the builder makes the head and the stem, and adapts the tensors it gets
+        config = {**config, **_given(num_classes=num_classes, in_channels=in_channels)}
+        num_classes = in_channels = None
     if member is None and published is None:
         no_weights = {"weights": None} if record.weights_enum else {}  # torchvision's convention
-        model = builder(**no_weights, **config, **({} if num_classes is None else {"num_classes": num_classes}))
+        model = builder(**no_weights, **random_as, **config, **_given(num_classes=num_classes))
         return _with_stem(BuiltModel(model, None), record, in_channels, None)
 
     categories = published.categories if published is not None else member.meta.get("categories")
     new_head = num_classes is not None and num_classes != len(categories or ())
     if entry is None and published is None:  # torchvision's convention: the builder loads its weights
         model = builder(weights=member, **config)
-        pretrained = model.state_dict()  # holds the pretrained tensors after the modules are swapped
+        pretrained_tensors = model.state_dict()  # holds the pretrained tensors after the modules are swapped
         if new_head:
             _replace_heads(model, record.classifier, num_classes)
+    elif adapts:  # the builder loads and adapts the verified tensors (timm's load_pretrained)
+        from zoo.modeling.surgery import builder_report
+
+        tensors = _verified_state_dict(catalog, record.hashes, member, progress=True)
+        model = builder(**{**entry.builder_args, **config, ADAPTS_WEIGHTS: tensors})
+        return BuiltModel(model, builder_report(model, tensors, record.classifier))
     else:  # the builder makes the head (also where the weights have none: embeddings); the rest must load
         if published is not None:  # the head its categories imply, the file from the artifact store
-            pretrained, args, what = _published_state_dict(catalog, published), published.builder_args, published.spec
+            pretrained_tensors = _published_state_dict(catalog, published)
+            args, what = published.builder_args, published.spec
         else:
-            pretrained = _verified_state_dict(catalog, record.hashes, member, progress=True)
+            pretrained_tensors = _verified_state_dict(catalog, record.hashes, member, progress=True)
             args, what = entry.builder_args, str(member)
-        model = builder(**{**args, **config, **({"num_classes": num_classes} if new_head else {})})
+        model = builder(**{**args, **config, **_given(num_classes=num_classes if new_head else None)})
         if not new_head:
-            _load_strictly(model, pretrained, what)
-    return _with_stem(BuiltModel(model, None), record, in_channels, pretrained)
+            _load_strictly(model, pretrained_tensors, what)
+    return _with_stem(BuiltModel(model, None), record, in_channels, pretrained_tensors)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments among `values` that are not None."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _model_or_weights(catalog: Catalog, name: str) -> tuple[ModelRecord, str | None]:
+    """The record of the model `name` names, and the member of its weights that `name` names when it is a
+    weights name instead (``resnet18.a1_in1k``, ``timm/resnet18.a1_in1k``, ``hf-hub:timm/resnet18.a1_in1k``);
+    the model's own error when it is neither."""
+    try:
+        return catalog.describe(name), None
+    except UnknownNameError as not_a_model:
+        if "." not in name and not name.startswith(HF_HUB):
+            raise
+        try:
+            owner, member = catalog.weights_owner(name, None)
+        except (UnknownNameError, UsageError):
+            raise not_a_model from None
+    return catalog.describe(owner), member
+
+
+def _chosen_weights(record: ModelRecord, weights: str | enum.Enum | None, implied: str | None,
+                    pretrained: bool | None) -> tuple[str | enum.Enum | None, dict[str, Any]]:
+    """The weights to build with, given `weights`, the member `implied` by a weights name given as the model's
+    name, and `pretrained` (None: as the names say); and the builder arguments of a random model built as for
+    the implied weights (``pretrained=False``)."""
+    if pretrained is not None and not isinstance(pretrained, bool):
+        raise UsageError(f"pretrained must be True, False or None, not {excerpt(pretrained)}")
+    if implied is not None and weights is not None:
+        raise UsageError(f"{record.qualified_name}.{implied} names its weights already; pass weights=None, "
+                         f"or the model's name {record.qualified_name} with weights=")
+    if weights is not None and pretrained is False:
+        raise UsageError(f"pretrained=False contradicts weights={excerpt(str(weights))}; pass one of them")
+    if implied is not None:
+        entry = record.weights_named(implied)
+        if pretrained is False:
+            return None, dict(entry.builder_args) if entry is not None else {}
+        return entry.name, {}
+    return ("DEFAULT" if pretrained and weights is None else weights), {}
 
 
 def _replace_heads(model: Any, classifier: list[str], num_classes: int) -> None:
@@ -367,11 +464,19 @@ def _load_strictly(model: Any, state: dict[str, Any], what: str) -> None:
 
 
 def _check_surgery(record: ModelRecord, *, num_classes: int | None, in_channels: int | None,
-                   pretrained: bool) -> None:
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise UsageError(f"num_classes must be a positive integer, not {num_classes!r}")
+                   pretrained: bool, adapts: bool) -> None:
+    """Refuse a `num_classes` or `in_channels` the zoo cannot give the model; a builder that adapts pretrained
+    tensors itself (`adapts`) takes ``num_classes=0`` (no head: pooled features, timm's convention) and does
+    its own surgery."""
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < (0 if adapts else 1)):
+        raise UsageError(f"num_classes must be 0 (no head: pooled features) or a positive integer, not {num_classes!r}"
+                         if adapts else f"num_classes must be a positive integer, not {num_classes!r}"
+                         + (" (0, pooled features without a head, is for timm's models)" if num_classes == 0 else ""))
     if in_channels is not None and (not isinstance(in_channels, int) or in_channels < 1):
         raise UsageError(f"in_channels must be a positive integer, not {in_channels!r}")
+    if adapts:
+        return
     name = record.qualified_name.partition("/")[2]
     if num_classes is not None and pretrained and not record.classifier:
         raise UsageError(f"model {name} declares no classifier, so num_classes cannot change "

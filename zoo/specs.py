@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 IMPORT_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+#: The keyword of a builder that loads pretrained tensors itself, adapting them to its config (`ModelSpec`).
+ADAPTS_WEIGHTS = "pretrained_state_dict"
 TASK = re.compile(r"^[a-z][a-z0-9_]*$")
 #: A weights tag: a Python identifier (torchvision's ``IMAGENET1K_V2``) or a plugin's own
 #: spelling (timm's ``a1_in1k``, ``300ep_in1k``); no dots, which separate NAME.TAG.
@@ -102,11 +104,15 @@ class ModelSpec:
     """A model a plugin registers: its name, how to build it and what it was trained for.
 
     `builder` is called as ``builder(**builder_args, **config)``; one function (such as
-    ``timm:create_model`` with ``builder_args={"model_name": "resnet50"}``) can build
+    ``zoo_timm.build:create`` with ``builder_args={"model_name": "resnet50"}``) can build
     many models. With a `weights_enum` (torchvision's convention) the builder also
     gets ``weights=<enum member or None>`` and loads them itself; without one, the
     zoo builds the model with the weights entry's `builder_args` and loads the
-    verified state dict into it. `classifier` lists the module paths of the model's
+    verified state dict into it, or, for a builder that takes a
+    ``pretrained_state_dict`` keyword (`ADAPTS_WEIGHTS`: timm's, which adapts
+    pretrained tensors to ``features_only``, ``num_classes=0``, ``in_chans``, ``img_size``
+    as timm does), passes it the verified state dict with the user's config and does
+    no surgery of its own. `classifier` lists the module paths of the model's
     output layers (main head first, then auxiliary heads) and `first_conv` the path of
     its first convolution: the zoo swaps them for ``num_classes=`` and
     ``in_channels=``. `input_size` is the ``(C, H, W)`` the architecture is made for

@@ -50,6 +50,8 @@ from zoo.catalog.tables import (
 from zoo.errors import UnknownModelError, UnknownWeightsError, UsageError, excerpt
 from zoo.records import (
     CLAIMED,
+    HF_FILES,
+    HF_HUB,
     ModelRecord,
     ModelSummary,
     PluginRef,
@@ -538,6 +540,8 @@ def _weights_names(naming: _Naming, rows: list[Row]) -> dict[int, str]:
 
 def _resolve_weights(conn: Connection, naming: _Naming, name: str, model: str | None) -> tuple[Row, Row]:
     """The weights row of a `get_weight` name, and its model's row."""
+    if name.startswith(HF_HUB):
+        return _weights_in_repo(conn, naming, name[len(HF_HUB):])
     owner, _, member = name.rpartition(".")
     if owner:
         return _weights_by_owner(conn, naming, owner, member)
@@ -545,6 +549,21 @@ def _resolve_weights(conn: Connection, naming: _Naming, name: str, model: str | 
         raise UsageError(f"weights {name!r} needs a model: write 'MODEL.{name}' or pass model=")
     found = _model(conn, model, naming)
     return _member_of_model(conn, found, member), found
+
+
+def _weights_in_repo(conn: Connection, naming: _Naming, repo: str) -> tuple[Row, Row]:
+    """The weights whose file is in the Hugging Face repository `repo` (timm's ``hf-hub:ORG/REPO``), and their
+    model's row: the answering model's when several models list that file."""
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo):
+        raise UsageError(f"{HF_HUB}{excerpt(repo)} is not a Hugging Face repository; expected {HF_HUB}ORG/REPO, "
+                         f"e.g. {HF_HUB}timm/resnet18.a1_in1k")
+    rows = conn.execute(select(weights).where(weights.c.url.startswith(HF_FILES.format(repo=repo), autoescape=True))
+                        .order_by(weights.c.id)).all()
+    if not rows:
+        raise UnknownWeightsError(f"{HF_HUB}{repo}", [])
+    entries = [naming.entries[w.model_id] for w in rows]
+    chosen = _answer(entries, naming.prefer)
+    return next(w for w in rows if w.model_id == chosen.id), _row_of(conn, chosen)
 
 
 def _weights_by_owner(conn: Connection, naming: _Naming, owner: str, member: str) -> tuple[Row, Row]:

@@ -238,6 +238,31 @@ def fit_report(own: Mapping[str, tuple[int, ...]], checkpoint: Mapping[str, tupl
     return report
 
 
+def builder_report(model: nn.Module, checkpoint: Mapping[str, Tensor], heads: Collection[str] = ()) -> LoadReport:
+    """The report of a builder that loaded `checkpoint` into `model` itself, adapting it (`zoo.specs.ADAPTS_WEIGHTS`):
+    `fit_report` over names and shapes. A tensor whose shape the builder changed was adapted by it (a stem for
+    other input channels, position embeddings resampled), except in the `heads` (module paths), which it makes
+    anew for another number of classes: those are reported as the model's own (mismatched).
+
+    A feature wrapper's names are read as the checkpoint's: ``model.x`` (a wrapper holding the model) and
+    ``a_b.x`` (a flattened ``a.b.x``), where the checkpoint has that name."""
+    own = {_checkpoint_name(key, checkpoint): shape for key, shape in _shapes(model.state_dict()).items()}
+    in_heads = tuple(f"{path}." for path in heads)
+    report = fit_report(own, _shapes(checkpoint), adaptable=[key for key in own if not key.startswith(in_heads)])
+    report.adapted = {key: f"{how} by the builder" for key, how in report.adapted.items()}
+    return report
+
+
+def _checkpoint_name(key: str, checkpoint: Mapping[str, Tensor]) -> str:
+    """The checkpoint's name of the model's tensor `key` (see `builder_report`); `key` where there is none."""
+    unwrapped = key.removeprefix("model.")
+    head, dot, rest = unwrapped.partition(".")
+    for name in (key, unwrapped, head.replace("_", ".", 1) + dot + rest):
+        if name in checkpoint:
+            return name
+    return key
+
+
 def model_shapes(build: Callable[[], nn.Module]) -> dict[str, tuple[int, ...]]:
     """The name and shape of every tensor in the state dict of the model `build` makes, built on the meta device:
     shapes without memory behind them, for `fit_report`. A builder that computes with its tensors' values while

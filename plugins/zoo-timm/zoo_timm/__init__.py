@@ -1,9 +1,12 @@
 """zoo plugin: every architecture in ``timm.list_models()``, every pretrained tag as its weights.
 
-One builder, ``timm.create_model``, builds every model: an architecture passes
-``model_name=ARCH``, and its weights ``model_name=ARCH.TAG``, with which timm sizes the
-head and the input for that tag's file; the zoo fetches the file, verifies it and
-loads it strictly. Everything else comes from timm's pretrained configs, read
+One builder, ``timm.create_model`` (`zoo_timm.build.create`), builds every model: an
+architecture passes ``model_name=ARCH``, and its weights ``model_name=ARCH.TAG``, with
+which timm sizes the head and the input for that tag's file; the zoo fetches the file
+and verifies it, and timm loads the verified tensors as it loads its own downloads,
+adapting them to the keywords given (``features_only``, ``num_classes``, ``in_chans``,
+``img_size``, the model's checkpoint filter). `zoo_timm.compat` is timm's own API
+(``create_model``, ``list_models``, ``list_pretrained``) answered by the zoo. Everything else comes from timm's pretrained configs, read
 without building a model: preprocessing (`timm_preprocessing`), categories,
 heads, licence and papers. Parameter counts come from the file that
 ``python -m zoo_timm.params`` made for the installed timm version.
@@ -22,7 +25,8 @@ from zoo.preprocessing import PreprocessSpec
 from zoo.specs import DeferredSpec, ModelSpec, WeightsSpec
 from zoo_timm.params import load_counts
 
-BUILDER = "timm:create_model"
+#: timm.create_model, loading the zoo's verified tensors as timm loads pretrained weights (`zoo_timm.build`).
+BUILDER = "zoo_timm.build:create"
 #: The file timm loads from a Hugging Face repo that names none (`load_state_dict_from_hf`
 #: tries it first, as safetensors).
 HF_FILE = "model.safetensors"
@@ -85,14 +89,11 @@ def weights_spec(cfg: dict[str, Any], *, is_default: bool, num_params: int | Non
     categories = _categories(cfg)
     if categories is not None:
         meta["categories"] = categories
-    transforms = timm_preprocessing(cfg)
-    if transforms is None:
-        meta["preprocessing_unsupported"] = f"timm crop_mode {cfg.get('crop_mode')!r}"
     return WeightsSpec(
         member=cfg["tag"],
         url=weights_url(cfg),
         meta=meta,
-        transforms=transforms,
+        transforms=timm_preprocessing(cfg),
         is_default=is_default,
         builder_args={"model_name": name},
         task=_task(cfg),
@@ -114,30 +115,35 @@ def weights_url(cfg: dict[str, Any]) -> str:
     return cfg.get("url") or ""
 
 
-def timm_preprocessing(cfg: dict[str, Any]) -> PreprocessSpec | None:
+def timm_preprocessing(cfg: dict[str, Any]) -> PreprocessSpec:
     """timm's eval transform for a pretrained config, as `transforms_imagenet_eval` builds it.
 
-    Center crop: resize the shorter side to ``floor(size / crop_pct)``, crop the
-    center. Squash: resize both sides to ``floor(side / crop_pct)``, crop the center.
-    None for what a `PreprocessSpec` cannot say: the border mode (resize the longer
-    side, pad with the mean colour) and a center crop to a non-square size.
+    The image is resized to the scale ``floor(side / crop_pct)`` of each side of the
+    input size, then center-cropped to the input size. Center crop: the shorter side
+    to the scale (a non-square scale: keeping the ratio, to cover it). Squash: to the
+    scale. Border: keeping the ratio, to fit within the scale, the crop padded with
+    the mean colour ``round(255 * mean)``.
     """
     from timm.data import resolve_data_config
 
     data = resolve_data_config({}, pretrained_cfg=cfg)
     channels, height, width = data["input_size"]
     scale = (math.floor(height / data["crop_pct"]), math.floor(width / data["crop_pct"]))
+    border = data["crop_mode"] == "border"
     if data["crop_mode"] == "squash":
         resize, mode = scale, "exact"
-    elif data["crop_mode"] == "center" and scale[0] == scale[1]:
+    elif border:
+        resize, mode = scale, "contain"
+    elif scale[0] == scale[1]:  # timm's default, center
         resize, mode = scale[:1], "shorter_side"
     else:
-        return None
+        resize, mode = scale, "cover"
     return PreprocessSpec(
         kind="classification",
         resize_size=resize,
         resize_mode=mode,
         crop_size=(height, width),
+        pad_fill=tuple(round(255 * v) for v in data["mean"]) if border else None,
         interpolation=data["interpolation"],
         antialias=True,  # timm resizes PIL images, which Pillow always antialiases
         mean=tuple(data["mean"]),

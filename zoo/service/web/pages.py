@@ -197,17 +197,24 @@ def scatter_svg(points: Sequence[Point], metric: str, x_axis: str) -> str:
 # -- the model card ------------------------------------------------------------------------
 
 
+#: How `preprocessing_words` says each resize mode (`zoo.preprocessing.PreprocessSpec`).
+_RESIZE_WORDS = {"shorter_side": "resize the shorter side to", "contain": "resize, keeping the ratio, to fit within",
+                 "cover": "resize, keeping the ratio, to cover"}
+
+
 def preprocessing_words(spec: dict[str, Any] | None) -> str:
     """A weights entry's preprocessing spec (`zoo.preprocessing.PreprocessSpec` JSON) in one sentence."""
     if not spec:
         return "not declared"
     steps = []
     if spec.get("resize_size"):
-        side = "shorter side" if spec.get("resize_mode") == "shorter_side" else "image"
-        steps.append(f"resize the {side} to {'x'.join(map(str, spec['resize_size']))} "
+        how = _RESIZE_WORDS.get(spec.get("resize_mode"), "resize the image to")
+        steps.append(f"{how} {'x'.join(map(str, spec['resize_size']))} "
                      f"({spec.get('interpolation', 'bilinear')}{', antialiased' if spec.get('antialias') else ''})")
     if spec.get("crop_size"):
-        steps.append(f"centre-crop {'x'.join(map(str, spec['crop_size']))}")
+        fill = spec.get("pad_fill")
+        steps.append(f"centre-crop {'x'.join(map(str, spec['crop_size']))}"
+                     + (f", padding with ({', '.join(map(str, fill))})" if fill else ""))
     steps.append(f"{spec.get('channel_order', 'RGB')} values in [{', '.join(f'{v:g}' for v in spec.get('value_range', (0, 1)))}]")
     if spec.get("mean") and spec.get("std"):
         steps.append(f"minus mean ({', '.join(f'{v:.3g}' for v in spec['mean'])}), "
