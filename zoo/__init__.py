@@ -43,6 +43,10 @@ _EXPORTS = {
     "FrozenBatchNorm": "zoo.modeling.freezing",
     "GradualUnfreezer": "zoo.modeling.freezing",
     "param_groups": "zoo.modeling.optim",
+    "finetune": "zoo.training.finetune",
+    "Recipe": "zoo.training.recipe",
+    "FinetuneResult": "zoo.training.recipe",
+    "EpochMetrics": "zoo.training.recipe",
     "PreprocessSpec": "zoo.preprocessing",
     "Weights": "zoo.modeling.weights",
     "WeightsEnum": "zoo.modeling.weights",
@@ -57,6 +61,8 @@ _EXPORTS = {
     "extract_features": "zoo.tools.summary",
     "Predictor": "zoo.runtime",
     "predict": "zoo.runtime",
+    "evaluate": "zoo.training.evaluate",
+    "Evaluation": "zoo.runtime.evaluation",
     "quantize_int8": "zoo.tools.quantize",
     "bench": "zoo.tools.bench",
     "TaskAdapter": "zoo.export.tasks",
@@ -110,6 +116,8 @@ if TYPE_CHECKING:
     from zoo.modeling.freezing import FreezeReport, FrozenBatchNorm, GradualUnfreezer, freeze, unfreeze
     from zoo.hookspecs import hookimpl
     from zoo.modeling.optim import param_groups
+    from zoo.training.finetune import finetune
+    from zoo.training.recipe import EpochMetrics, FinetuneResult, Recipe
     from zoo.preprocessing import PreprocessSpec
     from zoo.modeling.weights import Weights, WeightsEnum
     from zoo.tools.summary import extract_features, feature_nodes, features_model, summarize
@@ -132,6 +140,8 @@ if TYPE_CHECKING:
     from zoo.export.tasks import TaskAdapter
     from zoo.tools.quantize import quantize_int8
     from zoo.runtime import Predictor, predict
+    from zoo.runtime.evaluation import Evaluation
+    from zoo.training.evaluate import evaluate
     from zoo.specs import DeferredSpec, ModelSpec, WeightsSpec
     from zoo.errors import ArtifactError, ArtifactTooLargeError, UnknownArtifactError
     from zoo.publish import (

@@ -340,7 +340,7 @@ def build_model(
         model = builder(weights=member, **config)
         pretrained_tensors = model.state_dict()  # holds the pretrained tensors after the modules are swapped
         if new_head:
-            _replace_heads(model, record.classifier, num_classes)
+            replace_heads(model, record.classifier, num_classes)
     elif adapts:  # the builder loads and adapts the verified tensors (timm's load_pretrained)
         from zoo.modeling.surgery import builder_report
 
@@ -401,7 +401,7 @@ def _chosen_weights(record: ModelRecord, weights: str | enum.Enum | None, implie
     return ("DEFAULT" if pretrained and weights is None else weights), {}
 
 
-def _replace_heads(model: Any, classifier: list[str], num_classes: int) -> None:
+def replace_heads(model: Any, classifier: list[str], num_classes: int) -> None:
     """Fresh heads of `num_classes` outputs at the `classifier` paths (the first always; auxiliary heads,
     which some builders drop with weights, where the model has them)."""
     from zoo.modeling import surgery

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import NoReturn, Protocol
 
-from zoo.cli import catalog, export, gc, modeling, publish, runtime, service, sync, weights
+from zoo.cli import catalog, evaluation, export, gc, modeling, publish, runtime, service, sync, training, weights
 from zoo.cli.common import Commands
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, ZooError, ZooWarning
 from zoo.service.client import time_budget
@@ -39,7 +39,8 @@ class CommandGroup(Protocol):
     def register(self, commands: Commands) -> None: ...
 
 
-COMMAND_GROUPS: tuple[CommandGroup, ...] = (catalog, weights, modeling, export, runtime, service, publish, gc, sync)
+COMMAND_GROUPS: tuple[CommandGroup, ...] = (catalog, weights, modeling, training, export, runtime, evaluation, service,
+                                             publish, gc, sync)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,273 @@
+"""``zoo finetune`` / `zoo.finetune` on image folders made from data that ships in packages: scikit-learn's
+digits (upscaled PNGs, classes named by words so that the weights' own head does not fit them) and
+scikit-image's photographs (crops and flips of three photographs as three classes).
+
+Training runs single-threaded (here and in the child processes): on a loaded machine with two cores,
+two torch threads make these small models several times slower, and one thread makes a run repeatable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import zoo
+from conftest import run_zoo
+from zoo.datasets import image_data
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+PHOTOS = ("astronaut", "chelsea", "coffee")
+#: The digits recipe of these tests: a new 10-class head on the pretrained backbone; no flips (digits are not
+#: symmetric). Its best validation acc@1 was 85-100% (34-40 of 40 images) with seeds 0 to 5 on this machine.
+DIGITS_RECIPE = {"epochs": 4, "batch_size": 16, "lr": 1e-2, "flip": False, "quiet": True}
+#: The floor checked: well below what the recipe reaches, far above chance (10%).
+DIGITS_FLOOR = 75.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the command-line runs in child processes
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 class folders (digit names as words) of 20 of scikit-learn's 8x8 digits each, upscaled 4x as PNGs."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("data") / "digits"
+    found = load_digits()
+    for digit, word in enumerate(WORDS):
+        (root / word).mkdir(parents=True)
+        for index in np.flatnonzero(found.target == digit)[:20]:
+            pixels = np.rint(found.images[index] * 255 / 16).astype(np.uint8)
+            Image.fromarray(pixels).resize((32, 32), Image.Resampling.NEAREST).save(root / word / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 class folders of 12 small (48x48) crops of scikit-image's photographs, every other one flipped; and in
+    one folder a file named .png that is not an image."""
+    from skimage import data as skdata
+
+    root = tmp_path_factory.mktemp("data") / "photos"
+    rng = np.random.default_rng(0)
+    for name in PHOTOS:
+        photo = Image.fromarray(getattr(skdata, name)())
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            side = int(min(photo.size) * rng.uniform(0.5, 0.9))
+            x, y = (int(rng.integers(0, limit - side + 1)) for limit in photo.size)
+            crop = photo.crop((x, y, x + side, y + side)).resize((48, 48), Image.Resampling.BILINEAR)
+            (crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else crop).save(root / name / f"{i}.png")
+    (root / "coffee" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but then not an image")
+    return root
+
+
+def test_digits_cnn_learns_new_classes_on_its_pretrained_backbone(synced_catalog: str, digits: Path,
+                                                                  tmp_path: Path) -> None:
+    result = zoo.finetune("digits_cnn", digits, output=tmp_path / "run", **DIGITS_RECIPE)
+    assert result.weights == "DigitsCNN_Weights.SKLEARN_DIGITS_V1"
+    assert len(result.epochs) == 4 and result.best.acc1 >= DIGITS_FLOOR
+    assert result.best.acc1 == max(e.acc1 for e in result.epochs)
+    record = json.loads(result.run_path.read_text())
+    assert record["head"] == "a new head of 10 classes" and record["status"] == "finished"
+    assert record["base_weights"] == {"name": "DigitsCNN_Weights.SKLEARN_DIGITS_V1",
+                                      "sha256": zoo.describe("digits_cnn")["weights"][0]["sha256"]}
+
+    # best.safetensors holds the best epoch's model: measured again here, through the weights' own preset
+    model = zoo.get_model("digits_cnn", num_classes=10).eval()
+    model.load_state_dict(load_file(result.best_path))
+    preset = zoo.get_weight("digits_cnn.DEFAULT").transforms()
+    data = image_data(digits)  # the split finetune made: the default fraction and seed
+    with torch.no_grad():
+        inputs = torch.stack([preset(Image.open(data.file(s))) for s in data.val])
+        predicted = model(inputs).argmax(dim=1)
+    correct = int((predicted == torch.tensor([s.label for s in data.val])).sum())
+    assert 100 * correct / len(data.val) == pytest.approx(result.best.acc1)
+
+
+def test_frozen_modules_stay_pretrained_and_the_head_gets_its_own_rate(synced_catalog: str, digits: Path,
+                                                                       tmp_path: Path) -> None:
+    result = zoo.finetune("digits_cnn", digits, epochs=1, batch_size=32, optimizer="sgd", lr=1e-3, head_lr=5e-2,
+                          freeze_until="features.5", augment=False, output=tmp_path / "run", quiet=True)
+    record = json.loads(result.run_path.read_text())
+    # two conv blocks and their BatchNorms: 16*9 + 2*16 + 32*16*9 + 2*32 parameters
+    assert record["frozen"].startswith("4,848 of ")
+    pretrained = zoo.get_model("digits_cnn", weights="DEFAULT").state_dict()
+    tuned = load_file(result.best_path)
+    assert torch.equal(tuned["features.0.weight"], pretrained["features.0.weight"])  # frozen
+    assert torch.equal(tuned["features.4.running_mean"], pretrained["features.4.running_mean"])  # FrozenBatchNorm
+    assert not torch.equal(tuned["features.7.weight"], pretrained["features.7.weight"])  # trained
+    groups = torch.load(result.checkpoint_path, weights_only=True)["optimizer"]["param_groups"]
+    rates = {name: group["initial_lr"] for group in groups for name in group["param_names"]}
+    assert rates["classifier.weight"] == rates["classifier.bias"] == 5e-2
+    assert rates["features.7.weight"] == 1e-3 and "features.0.weight" not in rates
+    assert {group["momentum"] for group in groups} == {0.9} and all(g["weight_decay"] in (0, 1e-4) for g in groups)
+
+
+def test_a_model_without_weights_trains_and_writes_its_files_and_record(synced_catalog: str, photos: Path,
+                                                                        tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = zoo.finetune("mobilenet_v3_small", photos, weights=None, epochs=1, batch_size=8, output=out,
+                          quiet=True)
+    assert result.weights is None and result.output == out and len(result.epochs) == 1
+
+    record = json.loads((out / "run.json").read_text())
+    recipe = record["recipe"]
+    assert (recipe["model"], recipe["data"], recipe["weights"], recipe["epochs"], recipe["batch_size"]) == (
+        "mobilenet_v3_small", str(photos), None, 1, 8)
+    assert (recipe["seed"], recipe["optimizer"], recipe["weight_decay"], recipe["output"]) == (0, "adamw", 0.05,
+                                                                                                str(out))
+    assert record["model"] == "torchvision/mobilenet_v3_small"
+    assert record["base_weights"] == {"name": None, "sha256": None}
+    # no weights: the preprocessing of the model's default weights, as zoo export takes it
+    assert record["preprocessing"] == zoo.describe("mobilenet_v3_small")["weights"][0]["transforms"]
+    data = record["data"]
+    assert data["classes"] == list(PHOTOS) and data["skipped"] == 1 and data["train"] + data["val"] == 36
+    assert data["manifest_sha256"] == image_data(photos).manifest_sha256
+    assert [s["path"] for s in record["skipped_images"]] == ["coffee/broken.png"]
+    assert record["steps"] == data["train"] // 8 == result.steps  # whole batches of 8 only
+    assert [e["epoch"] for e in record["epochs"]] == [1] and record["best"]["epoch"] == 1
+    assert set(record["epochs"][0]) == {"epoch", "train_loss", "val_loss", "acc@1", "acc@5", "images_per_s", "lr",
+                                        "seconds"}
+    assert record["versions"]["torch"] == torch.__version__ and record["device"] == "cpu"
+
+    tensors = load_file(out / "best.safetensors")
+    expected = zoo.get_model("mobilenet_v3_small", num_classes=3).state_dict()
+    assert {k: list(v.shape) for k, v in tensors.items()} == {k: list(v.shape) for k, v in expected.items()}
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)  # tensors and plain data only
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, result.steps)
+
+    # the folder holds a run: neither overwritten nor resumed with another recipe
+    with pytest.raises(zoo.UsageError, match="holds a fine-tuning run already; pass --resume"):
+        zoo.finetune("mobilenet_v3_small", photos, weights=None, epochs=1, batch_size=8, output=out, quiet=True)
+    with pytest.raises(zoo.UsageError, match=r"with another recipe \(epochs: 2 vs 1\)"):
+        zoo.finetune("mobilenet_v3_small", photos, weights=None, epochs=2, batch_size=8, output=out, quiet=True,
+                     resume=True)
+
+
+def test_publish_once_with_the_runs_metrics_categories_and_preprocessing(
+        sqlite_url: str, use_catalog, digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_catalog(sqlite_url, "digits")
+    monkeypatch.setenv("ZOO_ARTIFACTS", str(tmp_path / "artifacts"))
+    out = tmp_path / "run"
+    command = ["finetune", "digits_cnn", str(digits), "--epochs", "2", "--batch-size", "16", "--lr", "0.01",
+               "--no-flip", "--output", str(out), "--publish", "acme/digit-words"]
+    result = json.loads(run_zoo(*command, "--json").stdout)
+    assert result["published"] == "acme/digit-words:1"
+    best = result["best"]
+
+    [published] = zoo.list_published("acme/digit-words")
+    assert published.metrics == {"digits:acc@1": best["acc@1"], "digits:acc@5": best["acc@5"]}
+    assert published.categories == sorted(WORDS)
+    assert published.preprocessing == zoo.describe("digits_cnn")["weights"][0]["transforms"]
+    assert published.from_weights == "DigitsCNN_Weights.SKLEARN_DIGITS_V1"
+    assert published.sha256 == hashlib.sha256((out / "best.safetensors").read_bytes()).hexdigest()
+    model = zoo.get_model("digits_cnn", weights="acme/digit-words")
+    assert model.classifier.out_features == 10
+    assert torch.equal(model.classifier.weight, load_file(out / "best.safetensors")["classifier.weight"])
+    assert json.loads((out / "run.json").read_text())["published"] == "acme/digit-words:1"
+
+    # the finished run resumed: nothing to train, nothing published again
+    again = zoo.finetune("digits_cnn", digits, epochs=2, batch_size=16, lr=0.01, flip=False, output=out,
+                         publish="acme/digit-words", resume=True, quiet=True)
+    assert again.published == "acme/digit-words:1" and again.best.to_json() == best
+    assert [p.version for p in zoo.list_published("acme/digit-words")] == [1]
+
+
+def test_resume_after_a_kill_mid_epoch_ends_with_the_steps_of_an_unbroken_run(synced_catalog: str, digits: Path,
+                                                                               tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    arguments = ["finetune", "digits_cnn", str(digits), "--epochs", "3", "--batch-size", "1", "--lr", "0.003",
+                 "--no-flip", "--output", str(out)]
+    with (tmp_path / "stderr").open("w+") as errors, subprocess.Popen(
+            [sys.executable, "-m", "zoo", *arguments], stdout=subprocess.PIPE, stderr=errors, text=True) as child:
+        try:
+            for line in child.stdout:  # the first epoch's line comes once its checkpoint is written
+                if line.startswith("epoch 1/3"):
+                    break
+        finally:
+            child.kill()  # SIGKILL, during the second epoch (160 steps of one image each)
+        child.wait()
+        errors.seek(0)
+        assert child.returncode == -signal.SIGKILL, errors.read()
+    killed_after = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert killed_after < 3 and json.loads((out / "run.json").read_text())["status"] == "running"
+
+    run_zoo(*arguments, "--resume", "--quiet")
+    resumed = json.loads((out / "run.json").read_text())
+    unbroken = zoo.finetune("digits_cnn", digits, epochs=3, batch_size=1, lr=0.003, flip=False,
+                            output=tmp_path / "unbroken", quiet=True)
+    assert resumed["resumed_after"] == [killed_after] and resumed["status"] == "finished"
+    assert resumed["steps"] == unbroken.steps == 3 * 160  # 160 training images, batches of one
+    # one thread, the same seeds, every state restored: the resumed run is the unbroken one
+    assert resumed["epochs"] == [{**e.to_json(), **_timings(resumed["epochs"][e.epoch - 1])} for e in unbroken.epochs]
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def _timings(epoch: dict) -> dict:
+    """The fields of an epoch's record that are measured in time, which no two runs share."""
+    return {"images_per_s": epoch["images_per_s"], "seconds": epoch["seconds"]}
+
+
+def test_bad_data_and_arguments_are_one_line_each(synced_catalog: str, tmp_path: Path) -> None:
+    def refused(data: Path, **options) -> str:
+        with pytest.raises(zoo.UsageError) as caught:
+            zoo.finetune("digits_cnn", data, output=tmp_path / "never", quiet=True, **options)
+        assert len(str(caught.value).splitlines()) == 1
+        return str(caught.value)
+
+    assert "does not exist" in refused(tmp_path / "missing")
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("no images here")
+    assert "has no class folders" in refused(tmp_path / "none")
+    one = tmp_path / "one" / "cat"
+    one.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(one / "a.png")
+    Image.new("L", (8, 8)).save(one / "b.png")
+    assert "need at least 2 classes; found only 'cat'" in refused(tmp_path / "one")
+    (tmp_path / "one" / "dog").mkdir()
+    assert "class folder" in refused(tmp_path / "one") and "has no images" in refused(tmp_path / "one")
+    Image.new("L", (8, 8)).save(tmp_path / "one" / "dog" / "c.png")
+    Image.new("L", (8, 8)).save(tmp_path / "one" / "dog" / "d.png")
+    assert "epochs must be a whole number from 1" in refused(tmp_path / "one", epochs=0)
+    assert "published weights name 'Acme Digits'" in refused(tmp_path / "one", publish="Acme Digits")
+    assert "give one of them" in refused(tmp_path / "one", resume=True, force=True)
+    assert "nothing to resume" in refused(tmp_path / "one", resume=True)
+    assert "its options are the fields" in refused(tmp_path / "one", epoch=3)
+    assert not (tmp_path / "never" / "run.json").exists()
+
+    done = run_zoo("finetune", "digits_cnn", str(tmp_path / "missing"), check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("zoo: error: data ") and len(done.stderr.splitlines()) == 1
+
+
+def test_warm_up_then_cosine_and_the_preprocessing_of_a_model_without_any() -> None:
+    from zoo.training.finetune import warmup_cosine
+    from zoo.training.images import default_spec
+
+    factor = warmup_cosine(4, 12)  # 4 warm-up steps of 12
+    assert [factor(step) for step in (0, 1, 3, 4, 12)] == [0.25, 0.5, 1.0, 1.0, 0.0]
+    assert factor(8) == pytest.approx(0.5)  # half-way through the cosine
+    spec = default_spec((3, 64, 48), "tiny")  # torchvision's 224-of-256 ratio, at the catalog's input size
+    assert (spec.resize_size, spec.crop_size, spec.mean, spec.channel_order) == ((55,), (64, 48),
+                                                                                 (0.485, 0.456, 0.406), "RGB")
+    assert default_spec((1, 28, 28), "grey").channel_order == "L"
+    with pytest.raises(zoo.UsageError, match="declares no input size"):
+        default_spec(None, "unsized")
