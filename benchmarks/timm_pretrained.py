@@ -168,18 +168,33 @@ def compare(tag: str, file: Path, keywords: dict[str, Any], input_size: tuple[in
         return f"{len(differ)} tensors differ, e.g. {differ[:3]}"
     channels = keywords.get("in_chans", input_size[0])
     side = keywords.get("img_size")
-    height, width = (side, side) if side else input_size[1:]
-    torch.manual_seed(SEED)
-    image = torch.randn(1, channels, height, width)
-    with torch.no_grad():
-        try:
-            out_a, out_b = _tensors(ours(image)), _tensors(theirs(image))
-        except Exception as exc:  # noqa: BLE001
-            return f"forward failed: {type(exc).__name__}: {exc}"[:300]
+    sizes = [(side, side)] if side else [tuple(input_size[1:])]
+    if not side and sizes[0] != tuple(ours.pretrained_cfg["input_size"][1:]):
+        sizes.append(tuple(ours.pretrained_cfg["input_size"][1:]))  # the small image first, then the tag's own
+    for height, width in sizes:
+        torch.manual_seed(SEED)
+        image = torch.randn(1, channels, height, width)
+        with torch.no_grad():
+            outputs = [_forward(model, image) for model in (ours, theirs)]
+        if not any(isinstance(out, str) for out in outputs):
+            break
+    out_a, out_b = outputs
+    if isinstance(out_a, str) or isinstance(out_b, str):
+        if isinstance(out_a, str) and out_a == out_b:  # the same model, the same failure (timm's own)
+            return "both refuse"
+        return f"forward: zoo's {out_a if isinstance(out_a, str) else 'ran'}, timm's {out_b if isinstance(out_b, str) else 'ran'}"[:300]
     if len(out_a) != len(out_b) or any(x.shape != y.shape or not torch.allclose(x, y, rtol=1e-5, atol=1e-6)
                                        for x, y in zip(out_a, out_b)):
         return "outputs differ"
     return "same"
+
+
+def _forward(model: Any, image: Any) -> list[Any] | str:
+    """The output tensors of `model` on `image`, or one line saying why it failed."""
+    try:
+        return _tensors(model(image))
+    except Exception as exc:  # noqa: BLE001 (a failure to compare)
+        return f"failed: {type(exc).__name__}: {exc}"[:200]
 
 
 def _tensors(output: Any) -> list[Any]:
