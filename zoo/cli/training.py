@@ -15,7 +15,8 @@ from zoo.training.recipe import DEFAULT_WEIGHT_DECAY, GPU_WORKERS, Recipe
 #: The options whose value is a Recipe field of the same name (argparse's dest); None: not given.
 _RECIPE_OPTIONS = ("weights", "epochs", "batch_size", "lr", "head_lr", "optimizer", "weight_decay", "momentum",
                    "warmup_epochs", "freeze", "freeze_until", "layer_decay", "val_fraction", "seed", "patience",
-                   "min_scale", "output", "publish", "device", "workers")
+                   "min_scale", "output", "publish", "device", "workers", "nproc", "nnodes", "node_rank", "master_addr",
+                   "master_port", "rdzv_endpoint")
 #: The Recipe's defaults, as the help shows them.
 _DEFAULTS = {field.name: field.default for field in fields(Recipe)}
 #: Switches (store_true or store_false, None when not given) of a Recipe field of the same name.
@@ -30,14 +31,19 @@ def register(commands: Commands) -> None:
                      "The model gets a head for the data's classes and keeps its pretrained backbone; validation "
                      "uses the weights' preprocessing, training a RandomResizedCrop and flip derived from it. "
                      "Writes OUTPUT/best.safetensors (best validation acc@1), checkpoint.pt (every epoch; "
-                     "--resume continues from it) and run.json (the run record); prints one line per epoch."))
+                     "--resume continues from it) and run.json (the run record); prints one line per epoch. "
+                     "--nproc N trains on N processes (data-parallel, through torchrun: gloo on the CPU, nccl on "
+                     "GPUs); the same command on each of several machines, with --nnodes and --master-addr "
+                     "(--node-rank on each) or --rdzv-endpoint, trains on all of them."))
     p.add_argument("model", metavar="MODEL", help="a catalog model, e.g. resnet18 or digits_cnn")
     p.add_argument("data", metavar="DATA", help="a folder of class folders, or a CSV file of path,label")
     p.add_argument("--weights", metavar="WEIGHTS",
                    help="base weights (default: the model's default weights, if it has any); 'none': random "
                         "initialisation")
     p.add_argument("--epochs", type=int, metavar="N", help=f"epochs to train (default {_DEFAULTS['epochs']})")
-    p.add_argument("--batch-size", type=int, metavar="N", help=f"images per batch (default {_DEFAULTS['batch_size']})")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"images per batch and process (default {_DEFAULTS['batch_size']}); a step takes N times the "
+                        "number of processes")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), help=f"default {_DEFAULTS['optimizer']}")
     p.add_argument("--lr", type=float, metavar="LR", help=f"peak learning rate (default {_DEFAULTS['lr']:g})")
     p.add_argument("--head-lr", type=float, metavar="LR", help="peak learning rate of the classifier layers "
@@ -72,6 +78,17 @@ def register(commands: Commands) -> None:
     p.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1 (default: CUDA when there is one)")
     p.add_argument("--workers", type=int, metavar="N", help="image loading processes (default: 0 on the CPU, "
                                                              f"{GPU_WORKERS} on a GPU)")
+    processes = p.add_argument_group("several processes (torchrun's arguments; README: several machines)")
+    processes.add_argument("--nproc", type=int, metavar="N", help="training processes on this machine, one per GPU "
+                                                                   "on CUDA (default 1: no torchrun)")
+    processes.add_argument("--nnodes", type=int, metavar="N", help="machines training together (default 1)")
+    processes.add_argument("--node-rank", type=int, metavar="R", help="this machine's rank, 0 to N-1, with "
+                                                                       "--master-addr (default 0)")
+    processes.add_argument("--master-addr", metavar="HOST", help="where the machines meet: rank 0's address")
+    processes.add_argument("--master-port", type=int, metavar="PORT", help="and port (default 29500; on one "
+                                                                            "machine: a free one of 127.0.0.1)")
+    processes.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="or a c10d rendezvous: machines are "
+                                                                         "ranked as they join")
     p.add_argument("--output", "-o", metavar="DIR", help="the run's folder (default finetune-MODEL)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", default=None,

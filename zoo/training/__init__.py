@@ -6,4 +6,7 @@
   evaluation and training transforms derived from a weights entry's `PreprocessSpec`.
 - `zoo.training.finetune`: the loop (AdamW or SGD, cosine schedule with warm-up, mixed precision on
   CUDA), its checkpoints, resuming, the run record and publishing.
+- `zoo.training.distributed`: several processes (``--nproc``): the launch through torchrun and
+  each process's world (its share of the data, the sums across processes).
+- `zoo.training.evaluate`: ``zoo eval`` of a model in PyTorch (the metrics: `zoo.runtime.evaluation`).
 """

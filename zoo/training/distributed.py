@@ -9,7 +9,8 @@ of 127.0.0.1 (torchrun's c10d rendezvous at port 0); several meet at ``master_ad
 The processes' standard output (rank 0's epoch lines) is passed on as it comes; their standard error
 and torchrun's own log go to a scratch file, of which the last line is shown only when the processes
 failed without saying why. A process that fails writes its error to the scratch folder; the earliest
-one is raised here, in one line (a `ZooError` of its kind). Rank 0 writes the result there.
+one is raised here, in one line (a `ZooError` of its kind). The first process of each machine writes the
+result there (rank 0's machine alone has the files and publishes).
 
 `World` is one process's view: its rank, the world size and the collectives the loop needs (sums,
 rank 0's bytes to every rank); one process alone is ``World()``, where they do nothing.
@@ -38,10 +39,15 @@ from zoo.settings import child_environment
 from zoo.training.recipe import FinetuneResult, Recipe
 
 #: The launcher and each rank: run with the interpreter's own ``sys.path`` (PYTHONPATH) less the working
-#: folder, so that a file there named like a module is never imported instead of it.
-_SAFE_PATH = "import sys; sys.path[:] = [p for p in sys.path if p]; "
-_LAUNCHER = _SAFE_PATH + "from torch.distributed.run import main; main(sys.argv[1:])"
-_RANK = _SAFE_PATH + "from zoo.training.finetune import rank_main; sys.exit(rank_main(sys.argv[1:]))"
+#: folder, so that a file there named like a module is never imported instead of it. Each dies with its
+#: parent (Linux): a killed ``zoo finetune`` leaves neither torchrun nor its processes (torchrun starts
+#: each in a session of its own) behind.
+_SAFE_PATH = ("import os, sys; sys.path[:] = [p for p in sys.path if p]; "
+              "from zoo.catalog.sync import _die_with_parent; ")
+_LAUNCHER = _SAFE_PATH + ("_die_with_parent(int(sys.argv[1])); from torch.distributed.run import main; "
+                          "main(sys.argv[2:])")
+_RANK = _SAFE_PATH + ("_die_with_parent(os.getppid()); from zoo.training.finetune import rank_main; "
+                      "sys.exit(rank_main(sys.argv[1:]))")
 #: torchrun's static rendezvous port when `master_addr` is given without `master_port` (torchrun's default).
 DEFAULT_MASTER_PORT = 29500
 _RECIPE_FILE = "recipe.json"
@@ -82,7 +88,7 @@ class World:
             return payload
         length = self.from_main(torch.tensor([len(payload)], dtype=torch.int64, device=self.device))
         buffer = torch.zeros(int(length.item()), dtype=torch.uint8, device=self.device)
-        if self.main:
+        if self.main and payload:
             buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
         return self.from_main(buffer).cpu().numpy().tobytes()
 
@@ -95,7 +101,9 @@ class World:
         if self.main and state is not None:
             torch.save(state, buffer)
         payload = self.main_bytes(buffer.getvalue())
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True) if payload else None
+        if self.main or not payload:
+            return state if self.main else None
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
 
 
 def join(cuda: bool) -> World:
@@ -117,11 +125,12 @@ def join(cuda: bool) -> World:
 def launch(recipe: Recipe) -> FinetuneResult:
     """Run `recipe` on its ``nproc`` processes (and ``nnodes`` machines) under torchrun; rank 0's result.
 
-    Standard output gets rank 0's lines as they come; a failure is raised in one line (see the module)."""
+    Standard output gets rank 0's lines as they come; a failure is raised in one line (see the module).
+    On a machine other than rank 0's, the result has the same metrics, and no published name."""
     with tempfile.TemporaryDirectory(prefix="zoo-finetune-") as scratch, tempfile.TemporaryFile() as log:
         folder = Path(scratch)
         (folder / _RECIPE_FILE).write_text(json.dumps(recipe.to_json()), encoding="utf-8")
-        command = [sys.executable, "-c", _LAUNCHER, *torchrun_arguments(recipe), "--no-python",
+        command = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *torchrun_arguments(recipe), "--no-python",
                    sys.executable, "-c", _RANK, str(folder / _RECIPE_FILE), str(folder)]
         env = child_environment(current().settings, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
@@ -159,7 +168,7 @@ def read_recipe(path: Path | str) -> Recipe:
 
 
 def write_result(folder: Path | str, result: FinetuneResult) -> None:
-    """Rank 0's result, for `launch`."""
+    """A process's result, for `launch`."""
     (Path(folder) / _RESULT_FILE).write_text(json.dumps(result.to_json()), encoding="utf-8")
 
 

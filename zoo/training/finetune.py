@@ -161,20 +161,24 @@ def run(recipe: Recipe, world: World = World()) -> FinetuneResult:
 
 def rank_main(argv: list[str]) -> int:
     """The entry of each process torchrun starts (`zoo.training.distributed.launch`): ``RECIPE_FILE FOLDER``.
-    Rank 0 writes the result into FOLDER; a failing process writes its error there and returns 1."""
+    The first process of each machine writes the result into FOLDER (the same metrics on each; only rank 0's
+    machine has the files and the published name); a failing process writes its error there and returns 1."""
     recipe_file, folder = argv
     try:
         recipe = read_recipe(recipe_file)
         world = join(_device(recipe.device).type == "cuda")
-        try:
-            result = run(recipe, world)
-            if world.main:
-                write_result(folder, result)
-        finally:
-            torch.distributed.destroy_process_group()
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user, in one line, by the launcher
         write_error(folder, exc)
         return 1
+    try:
+        result = run(recipe, world)
+        if world.local_rank == 0:
+            write_result(folder, result)
+    except Exception as exc:  # noqa: BLE001 - written before the group ends: the others' errors that follow are later
+        write_error(folder, exc)
+        return 1
+    finally:
+        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -647,7 +651,13 @@ class _Run:
         return (f"fine-tuning {self.base.record.qualified_name} from {self.base.weights or 'random initialisation'} "
                 f"on {self.data.root}: {len(self.data.classes)} classes, {counts['train']} training and "
                 f"{counts['val']} validation images{skipped}; {self.base.head}{frozen}; "
-                f"{_device_text(self.device)}; writing {self.folder}{resumed}")
+                f"{self._where()}; writing {self.folder}{resumed}")
+
+    def _where(self) -> str:
+        """The device, and the processes where there are several."""
+        world = self.world
+        return _device_text(self.device) if world.size == 1 else (
+            f"{world.size} processes ({world.backend}), rank 0 on {_device_text(self.device)}")
 
     def _say(self, line: str) -> None:
         if not self.recipe.quiet and self.world.main:

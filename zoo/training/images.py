@@ -8,7 +8,7 @@ same channel order (grey models take ``"L"``), scaling and normalisation.
 
 The random augmentation of an image is seeded by the run's seed, the epoch and the image's index
 (`SampleSeeds`), not by the process that happens to load it: the same recipe gives the same images
-with any number of loader workers (or, later, processes), and a resumed epoch repeats exactly.
+with any number of loader workers or training processes, and a resumed epoch repeats exactly.
 """
 
 from __future__ import annotations
