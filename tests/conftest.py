@@ -135,6 +135,24 @@ def synced_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def catalog_at(url: str, revision: str) -> Iterator[Any]:
+    """A connection (in one transaction) to the catalog at `url` migrated only up to `revision`: a catalog as an
+    older zoo left it, for a test to add its rows to before the zoo upgrades it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from zoo.catalog.engine import open_engine
+    from zoo.catalog.sync import MIGRATIONS
+
+    with open_engine(url).begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        yield conn
+
+
 def run_zoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, check: bool = True):
     """Run the ``zoo`` command line in a child process, as a user would."""
     done = subprocess.run(

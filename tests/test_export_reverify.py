@@ -23,7 +23,7 @@ from onnx import numpy_helper
 from sqlalchemy import select, text
 
 import zoo
-from tests.conftest import python_without, run_zoo
+from tests.conftest import catalog_at, python_without, run_zoo
 from tests.test_serve import one_line_error, running_service
 from zoo.catalog import tables
 from zoo.catalog.engine import open_engine
@@ -137,17 +137,8 @@ def test_a_model_above_the_size_limit_is_claimed_without_being_built(catalog: st
 
 
 def test_exports_published_before_the_migration_are_claimed(catalog_url: str, use_catalog) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from zoo.catalog.sync import MIGRATIONS
-
     use_catalog(catalog_url, "digits")
-    with open_engine(catalog_url).begin() as conn:  # a catalog as the zoo left it before verified_by
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0006")
+    with catalog_at(catalog_url, "0006") as conn:  # a catalog as the zoo left it before verified_by
         conn.execute(text("INSERT INTO published_exports (sha256, size, model, weights, metadata, created_at) "
                           f"VALUES ('{'ab' * 32}', 1, 'digits/digits_cnn', '{DIGITS_WEIGHTS}', '{{}}', "
                           "'2025-01-01 00:00:00')"))

@@ -29,6 +29,7 @@ The module imports no torch: building and loading happen inside `publish_weights
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.context import current
-from zoo.errors import UsageError, ZooWarning, excerpt
+from zoo.errors import UsageError, ZooWarning, excerpt, first_line
 from zoo.records import CLAIMED, VERIFIED_BY_REGISTRY, ModelRecord, PublishedExport, PublishedWeights, parse_spec
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ __all__ = ["PublishedExport", "PublishedWeights", "find_export", "list_published
 #: Most categories a published head may have, and longest name of one.
 MAX_CATEGORIES = 100_000
 MAX_TEXT = 10_000  # characters of a description or a category name
+#: Bytes of a run record's JSON (`publish_weights`' ``run``): a recipe and hundreds of epochs take a few dozen KiB.
+MAX_RUN_BYTES = 1 << 20
 #: Exports are verified again one at a time in a process: each builds its model (`_verified_by`).
 _verifying = threading.Lock()
 
@@ -65,12 +68,17 @@ def publish_weights(
     from_weights: str | None = None,
     description: str | None = None,
     preprocessing: PreprocessSpec | Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> PublishedWeights:
     """Publish the weights in `file` for catalog model `model` as the next version of `name` (``NAMESPACE/NAME``).
 
     `metrics` maps ``"DATASET:METRIC"`` to a number; `categories` (one per output of
     the head) and `preprocessing` (a `zoo.PreprocessSpec` or its JSON) default to those of
-    `from_weights`. Refused in one line, with nothing stored, when an argument is
+    `from_weights`. `run` is the run record that made the weights (``zoo finetune``'s run.json:
+    base weights, data, recipe, versions, metrics per epoch), a JSON object of at most `MAX_RUN_BYTES`
+    stored with the version (numbers that JSON lacks, NaN and infinities, become null); its base
+    weights' name (``base_weights.name``) is `from_weights` when that is not given, and must name the
+    same weights when it is. Refused in one line, with nothing stored, when an argument is
     wrong or the file does not fit the model.
     """
     parse_spec(name, bare=True)
@@ -78,9 +86,10 @@ def publish_weights(
     description = _checked_text(description, "description")
     categories = _checked_categories(categories) if categories is not None else None
     preprocessing = _checked_preprocessing(preprocessing) if preprocessing is not None else None
+    run = _checked_run(run) if run is not None else None
     return current().catalog.publish_weights(model, Path(file), name=name, metrics=metrics, categories=categories,
                                              from_weights=from_weights, description=description,
-                                             preprocessing=preprocessing, check=_check_fit)
+                                             preprocessing=preprocessing, check=_check_fit, run=run)
 
 
 def resolve_published(spec: str) -> PublishedWeights:
@@ -211,6 +220,21 @@ def _checked_preprocessing(preprocessing: Any) -> dict[str, Any]:
 
     spec = preprocessing if isinstance(preprocessing, PreprocessSpec) else PreprocessSpec.from_json(preprocessing)
     return spec.to_json()
+
+
+def _checked_run(run: Any) -> dict[str, Any]:
+    """`run` as the JSON object a catalog stores (a round trip through JSON text: tuples become lists, NaN and
+    infinities null); a one-line `UsageError` for anything else, or for more than `MAX_RUN_BYTES` of JSON."""
+    if not isinstance(run, Mapping):
+        raise UsageError(f"a run record must be a JSON object, not {excerpt(run)}")
+    try:
+        text = json.dumps(dict(run), ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"the run record is not plain JSON: {first_line(exc)}") from None
+    if len(text.encode()) > MAX_RUN_BYTES:
+        raise UsageError(f"the run record is {len(text.encode())} bytes of JSON; at most {MAX_RUN_BYTES} are "
+                         "stored with a version")
+    return json.loads(text, parse_constant=lambda _: None)
 
 
 def _checked_text(text: str | None, what: str) -> str | None:

@@ -12,6 +12,7 @@ both answer with these records: a deployment host reads them without SQLAlchemy.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,11 +44,27 @@ class PublishedWeights:
     from_weights: str | None
     created_at: datetime
     aliases: tuple[str, ...] = ()
+    #: The run record that made them (lineage: base weights, data, recipe, versions, metrics per epoch, wall
+    #: time, device; ``zoo finetune`` writes it as run.json): a JSON object of any shape, None when not given.
+    run: dict[str, Any] | None = None
 
     @property
     def full_name(self) -> str:
         """``NAMESPACE/NAME``."""
         return f"{self.namespace}/{self.name}"
+
+    def run_part(self, key: str) -> dict[str, Any]:
+        """The object `key` of the run record (``"base_weights"``, ``"data"``, ``"best"``...); empty when the
+        record has none (or something else there: a record is read as it was given)."""
+        part = (self.run or {}).get(key)
+        return part if isinstance(part, dict) else {}
+
+    def run_epochs(self) -> list[dict[str, float]]:
+        """The run record's metrics per epoch (``zoo finetune``'s: epoch, train_loss, val_loss, acc@1, ...),
+        each epoch's finite numbers only; the entries that are not objects left out."""
+        epochs = (self.run or {}).get("epochs")
+        return [{k: v for k, v in e.items() if _finite(v)} for e in epochs if isinstance(e, dict)
+                ] if isinstance(epochs, list) else []
 
     @property
     def spec(self) -> str:
@@ -59,20 +76,64 @@ class PublishedWeights:
         """What the model's builder needs to fit these weights: a head of one output per category."""
         return {"num_classes": len(self.categories)} if self.categories else {}
 
+    @property
+    def base_sha256(self) -> str | None:
+        """The SHA-256 of the weights these were fine-tuned from, as the run record gives it."""
+        sha256 = self.run_part("base_weights").get("sha256")
+        return sha256 if isinstance(sha256, str) else None
+
+    def lineage(self) -> dict[str, str]:
+        """The run record in words, for people (``zoo show``, the model card): ``data`` (manifest hash, classes,
+        images), ``training`` (epochs, device, wall time), ``final`` and ``best`` (an epoch's metrics); only
+        those the record has."""
+        words = {}
+        data = self.run_part("data")
+        if data:
+            classes = data.get("classes")
+            images = ", ".join(f"{data[key]} {word}" for key, word in (
+                ("train", "training"), ("val", "validation"), ("skipped", "unreadable skipped"))
+                if _finite(data.get(key)))
+            words["data"] = (f"manifest {data.get('manifest_sha256') or 'not given'}"
+                             + (f", {len(classes)} classes" if isinstance(classes, list) else "")
+                             + (f"; images: {images}" if images else ""))
+        epochs, run = self.run_epochs(), self.run or {}
+        if epochs or run.get("device") or _finite(run.get("wall_s")):
+            words["training"] = ", ".join([f"{len(epochs)} epoch{'s' * (len(epochs) != 1)}",
+                                           *([f"on {run['device']}"] if run.get("device") else []),
+                                           *([f"{run['wall_s']:.0f} s"] if _finite(run.get("wall_s")) else [])])
+        best = {k: v for k, v in self.run_part("best").items() if _finite(v)}
+        for key, epoch in (("final", epochs[-1] if epochs else {}), ("best", best)):
+            shown = [f"{label} {epoch[name]:{spec}}{unit}" for name, label, spec, unit in _EPOCH_WORDS if name in epoch]
+            if shown:
+                words[key] = ", ".join(shown)
+        return words
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.full_name, "version": self.version, "spec": self.spec, "model": self.model,
                 "sha256": self.sha256, "size": self.size, "categories": self.categories, "metrics": self.metrics,
                 "preprocessing": self.preprocessing, "description": self.description,
                 "from_weights": self.from_weights, "aliases": list(self.aliases),
-                "created_at": self.created_at.isoformat()}
+                "created_at": self.created_at.isoformat(), "run": self.run}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PublishedWeights:
-        """The inverse of `to_json` (a registry service's answer)."""
+        """The inverse of `to_json` (a registry service's answer; one without ``run``, from a service older than
+        the field, has none)."""
         namespace, _, name = data["name"].partition("/")
         return cls(namespace, name, data["version"], data["model"], data["sha256"], data["size"],
                    data["categories"], data["metrics"], data["preprocessing"], data["description"],
-                   data["from_weights"], datetime.fromisoformat(data["created_at"]), tuple(data["aliases"]))
+                   data["from_weights"], datetime.fromisoformat(data["created_at"]), tuple(data["aliases"]),
+                   data.get("run"))
+
+
+#: How `PublishedWeights.lineage` says an epoch's metrics: run record key, words, format, unit.
+_EPOCH_WORDS = (("epoch", "epoch", "g", ""), ("acc@1", "val acc@1", ".2f", "%"), ("acc@5", "acc@5", ".2f", "%"),
+                ("val_loss", "val loss", ".4g", ""), ("train_loss", "train loss", ".4g", ""))
+
+
+def _finite(value: Any) -> bool:
+    """Whether `value` is a finite number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: `PublishedExport.verified_by`: the registry ran the export's verification against PyTorch again when it was

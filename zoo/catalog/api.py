@@ -74,8 +74,10 @@ class Catalog(Protocol):
 
     def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
                         categories: list[str] | None, from_weights: str | None, description: str | None,
-                        preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
-        """Store `file` and record it as the next version of `name`, once `check` accepts it."""
+                        preprocessing: dict[str, Any] | None, check: FitCheck,
+                        run: dict[str, Any] | None = None) -> PublishedWeights:
+        """Store `file` and record it as the next version of `name`, once `check` accepts it, with the `run`
+        record that made it (`zoo.publish.publish_weights`)."""
 
     def publish_export(self, path: Path, metadata: Mapping[str, Any], *, check: ExportCheck) -> PublishedExport:
         """Store the verified export at `path` (its zoo `metadata` read and checked by the caller) and record it,

@@ -159,7 +159,7 @@ def _record(conn: Connection, row: Row, aliases: list[str] | None = None) -> Pub
             a.c.namespace == row.namespace, a.c.name == row.name, a.c.version == row.version).order_by(a.c.alias)))
     return PublishedWeights(row.namespace, row.name, row.version, row.model, row.sha256, row.size, row.categories,
                             row.metrics, row.preprocessing, row.description, row.from_weights,
-                            _utc(row.created_at), tuple(aliases))
+                            _utc(row.created_at), tuple(aliases), row.run)
 
 
 def _export(row: Row) -> PublishedExport:

@@ -227,15 +227,18 @@ class SqlCatalog:
 
     def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
                         categories: list[str] | None, from_weights: str | None, description: str | None,
-                        preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
+                        preprocessing: dict[str, Any] | None, check: FitCheck,
+                        run: dict[str, Any] | None = None) -> PublishedWeights:
         """Check `file` (names and shapes), hash it and store it, streaming: memory stays bounded for any size.
 
         The check and the hash read the same file: one that changed meanwhile (its inode, size or modification
-        time) is refused, and the store verifies the bytes it copies against the hash (`HashMismatchError`)."""
+        time) is refused, and the store verifies the bytes it copies against the hash (`HashMismatchError`).
+        The run record's base weights are `from_weights` when it is None (`_lineage`)."""
         from zoo.fetch import digest_of
         from zoo.outputs import open_regular
 
         record = self.describe(model)
+        from_weights = _lineage(self, record, from_weights, run)
         from_weights, inherited_categories, inherited_preprocessing = _source(self, record, from_weights)
         categories = inherited_categories if categories is None else categories
         preprocessing = inherited_preprocessing if preprocessing is None else preprocessing
@@ -248,7 +251,8 @@ class SqlCatalog:
         stored = self.store.put_file(file, sha256=sha256)
         return pub.add_version(self.engine, parse_spec(name, bare=True), model=record.qualified_name,
                                sha256=stored.sha256, size=stored.size, categories=categories, metrics=metrics,
-                               preprocessing=preprocessing, description=description, from_weights=from_weights)
+                               preprocessing=preprocessing, description=description, from_weights=from_weights,
+                               run=run)
 
     def publish_export(self, path: Path, metadata: Mapping[str, Any], *, check: ExportCheck) -> PublishedExport:
         from zoo.fetch import sha256_of
@@ -413,6 +417,27 @@ def _source(catalog: SqlCatalog, record: ModelRecord,
     if entry is None:
         raise UnknownWeightsError(from_weights, [w.name for w in record.weights])
     return entry.name, entry.meta.get("categories"), entry.transforms
+
+
+def _lineage(catalog: SqlCatalog, record: ModelRecord, from_weights: str | None,
+             run: dict[str, Any] | None) -> str | None:
+    """The weights a version was fine-tuned from: `from_weights`, else the run record's base weights
+    (``base_weights.name``). Given both, they must name the same weights (one lineage, not two): a one-line
+    `UsageError` otherwise."""
+    base = (run or {}).get("base_weights")
+    if not isinstance(base, dict):
+        return from_weights
+    named = base.get("name")
+    if named is not None and not isinstance(named, str):
+        raise UsageError(f"the run record's base_weights.name must be a weights name or null, not {excerpt(named)}")
+    if from_weights is None:
+        return named
+    if named is None or (named != from_weights
+                         and _source(catalog, record, named)[0] != _source(catalog, record, from_weights)[0]):
+        raise UsageError(f"from_weights {excerpt(from_weights)} is not the run record's base weights "
+                         f"({excerpt(named) if named else 'none: trained from random initialisation'}); "
+                         "leave from_weights out to take the record's")
+    return from_weights
 
 
 def _state(conn: Connection) -> tuple[str | None, str | None]:

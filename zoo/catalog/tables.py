@@ -179,6 +179,8 @@ published_weights = Table(
     Column("description", Text),
     Column("from_weights", String(400)),  # the weights it was fine-tuned from
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # the run record that made it (zoo finetune's run.json: base weights, data, recipe, epochs), a JSON object
+    Column("run", JSON),
     UniqueConstraint("namespace", "name", "version"),
 )
 

@@ -81,7 +81,7 @@ def _show_text(r: dict[str, Any]) -> str:
         f"  tags:         {', '.join(r['tags']) or '-'}",
     ]
     if not r["weights"]:
-        return "\n".join([*lines, "  no pretrained weights"])
+        return "\n".join([*lines, "  no pretrained weights", *_published_text(r["published"])])
     rows = []
     for w in r["weights"]:
         metrics = " ".join(
@@ -99,7 +99,24 @@ def _show_text(r: dict[str, Any]) -> str:
         if spec:
             settings = " ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and v is not None)
             lines.append(f"\n  {w['member']} transforms: {spec['kind']} {settings}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *_published_text(r["published"])])
+
+
+def _published_text(published: list[dict[str, Any]]) -> list[str]:
+    """The published versions of a model, each with its lineage: what it was fine-tuned from (name and
+    SHA-256), its data and training (`zoo.records.PublishedWeights.lineage`)."""
+    from zoo.records import PublishedWeights
+
+    lines = []
+    for p in map(PublishedWeights.from_json, published):
+        aliases = "".join(f" @{a}" for a in p.aliases)
+        metrics = ", ".join(f"{k}={v:g}" for k, v in p.metrics.items())
+        lines.append(f"  {p.spec}{aliases}  {metrics or 'no metrics'}  ({p.created_at.isoformat()[:10]})")
+        if p.from_weights or p.run is not None:
+            sha = f" (sha256 {p.base_sha256})" if p.base_sha256 else ""
+            lines.append(f"    fine-tuned from: {p.from_weights or 'random initialisation'}{sha}")
+        lines += [f"    {key + ':':16} {text}" for key, text in p.lineage().items()]
+    return ["", "  published:", *lines] if lines else []
 
 
 def _plugins(args: argparse.Namespace) -> int:

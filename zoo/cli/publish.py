@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from zoo.cli.common import Commands, add_json, comma_list, emit, human, metric_argument, table
-from zoo.errors import UsageError
+from zoo.errors import UsageError, first_line
 from zoo.service.client import upload_progress
 
 
@@ -42,6 +44,9 @@ def _add_publish(commands: Commands) -> None:
     a.add_argument("--from", dest="from_weights", metavar="WEIGHTS",
                    help="the weights they were fine-tuned from; categories and preprocessing are inherited")
     a.add_argument("--description", metavar="TEXT", help="what these weights are")
+    a.add_argument("--run", dest="run_record", metavar="RUN.json",
+                   help="the run record that made them (zoo finetune writes run.json), stored with the version as "
+                        "its lineage; its base weights are --from when that is not given")
     add_json(a)
     a.set_defaults(run=_publish_weights)
     a = actions.add_parser("export", help="store and record a verified ONNX export (its zoo metadata is checked)")
@@ -56,7 +61,7 @@ def _publish_weights(args: argparse.Namespace) -> int:
     with upload_progress():  # to a registry service
         record = publish_weights(args.model, args.file, name=args.name, metrics=dict(args.metric),
                                  categories=_categories(args.categories), from_weights=args.from_weights,
-                                 description=args.description)
+                                 description=args.description, run=_run_record(args.run_record))
     emit(args, record.to_json(), lambda: f"published {record.spec} for {record.model} "
                                          f"(sha256 {record.sha256}, {record.size} bytes)")
     return 0
@@ -73,6 +78,18 @@ def _categories(text: str | None) -> list[str] | None:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read the categories file {path}: {exc}") from None
     return comma_list(text)
+
+
+def _run_record(path: str | None) -> Any:
+    """``--run``: the JSON in the file at `path` (checked by `zoo.publish_weights`), or None."""
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the run record {path}: {first_line(exc)}") from None
+    except ValueError as exc:
+        raise UsageError(f"the run record {path} is not JSON: {first_line(exc)}") from None
 
 
 def _publish_export(args: argparse.Namespace) -> int:

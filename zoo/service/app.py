@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -42,7 +42,15 @@ from zoo.catalog.fingerprint import ensure_current
 from zoo.errors import UsageError, ZooError, excerpt
 from zoo.outputs import write_atomically
 from zoo.records import parse_spec
-from zoo.publish import find_export, list_published, publish_export, publish_weights, resolve_published, set_alias
+from zoo.publish import (
+    MAX_RUN_BYTES,
+    find_export,
+    list_published,
+    publish_export,
+    publish_weights,
+    resolve_published,
+    set_alias,
+)
 from zoo.registry import list_plugins, summarize_models, weights_owner
 from zoo.service.access_log import log_config
 from zoo.service.answers import Answers, Remembered
@@ -647,21 +655,29 @@ def _published_routes(settings: Settings) -> APIRouter:
                                                   description="the weights they were fine-tuned from")] = None,
         description: Annotated[str | None, Query(max_length=10_000)] = None,
         preprocessing: Annotated[str | None, Query(max_length=10_000, description="a PreprocessSpec's JSON")] = None,
+        run_length: Annotated[int | None, Header(
+            alias="X-Zoo-Run-Length", ge=1, le=MAX_RUN_BYTES,
+            description="the body starts with the run record (a JSON object) of this many bytes, then the file; "
+                        "X-Zoo-SHA256 is the file's")] = None,
     ) -> dict[str, Any]:
         full_name = f"{namespace}/{name}"
-        length = declared_length(request, settings.max_upload_bytes)
+        length = declared_length(request, settings.max_upload_bytes + (run_length or 0))
+        if run_length is not None and run_length > length:
+            raise ApiError(400, f"X-Zoo-Run-Length ({run_length}) is more than the whole body ({length} bytes)")
         metrics = dict(parse_metric(m) for m in metric or [])
         names = [c.strip() for c in categories.split(",")] if categories is not None else None
         spec = _json_query("preprocessing", preprocessing) if preprocessing is not None else None
         bodies = settings.bodies
         with bodies.accepting(settings.store) as uploads:
             await bodies.run(partial(_check_before_upload, full_name, model))
-            path = await bodies.receive(request, uploads / "upload", length, sha256)
+            body = _AfterRunRecord(request, run_length or 0)
+            path = await bodies.receive(body, uploads / "upload", length - body.length, sha256)  # type: ignore[arg-type]
+            run = body.record()
             with _uploaded_as(path):
                 try:
                     record = await bodies.run(partial(
                         publish_weights, model, path, name=full_name, metrics=metrics or None, categories=names,
-                        from_weights=from_weights, description=description, preprocessing=spec))
+                        from_weights=from_weights, description=description, preprocessing=spec, run=run))
                 finally:
                     answers.changed()
         return record.to_json()
@@ -722,6 +738,32 @@ def _export_routes(settings: Settings) -> APIRouter:
         return record.to_json()
 
     return router
+
+
+class _AfterRunRecord:
+    """A publishing request whose body starts with a run record of `length` bytes (0: none), then the file:
+    `stream` yields the file's bytes (what `Bodies.receive` reads and verifies), keeping the record's apart."""
+
+    def __init__(self, request: Request, length: int) -> None:
+        self.request, self.length, self.head = request, length, bytearray()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        async for chunk in self.request.stream():
+            cut = max(0, self.length - len(self.head))
+            self.head += chunk[:cut]
+            yield chunk[cut:]  # empty while the record is read: it came, so the wait for the next starts again
+
+    def record(self) -> dict[str, Any] | None:
+        """The run record read from the body (None when there is none); 400 when it is not JSON."""
+        if not self.length:
+            return None
+        if len(self.head) < self.length:
+            raise ApiError(400, f"the body ended inside its run record ({len(self.head)} of {self.length} bytes)")
+        try:
+            return json.loads(self.head)
+        except ValueError as exc:
+            raise ApiError(400, f"the run record (X-Zoo-Run-Length bytes before the file) is not JSON: {exc}"
+                           ) from None
 
 
 def _json_query(name: str, value: str) -> Any:

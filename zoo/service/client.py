@@ -232,8 +232,10 @@ class HttpCatalog:
     @_answer_checked
     def publish_weights(self, model: str, file: Path, *, name: str, metrics: dict[str, float],
                         categories: list[str] | None, from_weights: str | None, description: str | None,
-                        preprocessing: dict[str, Any] | None, check: FitCheck) -> PublishedWeights:
-        """Upload `file`: the service checks it (`check` runs there)."""
+                        preprocessing: dict[str, Any] | None, check: FitCheck,
+                        run: dict[str, Any] | None = None) -> PublishedWeights:
+        """Upload `file`: the service checks it (`check` runs there). The run record, too large for a query,
+        goes first in the body as JSON, its length in ``X-Zoo-Run-Length``."""
         if categories is not None and any("," in c for c in categories):
             raise UsageError("a registry service takes categories comma-separated, so a category name with ',' "
                              "cannot be sent; inherit the categories with from_weights (--from) instead")
@@ -242,7 +244,8 @@ class HttpCatalog:
                  "description": description,
                  "preprocessing": json.dumps(preprocessing) if preprocessing is not None else None}
         spec = parse_spec(name, bare=True)
-        answer = self._upload(f"/published/{spec.namespace}/{spec.name}", file, query)
+        prefix = json.dumps(run, ensure_ascii=False).encode() if run is not None else b""
+        answer = self._upload(f"/published/{spec.namespace}/{spec.name}", file, query, prefix)
         return _typed(PublishedWeights.from_json(answer))
 
     @_answer_checked
@@ -410,9 +413,10 @@ class HttpCatalog:
                             f"{self.timeout:g} s, the time a command waits for its answers (${SERVICE_TIMEOUT}; an "
                             f"upload gets a second more per {UPLOAD_RATE >> 10} KiB)")
 
-    def _upload(self, path: str, file: Path, params: Mapping[str, Any]) -> Any:
+    def _upload(self, path: str, file: Path, params: Mapping[str, Any], prefix: bytes = b"") -> Any:
         """POST the regular file `file` as the body, with its SHA-256 declared and its length (and a progress bar
-        in an `upload_progress` block)."""
+        in an `upload_progress` block); `prefix`, when given, goes before the file, its length declared in
+        ``X-Zoo-Run-Length``."""
         from tqdm import tqdm
 
         from zoo.fetch import counted, digest_of
@@ -421,12 +425,15 @@ class HttpCatalog:
         with open_regular(file, only="only regular files are published") as f:  # before a byte is read
             sha256, size = digest_of(f)
             f.seek(0)
-            headers = {"X-Zoo-SHA256": sha256, "Content-Length": str(size),
-                       "Content-Type": "application/octet-stream"}
+            headers = {"X-Zoo-SHA256": sha256, "Content-Length": str(len(prefix) + size),
+                       "Content-Type": "application/octet-stream",
+                       **({"X-Zoo-Run-Length": str(len(prefix))} if prefix else {})}
             with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{file.name} (upload)",
                       disable=None if _UPLOAD_PROGRESS.get() else True, file=sys.stderr) as bar:
 
                 def body() -> Iterator[bytes]:
+                    if prefix:
+                        yield prefix
                     yield from counted(f, bar.update)
                     bar.close()  # sent: the wait for the service's checks is not the upload's
 

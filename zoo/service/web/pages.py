@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from zoo.records import VERIFIED_BY_REGISTRY
+from zoo.records import VERIFIED_BY_REGISTRY, PublishedWeights, is_spec, parse_spec
 from zoo.service.web.query import COLUMNS, PER_PAGE, X_AXES, Filters, Page, Point
 
 _TITLES = {"name": "Name", "task": "Task", "plugin": "Plugin", "params": "Parameters", "metric": "Best metric",
@@ -244,7 +244,7 @@ def _weights_section(record: dict[str, Any]) -> str:
         cats = (f'<details class="categories"><summary>{len(categories)} categories</summary>'
                 f'<p>{e(", ".join(map(str, categories)))}</p></details>' if categories else "")
         items.append(
-            f'<section class="weights" data-weights="{e(w["name"])}"><h3>{e(w["name"])}'
+            f'<section class="weights" id="weights-{e(w["name"])}" data-weights="{e(w["name"])}"><h3>{e(w["name"])}'
             f'{" <small>default</small>" if w["is_default"] else ""}</h3><dl>'
             f'<dt>task</dt><dd>{e(w["task"])}</dd><dt>file</dt><dd>{size_text(w["file_size"])} · '
             f'{_link_or_text(w["url"])}</dd><dt>SHA-256</dt><dd><code class="sha256">{e(w["sha256"] or "not known until the file is fetched and verified")}'
@@ -253,16 +253,99 @@ def _weights_section(record: dict[str, Any]) -> str:
     return "".join(items) or "<p>No pretrained weights.</p>"
 
 
-def _published_section(published: Sequence[dict[str, Any]]) -> str:
+def _published_section(record: dict[str, Any]) -> str:
+    """The published versions: a table, then the lineage of each that has one (`_lineage_section`)."""
+    published = record["published"]
     if not published:
         return "<p>Nothing published for this model.</p>"
     rows = "".join(
-        f'<tr><td>{e(p["spec"])}</td><td>{e(", ".join("@" + a for a in p["aliases"]))}</td>'
+        f'<tr id="published-{e(p["spec"])}"><td>{e(p["spec"])}</td>'
+        f'<td>{e(", ".join("@" + a for a in p["aliases"]))}</td>'
         f'<td><code class="sha256">{e(p["sha256"])}</code></td><td class="num">{size_text(p["size"])}</td>'
         f'<td>{e(", ".join(f"{k} {v:g}" for k, v in p["metrics"].items()))}</td>'
         f'<td>{e(p["description"])}</td><td>{e(p["created_at"][:10])}</td></tr>' for p in published)
+    lineages = "".join(_lineage_section(record, PublishedWeights.from_json(p)) for p in published)
     return ('<table id="published"><thead><tr><th>version</th><th>aliases</th><th>SHA-256</th><th>size</th>'
-            f'<th>metrics</th><th>description</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>')
+            f'<th>metrics</th><th>description</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>'
+            f'{lineages}')
+
+
+def _lineage_section(record: dict[str, Any], p: PublishedWeights) -> str:
+    """What published version `p` (of `record`'s model) was made from: the weights it was fine-tuned from,
+    linked (`_parent_link`), its data and training in words, and its training curves (`curves_svg`); empty
+    for a version that records none of it."""
+    if p.from_weights is None and p.run is None:
+        return ""
+    parent = _parent_link(record, p.from_weights) if p.from_weights else "random initialisation"
+    sha = f' <code class="sha256">{e(p.base_sha256)}</code>' if p.base_sha256 else ""
+    facts = "".join(f"<dt>{e(key)}</dt><dd>{e(text)}</dd>" for key, text in p.lineage().items())
+    epochs = p.run_epochs()
+    return (f'<section class="lineage" id="lineage-{e(p.spec)}" data-spec="{e(p.spec)}"><h3>{e(p.spec)}</h3>'
+            f'<dl><dt>fine-tuned from</dt><dd class="parent">{parent}{sha}</dd>{facts}</dl>'
+            f'{curves_svg(epochs, p.spec) if epochs else ""}</section>')
+
+
+def _parent_link(record: dict[str, Any], parent: str) -> str:
+    """`parent` (weights of `record`'s model, or a published spec) linked: to its section of this card, or to
+    the published version's record in the API when this card does not show it."""
+    if any(w["name"] == parent for w in record["weights"]):
+        href = f"#weights-{quote(parent, safe='/:@.')}"
+    elif any(p["spec"] == parent for p in record["published"]):
+        href = f"#published-{quote(parent, safe='/:@.')}"
+    elif is_spec(parent):
+        spec = parse_spec(parent)
+        href = f"/api/v1/published/{quote(spec.namespace)}/{quote(spec.name)}" + (
+            f"/versions/{spec.version}" if spec.version is not None else "")
+    else:
+        return e(parent)
+    return f'<a href="{e(href)}" rel="parent">{e(parent)}</a>'
+
+
+_CW, _CH, _PAD = 300, 210, 36  # one panel of the training curves: width, height, margin for the axes
+
+
+def curves_svg(epochs: Sequence[dict[str, float]], title: str) -> str:
+    """Training curves as an inline SVG (no script, no external file; it scales to its container's width): val
+    acc@1 per epoch on the left, train and val loss on the right, one point per epoch and series that has it."""
+    numbers = [(m.get("epoch", i + 1), m) for i, m in enumerate(epochs)]  # (epoch, its metrics)
+    first, last = min(n for n, _ in numbers), max(n for n, _ in numbers)
+
+    def panel(left: float, name: str, series: Sequence[tuple[str, str, str]], low: float, high: float) -> str:
+        def sx(epoch: float) -> float:  # one epoch alone: in the middle
+            share = (epoch - first) / (last - first) if last != first else 0.5
+            return left + _PAD + share * (_CW - 1.5 * _PAD)
+
+        def sy(value: float) -> float:
+            return _CH - _PAD - (value - low) / ((high - low) or 1) * (_CH - 1.5 * _PAD)
+
+        legend = " ".join(f'<tspan fill="{colour}">{e(label)}</tspan>' for _, label, colour in series)
+        parts = [f'<text x="{left + _CW / 2:.1f}" y="14" text-anchor="middle" class="axis">{e(name)}: {legend}</text>',
+                 f'<line x1="{left + _PAD}" x2="{left + _CW - _PAD / 2}" y1="{sy(low):.1f}" y2="{sy(low):.1f}" '
+                 f'class="grid" stroke="#ccc"/>',
+                 f'<text x="{left + _PAD - 4}" y="{sy(high) + 4:.1f}" text-anchor="end" class="tick">{high:.3g}</text>',
+                 f'<text x="{left + _PAD - 4}" y="{sy(low) + 4:.1f}" text-anchor="end" class="tick">{low:.3g}</text>',
+                 f'<text x="{sx(first):.1f}" y="{_CH - _PAD + 14}" text-anchor="middle" class="tick">{first:g}</text>',
+                 f'<text x="{sx(last):.1f}" y="{_CH - _PAD + 14}" text-anchor="middle" class="tick">{last:g}</text>',
+                 f'<text x="{left + _CW / 2:.1f}" y="{_CH - 4}" text-anchor="middle" class="axis">epoch</text>']
+        for key, label, colour in series:
+            points = [(n, m[key]) for n, m in numbers if key in m]
+            line = " ".join(f"{sx(n):.1f},{sy(v):.1f}" for n, v in points)
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+            parts += [f'<circle cx="{sx(n):.1f}" cy="{sy(v):.1f}" r="2.5" fill="{colour}" class="{_CURVE_CLASSES[key]}" '
+                      f'data-epoch="{n:g}"><title>epoch {n:g}: {e(label)} {v:.4g}</title></circle>' for n, v in points]
+        return "".join(parts)
+
+    accs = [m["acc@1"] for m in epochs if "acc@1" in m]
+    losses = [m[k] for m in epochs for k in ("train_loss", "val_loss") if k in m]
+    acc = panel(0, "percent", [("acc@1", "val acc@1", "#2b6cb0")], *((min(accs), max(accs)) if accs else (0, 100)))
+    loss = panel(_CW, "loss", [("train_loss", "train loss", "#c05621"), ("val_loss", "val loss", "#2f855a")],
+                 0.0, max(losses, default=1.0))
+    return (f'<svg class="curves" viewBox="0 0 {2 * _CW} {_CH}" width="100%" role="img" '
+            f'xmlns="http://www.w3.org/2000/svg"><title>training curves of {e(title)}</title>{acc}{loss}</svg>')
+
+
+#: The class of each training curve's points (`curves_svg`).
+_CURVE_CLASSES = {"acc@1": "acc1", "train_loss": "train-loss", "val_loss": "val-loss"}
 
 
 def verification_words(verified_by: str | None) -> str:
@@ -308,7 +391,7 @@ def card_page(record: dict[str, Any], exports: Sequence[dict[str, Any]]) -> str:
     name = quote(record["name"])
     body = (f'<h1 id="model-name">{e(record["name"])}</h1><dl class="facts">{facts}</dl>'
             f'<h2>Weights</h2>{_weights_section(record)}'
-            f'<h2>Published versions</h2>{_published_section(record["published"])}'
+            f'<h2>Published versions</h2>{_published_section(record)}'
             f'<h2>Exports</h2>{_exports_section(exports)}'
             f'<h2>Layers</h2><details id="layers" data-src="/layers/{name}"><summary>per-layer summary '
             f'(builds the model on the server)</summary><div class="layers-body"><a href="/layers/{name}">open</a>'
