@@ -504,7 +504,7 @@ def main(argv: Sequence[str]) -> None:
     is out, so threads or exit handlers a plugin left behind cannot keep it alive.
     """
     options = _child_options(argv)
-    _die_with_parent(options.parent)
+    die_with_parent(options.parent)
     status = 0
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -547,11 +547,12 @@ def _child_options(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _die_with_parent(parent: int | None) -> None:
+def die_with_parent(parent: int | None) -> None:
     """Have Linux kill this process when `parent` dies (PR_SET_PDEATHSIG), and end now if it already has.
 
     A killed ``zoo`` command then leaves no sync child behind, even one whose plugin
-    hangs. Elsewhere the parent's timeout is the only bound.
+    hangs (nor training processes: `zoo.training.distributed` calls it in each). Elsewhere
+    the parent's timeout is the only bound.
     """
     if parent is None or not sys.platform.startswith("linux"):
         return

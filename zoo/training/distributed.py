@@ -43,10 +43,10 @@ from zoo.training.recipe import FinetuneResult, Recipe
 #: parent (Linux): a killed ``zoo finetune`` leaves neither torchrun nor its processes (torchrun starts
 #: each in a session of its own) behind.
 _SAFE_PATH = ("import os, sys; sys.path[:] = [p for p in sys.path if p]; "
-              "from zoo.catalog.sync import _die_with_parent; ")
-_LAUNCHER = _SAFE_PATH + ("_die_with_parent(int(sys.argv[1])); from torch.distributed.run import main; "
+              "from zoo.catalog.sync import die_with_parent; ")
+_LAUNCHER = _SAFE_PATH + ("die_with_parent(int(sys.argv[1])); from torch.distributed.run import main; "
                           "main(sys.argv[2:])")
-_RANK = _SAFE_PATH + ("_die_with_parent(os.getppid()); from zoo.training.finetune import rank_main; "
+_RANK = _SAFE_PATH + ("die_with_parent(os.getppid()); from zoo.training.finetune import rank_main; "
                       "sys.exit(rank_main(sys.argv[1:]))")
 #: torchrun's static rendezvous port when `master_addr` is given without `master_port` (torchrun's default).
 DEFAULT_MASTER_PORT = 29500
