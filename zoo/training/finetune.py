@@ -508,7 +508,7 @@ class _Run:
             self._save_checkpoint()  # a later resume knows it is published
             self._say(f"published {self.published}")
         if main:
-            self._write_record("stopped early" if self.stopped_early else "finished")
+            self._write_record(self._final_status())
         return FinetuneResult(self.folder, self.base.record.qualified_name, self.base.weights, tuple(self.history),
                               self.best["epoch"], self.step, self.stopped_early, self._wall(),
                               _device_text(self.device), self.published)
@@ -598,8 +598,13 @@ class _Run:
         _write(self.folder / CHECKPOINT_FILE, lambda part: torch.save(checkpoint, part))
 
     def _write_record(self, status: str) -> None:
-        """The run record, ``run.json``: what the run is made of and what it measured so far."""
-        record = {
+        """Write the run record (`_record`) as ``run.json``."""
+        text = json.dumps(self._record(status), indent=2) + "\n"
+        _write(self.folder / RUN_FILE, lambda part: part.write_text(text, encoding="utf-8"))
+
+    def _record(self, status: str) -> dict[str, Any]:
+        """The run record: what the run is made of and what it measured so far."""
+        return {
             "format": RUN_FORMAT, "status": status, "recipe": self.recipe.to_json(),
             "model": self.base.record.qualified_name,
             "base_weights": {"name": self.base.weights, "sha256": self.base.sha256},
@@ -616,16 +621,16 @@ class _Run:
             "published": self.published, "written_at": datetime.now(timezone.utc).isoformat(),
             "files": {"best": BEST_FILE, "checkpoint": CHECKPOINT_FILE},
         }
-        text = json.dumps(record, indent=2) + "\n"
-        _write(self.folder / RUN_FILE, lambda part: part.write_text(text, encoding="utf-8"))
+
+    def _final_status(self) -> str:
+        return "stopped early" if self.stopped_early else "finished"
 
     def _publish(self, best: EpochMetrics) -> str:
-        """Publish ``best.safetensors`` as the next version of ``recipe.publish``, with the run record (the
-        ``run.json`` written after the last epoch, with the run's final status) as its lineage; its spec."""
+        """Publish ``best.safetensors`` as the next version of ``recipe.publish``, with the run record (with the
+        run's final status) as its lineage; its spec."""
         from zoo.publish import publish_weights
 
-        run = json.loads((self.folder / RUN_FILE).read_text(encoding="utf-8"))
-        run["status"] = "stopped early" if self.stopped_early else "finished"
+        run = self._record(self._final_status())
 
         dataset, counts = dataset_name(self.recipe.data), self.data.counts()
         description = (f"zoo finetune of {self.base.weights or 'a randomly initialised model'} on {dataset} "
