@@ -24,7 +24,7 @@ from sqlalchemy import select, text
 
 import zoo
 from tests.conftest import catalog_at, python_without, run_zoo
-from tests.test_serve import one_line_error, running_service
+from tests.test_serve import digits_publishing_site, one_line_error
 from zoo.catalog import tables
 from zoo.catalog.engine import open_engine
 from zoo.context import current
@@ -153,13 +153,8 @@ def test_exports_published_before_the_migration_are_claimed(catalog_url: str, us
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], str, str]]:
     """`zoo serve` on a digits catalog: its environment, base URL and a publisher's token."""
-    folder = tmp_path_factory.mktemp("serve")
-    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": "digits",
-           "ZOO_ARTIFACTS": str(folder / "artifacts")}
-    run_zoo("sync", env=env)
-    token = run_zoo("token", "create", "publisher", env=env).stdout.strip()
-    with running_service(env, log=folder / "serve.log") as served:
-        yield env, served.url, token
+    with digits_publishing_site(tmp_path_factory.mktemp("serve")) as (served, token):
+        yield served.env, served.url, token
 
 
 def test_the_service_verifies_uploads_and_shows_who_verified_each_export(

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 
 import zoo
 from tests.conftest import catalog_at, run_zoo
-from tests.test_serve import Service, one_line_error, running_service
+from tests.test_serve import Service, digits_publishing_site, one_line_error
 from zoo.catalog import tables
 from zoo.catalog.engine import open_engine
 from zoo.errors import UsageError
@@ -118,13 +118,8 @@ def test_a_catalog_made_before_run_records_is_upgraded(catalog_url: str, use_cat
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
     """`zoo serve` on a digits catalog (SQLite, a folder store), and a publisher's token."""
-    folder = tmp_path_factory.mktemp("serve")
-    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": "digits",
-           "ZOO_ARTIFACTS": str(folder / "artifacts")}
-    run_zoo("sync", env=env)
-    token = run_zoo("token", "create", "publisher", env=env).stdout.strip()
-    with running_service(env, log=folder / "serve.log") as served:
-        yield served, token
+    with digits_publishing_site(tmp_path_factory.mktemp("serve")) as site:
+        yield site
 
 
 def test_client_mode_carries_the_record_and_show_and_the_card_draw_it(

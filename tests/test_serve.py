@@ -74,6 +74,17 @@ def running_service(env: dict[str, str], *args: str, log: Path | None = None) ->
         yield Service(served, env)
 
 
+@contextmanager
+def digits_publishing_site(folder: Path) -> Iterator[tuple[Service, str]]:
+    """`zoo serve` on a digits catalog in `folder` (SQLite, a folder store) for the block, and a publisher's token."""
+    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": "digits",
+           "ZOO_ARTIFACTS": str(folder / "artifacts")}
+    run_zoo("sync", env=env)
+    token = run_zoo("token", "create", "publisher", env=env).stdout.strip()
+    with running_service(env, log=folder / "serve.log") as served:
+        yield served, token
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A synced catalog with tokens, served by `zoo serve --max-upload 1M` for the module: SQLite with a folder
