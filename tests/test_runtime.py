@@ -105,6 +105,11 @@ def test_digits_agree_with_pytorch_on_the_heldout_split(digits: Path, heldout) -
     assert isinstance(first, Classification) and len(first.labels) == 3
     assert first.indices[0] == torch_top1[0]
     np.testing.assert_allclose(first.probabilities[0], probabilities[0, torch_top1[0]], rtol=1e-4)
+    # outputs: what predict decodes, by output name: the logits themselves
+    outputs = predictor.outputs(list(images[:40]))
+    assert len(outputs) == 40 and list(outputs[0]) == predictor.output_names
+    np.testing.assert_allclose(np.stack([o[predictor.output_names[0]] for o in outputs]), logits[:40].numpy(),
+                               rtol=1e-4, atol=1e-4)
     assert first.probabilities == sorted(first.probabilities, reverse=True)
     # the same images as PIL images give the same answers
     as_pil = predictor.predict([Image.fromarray(image) for image in images[:50]], topk=3)

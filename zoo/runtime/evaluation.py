@@ -288,10 +288,9 @@ def export_logits(predictor: Predictor, files: Sequence[str | os.PathLike[str]],
     rows: list[np.ndarray] = []
     with progress_bar(len(files), progress) as bar:
         for start in range(0, len(files), batch_size):
-            _, samples = predictor._samples(list(files[start:start + batch_size]))
-            outputs = predictor._run_batches([(sample,) for sample in samples])
+            outputs = predictor.outputs(list(files[start:start + batch_size]))
             rows += [out[main_output(list(out))] for out in outputs]
-            bar.update(len(samples))
+            bar.update(len(outputs))
     return np.stack(rows).astype(np.float32, copy=False)
 
 

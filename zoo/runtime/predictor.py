@@ -482,6 +482,17 @@ class Predictor:
         if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
             raise UsageError(f"topk must be a positive integer, not {topk!r}")
         options = DecodeOptions(categories=self.categories, topk=topk, score_threshold=score_threshold)
+        sources, outputs = self._outputs(images)
+        return [model_adapter.decode(out, source, options) for source, out in zip(sources, outputs)]
+
+    def outputs(self, images: ImageLike | Sequence[ImageLike]) -> list[dict[str, np.ndarray]]:
+        """Each image's (pair's) outputs by name, before decoding: what `predict` decodes (a classifier's
+        logits, a detector's boxes...), from the same preprocessing and session calls. `images` as `predict`'s."""
+        return self._outputs(images)[1]
+
+    def _outputs(self, images: ImageLike | Sequence[ImageLike]) -> tuple[list[str | None], list[dict[str, np.ndarray]]]:
+        """Each image's source (its path, if any) and outputs (`outputs`)."""
+        model_adapter = self._check_ready()
         sources, samples = self._samples(images)
         span = len(self.input_names)
         if len(samples) < span:
@@ -489,10 +500,9 @@ class Predictor:
                              f"got {len(samples)}")
         calls = [tuple(samples[i:i + span]) for i in range(len(samples) - span + 1)]
         if model_adapter.batched:
-            outputs = self._run_batches(calls)
-        else:  # exported for one image (or pair) of any size: one session call each
-            outputs = [self.run(*(x[None] for x in call)) for call in calls]
-        return [model_adapter.decode(out, source, options) for source, out in zip(sources, outputs)]
+            return sources, self._run_batches(calls)
+        # exported for one image (or pair) of any size: one session call each
+        return sources, [self.run(*(x[None] for x in call)) for call in calls]
 
     # -- inputs
 
