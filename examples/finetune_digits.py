@@ -1,105 +1,68 @@
 """Fine-tune the shipped digits model for a new task: is the digit odd or even?
 
-The worked example of the zoo's fine-tuning tools, on the CPU in seconds:
+The worked example of ``zoo finetune`` (`zoo.finetune`), on the CPU in seconds:
 
-1. build ``digits_cnn`` with its pretrained weights and a fresh 2-class head
-   (`zoo.build_model`, which reports what it loaded);
-2. freeze the backbone (BatchNorm layers become frozen) and train the head;
-3. unfreeze the last convolution block and train it at a lower learning rate than the head;
-4. report the held-out accuracy of the new task;
-5. with ``--save FILE``, write the fine-tuned weights as safetensors, ready for
-   ``zoo publish weights digits_cnn FILE --categories even,odd`` (replacing an
-   existing FILE only with ``--force``).
+1. write the task as an image folder, ``train/even``, ``train/odd``, ``val/even``, ``val/odd``:
+   8x8 PNGs of scikit-learn's digits with the split the digits weights were trained on, so that
+   the validation images (the held-out split) were never seen, by the pretrained model or here
+   (`zoo_digits.data.write_image_folder`, into a temporary folder);
+2. fine-tune ``digits_cnn`` from its pretrained weights with a new 2-class head: the first two conv
+   blocks frozen (BatchNorm included), the last block and the head trained, the head at ten times
+   the rate, on random crops of at least 80% of each image (no flips: digits are not symmetric);
+3. print the held-out accuracy of the best epoch; its weights are OUTPUT/best.safetensors, with the
+   run record OUTPUT/run.json; ``--publish NS/NAME`` publishes them with both (to the catalog of
+   ``ZOO_REGISTRY_URL``, a registry service included).
 
-The data is scikit-learn's digits with the split the weights were trained on, so the
-held-out images were never seen, by the pretrained model or here.
+    .venv/bin/python examples/finetune_digits.py [--output DIR] [--publish NS/NAME] [--force]
 
-    .venv/bin/python examples/finetune_digits.py [--head-epochs 3] [--block-epochs 3] [--save FILE [--force]]
+The same run from the command line (the second line is the recipe below):
+
+    .venv/bin/python -c "from zoo_digits.data import write_image_folder; write_image_folder('digits-parity', 'parity')"
+    .venv/bin/zoo finetune digits_cnn digits-parity --freeze-until features.6 --lr 0.001 --head-lr 0.01 \\
+        --epochs 4 --batch-size 32 --warmup-epochs 0.5 --min-scale 0.8 --no-flip --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
 import zoo
-from zoo_digits.model import evaluate
-from zoo_digits.train import digits_uint8, split
+from zoo_digits.data import write_image_folder
 
-LAST_BLOCK = ["features.7", "features.8"]  # the third conv block: conv and its BatchNorm
-BATCH_SIZE = 64
-
-
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-          epochs: int, stage: str) -> None:
-    """Plain minibatch training with a progress bar per epoch."""
-    loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(targets))
-        batches = tqdm(range(0, len(order), BATCH_SIZE), desc=f"{stage} epoch {epoch + 1}/{epochs}", leave=False)
-        for start in batches:
-            picked = order[start:start + BATCH_SIZE]
-            loss = loss_fn(model(inputs[picked]), targets[picked])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+#: The recipe (`zoo.finetune`'s options): over seeds 0 to 3 its best held-out accuracy was 98.9-99.6%.
+RECIPE = {"freeze_until": "features.6", "lr": 1e-3, "head_lr": 1e-2, "epochs": 4, "batch_size": 32,
+          "warmup_epochs": 0.5, "min_scale": 0.8, "flip": False, "seed": 0}
+DATA = "digits-parity"  # the folder's name is the data set's name in the published metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--head-epochs", type=int, default=3)
-    parser.add_argument("--block-epochs", type=int, default=3)
-    parser.add_argument("--save", metavar="FILE", help="write the fine-tuned weights here (safetensors)")
-    parser.add_argument("--force", action="store_true", help="with --save: replace an existing FILE")
+    parser.add_argument("--output", "-o", metavar="DIR", default="finetune-digits-parity",
+                        help="the run's folder (default %(default)s)")
+    parser.add_argument("--publish", metavar="NS/NAME", help="publish the best weights as the next version of NS/NAME")
+    parser.add_argument("--force", action="store_true", help="start afresh over a run in DIR")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(1)  # bit-for-bit the same run on any CPU of this kind
+    torch.set_num_threads(1)  # the same run every time on a CPU of this kind
 
-    images, digits = digits_uint8()
-    train_idx, test_idx = split(digits)
-    parity = digits % 2  # the new task: 0 even, 1 odd
-
-    built = zoo.build_model("digits_cnn", weights="DEFAULT", num_classes=2)
-    model = built.model
-    print(f"== new head\n{built.report}")
-    weights = zoo.get_weight("digits_cnn.DEFAULT")
-    with torch.no_grad():
-        inputs = weights.transforms()(torch.from_numpy(images[train_idx]).unsqueeze(1))
-    targets = torch.from_numpy(parity[train_idx])
-
-    print(f"\n== stage 1: train the head, backbone frozen\n{zoo.freeze(model, except_=['classifier'])}")
-    optimizer = torch.optim.AdamW(zoo.param_groups(model, lr=1e-2, weight_decay=1e-4))
-    train(model, optimizer, inputs, targets, args.head_epochs, "head")
-    head_only = evaluate(model, weights, images[test_idx], parity[test_idx])
-    print(f"held-out parity accuracy, head only: {head_only:.2%}")
-
-    print(f"\n== stage 2: unfreeze the last block, at a tenth of the head's rate\n{zoo.unfreeze(model, LAST_BLOCK)}")
-    groups = zoo.param_groups(model, lr={"classifier": 1e-2, "*": 1e-3}, weight_decay=1e-4)
-    for group in groups:
-        print(f"  {group['name']}: lr {group['lr']:g}, weight decay {group['weight_decay']:g}, "
-              f"{sum(p.numel() for p in group['params']):,} parameters")
-    train(model, torch.optim.AdamW(groups), inputs, targets, args.block_epochs, "block")
-    final = evaluate(model, weights, images[test_idx], parity[test_idx])
-    correct = round(final * len(test_idx))
-    print(f"\nheld-out parity accuracy: {final:.2%} ({correct}/{len(test_idx)} images)")
-    if args.save:
-        from safetensors.torch import save_file
-
-        from zoo.outputs import staged_output
-
-        with staged_output(args.save, overwrite=args.force, what="weights file") as folder:
-            save_file(model.state_dict(), str(folder / Path(args.save).name))
-        print(f"wrote {args.save}")
+    with tempfile.TemporaryDirectory(prefix="zoo-example-") as scratch:
+        folder = Path(scratch) / DATA
+        counts = write_image_folder(folder, task="parity")
+        print(f"== the task: odd or even, {counts['train']} training images and {counts['val']} validation "
+              "images (the digits weights' held-out split)\n")
+        result = zoo.finetune("digits_cnn", folder, output=args.output, publish=args.publish, force=args.force,
+                              **RECIPE)
+    best = result.best
+    correct = round(best.acc1 * counts["val"] / 100)
+    print(f"\nheld-out parity accuracy: {best.acc1:.2f}% ({correct}/{counts['val']} images), "
+          f"epoch {result.best_epoch} of {len(result.epochs)}")
 
 
 if __name__ == "__main__":
     try:
         main()
-    except zoo.ZooError as exc:  # a user mistake (e.g. --save onto an existing file): one line, no traceback
+    except zoo.ZooError as exc:  # a user mistake (e.g. a run already in --output): one line, no traceback
         raise SystemExit(f"finetune_digits.py: error: {exc}") from None

@@ -6,10 +6,11 @@ accuracy differs from the recorded one), then export it to ONNX, verified agains
 PyTorch, and run the export on the held-out split in a process where torch cannot
 be imported (exits non-zero if fewer than 99.5% of its predictions match
 PyTorch's), ready for netron. Last, the registry as a service: `zoo serve` is started,
-the worked example's fine-tuned weights (odd or even) are published to it as
-``examples/digits-parity``, fetched back, exported and the export published, all by
-client processes (``ZOO_REGISTRY_URL=http://...``), and a process without torch or
-SQLAlchemy predicts with the export found by name (exits non-zero if fewer than 99.5%
+the worked fine-tuning example (``zoo finetune`` of the digits model to odd or even)
+runs against it and publishes its best weights with their metrics and run record as
+``examples/digits-parity``, which are fetched back, exported and the export published,
+all by client processes (``ZOO_REGISTRY_URL=http://...``), and a process without torch
+or SQLAlchemy predicts with the export found by name (exits non-zero if fewer than 99.5%
 of its predictions match PyTorch's); then the service is stopped.
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import zoo
 
 EXPORT_PATH = "digits.onnx"  # in the working directory, like registry.db
-PARITY_WEIGHTS, PARITY_EXPORT = "digits-parity.safetensors", "digits-parity.onnx"
+PARITY_RUN, PARITY_EXPORT = "finetune-digits-parity", "digits-parity.onnx"
 PUBLISHED = "examples/digits-parity"
 ROOT = Path(__file__).resolve().parent.parent
 WITHOUT = str(Path(__file__).with_name("without.py"))
@@ -46,18 +47,22 @@ predictor = Predictor(sys.argv[1])
 top1 = [r.indices[0] for r in predictor.predict(list(images), topk=1)]
 print(json.dumps({"providers": predictor.providers, "top1": top1}))
 """
-#: In a client process: build the published weights (fetched from the service) and predict the held-out split.
+#: In a client process: the published version as the service describes it; its weights built (fetched from the
+#: service) and run on the held-out split.
 CLIENT_BUILD = """
 import json, sys
 import torch, zoo
 from zoo_digits.data import load_heldout
 
-model = zoo.get_model("digits_cnn", weights=sys.argv[1]).eval()
+published = zoo.resolve_published(sys.argv[1])
+model = zoo.get_model("digits_cnn", weights=published.spec).eval()
 images, _ = load_heldout()
 transforms = zoo.get_weight("digits_cnn.DEFAULT").transforms()
 with torch.inference_mode():
     top1 = model(transforms(torch.from_numpy(images).unsqueeze(1))).argmax(1).tolist()
-print(json.dumps({"top1": top1}))
+print(json.dumps({"spec": published.spec, "sha256": published.sha256, "size": published.size,
+                  "metrics": published.metrics, "from": published.from_weights,
+                  "run_epochs": len(published.run["epochs"]), "top1": top1}))
 """
 #: On a deployment host (no torch, no SQLAlchemy): the published export, found by model and weights.
 DEPLOYED_PREDICTION = """
@@ -142,9 +147,6 @@ def main() -> int:
 def registry_service() -> int:
     """Publish, fetch, export and deploy the fine-tuned parity weights through a real `zoo serve`."""
     print("\n== the registry as a service (zoo serve; every step below is a client process)")
-    tuned = _run([str(ROOT / "examples" / "finetune_digits.py"), "--save", PARITY_WEIGHTS, "--force"])
-    accuracy = re.search(r"held-out parity accuracy: ([0-9.]+)%", tuned)[1]
-    print(f"  fine-tuned odd/even weights (examples/finetune_digits.py): held-out acc@1 {accuracy}%")
     from zoo.catalog.tokens import DEFAULT_SCOPES
     from zoo.context import current
     from zoo.testing import serving
@@ -153,14 +155,16 @@ def registry_service() -> int:
     with serving(log="zoo-serve.log") as service:  # `zoo serve` on a free loopback port, once it answers
         url = service.url
         client = {**os.environ, "ZOO_REGISTRY_URL": url, "ZOO_TOKEN": token}
-        published = json.loads(_run([*ZOO, "publish", "weights", "digits_cnn", PARITY_WEIGHTS, "--name",
-                                     PUBLISHED, "--categories", "even,odd", "--from", "DigitsCNN_Weights.DEFAULT",
-                                     "--metric", f"sklearn-digits-heldout:parity-acc@1={accuracy}", "--json"],
-                                    env=client))
-        print(f"  published {published['spec']} to {url} (sha256 {published['sha256'][:16]}, "
-              f"{published['size']:,} bytes)")
+        tuned = _run([str(ROOT / "examples" / "finetune_digits.py"), "--output", PARITY_RUN, "--publish", PUBLISHED,
+                      "--force"], env=client)
+        accuracy = re.search(r"held-out parity accuracy: (.*)", tuned)[1]
+        print(f"  fine-tuned odd/even and published it with its metrics and run record (examples/finetune_digits.py "
+              f"--publish {PUBLISHED}: zoo finetune of digits_cnn): held-out acc@1 {accuracy}")
         built = json.loads(_run(["-c", CLIENT_BUILD, PUBLISHED], env=client))
-        print(f"  a client fetched and built {PUBLISHED} (verified by SHA-256) and predicted the held-out split")
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in built["metrics"].items() if k.endswith("acc@1"))
+        print(f"  {url} has {built['spec']}: {metrics}, fine-tuned from {built['from']}, a run record of "
+              f"{built['run_epochs']} epochs (sha256 {built['sha256'][:16]}, {built['size']:,} bytes)")
+        print("  a client fetched and built it (verified by SHA-256) and predicted the held-out split")
         _run([*ZOO, "export", "digits_cnn", "--weights", PUBLISHED, "-o", PARITY_EXPORT, "--force"],
              env=client)
         export = json.loads(_run([*ZOO, "publish", "export", PARITY_EXPORT, "--json"], env=client))

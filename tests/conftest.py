@@ -7,9 +7,15 @@ local one); each test gets a database of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import uuid
@@ -165,6 +171,58 @@ def run_zoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     if check and done.returncode != 0:
         raise AssertionError(f"zoo {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def _pseudo_terminal() -> tuple[int, int]:
+    """A pseudo-terminal 120 columns wide (tqdm draws no bar 0 columns wide): its (master, slave) descriptors."""
+    terminal, its_end = pty.openpty()
+    fcntl.ioctl(its_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # rows, columns
+    return terminal, its_end
+
+
+def on_a_terminal(env: dict[str, str], *args: str, cwd: Path) -> tuple[str, str]:
+    """What ``zoo ARGS`` printed to stdout (a pipe) and to stderr, a pseudo-terminal (where progress shows)."""
+    terminal, its_end = _pseudo_terminal()
+    with subprocess.Popen([sys.executable, "-m", "zoo", *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=its_end) as child:
+        os.close(its_end)
+        shown = bytearray()
+        while select.select([terminal], [], [], 600)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout = child.communicate(timeout=60)[0]
+    os.close(terminal)
+    assert child.returncode == 0, shown.decode(errors="replace")
+    return stdout.decode(), shown.decode(errors="replace")
+
+
+@contextmanager
+def progress_on_a_terminal() -> Iterator[bytearray]:
+    """This process's progress (`zoo.progress`) shown on a pseudo-terminal while inside; what the terminal
+    showed, complete once the block is left."""
+    from zoo.progress import shown_on
+
+    terminal, its_end = _pseudo_terminal()
+    shown = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # EIO: its end is closed
+            while chunk := os.read(terminal, 65536):
+                shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        with open(its_end, "w", buffering=1, encoding="utf-8") as stream, shown_on(stream):
+            yield shown
+    finally:
+        reader.join(60)
+        os.close(terminal)
 
 
 #: What a deployment host lacks: the runtime needs numpy, Pillow and onnxruntime only (DESIGN.md).

@@ -83,9 +83,9 @@ def test_filters_run_as_sql_and_match_torchvision_metadata(synced: str) -> None:
             expected.add(name)
     got = zoo.list_models(task="classification", max_params=10_000_000, min_metric={"ImageNet-1K:acc@1": 75})
     assert set(got) == expected and len(expected) >= 5
-    # without a dataset the metric may come from any: digits_cnn reports acc@1 on its own data
-    got = zoo.list_models(task="classification", max_params=10_000_000, min_metric={"acc@1": 75})
-    assert set(got) == expected | {"digits_cnn"}
+    # without a dataset a metric must be on one dataset only: digits_cnn reports acc@1 on its own data
+    with pytest.raises(zoo.UsageError, match=r"^acc@1 is measured on several datasets: ImageNet-1K, "):
+        zoo.list_models(task="classification", max_params=10_000_000, min_metric={"acc@1": 75})
 
     assert zoo.list_models(pretrained=False) == []
     assert zoo.list_models(pretrained=True) == zoo.list_models()

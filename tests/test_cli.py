@@ -25,9 +25,10 @@ def test_list_json_is_torchvision_plus_digits(synced_catalog: str) -> None:
 
 
 def test_list_filters_and_table(synced_catalog: str) -> None:
-    done = run_zoo("list", "resnet*", "--exclude", "*1*", "--max-params", "30M", "--min-metric", "acc@1=75")
+    done = run_zoo("list", "resnet*", "--exclude", "*1*", "--max-params", "30M",
+                   "--min-metric", "ImageNet-1K:acc@1=75")
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "TASK", "PARAMS", "WEIGHTS", "PLUGIN"]
+    assert lines[0].split() == ["NAME", "TASK", "PARAMS", "GFLOPS", "ImageNet-1K:acc@1", "WEIGHTS", "PLUGIN"]
     # resnet18/101/152 are excluded by pattern; resnet34 tops out at acc@1 73.3
     assert [line.split()[0] for line in lines[1:-1]] == ["resnet50"]
     assert lines[-1] == "1 model(s)"

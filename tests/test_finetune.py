@@ -49,16 +49,16 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 class folders (digit names as words) of 20 of scikit-learn's 8x8 digits each, upscaled 4x as PNGs."""
-    from sklearn.datasets import load_digits
+    """10 class folders (digit names as words) of 20 of scikit-learn's 8x8 digits each, upscaled 4x as PNGs (for
+    the digits weights' split as 8x8 PNGs, `zoo_digits.data.write_image_folder`)."""
+    from zoo_digits.data import digits_uint8
 
     root = tmp_path_factory.mktemp("data") / "digits"
-    found = load_digits()
+    images, labels = digits_uint8()
     for digit, word in enumerate(WORDS):
         (root / word).mkdir(parents=True)
-        for index in np.flatnonzero(found.target == digit)[:20]:
-            pixels = np.rint(found.images[index] * 255 / 16).astype(np.uint8)
-            Image.fromarray(pixels).resize((32, 32), Image.Resampling.NEAREST).save(root / word / f"{index}.png")
+        for index in np.flatnonzero(labels == digit)[:20]:
+            Image.fromarray(images[index]).resize((32, 32), Image.Resampling.NEAREST).save(root / word / f"{index}.png")
     return root
 
 
@@ -192,6 +192,34 @@ def test_publish_once_with_the_runs_metrics_categories_and_preprocessing(
                          publish="acme/digit-words", resume=True, quiet=True)
     assert again.published == "acme/digit-words:1" and again.best.to_json() == best
     assert [p.version for p in zoo.list_published("acme/digit-words")] == [1]
+
+    # --recipe-from: the published recipe again, on other data (the photographs' folder), one option overridden
+    other = tmp_path / "photos-digits"
+    for word in ("one", "seven"):
+        (other / word).mkdir(parents=True)
+        for image in sorted((digits / word).iterdir())[:6]:
+            (other / word / image.name).write_bytes(image.read_bytes())
+    rerun = json.loads(run_zoo("finetune", "--recipe-from", "acme/digit-words", str(other), "--epochs", "1",
+                               "-o", str(tmp_path / "again"), "--quiet", "--json").stdout)
+    first, second = (json.loads(Path(path).read_text()) for path in (out / "run.json", rerun["files"]["run"]))
+    assert second["recipe"]["recipe_from"] == "acme/digit-words:1" and second["recipe"]["epochs"] == 1
+    assert second["recipe"]["data"] == str(other) and second["recipe"]["publish"] is None
+    assert second["base_weights"] == first["base_weights"] and second["model"] == first["model"]
+    same = ("batch_size", "lr", "optimizer", "weight_decay", "flip", "seed", "val_fraction", "min_scale")
+    assert {k: second["recipe"][k] for k in same} == {k: first["recipe"][k] for k in same}
+    assert second["data"]["classes"] == ["one", "seven"] and second["head"] == "a new head of 2 classes"
+
+    def refused(*args: str) -> str:
+        done = run_zoo("finetune", *args, "-o", str(tmp_path / "never"), check=False)
+        assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+        return done.stderr
+
+    assert "give DATA alone" in refused("--recipe-from", "acme/digit-words", "digits_cnn", str(other))
+    assert "give MODEL and DATA" in refused("digits_cnn")
+    assert "unknown weights 'acme/nothing'" in refused("--recipe-from", "acme/nothing", str(other))
+    zoo.publish_weights("digits_cnn", out / "best.safetensors", name="acme/by-hand", categories=sorted(WORDS))
+    assert "has no run record" in refused("--recipe-from", "acme/by-hand:1", str(other))
+    assert not (tmp_path / "never").exists()
 
 
 def test_resume_after_a_kill_mid_epoch_ends_with_the_steps_of_an_unbroken_run(synced_catalog: str, digits: Path,
@@ -356,3 +384,15 @@ def test_warm_up_then_cosine_and_the_preprocessing_of_a_model_without_any() -> N
     assert default_spec((1, 28, 28), "grey").channel_order == "L"
     with pytest.raises(zoo.UsageError, match="declares no input size"):
         default_spec(None, "unsized")
+
+
+def test_patience_stops_after_that_many_epochs_without_a_better_one(synced_catalog: str, digits: Path,
+                                                                     tmp_path: Path) -> None:
+    # only the head trains, by steps of about 1e-12: below float32's resolution of its weights, so every epoch
+    # validates the same model and none is better than the first
+    result = zoo.finetune("digits_cnn", digits, epochs=10, batch_size=32, lr=1e-12, weight_decay=0.0,
+                          freeze=["features"], patience=2, flip=False, output=tmp_path / "run", quiet=True)
+    assert result.stopped_early and len(result.epochs) == 3 and result.best_epoch == 1
+    assert len({(e.acc1, e.val_loss) for e in result.epochs}) == 1
+    record = json.loads(result.run_path.read_text())
+    assert record["status"] == "stopped early" and record["stopped_early"] and len(record["epochs"]) == 3

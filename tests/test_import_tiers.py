@@ -180,4 +180,4 @@ def test_a_postgresql_catalog_without_its_extra_is_one_line() -> None:
     done = python_without(("psycopg",), "-c", code)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith("zoo: error: catalog URL 'postgresql+psycopg://postgres@127.0.0.1:5432/zoo' needs")
-    assert done.stderr.rstrip().endswith("install zoo's postgres extra (pip install 'zoo[postgres]')")
+    assert done.stderr.rstrip().endswith("install zoo's postgres extra (pip install 'zoo-registry[postgres]')")

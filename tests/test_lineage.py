@@ -23,6 +23,7 @@ from tests.conftest import catalog_at, run_zoo
 from tests.test_serve import Service, digits_publishing_site, one_line_error
 from zoo.catalog import tables
 from zoo.catalog.engine import open_engine
+from zoo.catalog.fingerprint import SCHEMA_REVISION
 from zoo.errors import UsageError
 from zoo.publish import MAX_RUN_BYTES, list_published, publish_weights, resolve_published
 from zoo.records import PublishedWeights
@@ -106,7 +107,7 @@ def test_a_catalog_made_before_run_records_is_upgraded(catalog_url: str, use_cat
                           "'2025-01-01 00:00:00')"))
     assert zoo.sync(catalog_url).repairs == ()
     with open_engine(catalog_url).connect() as conn:
-        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0008"
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == SCHEMA_REVISION
     old = resolve_published("acme/old")
     assert (old.spec, old.run, old.lineage()) == ("acme/old:1", None, {})
     assert publish_weights("digits_cnn", DIGITS_FILE, name="acme/old", run=RUN).run == RUN

@@ -75,9 +75,10 @@ def running_service(env: dict[str, str], *args: str, log: Path | None = None) ->
 
 
 @contextmanager
-def digits_publishing_site(folder: Path) -> Iterator[tuple[Service, str]]:
-    """`zoo serve` on a digits catalog in `folder` (SQLite, a folder store) for the block, and a publisher's token."""
-    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": "digits",
+def digits_publishing_site(folder: Path, plugins: str = "digits") -> Iterator[tuple[Service, str]]:
+    """`zoo serve` on a catalog of `plugins` (default the digits one) in `folder` (SQLite, a folder store) for the
+    block, and a publisher's token."""
+    env = {"ZOO_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}", "ZOO_LOAD_PLUGINS": plugins,
            "ZOO_ARTIFACTS": str(folder / "artifacts")}
     run_zoo("sync", env=env)
     token = run_zoo("token", "create", "publisher", env=env).stdout.strip()
@@ -649,4 +650,4 @@ def test_serve_without_its_extra_is_one_line(sqlite_url: str) -> None:
     code = f"import os, sys\nos.environ['ZOO_REGISTRY_URL'] = {sqlite_url!r}\nfrom zoo.cli import main\nsys.exit(main(['serve']))\n"
     done = python_without(("fastapi", "uvicorn"), "-c", code)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
-    assert done.stderr.startswith("zoo: error: zoo serve needs the serve extra (pip install 'zoo[serve]')")
+    assert done.stderr.startswith("zoo: error: zoo serve needs the serve extra (pip install 'zoo-registry[serve]')")

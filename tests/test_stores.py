@@ -332,7 +332,7 @@ def test_without_boto3_the_s3_store_is_one_usage_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 raises ImportError
     with pytest.raises(UsageError) as exc:
         store_at("s3://zoo/x")
-    assert one_line(exc) == "ZOO_ARTIFACTS is an s3:// URL but boto3 is not installed: pip install 'zoo[s3]'"
+    assert one_line(exc) == "ZOO_ARTIFACTS is an s3:// URL but boto3 is not installed: pip install 'zoo-registry[s3]'"
 
 
 def test_a_store_that_is_down_is_unavailable_at_once(s3_server: ObjectStore) -> None:

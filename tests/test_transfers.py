@@ -14,13 +14,8 @@ import calendar
 import hashlib
 import http.client
 import json
-import fcntl
 import os
-import pty
-import select
-import struct
 import subprocess
-import termios
 import sys
 import threading
 import time
@@ -36,7 +31,7 @@ import pytest
 from tqdm import tqdm
 
 import zoo
-from conftest import ROOT, run_zoo
+from conftest import ROOT, on_a_terminal, progress_on_a_terminal, run_zoo
 from zoo.fetch import WeightsCache, WeightsFile, fetch
 from zoo.testing import ObjectStore, ServeFailed, Served, serving
 
@@ -152,10 +147,10 @@ def cached(cache: Path) -> list[Path]:
 # -- resuming ----------------------------------------------------------------------------
 
 
-def test_a_cut_download_resumes_where_it_stopped(ranges: RangeServer, isolated_cache: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_cut_download_resumes_where_it_stopped(ranges: RangeServer, isolated_cache: Path) -> None:
     file = ranges.put("w.bin", "cut")
-    fetched = fetch(file, progress=True)
+    with progress_on_a_terminal() as terminal:  # progress bars show on a terminal only
+        fetched = fetch(file, progress=True)
     assert fetched.sha256 == file.sha256 and fetched.path.read_bytes() == ranges.files["w.bin"]
     first, second = ranges.asked("w.bin")
     assert "range" not in first and second["range"] == f"bytes={CUT}-"
@@ -163,7 +158,7 @@ def test_a_cut_download_resumes_where_it_stopped(ranges: RangeServer, isolated_c
     assert ranges.sent == SIZE < 2 * SIZE  # each byte sent once
     assert cached(isolated_cache) == [fetched.path]
     total = tqdm.format_sizeof(SIZE, divisor=1024)
-    bars = [line for line in capsys.readouterr().err.split("\n") if f"/{total} " in line]  # one line a bar
+    bars = [line for line in terminal.decode().split("\r\n") if f"/{total} " in line]  # one line a bar
     assert len(bars) == 2, bars
     first_shown = [shown for shown in bars[1].split("\r") if shown][0]
     assert f" {tqdm.format_sizeof(CUT, divisor=1024)}/{total} " in first_shown, bars  # the second from the cut
@@ -386,28 +381,6 @@ def redirecting(s3_server: ObjectStore, tmp_path_factory: pytest.TempPathFactory
             yield state
     finally:
         door.stop()
-
-
-def on_a_terminal(env: dict[str, str], *args: str, cwd: Path) -> tuple[str, str]:
-    """What ``zoo ARGS`` printed to stdout (a pipe) and to stderr, a pseudo-terminal (where progress bars show)."""
-    terminal, its_end = pty.openpty()
-    fcntl.ioctl(its_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # rows, columns: a bar's width
-    with subprocess.Popen([sys.executable, "-m", "zoo", *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=its_end) as child:
-        os.close(its_end)
-        shown = bytearray()
-        while select.select([terminal], [], [], 600)[0]:
-            try:
-                chunk = os.read(terminal, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            shown += chunk
-        stdout = child.communicate(timeout=60)[0]
-    os.close(terminal)
-    assert child.returncode == 0, shown.decode(errors="replace")
-    return stdout.decode(), shown.decode(errors="replace")
 
 
 def zoo_client(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

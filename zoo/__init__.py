@@ -63,6 +63,9 @@ _EXPORTS = {
     "predict": "zoo.runtime",
     "evaluate": "zoo.training.evaluate",
     "Evaluation": "zoo.runtime.evaluation",
+    "record_evaluation": "zoo.measurements",
+    "list_measurements": "zoo.measurements",
+    "Measurement": "zoo.measurements",
     "quantize_int8": "zoo.tools.quantize",
     "bench": "zoo.tools.bench",
     "TaskAdapter": "zoo.export.tasks",
@@ -142,6 +145,7 @@ if TYPE_CHECKING:
     from zoo.runtime import Predictor, predict
     from zoo.runtime.evaluation import Evaluation
     from zoo.training.evaluate import evaluate
+    from zoo.measurements import Measurement, list_measurements, record_evaluation
     from zoo.specs import DeferredSpec, ModelSpec, WeightsSpec
     from zoo.errors import ArtifactError, ArtifactTooLargeError, UnknownArtifactError
     from zoo.publish import (

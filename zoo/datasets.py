@@ -28,6 +28,7 @@ import csv
 import hashlib
 import os
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -100,6 +101,14 @@ def image_data(source: str | os.PathLike[str], *, val_fraction: float = 0.2, see
         train, val = (_class_folders(root / name, root) for name in SPLIT_FOLDERS)
         return _made(root, train, val, "folders")
     return _split(root, _class_folders(root, root), val_fraction, seed)
+
+
+def dataset_name(source: str | os.PathLike[str]) -> str:
+    """The name metrics are published under: the data folder's (a CSV file's stem), in letters, digits,
+    ``.``, ``_`` and ``-`` (anything else, ``:`` included, becomes ``-``)."""
+    path = Path(source).resolve()
+    name = path.stem if path.is_file() else path.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "data"
 
 
 def _class_folders(folder: Path, root: Path) -> list[tuple[str, str]]:

@@ -92,6 +92,7 @@ from zoo.outputs import (
     partial_file,
     write_atomically,
 )
+from zoo.progress import bar
 from zoo.settings import FETCH_RETRIES as RETRIES_ENV, MIRROR as MIRROR_ENV, Settings
 
 __all__ = ["CHUNK", "FULL_HASH", "Fetched", "Loaded", "RetryPolicy", "WeightsCache", "WeightsFile", "cache_dir",
@@ -681,10 +682,10 @@ def _announce_retry(state: RetryCallState) -> None:
 def copy_verified(source: BinaryIO, weights: WeightsFile, target: Path, *, origin: str, progress: bool,
                   total: int | None = None, part: Path | None = None) -> Fetched:
     """Copy `source` (called `origin` in errors) into `target` through a temporary file (`part`, continued after
-    the bytes it holds, when given), hashing the whole file on the way, with a progress bar on stderr if
-    `progress`; rename it into place if it is `total` bytes (the whole file's size, when known), at most
-    ``weights.size``, and has the hash of `weights`. A download, a mirror's copy, a stored file's copy."""
-    from tqdm import tqdm
+    the bytes it holds, when given), hashing the whole file on the way, with a progress bar if `progress`
+    (`zoo.progress`: on a terminal); rename it into place if it is `total` bytes (the whole file's size, when
+    known), at most ``weights.size``, and has the hash of `weights`. A download, a mirror's copy, a stored file's
+    copy."""
 
     def check(actual: str, size: int) -> None:
         if total is not None and size != total:
@@ -698,9 +699,8 @@ def copy_verified(source: BinaryIO, weights: WeightsFile, target: Path, *, origi
             )
 
     kept = os.lstat(part).st_size if part is not None else 0
-    with tqdm(total=total, initial=kept, unit="B", unit_scale=True, unit_divisor=1024, desc=weights.name,
-              disable=not progress, file=sys.stderr) as bar:
-        written = write_atomically(target, counted(source, bar.update), max_bytes=weights.size, check=check,
+    with bar(total, weights.name, unit="B", initial=kept, show=progress) as shown:
+        written = write_atomically(target, counted(source, shown.update), max_bytes=weights.size, check=check,
                                    origin=origin, continuing=part)
     return Fetched(written.path, written.sha256, written.size)
 

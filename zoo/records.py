@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -172,6 +172,62 @@ class PublishedExport:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """A classifier's acc@1 and acc@5 measured by ``zoo eval --record`` (`zoo.record_evaluation`): figures the
+    catalog measured, as opposed to those its plugins or publishers claim.
+
+    `model` is ``PLUGIN/NAME`` and `weights` the weights' name (a plugin's, or a published spec
+    ``NS/NAME:VERSION``) as the catalog names them; `kind` says what ran, ``"model"`` (PyTorch) or ``"export"``
+    (ONNX Runtime), and `sha256` is that file's (the weights file, or the export). `dataset` is the name the
+    metrics go under (``zoo finetune``'s: `zoo.datasets.dataset_name`), `manifest_sha256` which images under
+    which labels (`zoo.datasets.ImageData.manifest_sha256`), `split` the part measured (``val`` or ``all``).
+    Accuracies are percentages.
+    """
+
+    model: str
+    weights: str
+    kind: str
+    sha256: str
+    dataset: str
+    split: str
+    images: int
+    acc1: float
+    acc5: float
+    manifest_sha256: str
+    measured_at: datetime
+    zoo_version: str
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """``{"DATASET:acc@1": ..., "DATASET:acc@5": ...}``: the keys claimed metrics use."""
+        return {f"{self.dataset}:acc@1": self.acc1, f"{self.dataset}:acc@5": self.acc5}
+
+    def summary(self) -> str:
+        """The figures in one line, for people: ``digits:acc@1 97.5%, digits:acc@5 100% on 360 validation images
+        (data sha256 abcd1234…, 2026-12-06)``, and the export's hash when an export was measured."""
+        figures = ", ".join(f"{key} {value:.4g}%" for key, value in self.metrics.items())
+        images = f"{self.images} {'validation ' if self.split == 'val' else ''}image{'s' * (self.images != 1)}"
+        export = f"; export sha256 {self.sha256[:8]}\u2026" if self.kind == "export" else ""
+        return (f"{figures} on {images} (data sha256 {self.manifest_sha256[:8]}\u2026, "
+                f"{self.measured_at.date().isoformat()}{export})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "weights": self.weights, "kind": self.kind, "sha256": self.sha256,
+                "dataset": self.dataset, "split": self.split, "images": self.images, "metrics": self.metrics,
+                "manifest_sha256": self.manifest_sha256, "measured_at": self.measured_at.isoformat(),
+                "zoo_version": self.zoo_version}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Measurement:
+        """The inverse of `to_json` (a registry service's answer, or a body it is sent: `KeyError`, `TypeError`
+        or `ValueError` for one of another shape; the values are checked by `zoo.measurements`)."""
+        metrics, dataset = data["metrics"], data["dataset"]
+        return cls(data["model"], data["weights"], data["kind"], data["sha256"], dataset, data["split"],
+                   data["images"], metrics[f"{dataset}:acc@1"], metrics[f"{dataset}:acc@5"],
+                   data["manifest_sha256"], datetime.fromisoformat(data["measured_at"]), data["zoo_version"])
+
+
+@dataclass(frozen=True)
 class Spec:
     """A parsed weights spec: the name, and the version or alias it picks (neither: the latest)."""
 
@@ -232,6 +288,19 @@ class PluginRef:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "namespace": self.namespace, "distribution": self.distribution,
                 "version": self.version}
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Weights as what they pass on to what is made from them (an export, a fine-tuned or published version, an
+    evaluation), alike for a plugin's weights and published weights (`zoo.catalog.api.weights_source`)."""
+
+    name: str  # canonical: the plugin's weights name (Enum.MEMBER, MODEL.TAG), or published NS/NAME:VERSION
+    sha256: str | None  # the file's, when known
+    categories: list[str] | None  # the head's class names; None: it names none
+    preprocessing: dict[str, Any] | None  # a `zoo.preprocessing.PreprocessSpec`'s JSON; None: none declared
+    meta: dict[str, Any]  # the plugin's other metadata (min_size...); empty for published weights
+    published: PublishedWeights | None  # the published version, for published weights
 
 
 @dataclass(frozen=True)
@@ -320,7 +389,9 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """One line of a listing (`zoo.summarize_models`): a model's names, task, builder, size and weights."""
+    """One line of a listing (`zoo.summarize_models`): a model's names, task, builder, size, weights, the
+    GFLOPS of its default weights (else its first) and its metrics, each ``DATASET:METRIC`` the best value of
+    any of its weights (`zoo.catalog.ranking.better`)."""
 
     name: str
     qualified_name: str
@@ -330,13 +401,16 @@ class ModelSummary:
     num_params: int | None
     weights: tuple[str, ...]
     default_weights: str | None
+    gflops: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "qualified_name": self.qualified_name, "task": self.task, "plugin": self.plugin,
                 "builder": self.builder, "num_params": self.num_params, "weights": list(self.weights),
-                "default_weights": self.default_weights}
+                "default_weights": self.default_weights, "gflops": self.gflops, "metrics": dict(self.metrics)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelSummary:
         return cls(data["name"], data["qualified_name"], data["task"], data["plugin"], data["builder"],
-                   data["num_params"], tuple(data["weights"]), data["default_weights"])
+                   data["num_params"], tuple(data["weights"]), data["default_weights"], data["gflops"],
+                   data["metrics"])

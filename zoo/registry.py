@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from zoo.catalog.api import Catalog, Patterns
+from zoo.catalog.ranking import check_limit
 from zoo.context import current
 from zoo.errors import (
     HashMismatchError,
@@ -68,6 +69,8 @@ def list_models(
     pretrained: bool | None = None,
     max_params: int | None = None,
     min_metric: Mapping[str, float] | None = None,
+    sort: str | None = None,
+    limit: int | None = None,
 ) -> list[str]:
     """Sorted names of the registered models that match, as torchvision's ``list_models`` takes them.
 
@@ -80,24 +83,40 @@ def list_models(
     patterns match (so ``[""]`` keeps none). The filters run as SQL: `task` (the
     model's, or one of its weights'); `plugin` (namespace, plugin or distribution
     name); `pretrained` (has weights or not); `max_params`; `min_metric`, e.g.
-    ``{"acc@1": 75}`` or ``{"ImageNet-1K:acc@1": 75}`` (metric on one dataset), met by
-    at least one of the model's weights. A model is listed under the name that
+    ``{"ImageNet-1K:acc@1": 75}``, met by at least one of the model's weights (a bare
+    ``{"acc@1": 75}`` is taken on the one dataset with acc@1, refused when several have it).
+    `sort` ranks the names instead: ``"name"``, ``"params"``, ``"gflops"`` or a metric
+    (``"ImageNet-1K:acc@1"``), each in its natural order (metrics best first, the others
+    ascending), ``"-KEY"`` descending, ``"+KEY"`` ascending, models without a value last;
+    `limit` keeps the first N (`zoo.catalog.ranking`). A model is listed under the name that
     reaches it (see the module docstring). torchvision's own answer, its
     ``list_models(module, include, exclude)``, is ``list_models(module, include, exclude)`` here,
     and its bare ``list_models()`` is ``list_models(plugin="torchvision")``, while torchvision
     answers its bare names (the default: ``$ZOO_PREFER`` may give them to another plugin).
     """
     module, include = _module_or_include(module, include)
-    found = current().catalog.names(include or None, exclude or None, task=task, plugin=plugin,
-                                    pretrained=pretrained, max_params=max_params, min_metric=min_metric)
-    return [name for name, builder in found if module is None or _in_module(builder, module)]
+    catalog, limit = current().catalog, check_limit(limit)
+    filters = {"task": task, "plugin": plugin, "pretrained": pretrained, "max_params": max_params,
+               "min_metric": min_metric}
+    found = (catalog.names(include or None, exclude or None, **filters) if sort is None else
+             [(m.name, m.builder) for m in catalog.models(include or None, exclude or None, sort=sort,
+                                                          limit=limit if module is None else None, **filters)])
+    return [name for name, builder in found if module is None or _in_module(builder, module)][:limit]
 
 
-def summarize_models(include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[dict[str, Any]]:
+def summarize_models(include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
+                     limit: int | None = None, **filters: Any) -> list[dict[str, Any]]:
     """Like `list_models` (same arguments), but one summary per model, as plain data:
     name, qualified_name, task, plugin (namespace), builder, num_params, weights (full
-    names) and default_weights."""
-    return [summary.to_json() for summary in current().catalog.models(include, exclude, **filters)]
+    names), default_weights, gflops (of the default weights) and metrics (each
+    ``DATASET:METRIC``, the best value of any of the model's weights)."""
+    return [summary.to_json() for summary in
+            current().catalog.models(include, exclude, sort=sort, limit=check_limit(limit), **filters)]
+
+
+def metric_names() -> list[str]:
+    """Every ``DATASET:METRIC`` some weights of the catalog have, sorted: what `sort` and `min_metric` name."""
+    return current().catalog.metric_names()
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -71,7 +71,7 @@ _FORM = ("s3://BUCKET[/PREFIX] (a bucket name of 3 to 63 lowercase letters, digi
          "names of letters, digits, '.', '_' and '-' separated by '/')")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
-_NO_BOTO3 = f"{ARTIFACTS} is an s3:// URL but boto3 is not installed: pip install 'zoo[s3]'"
+_NO_BOTO3 = f"{ARTIFACTS} is an s3:// URL but boto3 is not installed: pip install 'zoo-registry[s3]'"
 #: How a `Leftover`'s name joins an incomplete upload's key and its upload id (a key of the store has no '?').
 _UPLOAD_ID = "?uploadId="
 _CONTENT_TYPE = "application/octet-stream"

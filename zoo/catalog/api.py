@@ -12,12 +12,14 @@ This module imports neither SQLAlchemy nor torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from zoo.errors import UsageError, excerpt
-from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights
+from zoo.errors import UnknownWeightsError, UsageError, excerpt
+from zoo.records import (Measurement, ModelRecord, ModelSummary, PublishedExport, PublishedWeights, WeightsSource,
+                         is_spec)
 from zoo.settings import REGISTRY_URL, Settings
 
 if TYPE_CHECKING:
@@ -34,6 +36,34 @@ FitCheck = Callable[[ModelRecord, Path, "list[str] | None"], None]
 ExportCheck = Callable[[Path], str]
 
 
+def weights_source(catalog: Catalog, record: ModelRecord, weights: str | Enum) -> WeightsSource:
+    """What `weights` of the model `record` describes pass on: a plugin's weights name, as the catalog reads it
+    (``DEFAULT``, a member, ``Enum.MEMBER``, ``MODEL.TAG``) or its weights enum member, or else published weights
+    ``NS/NAME[:VERSION|@ALIAS]`` of that model (plugin names win, as `zoo.get_model` reads them). A file's hash
+    the catalog learned after `record` was read is found too. Weights of another model, or unknown, are refused
+    in one line."""
+    try:
+        if isinstance(weights, Enum):  # the member of the model's weights enum (zoo.get_weight's answer)
+            owner, member = record.qualified_name, weights.name
+        else:
+            owner, member = catalog.weights_owner(weights, record.name)
+    except UnknownWeightsError:
+        if not is_spec(weights):
+            raise
+        published = catalog.resolve_published(weights)
+        if published.model != record.qualified_name:
+            raise UsageError(f"published weights {published.spec} are for {published.model}, "
+                             f"not {record.name}") from None
+        return WeightsSource(published.spec, published.sha256, published.categories, published.preprocessing, {},
+                             published)
+    entry = record.weights_named(member) if owner == record.qualified_name else None
+    if entry is None:
+        raise UnknownWeightsError(str(weights), [w.name for w in record.weights])
+    meta = dict(entry.meta)
+    return WeightsSource(entry.name, entry.sha256 or catalog.known_sha256(entry.url), meta.pop("categories", None),
+                         entry.transforms, meta, None)
+
+
 class Catalog(Protocol):
     """What the zoo asks of a catalog. Names are read as `zoo.registry` documents them."""
 
@@ -42,8 +72,14 @@ class Catalog(Protocol):
     def names(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[tuple[str, str]]:
         """(name, builder) of the models that match, by name: what `zoo.list_models` needs, without summaries."""
 
-    def models(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[ModelSummary]:
-        """The models that match (fnmatch patterns and the filters of `zoo.list_models`), by name."""
+    def models(self, include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
+               limit: int | None = None, **filters: Any) -> list[ModelSummary]:
+        """The models that match (fnmatch patterns and the filters of `zoo.list_models`), by name, or the first
+        `limit` in the order of the sort key `sort` (`zoo.catalog.ranking`)."""
+
+    def metric_names(self) -> list[str]:
+        """Every ``DATASET:METRIC`` some weights of the catalog have, sorted (`zoo.catalog.ranking` resolves bare
+        metric names against them)."""
 
     def describe(self, name: str) -> ModelRecord:
         """The record of the model `name` reaches."""
@@ -89,6 +125,14 @@ class Catalog(Protocol):
 
     def exports(self, model: str | None = None, sha256: str | None = None) -> list[PublishedExport]:
         """The published exports (of `model`, and with `sha256`, when given), oldest first."""
+
+    def record_measurement(self, measurement: Measurement) -> Measurement:
+        """Store measured metrics (checked by `zoo.measurements.record_measurement`) under the model's
+        ``PLUGIN/NAME`` and its weights' canonical name; what was stored. A registry service needs a token with
+        the publish scope."""
+
+    def measurements(self, model: str | None = None, weights: str | None = None) -> list[Measurement]:
+        """The measured metrics (of `model`, and of its `weights`, when given), oldest first."""
 
     def published_bytes(self, published: PublishedWeights) -> Loaded:
         """The bytes of published weights, checked against their SHA-256."""

@@ -132,7 +132,7 @@ def _create(url: URL, **kwargs: object) -> Engine:
         engine = create_engine(url, **kwargs)
     except (ImportError, NoSuchModuleError) as exc:
         backend, driver = url.get_backend_name(), url.get_driver_name()
-        hint = ("install zoo's postgres extra (pip install 'zoo[postgres]')" if (backend, driver) == POSTGRES
+        hint = ("install zoo's postgres extra (pip install 'zoo-registry[postgres]')" if (backend, driver) == POSTGRES
                 else f"install it, or use {backend}:// ({'psycopg 3' if backend == 'postgresql' else 'sqlite3'})")
         raise CatalogError(
             f"catalog URL {excerpt(url.render_as_string(hide_password=True))} needs the database driver "

@@ -38,6 +38,7 @@ from zoo import __version__
 from zoo.catalog import tables
 from zoo.catalog.engine import CatalogWarning, DamagedCatalogError, open_engine, read_only, where
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, CatalogError
+from zoo.progress import display_fd, status
 from zoo.settings import SYNC_TIMEOUT, Settings, child_environment
 from zoo.plugins import (
     LOADED_PREFIX,
@@ -48,7 +49,7 @@ from zoo.plugins import (
 )
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 #: Bump when what a sync writes changes without a schema change (e.g. the transforms format).
 DATA_FORMAT = 3
 #: The project name a Requires-Dist line starts with (PEP 508).
@@ -203,7 +204,8 @@ def sync_in_child(
     forget_check(engine.url)
     culprits: dict[str, str] = {}  # plugin key -> why it is recorded as failed
     while True:
-        done = _run_sync_child(engine, settings, force=force, strict=strict, prune=prune, skip=culprits)
+        with status("syncing the catalog"):
+            done = _run_sync_child(engine, settings, force=force, strict=strict, prune=prune, skip=culprits)
         culprit = _culprit(done, timeout)
         if culprit is None or culprit[0] in culprits:  # a skipped plugin's code never runs
             break
@@ -239,18 +241,22 @@ def _run_sync_child(engine: Engine, settings: Settings, *, force: bool, strict: 
     with it; it asks the kernel to kill it when this process dies (``--parent``). Its
     output goes to unlinked temporary files, of which only the end is read: a plugin
     that prints without end costs disk, not this process's memory, and its progress
-    lines have a file of their own (``--progress-fd``).
+    lines have a file of their own (``--progress-fd``). Where this process shows progress (`zoo.progress`), the
+    child shows its own there too (``--display-fd``).
     """
     # The child must see the same distributions (and so the same plugins) as we do.
     env = child_environment(settings.with_catalog(engine.url.render_as_string(hide_password=False)),
                             PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as progress:
+    with (tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as progress,
+          display_fd() as display):  # where the child shows progress for people, if anywhere
+        shown = () if display is None else (display,)
         args = ["--force" if force else "--no-force", "--strict" if strict else "--no-strict",
                 "--skip", json.dumps(skip), "--parent", str(os.getpid()), "--progress-fd", str(progress.fileno()),
-                *([] if prune is None else ["--prune" if prune else "--no-prune"])]
+                *([] if prune is None else ["--prune" if prune else "--no-prune"]),
+                *(f"--display-fd={fd}" for fd in shown)]
         child = subprocess.Popen(
             [sys.executable, "-c", _CHILD_PROGRAM, *args], env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=err, pass_fds=(progress.fileno(),), start_new_session=True,
+            stderr=err, pass_fds=(progress.fileno(), *shown), start_new_session=True,
         )
         try:
             returncode: int | None = child.wait(settings.sync_timeout)

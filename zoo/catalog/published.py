@@ -159,14 +159,14 @@ def _record(conn: Connection, row: Row, aliases: list[str] | None = None) -> Pub
             a.c.namespace == row.namespace, a.c.name == row.name, a.c.version == row.version).order_by(a.c.alias)))
     return PublishedWeights(row.namespace, row.name, row.version, row.model, row.sha256, row.size, row.categories,
                             row.metrics, row.preprocessing, row.description, row.from_weights,
-                            _utc(row.created_at), tuple(aliases), row.run)
+                            utc(row.created_at), tuple(aliases), row.run)
 
 
 def _export(row: Row) -> PublishedExport:
-    return PublishedExport(row.sha256, row.size, row.model, row.weights, row.meta, _utc(row.created_at),
+    return PublishedExport(row.sha256, row.size, row.model, row.weights, row.meta, utc(row.created_at),
                            row.verified_by)
 
 
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
     """`moment` with its time zone (SQLite returns UTC times without one)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)

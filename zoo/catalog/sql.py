@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from fnmatch import translate
 from functools import lru_cache
@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Row, Select, delete, exists, func, or_, select, text
 
-from zoo.catalog import browse
+from zoo.catalog import browse, ranking
 from zoo.catalog import published as pub
 from zoo.catalog import tokens
-from zoo.catalog.api import ExportCheck, FitCheck, Patterns
-from zoo.catalog.engine import open_engine, remember
+from zoo.catalog.api import ExportCheck, FitCheck, Patterns, weights_source
+from zoo.catalog.engine import open_engine, remember, write_transaction
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.plugin_records import plugin_records
 from zoo.catalog.tables import (
@@ -39,6 +39,7 @@ from zoo.catalog.tables import (
     catalog_state,
     category_lists,
     exports,
+    measurements,
     metrics,
     models,
     plugins,
@@ -52,6 +53,7 @@ from zoo.records import (
     CLAIMED,
     HF_FILES,
     HF_HUB,
+    Measurement,
     ModelRecord,
     ModelSummary,
     PluginRef,
@@ -110,29 +112,44 @@ class SqlCatalog:
         return [(name, naming.entries[i].builder) for i, name in naming.ordered
                 if i in ids and matches(naming.entries[i])]
 
-    def models(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[ModelSummary]:
+    def models(self, include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
+               limit: int | None = None, **filters: Any) -> list[ModelSummary]:
+        """The models that match, by name, or the first `limit` in the order of `sort` (`zoo.catalog.ranking`)."""
+        ranking.check_limit(limit)
         with self.engine.connect() as conn:
             naming = _naming(conn, self.settings.prefer)
+            order = ranking.sort_key(sort, browse.metric_names(conn)) if sort is not None else None
             matches = _matcher(include, exclude)
             ids = {i for i in _filtered_ids(conn, naming, **filters) if matches(naming.entries[i])}
             summaries = select(models.c.id, models.c.task, models.c.num_params)
-            names = select(weights.c.model_id, weights.c.enum_name, weights.c.member_name, weights.c.is_default)
-            if len(ids) < 500:  # else read them all: one query beats a huge IN list
+            names = select(weights.c.model_id, weights.c.enum_name, weights.c.member_name, weights.c.is_default,
+                           browse.OPS)
+            few = len(ids) < 500  # else read them all: one query beats a huge IN list
+            if few:
                 summaries, names = summaries.where(models.c.id.in_(ids)), names.where(weights.c.model_id.in_(ids))
             rows = [row for row in conn.execute(summaries) if row[0] in ids]
             shown = naming.shown
             weights_of: dict[int, list[str]] = {}
             default_of: dict[int, str] = {}
-            for model_id, enum_name, member, is_default in conn.execute(names.order_by(weights.c.id)):
+            gflops_of: dict[int, float | None] = {}
+            for model_id, enum_name, member, is_default, ops in conn.execute(names.order_by(weights.c.id)):
                 if model_id in ids:
                     full = _full_name(enum_name, member, shown[model_id])
                     weights_of.setdefault(model_id, []).append(full)
+                    if is_default or model_id not in gflops_of:
+                        gflops_of[model_id] = browse.gflops_of(ops)
                     if is_default:
                         default_of[model_id] = full
+            metrics_of = browse.best_metrics(conn, ids if few else None)
         records = [ModelSummary(shown[i], naming.entries[i].qualified, task, naming.entries[i].namespace,
-                                naming.entries[i].builder, num_params, tuple(weights_of.get(i, [])), default_of.get(i))
+                                naming.entries[i].builder, num_params, tuple(weights_of.get(i, [])), default_of.get(i),
+                                gflops_of.get(i), metrics_of.get(i, {}))
                    for i, task, num_params in rows]
-        return sorted(records, key=lambda r: r.name)
+        return ranking.ranked(sorted(records, key=lambda r: r.name), order, limit)
+
+    def metric_names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return browse.metric_names(conn)
 
     def describe(self, name: str) -> ModelRecord:
         """The record of the model `name` reaches: read once per catalog state (`_state`), then kept."""
@@ -239,9 +256,11 @@ class SqlCatalog:
 
         record = self.describe(model)
         from_weights = _lineage(self, record, from_weights, run)
-        from_weights, inherited_categories, inherited_preprocessing = _source(self, record, from_weights)
-        categories = inherited_categories if categories is None else categories
-        preprocessing = inherited_preprocessing if preprocessing is None else preprocessing
+        source = weights_source(self, record, from_weights) if from_weights is not None else None
+        if source is not None:
+            from_weights = source.name
+            categories = source.categories if categories is None else categories
+            preprocessing = source.preprocessing if preprocessing is None else preprocessing
         with open_regular(file, only="only regular files are published") as f:
             opened = os.fstat(f.fileno())
             check(record, file, categories)
@@ -276,6 +295,45 @@ class SqlCatalog:
         qualified = self.describe(model).qualified_name if model is not None else None
         with self.engine.connect() as conn:
             return pub.export_records(conn, model=qualified, sha256=sha256)
+
+    # -- measured metrics ----------------------------------------------------------------
+
+    def record_measurement(self, measurement: Measurement) -> Measurement:
+        """Store `measurement` (checked by `zoo.measurements`) under its model's ``PLUGIN/NAME`` and its weights'
+        canonical name (a published spec as the exact version), replacing an earlier one of the same file on the
+        same data and split; what was stored. Weights that are not the model's are refused in one line."""
+        record = self.describe(measurement.model)
+        stored = replace(measurement, model=record.qualified_name,
+                         weights=weights_source(self, record, measurement.weights).name)
+        m = measurements
+        with write_transaction(self.engine) as conn:
+            conn.execute(delete(m).where(m.c.model == stored.model, m.c.weights == stored.weights,
+                                         m.c.kind == stored.kind, m.c.sha256 == stored.sha256,
+                                         m.c.dataset == stored.dataset, m.c.split == stored.split,
+                                         m.c.manifest_sha256 == stored.manifest_sha256))
+            conn.execute(m.insert().values(
+                model=stored.model, weights=stored.weights, kind=stored.kind, sha256=stored.sha256,
+                dataset=stored.dataset, split=stored.split, images=stored.images, acc1=stored.acc1,
+                acc5=stored.acc5, manifest_sha256=stored.manifest_sha256, measured_at=stored.measured_at,
+                zoo_version=stored.zoo_version))
+            pub.note_change(conn)
+        return stored
+
+    def measurements(self, model: str | None = None, weights: str | None = None) -> list[Measurement]:
+        """The measured metrics (of `model`, and of its `weights`, when given; `weights` without `model` must be
+        named as `record_measurement` stores them), oldest first."""
+        m = measurements
+        query = select(m).order_by(m.c.measured_at, m.c.id)
+        if model is not None:
+            record = self.describe(model)
+            query = query.where(m.c.model == record.qualified_name)
+            weights = weights_source(self, record, weights).name if weights is not None else None
+        if weights is not None:
+            query = query.where(m.c.weights == weights)
+        with self.engine.connect() as conn:
+            return [Measurement(row.model, row.weights, row.kind, row.sha256, row.dataset, row.split, row.images,
+                                row.acc1, row.acc5, row.manifest_sha256, pub.utc(row.measured_at), row.zoo_version)
+                    for row in conn.execute(query)]
 
     def is_published(self, sha256: str, kind: str) -> bool:
         """Whether a published weights file (`kind` "weights") or export ("export") has `sha256`."""
@@ -403,22 +461,6 @@ def _still(path: Path, opened: os.stat_result) -> bool:
             == (opened.st_dev, opened.st_ino, opened.st_size, opened.st_mtime_ns))
 
 
-def _source(catalog: SqlCatalog, record: ModelRecord,
-            from_weights: str | None) -> tuple[str | None, list[str] | None, dict[str, Any] | None]:
-    """The canonical name of `from_weights` (a published spec, or weights of the model `record` describes), and
-    the categories and preprocessing it passes on."""
-    if from_weights is None:
-        return None, None, None
-    if pub.is_spec(from_weights):
-        published = catalog.resolve_published(from_weights)
-        return published.spec, published.categories, published.preprocessing
-    owner, member = catalog.weights_owner(from_weights, record.name)
-    entry = record.weights_named(member) if owner == record.qualified_name else None
-    if entry is None:
-        raise UnknownWeightsError(from_weights, [w.name for w in record.weights])
-    return entry.name, entry.meta.get("categories"), entry.transforms
-
-
 def _lineage(catalog: SqlCatalog, record: ModelRecord, from_weights: str | None,
              run: dict[str, Any] | None) -> str | None:
     """The weights a version was fine-tuned from: `from_weights`, else the run record's base weights
@@ -432,8 +474,8 @@ def _lineage(catalog: SqlCatalog, record: ModelRecord, from_weights: str | None,
         raise UsageError(f"the run record's base_weights.name must be a weights name or null, not {excerpt(named)}")
     if from_weights is None:
         return named
-    if named is None or (named != from_weights
-                         and _source(catalog, record, named)[0] != _source(catalog, record, from_weights)[0]):
+    if named is None or (named != from_weights and weights_source(catalog, record, named).name
+                         != weights_source(catalog, record, from_weights).name):
         raise UsageError(f"from_weights {excerpt(from_weights)} is not the run record's base weights "
                          f"({excerpt(named) if named else 'none: trained from random initialisation'}); "
                          "leave from_weights out to take the record's")
@@ -690,11 +732,16 @@ def _filtered_ids(
 ) -> list[int]:
     """The ids of the models that pass the metadata filters (as SQL); every model without filters.
 
-    A filter naming a task, plugin, metric or dataset the catalog does not have is
-    refused; that is checked only when nothing passes, so a lookup that finds
-    something pays for no check. Answers are kept for the catalog's generation.
+    A filter naming a task or plugin the catalog does not have is refused; that is
+    checked only when nothing passes, so a lookup that finds something pays for no
+    check. Metrics are resolved first (`zoo.catalog.ranking.resolve_metric`, against the
+    catalog's metric names, read once per generation): an unknown one, a dataset without
+    it or a bare metric of several datasets is refused. Answers are kept for the
+    catalog's generation.
     """
     _check_values(task, plugin, max_params, min_metric)
+    if min_metric:
+        min_metric = ranking.resolve_minimums(min_metric, browse.metric_names(conn))
     if task is None and plugin is None and pretrained is None and max_params is None and not min_metric:
         return list(naming.entries)
     key = (task, plugin, pretrained, max_params, tuple(sorted((min_metric or {}).items())))
@@ -720,19 +767,17 @@ def _query_ids(conn: Connection, naming: _Naming, task: str | None, plugin: str 
         query = query.where(has_weights if pretrained else ~has_weights)
     if max_params is not None:
         query = query.where(models.c.num_params <= max_params)
-    for metric, minimum in (min_metric or {}).items():
+    for metric, minimum in (min_metric or {}).items():  # DATASET:METRIC, as the catalog spells them
         dataset, _, name = metric.rpartition(":")
         meets = (
             select(weights.c.model_id)
             .join(metrics)
-            .where(func.lower(metrics.c.name) == name.lower(), metrics.c.value >= float(minimum))
+            .where(metrics.c.dataset == dataset, metrics.c.name == name, metrics.c.value >= float(minimum))
         )
-        if dataset:
-            meets = meets.where(func.lower(metrics.c.dataset) == dataset.lower())
         query = query.where(models.c.id.in_(meets))
     ids = [i for i in conn.scalars(query) if i in naming.entries]
     if not ids:
-        _check_known(conn, task, plugin, min_metric)
+        _check_known(conn, task, plugin)
     return ids
 
 
@@ -757,10 +802,8 @@ def _check_values(task: Any, plugin: Any, max_params: int | None, min_metric: Ma
             raise UsageError(f"minimum of metric {excerpt(metric)} must be a finite number, not {excerpt(minimum)}")
 
 
-def _check_known(conn: Connection, task: str | None, plugin: str | None,
-                 min_metric: Mapping[str, float] | None) -> None:
-    """Refuse a filter that could only ever match nothing by mistake: an unknown task, plugin,
-    metric, or a dataset without that metric."""
+def _check_known(conn: Connection, task: str | None, plugin: str | None) -> None:
+    """Refuse a filter that could only ever match nothing by mistake: an unknown task or plugin."""
     if task is not None:
         tasks = {*conn.scalars(select(models.c.task).distinct()),
                  *conn.scalars(select(weights.c.task).distinct().where(weights.c.task.is_not(None)))}
@@ -769,15 +812,6 @@ def _check_known(conn: Connection, task: str | None, plugin: str | None,
     if plugin is not None and not conn.scalar(select(exists().where(_names_plugin(plugin)))):
         names = conn.scalars(select(plugins.c.namespace)).all()
         raise UsageError(f"unknown plugin {excerpt(plugin)}; plugins: {', '.join(sorted(names))}")
-    known = conn.execute(select(metrics.c.dataset, metrics.c.name).distinct()).all() if min_metric else []
-    for metric in min_metric or {}:
-        dataset, _, name = metric.lower().rpartition(":")
-        datasets = sorted(d for d, n in known if n.lower() == name)
-        if not datasets:
-            names = sorted({n for _, n in known})
-            raise UsageError(f"unknown metric {excerpt(metric)}; metrics in the catalog: {', '.join(names) or 'none'}")
-        if dataset and dataset not in {d.lower() for d in datasets}:
-            raise UsageError(f"no dataset of metric {excerpt(metric)}; datasets with {name}: {', '.join(datasets)}")
 
 
 def _matcher(include: Patterns, exclude: Patterns) -> Callable[[_Entry], bool]:

@@ -54,6 +54,7 @@ from sqlalchemy import JSON, Connection, DateTime, Engine, Float, Integer, Row, 
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import Session
 
+from zoo import progress
 from zoo.catalog import tables
 from zoo.catalog.tables import GENERATION_KEY
 from zoo.catalog.engine import (
@@ -91,9 +92,9 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 DERIVED = (tables.plugins, tables.models, tables.category_lists, tables.weights, tables.metrics,
            tables.model_failures, tables.catalog_state)
 #: Tables whose rows only this catalog knows (learned hashes, export records, what was published,
-#: the service's tokens): kept when rebuilt, never pruned.
+#: the service's tokens, measured metrics): kept when rebuilt, never pruned.
 KEPT = (tables.weight_files, tables.exports, tables.published_weights, tables.weight_aliases,
-        tables.published_exports, tables.tokens)
+        tables.published_exports, tables.tokens, tables.measurements)
 #: How many row ids one UPDATE names (well under SQLite's limit on parameters).
 _CHUNK = 500
 
@@ -139,8 +140,11 @@ def sync(
     forget_check(engine.url)
     strict = strict_from_env() if strict is None else strict
     wanted = plugins if force or found is None else found.outdated
-    loaded = tuple(load_plugins(wanted, strict=strict, skip=skip, watch=watch))
-    with write_transaction(engine) as conn:
+    running = [info for info in wanted if info.key not in (skip or {})]  # skipped ones run no code
+    with progress.bar(len(running), "loading plugins", unit="plugin") as bar:
+        loaded = tuple(load_plugins(wanted, strict=strict, skip=skip, watch=partial(_counted, bar, watch)))
+    writing = progress.status(f"writing {sum(len(p.models) for p in loaded)} model(s) into the catalog")
+    with writing, write_transaction(engine) as conn:
         repairs = _prepare_schema(conn)
         now = staleness(conn, plugins)
         if not force and not now.stale(prune):
@@ -500,14 +504,17 @@ def main(argv: Sequence[str]) -> None:
 
     Plugins' own output goes to stderr, so stdout carries only the summary. Lines on
     ``--progress-fd`` name each plugin before and after its code runs, so the parent
-    can name one that hangs or ends this process. The child ends with ``os._exit`` once its report
+    can name one that hangs or ends this process; progress for people (`zoo.progress`) shows on
+    ``--display-fd``, the parent's terminal, when given. The child ends with ``os._exit`` once its report
     is out, so threads or exit handlers a plugin left behind cannot keep it alive.
     """
     options = _child_options(argv)
     die_with_parent(options.parent)
+    terminal = None if options.display_fd is None else os.fdopen(options.display_fd, "w", buffering=1,
+                                                                  encoding="utf-8", errors="replace")
     status = 0
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
+    try:  # progress shows on the parent's terminal, if it has one, not in the captured stderr
+        with contextlib.redirect_stdout(sys.stderr), progress.shown_on(terminal):
             report = sync(force=options.force, strict=options.strict, prune=options.prune,
                           skip=json.loads(options.skip), watch=partial(_announced, options.progress_fd))
     except ZooError as exc:
@@ -544,6 +551,7 @@ def _child_options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--skip", default="{}", help="JSON object: plugin key -> why it is recorded as failed unloaded")
     parser.add_argument("--parent", type=int, help="the process id of the parent this child must not outlive")
     parser.add_argument("--progress-fd", type=int, help="where to write which plugin's code runs")
+    parser.add_argument("--display-fd", type=int, help="the parent's terminal, to show progress on for people")
     return parser.parse_args(argv)
 
 
@@ -561,6 +569,16 @@ def die_with_parent(parent: int | None) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it died before the request took effect: we were re-parented
         os._exit(1)
+
+
+@contextlib.contextmanager
+def _counted(bar: Any, watch: Callable[[PluginInfo], AbstractContextManager[object]] | None,
+             info: PluginInfo) -> Iterator[None]:
+    """`watch(info)` (when given) around a plugin's code, counted on the progress `bar` with its name shown."""
+    bar.set_postfix_str(info.name)
+    with watch(info) if watch else contextlib.nullcontext():
+        yield
+    bar.update()
 
 
 @contextlib.contextmanager

@@ -209,6 +209,26 @@ published_exports = Table(
     Column("verified_by", String(20), nullable=False, server_default="claimed"),
 )
 
+# A classifier measured by `zoo eval --record` (zoo.measurements): figures measured, not claimed; rows no plugin
+# gives, so syncs and prunes keep them. One row per file, data and split: measuring them again replaces it.
+measurements = Table(
+    "measurements",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(200), nullable=False, index=True),  # PLUGIN/NAME
+    Column("weights", String(400), nullable=False),  # a plugin's weights name, or a published NS/NAME:VERSION
+    Column("kind", String(20), nullable=False),  # what ran: "model" (PyTorch) or "export" (ONNX Runtime)
+    Column("sha256", String(64), nullable=False),  # of the weights file or of the export
+    Column("dataset", String(200), nullable=False),  # the name the metrics go under (DATASET:acc@1)
+    Column("split", String(20), nullable=False),  # "val" or "all"
+    Column("images", Integer, nullable=False),
+    Column("acc1", Float, nullable=False),
+    Column("acc5", Float, nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),  # the data's (zoo.datasets.ImageData.manifest_sha256)
+    Column("measured_at", DateTime(timezone=True), nullable=False),
+    Column("zoo_version", String(100), nullable=False),
+)
+
 # Tokens of the registry service (zoo serve): the secret itself is never stored, only its SHA-256.
 tokens = Table(
     "tokens",

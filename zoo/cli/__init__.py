@@ -4,7 +4,9 @@ A user mistake ends in one line on stderr (``zoo: error: ...``) and exit code 1
 (2 for a malformed command line, as argparse does); never a traceback. A standard stream
 that is closed (``zoo list >&-``) is opened on the null device: what goes to it is
 discarded, and no file the command opens takes its place. Requests to a registry service
-share one time budget per command (`zoo.service.client.time_budget`).
+share one time budget per command (`zoo.service.client.time_budget`). Slow steps say what they do, and
+countable work shows a bar, on stderr when it is a terminal (`zoo.progress`); ``--quiet`` (``-q``, before or
+after the command) turns that off.
 
 Each command group is a module of this package with a ``register(commands)`` function that adds
 its subcommands (each with its ``run`` function as a default) to the ``zoo`` parser;
@@ -22,8 +24,9 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import NoReturn, Protocol
 
+from zoo import progress
 from zoo.cli import catalog, evaluation, export, gc, modeling, publish, runtime, service, sync, training, weights
-from zoo.cli.common import Commands
+from zoo.cli.common import Commands, add_quiet
 from zoo.errors import ERROR_PREFIX, WARNING_PREFIX, ZooError, ZooWarning
 from zoo.service.client import time_budget
 
@@ -48,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
     try:
-        with time_budget():
+        # a command's own --quiet (zoo finetune's: no epoch lines either) also means no progress
+        with time_budget(), progress.quieted(args.progress_quiet or getattr(args, "quiet", None) is True):
             status = args.run(args)
         sys.stdout.flush()  # here, so that a full disk is reported, not found at exit
         return status
@@ -72,9 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser(groups: Iterable[CommandGroup] = COMMAND_GROUPS) -> argparse.ArgumentParser:
     """The ``zoo`` parser, with the commands of each group in `groups`, in that order."""
     parser = _Parser(prog="zoo", description="A plugin-based model zoo for PyTorch vision models.")
+    add_quiet(parser, default=False)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     for group in groups:
         group.register(commands)
+    for command in commands.choices.values():  # after the command too, unless it has a --quiet of its own
+        if "--quiet" not in command._option_string_actions:
+            add_quiet(command, default=argparse.SUPPRESS)  # not given there: the value before the command stays
     return parser
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from zoo.cli.common import Commands, add_json, count_argument, emit, human, metric_argument, table
+from zoo.cli.common import Commands, add_json, argument, count_argument, emit, human, metric_argument, table
 
 
 def register(commands: Commands) -> None:
     p = commands.add_parser("list", help="list registered models", description=(
         "List registered models. PATTERNs are fnmatch patterns (quote them), as in "
-        "torchvision.models.list_models(include=...)."))
+        "torchvision.models.list_models(include=...). With --sort or --min-metric the table has a column for "
+        "each metric (a model's best value over its weights; - for none)."))
     p.add_argument("patterns", nargs="*", metavar="PATTERN")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="leave out matching names")
     p.add_argument("--task", help="e.g. classification, detection, segmentation, video, optical_flow")
@@ -22,7 +24,12 @@ def register(commands: Commands) -> None:
     p.add_argument("--max-params", type=count_argument, metavar="N",
                    help="at most N parameters, e.g. 10M, 500k, 25557032")
     p.add_argument("--min-metric", type=metric_argument, action="append", default=[], metavar="NAME=VALUE",
-                   help="some weights reach at least VALUE on metric NAME, e.g. acc@1=75 or ImageNet-1K:acc@1=75 (repeatable)")
+                   help="some weights reach at least VALUE on metric NAME, e.g. ImageNet-1K:acc@1=75, or acc@1=75 "
+                        "where one dataset alone has acc@1 (repeatable)")
+    p.add_argument("--sort", metavar="KEY", help=(
+        "rank by name, params, gflops or a metric [DATASET:]METRIC (e.g. ImageNet-1K:acc@1): metrics best first, "
+        "the others ascending; --sort=-KEY descending, --sort=+KEY ascending; models without a value last"))
+    p.add_argument("--limit", type=_limit, metavar="N", help="only the first N models")
     add_json(p)
     p.set_defaults(run=_list)
 
@@ -41,6 +48,7 @@ def register(commands: Commands) -> None:
 def _list(args: argparse.Namespace) -> int:
     from zoo.registry import summarize_models
 
+    columns = _metric_columns(args.sort, [metric for metric, _ in args.min_metric])
     records = summarize_models(
         args.patterns or None,
         args.exclude,
@@ -49,18 +57,54 @@ def _list(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         max_params=args.max_params,
         min_metric=dict(args.min_metric),
+        sort=args.sort,
+        limit=args.limit,
     )
     emit(args, records, lambda: table(
-        ["NAME", "TASK", "PARAMS", "WEIGHTS", "PLUGIN"],
-        [[r["name"], r["task"], human(r["num_params"]), len(r["weights"]), r["plugin"]] for r in records],
+        ["NAME", "TASK", "PARAMS", "GFLOPS", *columns, "WEIGHTS", "PLUGIN"],
+        [[r["name"], r["task"], human(r["num_params"]), _number(r["gflops"]),
+          *(_number(r["metrics"].get(c)) for c in columns), len(r["weights"]), r["plugin"]] for r in records],
     ) + f"\n{len(records)} model(s)")
     return 0
 
 
+def _metric_columns(sort: str | None, filtered: list[str]) -> list[str]:
+    """The ``DATASET:METRIC`` of the metrics `sort` and the ``--min-metric`` filters name, in that order, once
+    each; a bare metric resolved to the one dataset that has it is said on stderr (several: refused)."""
+    if sort is None and not filtered:
+        return []
+    from zoo.catalog.ranking import resolve_metric, sort_key
+    from zoo.registry import metric_names
+
+    known = metric_names()
+    key = sort_key(sort, known) if sort is not None else None
+    named = [(key.given, key.column)] if key is not None and key.is_metric else []
+    columns: list[str] = []
+    for given, column in [*named, *((metric, resolve_metric(metric, known)) for metric in filtered)]:
+        if ":" not in given and column not in columns:
+            print(f"zoo: {given} is measured on {column.rpartition(':')[0]} only in this catalog; "
+                  f"reading it as {column}", file=sys.stderr)
+        columns += [] if column in columns else [column]
+    return columns
+
+
+def _limit(text: str) -> int:
+    """A ``--limit`` argument: a whole number, 1 or more."""
+    from zoo.catalog.ranking import check_limit
+
+    return argument(lambda t: check_limit(int(t) if t.strip().isdigit() else t), text)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def _show(args: argparse.Namespace) -> int:
+    from zoo.measurements import list_measurements
     from zoo.registry import describe
 
     record = describe(args.name)
+    record["measurements"] = [m.to_json() for m in list_measurements(record["qualified_name"])]
     emit(args, record, lambda: _show_text(record))
     return 0
 
@@ -81,7 +125,8 @@ def _show_text(r: dict[str, Any]) -> str:
         f"  tags:         {', '.join(r['tags']) or '-'}",
     ]
     if not r["weights"]:
-        return "\n".join([*lines, "  no pretrained weights", *_published_text(r["published"])])
+        return "\n".join([*lines, "  no pretrained weights", *_published_text(r["published"]),
+                          *_measured_text(r["measurements"])])
     rows = []
     for w in r["weights"]:
         metrics = " ".join(
@@ -99,7 +144,19 @@ def _show_text(r: dict[str, Any]) -> str:
         if spec:
             settings = " ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and v is not None)
             lines.append(f"\n  {w['member']} transforms: {spec['kind']} {settings}")
-    return "\n".join([*lines, *_published_text(r["published"])])
+    return "\n".join([*lines, *_published_text(r["published"]), *_measured_text(r["measurements"])])
+
+
+def _measured_text(measurements: list[dict[str, Any]]) -> list[str]:
+    """The figures ``zoo eval --record`` measured, per weights (the metrics above are what plugins and
+    publishers claim)."""
+    from zoo.records import Measurement
+
+    by_weights: dict[str, list[str]] = {}
+    for m in map(Measurement.from_json, measurements):
+        by_weights.setdefault(m.weights, []).append(f"      measured: {m.summary()}")
+    lines = [line for weights, said in by_weights.items() for line in (f"    {weights}", *said)]
+    return ["", "  measured (zoo eval --record; the metrics above are claimed):", *lines] if lines else []
 
 
 def _published_text(published: list[dict[str, Any]]) -> list[str]:

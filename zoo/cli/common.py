@@ -1,4 +1,4 @@
-"""What the command groups share: the ``--json`` option, printing JSON or a table, and argument types.
+"""What the command groups share: the ``--json`` and ``--quiet`` options, printing JSON or a table, and argument types.
 
 An argument type turns a library parser's `ZooError` into argparse's error for that argument, so a
 bad value ends in argparse's one-line usage error (exit code 2).
@@ -20,6 +20,12 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_quiet(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """The global ``--quiet``/``-q`` (``args.progress_quiet``): no progress lines or bars (`zoo.progress`)."""
+    parser.add_argument("-q", "--quiet", dest="progress_quiet", action="store_true", default=default,
+                        help="no progress lines or bars on stderr (there are none when it is not a terminal)")
 
 
 def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:

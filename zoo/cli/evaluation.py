@@ -34,22 +34,35 @@ def register(commands: Commands) -> None:
     p.add_argument("--device", metavar="D", help="cpu or cuda (default: cuda when usable, else cpu)")
     p.add_argument("--draw", type=Path, metavar="FILE.png", help="also draw the confusion matrix into FILE.png")
     p.add_argument("--force", action="store_true", help="with --draw: replace a file that is already there")
+    p.add_argument("--record", action="store_true",
+                   help="store acc@1 and acc@5 in the catalog as measured (DATA's name, its manifest hash, the "
+                        "file that ran), under the model and weights (an export's: those its metadata names); "
+                        "a registry service needs a token with the publish scope")
     add_json(p)
     p.set_defaults(run=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from zoo.datasets import dataset_name
+    from zoo.measurements import check_measured_split, record_evaluation
     from zoo.runtime.evaluation import check_drawing, save_confusion
     from zoo.training.evaluate import evaluate
 
     if args.force and args.draw is None:
         raise UsageError("--force replaces a drawing; it needs --draw FILE.png")
+    if args.record:
+        check_measured_split(args.split)  # before the work
     if args.draw is not None:
         check_drawing(args.draw, overwrite=args.force)  # before the work: a refused file is told at once
     evaluation = evaluate(args.target, args.data, weights=args.weights, split=args.split,
                           val_fraction=args.val_fraction, seed=args.seed, batch_size=args.batch_size,
                           device=args.device, progress=True)
     drawn = save_confusion(evaluation, args.draw, overwrite=args.force) if args.draw is not None else None
-    data = {**evaluation.to_json(), **({"drawing": str(drawn)} if drawn is not None else {})}
-    emit(args, data, lambda: evaluation.table() + (f"\ndrew the confusion matrix in {drawn}" if drawn else ""))
+    recorded = record_evaluation(evaluation, dataset=dataset_name(args.data)) if args.record else None
+    data = {**evaluation.to_json(), **({"drawing": str(drawn)} if drawn is not None else {}),
+            **({"measurement": recorded.to_json()} if recorded is not None else {})}
+    said = [f"drew the confusion matrix in {drawn}"] if drawn else []
+    if recorded is not None:
+        said.append(f"recorded as measured for {recorded.model} {recorded.weights}: {recorded.summary()}")
+    emit(args, data, lambda: "\n".join([evaluation.table(), *said]))
     return 0

@@ -7,6 +7,7 @@ import sys
 
 from zoo.cli.common import Commands, add_json, count_argument, emit, table
 from zoo.errors import UsageError
+from zoo.progress import status
 
 
 def register(commands: Commands) -> None:
@@ -71,11 +72,12 @@ def _add_token(commands: Commands) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        from zoo.service.app import DEFAULT_MAX_UPLOAD, serve
-        from zoo.service.common import ArtifactServing, BodyLimits
-    except ImportError as exc:
-        raise UsageError(f"zoo serve needs the serve extra (pip install 'zoo[serve]'): {exc}") from None
+    with status("starting the registry service"):  # it says its URL once it answers (zoo.service.app.serve)
+        try:
+            from zoo.service.app import DEFAULT_MAX_UPLOAD, serve
+            from zoo.service.common import ArtifactServing, BodyLimits
+        except ImportError as exc:
+            raise UsageError(f"zoo serve needs the serve extra (pip install 'zoo-registry[serve]'): {exc}") from None
     given = {"concurrent": args.max_bodies, "timeout": args.body_timeout, "min_rate": args.min_body_rate}
     serve(host=args.host, port=args.port, workers=args.workers, read_token_required=args.require_read_token,
           allowed_hosts=tuple(args.allow_host), max_upload_bytes=args.max_upload or DEFAULT_MAX_UPLOAD,

@@ -10,6 +10,7 @@ from typing import Any
 from dataclasses import fields
 
 from zoo.cli.common import Commands, add_json, comma_list, emit
+from zoo.errors import UsageError
 from zoo.training.recipe import DEFAULT_WEIGHT_DECAY, GPU_WORKERS, Recipe
 
 #: The options whose value is a Recipe field of the same name (argparse's dest); None: not given.
@@ -26,6 +27,7 @@ _SWITCHES = ("train_norms", "resume", "force", "quiet", "augment", "flip", "mixe
 def register(commands: Commands) -> None:
     p = commands.add_parser(
         "finetune", help="fine-tune a model on a folder of labelled images; keep, checkpoint and publish the best",
+        usage="zoo finetune [options] MODEL DATA | zoo finetune [options] --recipe-from NS/NAME[:VERSION] DATA",
         description=("Fine-tune MODEL on DATA: a folder of class folders (split into training and validation by "
                      "--val-fraction and --seed, or with train/ and val/ subfolders) or a CSV of path,label rows. "
                      "The model gets a head for the data's classes and keeps its pretrained backbone; validation "
@@ -35,8 +37,12 @@ def register(commands: Commands) -> None:
                      "--nproc N trains on N processes (data-parallel, through torchrun: gloo on the CPU, nccl on "
                      "GPUs); the same command on each of several machines, with --nnodes and --master-addr "
                      "(--node-rank on each) or --rdzv-endpoint, trains on all of them."))
-    p.add_argument("model", metavar="MODEL", help="a catalog model, e.g. resnet18 or digits_cnn")
-    p.add_argument("data", metavar="DATA", help="a folder of class folders, or a CSV file of path,label")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="a catalog model, e.g. resnet18 or digits_cnn (none with --recipe-from)")
+    p.add_argument("data", metavar="DATA", nargs="?", help="a folder of class folders, or a CSV file of path,label")
+    p.add_argument("--recipe-from", metavar="NS/NAME[:V]",
+                   help="re-run the recipe of published weights made by zoo finetune (their model, base weights, "
+                        "arguments and seed) on DATA; options given override the recipe's")
     p.add_argument("--weights", metavar="WEIGHTS",
                    help="base weights (default: the model's default weights, if it has any); 'none': random "
                         "initialisation")
@@ -107,8 +113,16 @@ def _finetune(args: argparse.Namespace) -> int:
                                if getattr(args, name) is not None}
     if options.get("weights", "").lower() == "none":
         options["weights"] = None
+    model, data = args.model, args.data
+    if args.recipe_from is not None:
+        if data is not None:
+            raise UsageError(f"--recipe-from {args.recipe_from} names the model already: give DATA alone, not "
+                             f"{model} {data}")
+        model, data = None, model
+    elif data is None:
+        raise UsageError("give MODEL and DATA (or --recipe-from NS/NAME[:VERSION] and DATA)")
     # with --json, standard output is the result alone: the epoch lines go to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        result = finetune(args.model, args.data, **options)
+        result = finetune(model, data, recipe_from=args.recipe_from, **options)
     emit(args, result.to_json(), lambda: f"wrote {result.best_path}, {result.checkpoint_path}, {result.run_path}")
     return 0

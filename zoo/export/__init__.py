@@ -42,6 +42,7 @@ from zoo.export.plan import ExportPlan, ExportRequest, check_arguments, make_pla
 from zoo.export.records import ExportResult, list_exports, read_metadata, record_export, reusable_export
 from zoo.fetch import sha256_of
 from zoo.outputs import staged_output
+from zoo.progress import status
 from zoo.shapes import dims_text, parse_shape
 from zoo.export.verify import CannotVerifyError, ExportVerificationError, OutputCheck
 
@@ -115,7 +116,8 @@ def export_onnx(
             earlier = reusable_export(path, request)
             if earlier is not None:
                 return earlier
-        plan = make_plan(model_or_name, weights=weights, **options)
+        with status(f"building {model_or_name if isinstance(model_or_name, str) else 'the model'}"):
+            plan = make_plan(model_or_name, weights=weights, **options)
         result = _export_staged(plan, work, path)
     if request is not None:
         record_export(result, request)
@@ -126,27 +128,29 @@ def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
     """Export, check and verify `plan` into the folder `work`, as ``work / path.name``, to be moved to `path`."""
     import onnx
 
-    runs, output_names, flatten = _verification_runs(plan)
-    example = runs[0]
-    large = _tensor_bytes(plan.module) > _EXTERNAL_DATA_BYTES
+    with status(f"exporting {plan.name} to ONNX"):
+        runs, output_names, flatten = _verification_runs(plan)
+        example = runs[0]
+        large = _tensor_bytes(plan.module) > _EXTERNAL_DATA_BYTES
 
-    raw = work / "exported.onnx"
-    exporter, reason = export_model(flat_module(plan.module, flatten), example, raw, adapter=plan.adapter,
-                                    input_names=plan.input_names, output_names=output_names,
-                                    dynamic_batch=plan.dynamic_batch, dynamic_image_size=plan.dynamic_image_size,
-                                    opset=plan.opset)
-    inferred = work / "inferred.onnx"
-    onnx.shape_inference.infer_shapes_path(str(raw), str(inferred), check_type=True, data_prop=True)
-    proto = onnx.load(str(inferred), load_external_data=True)
-    used_opset = opset_of(proto)  # what the file holds is what is recorded
-    ir_version = min(proto.ir_version, onnxruntime_limits()[1])
-    proto.ir_version = ir_version
-    intermediate, missing = _shape_coverage(proto)
+        raw = work / "exported.onnx"
+        exporter, reason = export_model(flat_module(plan.module, flatten), example, raw, adapter=plan.adapter,
+                                        input_names=plan.input_names, output_names=output_names,
+                                        dynamic_batch=plan.dynamic_batch, dynamic_image_size=plan.dynamic_image_size,
+                                        opset=plan.opset)
+    with status("inferring shapes and checking the ONNX graph"):
+        inferred = work / "inferred.onnx"
+        onnx.shape_inference.infer_shapes_path(str(raw), str(inferred), check_type=True, data_prop=True)
+        proto = onnx.load(str(inferred), load_external_data=True)
+        used_opset = opset_of(proto)  # what the file holds is what is recorded
+        ir_version = min(proto.ir_version, onnxruntime_limits()[1])
+        proto.ir_version = ir_version
+        intermediate, missing = _shape_coverage(proto)
 
-    meta = _provenance(plan, output_names, exporter, used_opset, reason)
-    staged = work / path.name
-    _save(proto, staged, large, meta)
-    onnx.checker.check_model(str(staged), full_check=True)
+        meta = _provenance(plan, output_names, exporter, used_opset, reason)
+        staged = work / path.name
+        _save(proto, staged, large, meta)
+        onnx.checker.check_model(str(staged), full_check=True)
 
     checks = _verify(plan, staged, runs, output_names, flatten)
     _check_passed(plan, checks, "no file written")
@@ -207,9 +211,10 @@ def verify_file(path: str | os.PathLike[str]) -> list[OutputCheck]:
     _check_reproducible(path, meta, model, shape)
     symbolic = dynamic_axes_of(path).get(name, {}).keys()  # the file's symbolic axes are verified at another size
     try:
-        plan = make_plan(model, weights=weights, input_shape=shape, dynamic_batch=0 in symbolic,
-                         dynamic_image_size=bool({len(shape) - 2, len(shape) - 1} & symbolic), opset=None,
-                         rtol=None, atol=None, builder_kwargs=None)
+        with status(f"building {model} with {weights}"):
+            plan = make_plan(model, weights=weights, input_shape=shape, dynamic_batch=0 in symbolic,
+                             dynamic_image_size=bool({len(shape) - 2, len(shape) - 1} & symbolic), opset=None,
+                             rtol=None, atol=None, builder_kwargs=None)
     except (ImportError, PluginError, WeightsError) as exc:  # torch, the plugin or the weights are not here
         raise CannotVerifyError(f"{model} with {weights} cannot be built here: {first_line(exc)}") from exc
     runs, output_names, flatten = _verification_runs(plan)
@@ -302,13 +307,14 @@ def _verify(plan: ExportPlan, onnx_path: Path, runs: list[tuple[torch.Tensor, ..
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     checks: list[OutputCheck] = []
-    for inputs in runs:
-        with torch.inference_mode():
-            expected = [t.detach().numpy() for t in flatten_output(plan.module(*inputs), flatten)]
-        got = session.run(output_names, {name: x.numpy() for name, x in zip(plan.input_names, inputs)})
-        checks += plan.adapter.compare(output_names, expected, got, tuple(inputs[0].shape), plan.rtol, plan.atol)
+    with status(f"verifying {onnx_path.name} in ONNX Runtime against {plan.name} in PyTorch"):
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        for inputs in runs:
+            with torch.inference_mode():
+                expected = [t.detach().numpy() for t in flatten_output(plan.module(*inputs), flatten)]
+            got = session.run(output_names, {name: x.numpy() for name, x in zip(plan.input_names, inputs)})
+            checks += plan.adapter.compare(output_names, expected, got, tuple(inputs[0].shape), plan.rtol, plan.atol)
     return checks
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import UsageError, ZooError, first_line
+from zoo.progress import status
 
 if TYPE_CHECKING:
     import torch
@@ -142,7 +143,7 @@ def export_model(model: torch.nn.Module, example: tuple[torch.Tensor, ...], targ
     named |= {name: adapter.output_axes(name, dynamic_batch=dynamic_batch, dynamic_image_size=dynamic_image_size)
               for name in output_names}  # TorchScript makes any other output axis symbolic itself
     try:
-        with warnings.catch_warnings(), _quiet():
+        with status("exporting with TorchScript: the dynamo exporter could not"), warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, example, str(target), dynamo=False, opset_version=opset or ts_max,
                               dynamic_axes={k: v for k, v in named.items() if v} or None,

@@ -169,37 +169,33 @@ def _build(model_or_name: Any, weights: Any, builder_kwargs: dict[str, Any]) -> 
     if not isinstance(model_or_name, str):
         raise UsageError(f"export_onnx takes a model name or a torch.nn.Module, not {type(model_or_name).__name__}")
 
-    from zoo.registry import describe, get_model, get_model_builder, weights_or_published
+    from zoo.catalog.api import weights_source
+    from zoo.registry import get_model, get_model_builder, weights_or_published
 
-    record = describe(model_or_name)  # unknown names raise UnknownModelError (one line)
-    adapter(record["task"])  # a task without an adapter is refused before building: some builders are slow
-    member, published = weights_or_published(weights, record["name"])
-    if published is not None:  # published weights (zoo.publish): their version, file, categories, preprocessing
-        entry = {"name": published.spec, "sha256": published.sha256, "transforms": published.preprocessing,
-                 "meta": {"categories": published.categories}}
-    elif member is not None:
-        entry = next((w for w in record["weights"] if w["member"] == member.name), None)
-    else:
-        entry = next((w for w in record["weights"] if w["is_default"]), None)
+    catalog = current().catalog
+    record = catalog.describe(model_or_name)  # unknown names raise UnknownModelError (one line)
+    adapter(record.task)  # a task without an adapter is refused before building: some builders are slow
+    member, published = weights_or_published(weights, record.name)
     pretrained = member is not None or published is not None
-    parameters = inspect.signature(get_model_builder(record["name"])).parameters
+    parameters = inspect.signature(get_model_builder(record.name)).parameters
     if not pretrained and "weights_backbone" in parameters:
         builder_kwargs.setdefault("weights_backbone", None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         try:
-            module = get_model(record["name"], weights=published.spec if published is not None else member,
+            module = get_model(record.name, weights=published.spec if published is not None else member,
                                **builder_kwargs)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"cannot build {record['name']} with {builder_kwargs}: {first_line(exc)}") from exc
-    meta = (entry or {}).get("meta") or {}
-    chosen = pretrained and entry is not None
-    # a file first fetched by this build taught the catalog its hash (zoo.registry)
-    sha256 = (entry["sha256"] or current().catalog.known_sha256(entry["url"])) if chosen else None
+            raise UsageError(f"cannot build {record.name} with {builder_kwargs}: {first_line(exc)}") from exc
+    # after the build: a file first fetched by it taught the catalog its hash (zoo.registry)
+    source = weights_source(catalog, record, published.spec if published is not None else member) \
+        if pretrained else None
+    default = next((w for w in record.weights if w.is_default), None)  # random weights: its preprocessing
     return _Built(
-        module=module, name=record["name"], task=record["task"],
-        weights=entry["name"] if chosen else None, sha256=sha256,
-        categories=meta.get("categories") if pretrained else None,
-        preprocessing=(entry or {}).get("transforms"), min_size=meta.get("min_size"),
-        input_size=record["input_size"],
+        module=module, name=record.name, task=record.task,
+        weights=source.name if source is not None else None, sha256=source.sha256 if source is not None else None,
+        categories=source.categories if source is not None else None,
+        preprocessing=source.preprocessing if source is not None else default.transforms if default else None,
+        min_size=(source.meta if source is not None else default.meta if default else {}).get("min_size"),
+        input_size=record.input_size,
     )

@@ -34,6 +34,7 @@ from zoo.datasets import ImageData, Sample, image_data
 from zoo.errors import UsageError, excerpt
 from zoo.outputs import staged_output
 from zoo.preprocessing import check_image_size
+from zoo.progress import bar
 from zoo.text import table
 
 if TYPE_CHECKING:
@@ -302,10 +303,8 @@ def check_batch_size(batch_size: Any) -> int:
 
 
 def progress_bar(total: int, shown: bool) -> Any:
-    """A tqdm bar over `total` images on stderr, when `shown` and stderr is a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="evaluating", disable=None if shown else True, leave=False)
+    """The progress bar over `total` images evaluated, when `shown` (`zoo.progress`: on a terminal)."""
+    return bar(total, "evaluating", unit="img", show=shown, leave=False)
 
 
 # -- the picture -----------------------------------------------------------------------

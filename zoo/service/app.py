@@ -41,7 +41,8 @@ from zoo.catalog.engine import where
 from zoo.catalog.fingerprint import ensure_current
 from zoo.errors import UsageError, ZooError, excerpt
 from zoo.outputs import write_atomically
-from zoo.records import parse_spec
+from zoo.measurements import MAX_MEASUREMENT_BYTES, list_measurements, record_measurement
+from zoo.records import Measurement, parse_spec
 from zoo.publish import (
     MAX_RUN_BYTES,
     find_export,
@@ -56,6 +57,7 @@ from zoo.service.access_log import log_config
 from zoo.service.answers import Answers, Remembered
 from zoo.service.blobs import artifact_mode, blob_response
 from zoo.service.common import (
+    CLOSE,
     SHA256_PATTERN,
     ApiError,
     ArtifactServing,
@@ -521,7 +523,8 @@ _UPLOAD = {"requestBody": {"required": True, "content": {
 
 def _routers(settings: Settings) -> list[APIRouter]:
     """The API, one router per resource, reading `settings` (the order is the order routes are matched in)."""
-    return [_catalog_routes(settings), _published_routes(settings), _export_routes(settings)]
+    return [_catalog_routes(settings), _published_routes(settings), _export_routes(settings),
+            _measurement_routes(settings)]
 
 
 def _publisher(credentials: Credentials) -> None:
@@ -538,7 +541,7 @@ def _catalog_routes(settings: Settings) -> APIRouter:
         current().catalog.health()
         return {"status": "ok"}
 
-    @router.get("/models", summary="models, with the filters of zoo.list_models; paginated",
+    @router.get("/models", summary="models, with the filters of zoo.list_models, sorted by name or `sort`; paginated",
                 dependencies=[Depends(reads)], response_class=JSONResponse)
     async def models(
         request: Request,
@@ -550,17 +553,25 @@ def _catalog_routes(settings: Settings) -> APIRouter:
         max_params: Annotated[int | None, Query(ge=0)] = None,
         min_metric: Annotated[list[str] | None, Query(
             description="[DATASET:]METRIC=VALUE (repeatable), e.g. ImageNet-1K:acc@1=75")] = None,
+        sort: Annotated[str | None, Query(max_length=400, description=(
+            "name, params, gflops or [DATASET:]METRIC (metrics best first, the others ascending); "
+            "-KEY descending, +KEY ascending"))] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> Response:
         metrics = dict(parse_metric(m) for m in min_metric or [])
         filters = (tuple(pattern or ()), tuple(exclude or ()), task, plugin, pretrained, max_params,
-                   tuple(sorted(metrics.items())))
+                   tuple(sorted(metrics.items())), sort)
         found = await answers.value(("models", filters), partial(
             summarize_models, pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
-            max_params=max_params, min_metric=metrics))
+            max_params=max_params, min_metric=metrics, sort=sort))
         return await answers.answer(request, ("models", filters, limit, offset), lambda: {
             "total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]})
+
+    @router.get("/metric-names", summary="every DATASET:METRIC of the catalog (what sort and min_metric name)",
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def metric_names(request: Request) -> Response:
+        return await answers.answer(request, ("metric names",), current().catalog.metric_names)
 
     @router.get("/models/{name:path}", summary="a model's catalog record (zoo.describe)", dependencies=[Depends(reads)],
                 response_class=JSONResponse)
@@ -736,6 +747,43 @@ def _export_routes(settings: Settings) -> APIRouter:
                 finally:
                     settings.answers.changed()
         return record.to_json()
+
+    return router
+
+
+def _measurement_routes(settings: Settings) -> APIRouter:
+    """Measured metrics (zoo eval --record): listing, recording."""
+    reads, answers = reader(settings), settings.answers
+    router = APIRouter(prefix=API)
+
+    @router.get("/measurements", summary="measured metrics (zoo eval --record), oldest first",
+                dependencies=[Depends(reads)], response_class=JSONResponse)
+    async def measurements(request: Request, model: Annotated[str | None, Query(max_length=400)] = None,
+                           weights: Annotated[str | None, Query(max_length=400)] = None) -> Response:
+        return await answers.answer(request, ("measurements", model, weights),
+                                    lambda: [m.to_json() for m in list_measurements(model, weights)])
+
+    @router.post("/measurements", status_code=201, dependencies=[Depends(_publisher)],
+                 summary="record a measurement (a Measurement's JSON, at most 16 KiB)",
+                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {}}}})
+    async def record(request: Request) -> dict[str, Any]:
+        length = declared_length(request, settings.max_upload_bytes)
+        if length > MAX_MEASUREMENT_BYTES:
+            raise ApiError(413, f"a measurement is at most {MAX_MEASUREMENT_BYTES} bytes of JSON; this body has "
+                                f"{length}", CLOSE)
+        bodies = settings.bodies
+        with bodies.accepting(settings.store) as uploads:
+            path = await bodies.receive(request, uploads / "measurement.json", length)
+            try:
+                measurement = Measurement.from_json(json.loads(path.read_bytes()))
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                raise ApiError(400, f"the body is not a measurement's JSON (zoo.records.Measurement): "
+                                    f"{type(exc).__name__}: {excerpt(str(exc), 200)}") from None
+            try:
+                stored = await bodies.run(partial(record_measurement, measurement))
+            finally:
+                answers.changed()
+        return stored.to_json()
 
     return router
 

@@ -41,8 +41,17 @@ from urllib.parse import quote
 
 from zoo import errors
 from zoo.catalog.api import ExportCheck, FitCheck, Patterns, service_url
+from zoo.catalog.ranking import check_limit
 from zoo.errors import ServiceError, UsageError, ZooError, excerpt, first_line, said_by_peer
-from zoo.records import ModelRecord, ModelSummary, PublishedExport, PublishedWeights, check_alias, parse_spec
+from zoo.records import (
+    Measurement,
+    ModelRecord,
+    ModelSummary,
+    PublishedExport,
+    PublishedWeights,
+    check_alias,
+    parse_spec,
+)
 from zoo.settings import ARTIFACTS, REGISTRY_URL, SERVICE_TIMEOUT, TOKEN, Settings
 
 if TYPE_CHECKING:
@@ -159,20 +168,27 @@ class HttpCatalog:
         return [(m.name, m.builder) for m in self.models(include, exclude, **filters)]
 
     @_answer_checked
-    def models(self, include: Patterns = None, exclude: Patterns = None, *,
-               task: str | None = None, plugin: str | None = None, pretrained: bool | None = None,
-               max_params: int | None = None, min_metric: Mapping[str, float] | None = None) -> list[ModelSummary]:
+    def models(self, include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
+               limit: int | None = None, task: str | None = None, plugin: str | None = None,
+               pretrained: bool | None = None, max_params: int | None = None,
+               min_metric: Mapping[str, float] | None = None) -> list[ModelSummary]:
+        """The service's listing (sorted there), page by page until `limit` models or the last page."""
         params: dict[str, Any] = {"pattern": _listed(include), "exclude": _listed(exclude), "task": task,
-                                  "plugin": plugin, "max_params": max_params,
+                                  "plugin": plugin, "max_params": max_params, "sort": sort,
                                   "pretrained": None if pretrained is None else str(bool(pretrained)).lower(),
-                                  "min_metric": [f"{k}={v}" for k, v in (min_metric or {}).items()],
-                                  "limit": PAGE}
+                                  "min_metric": [f"{k}={v}" for k, v in (min_metric or {}).items()]}
+        wanted = check_limit(limit)
         found: list[ModelSummary] = []
         while True:
-            page = _shaped(self.get("/models", **params, offset=len(found)), _Page, "the page")
-            found += [_typed(ModelSummary.from_json(m)) for m in page["models"]]
-            if not page["models"] or len(found) >= page["total"]:
+            size = PAGE if wanted is None else min(PAGE, wanted - len(found))
+            page = _shaped(self.get("/models", **params, limit=size, offset=len(found)), _Page, "the page")
+            found += [_typed(ModelSummary.from_json(m)) for m in page["models"][:size]]
+            if not page["models"] or len(found) >= min(page["total"], wanted or page["total"]):
                 return found
+
+    @_answer_checked
+    def metric_names(self) -> list[str]:
+        return _shaped(self.get("/metric-names"), list[str], "the metric names")
 
     @_answer_checked
     def describe(self, name: str) -> ModelRecord:
@@ -272,6 +288,27 @@ class HttpCatalog:
                     return []
                 raise
         return [_typed(PublishedExport.from_json(r)) for r in self.get("/exports", model=model)]
+
+    # -- measured metrics -----------------------------------------------------------------
+
+    @_answer_checked
+    def record_measurement(self, measurement: Measurement) -> Measurement:
+        """POST the measurement as JSON: the service checks and stores it (a token of the publish scope)."""
+        body = json.dumps(measurement.to_json(), ensure_ascii=False).encode()
+        answer = self._json("POST", "/measurements", content=body, headers={"Content-Type": "application/json"})
+        return _typed(Measurement.from_json(answer))
+
+    @_answer_checked
+    def measurements(self, model: str | None = None, weights: str | None = None) -> list[Measurement]:
+        """The service's measurements; none from a service older than them (no such path: ``zoo show`` still
+        shows the rest). An unknown model or weights name is raised as such."""
+        try:
+            found = self.get("/measurements", model=model, weights=weights)
+        except ServiceError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return [_typed(Measurement.from_json(m)) for m in found]
 
     def published_bytes(self, published: PublishedWeights) -> Loaded:
         """The bytes of published weights, from the cache or the service, checked by their SHA-256."""
@@ -417,8 +454,7 @@ class HttpCatalog:
         """POST the regular file `file` as the body, with its SHA-256 declared and its length (and a progress bar
         in an `upload_progress` block); `prefix`, when given, goes before the file, its length declared in
         ``X-Zoo-Run-Length``."""
-        from tqdm import tqdm
-
+        from zoo import progress
         from zoo.fetch import counted, digest_of
         from zoo.outputs import open_regular
 
@@ -428,8 +464,7 @@ class HttpCatalog:
             headers = {"X-Zoo-SHA256": sha256, "Content-Length": str(len(prefix) + size),
                        "Content-Type": "application/octet-stream",
                        **({"X-Zoo-Run-Length": str(len(prefix))} if prefix else {})}
-            with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{file.name} (upload)",
-                      disable=None if _UPLOAD_PROGRESS.get() else True, file=sys.stderr) as bar:
+            with progress.bar(size, f"{file.name} (upload)", unit="B", show=_UPLOAD_PROGRESS.get()) as bar:
 
                 def body() -> Iterator[bytes]:
                     if prefix:

@@ -164,7 +164,9 @@ def _add_docs(app: FastAPI) -> None:
         openapi_url=app.openapi_url, title=f"{app.title} API", swagger_js_url=f"{docs}/swagger-ui-bundle.js",
         swagger_css_url=f"{docs}/swagger-ui.css", swagger_favicon_url=f"{docs}/favicon-32x32.png",
         swagger_ui_parameters={"validatorUrl": None})  # no badge from swagger.io's validator
-    body = bytes(page.body)
+    # the page's language, and Swagger UI's element as its main landmark (what screen readers jump to)
+    body = bytes(page.body).replace(b"<html>", b'<html lang="en">', 1)
+    body = re.sub(rb'<div id="swagger-ui">\s*</div>', b'<main id="swagger-ui"></main>', body, count=1)
     scripts = " ".join(csp_hash(text) for text in _INLINE_SCRIPT.findall(body.decode()))
     headers = security_headers(f"default-src 'self'; script-src 'self' {scripts}; img-src 'self' data:; "
                                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")

@@ -26,6 +26,7 @@ import numpy as np
 
 from zoo.errors import UsageError, ZooError, excerpt, first_line
 from zoo.outputs import scratch_folder
+from zoo.progress import bar, status
 from zoo.shapes import check_size, dims_text
 from zoo.text import table
 
@@ -167,9 +168,9 @@ def bench(
         meta = _metadata(float_path)
         engines = _engines(float_path, meta, chosen, weights, threads, int8, images, fp16, work, notes)
         shape = _input_shape(float_path, meta)
-        with _torch_threads(threads):
+        with _torch_threads(threads), _timing(engines, len(batch_sizes), warmup, iterations) as timing:
             rows = [row for batch in batch_sizes
-                    for row in _measure(engines, (batch, *shape[1:]), warmup, iterations)]
+                    for row in _measure(engines, (batch, *shape[1:]), warmup, iterations, timing.update)]
     settings = {"threads": threads, "warmup": warmup, "iterations": iterations, "rounds": min(ROUNDS, iterations),
                 "input_shape": ["N", *shape[1:]], "batches": list(batch_sizes), "providers": chosen}
     return BenchResult(
@@ -203,7 +204,8 @@ def compare_onnx(
     engines = [_ort_engine(label, Path(path), chosen, threads) for label, path in models.items()]
     first = Path(next(iter(models.values())))
     shape = _input_shape(first, _metadata(first))
-    return _measure(engines, (batch, *shape[1:]), warmup, iterations)
+    with _timing(engines, 1, warmup, iterations) as timing:
+        return _measure(engines, (batch, *shape[1:]), warmup, iterations, timing.update)
 
 
 # -- arguments ------------------------------------------------------------------------
@@ -308,7 +310,8 @@ def _eager(meta: dict[str, Any], weights: Any, on_cuda: bool, notes: list[str]) 
 
         from zoo.registry import get_model
 
-        model = get_model(model_name, weights=weights) if model_name else None
+        with status(f"building {model_name} for eager PyTorch"):
+            model = get_model(model_name, weights=weights) if model_name else None
     except ImportError:
         notes.append("eager skipped: torch is not installed")
         return []
@@ -357,7 +360,8 @@ def _int8(float_path: Path, meta: dict[str, Any], images: list[Any], threads: in
         return []
     from zoo.tools.quantize import quantize_int8
 
-    result = quantize_int8(float_path, work / f"{float_path.stem}.int8.onnx", images)
+    with status(f"quantizing {float_path.name} to int8, calibrated on {len(images)} images"):
+        result = quantize_int8(float_path, work / f"{float_path.stem}.int8.onnx", images)
     return [_ort_engine("int8", result.path, [_CPU], threads)]
 
 
@@ -404,14 +408,22 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _measure(engines: list[_Engine], shape: tuple[int, ...], warmup: int, iterations: int) -> list[BenchRow]:
-    """Rows for every engine at one batch size: warm up each, then time them in interleaved rounds."""
+def _timing(engines: list[_Engine], batches: int, warmup: int, iterations: int) -> Any:
+    """The progress bar over the calls `_measure` makes (warm-up and timed) at `batches` batch sizes."""
+    return bar(len(engines) * batches * (warmup + iterations), "timing", unit="call")
+
+
+def _measure(engines: list[_Engine], shape: tuple[int, ...], warmup: int, iterations: int,
+             done: Callable[[int], object]) -> list[BenchRow]:
+    """Rows for every engine at one batch size: warm up each, then time them in interleaved rounds; `done` counts
+    the calls made (outside the timed ones)."""
     check_size(shape, what="benchmark input")
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     calls = {e.name: e.make(x) for e in engines}
     for call in calls.values():
         for _ in range(warmup):
             call()
+        done(warmup)
     times: dict[str, list[int]] = {e.name: [] for e in engines}
     rounds = min(ROUNDS, iterations)
     for r in range(rounds):
@@ -419,6 +431,7 @@ def _measure(engines: list[_Engine], shape: tuple[int, ...], warmup: int, iterat
         for e in engines[r % len(engines):] + engines[: r % len(engines)]:
             calls[e.name]()  # untimed: the engine's threads and caches take over from the last engine's
             times[e.name] += _timed(calls[e.name], per_round)
+            done(per_round)
     eager = times.get("eager")
     eager_p50 = float(np.percentile(eager, 50)) / 1e6 if eager else None
     return [_row(e, shape[0], times[e.name], eager_p50) for e in engines]

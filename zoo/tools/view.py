@@ -60,7 +60,7 @@ def _read_model(path: Path) -> Any:
     try:
         import onnx
     except ImportError:  # pragma: no cover - onnx is part of the onnx extra
-        raise UsageError("zoo view needs the onnx package: pip install 'zoo[onnx]'") from None
+        raise UsageError("zoo view needs the onnx package: pip install onnx (or the export extra, 'zoo-registry[export]')") from None
     try:
         model = onnx.load(str(path), load_external_data=False)
         if model.ir_version <= 0 or not model.HasField("graph"):

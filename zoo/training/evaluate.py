@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zoo.datasets import ImageData
 from zoo.errors import UnknownModelError, UsageError, excerpt
@@ -24,19 +23,9 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["evaluate", "evaluate_model", "model_logits", "weights_to_evaluate", "EvaluatedWeights"]
+    from zoo.records import ModelRecord, WeightsSource
 
-
-@dataclass(frozen=True)
-class EvaluatedWeights:
-    """The catalog's account of a model's weights, as evaluating needs it."""
-
-    model: str  # the model's name in the catalog
-    weights: str  # the weights' name (a published spec ``NS/NAME:VERSION``)
-    sha256: str | None
-    categories: list[str] | None  # the head's class names; None: it names none
-    preprocessing: dict[str, Any]  # a `zoo.preprocessing.PreprocessSpec`'s JSON
-    build_with: Any  # what `zoo.build_model` takes as `weights`
+__all__ = ["evaluate", "evaluate_model", "model_logits", "weights_to_evaluate"]
 
 
 def evaluate(model_or_export: str | os.PathLike[str], data: ImageData | str | os.PathLike[str], *,
@@ -79,60 +68,49 @@ def evaluate_model(name: str, data: ImageData | str | os.PathLike[str], *, weigh
     check_batch_size(batch_size)
     images = as_image_data(data, val_fraction, seed)
     samples = split_samples(images, split)
-    chosen = weights_to_evaluate(name, weights)
-    what = f"{chosen.model} with {chosen.weights}"
-    class_indices(images.classes, chosen.categories, None, what)
+    record, chosen = weights_to_evaluate(name, weights)
+    class_indices(images.classes, chosen.categories, None, f"{record.name} with {chosen.name}")
     where = _device(device)
-    model = build_model(chosen.model, weights=chosen.build_with).model.eval().to(where)
+    model = build_model(record.name, weights=chosen.name).model.eval().to(where)
     transform = to_torchvision(PreprocessSpec.from_json(chosen.preprocessing))
     logits = model_logits(model, ImageDataset(images, samples, transform), batch_size=batch_size, device=where,
                           progress=progress)
-    evaluated = {"kind": "model", "model": chosen.model, "weights": chosen.weights, "sha256": chosen.sha256,
+    evaluated = {"kind": "model", "model": record.name, "weights": chosen.name, "sha256": chosen.sha256,
                  "device": str(where)}
     return evaluate_logits(logits, [s.label for s in samples], images.classes, categories=chosen.categories,
                            evaluated=evaluated, split=split, data=images)
 
 
-def weights_to_evaluate(name: str, weights: str | None = None) -> EvaluatedWeights:
-    """Which weights `name` and `weights` mean, with their categories and preprocessing; refused in one line
-    when they are not a classifier's or declare no preprocessing.
+def weights_to_evaluate(name: str, weights: str | None = None) -> tuple[ModelRecord, WeightsSource]:
+    """The model and the weights `name` and `weights` mean (`zoo.catalog.api.weights_source`: their canonical
+    name, categories and preprocessing); refused in one line when they are not a classifier's or declare no
+    preprocessing.
 
     `weights` is any name `zoo.get_model` takes (None: the model's DEFAULT weights); `name` may be
     published weights ``NAMESPACE/NAME[:VERSION|@ALIAS]`` themselves, when no catalog model has that name.
     """
+    from zoo.catalog.api import weights_source
+    from zoo.context import current
     from zoo.records import is_spec
-    from zoo.publish import resolve_published
-    from zoo.registry import describe, weights_or_published
 
+    catalog = current().catalog
     try:
-        record = describe(name)
+        record = catalog.describe(name)
     except UnknownModelError:
         if not is_spec(name):
             raise
         if weights is not None:
             raise UsageError(f"{name} names published weights already; drop --weights (weights=) "
                              f"{excerpt(weights)}") from None
-        published = resolve_published(name)
-        record, weights = describe(published.model), published.spec
-    if record["task"] != "classification":
-        raise UsageError(f"zoo eval measures classification models; {record['name']}'s task is {record['task']}")
-    member, published = weights_or_published(weights or "DEFAULT", record["name"])
-    if published is not None:
-        if published.model != record["qualified_name"]:
-            raise UsageError(f"published weights {published.spec} are for {published.model}, not {record['name']}")
-        chosen = EvaluatedWeights(record["name"], published.spec, published.sha256, published.categories,
-                                  published.preprocessing, published.spec)
-    else:
-        entry = next((entry for entry in record["weights"] if entry["name"] == str(member)), None)
-        if entry is None:
-            raise UsageError(f"weights {member} are not {record['name']}'s; its weights: "
-                             + ", ".join(entry["name"] for entry in record["weights"]))
-        chosen = EvaluatedWeights(record["name"], entry["name"], entry["sha256"], entry["meta"].get("categories"),
-                                  entry["transforms"], member)
+        published = catalog.resolve_published(name)
+        record, weights = catalog.describe(published.model), published.spec
+    if record.task != "classification":
+        raise UsageError(f"zoo eval measures classification models; {record.name}'s task is {record.task}")
+    chosen = weights_source(catalog, record, weights or "DEFAULT")
     if not chosen.preprocessing or chosen.preprocessing.get("kind") != "classification":
-        raise UsageError(f"weights {chosen.weights} declare no classification preprocessing; zoo eval preprocesses "
+        raise UsageError(f"weights {chosen.name} declare no classification preprocessing; zoo eval preprocesses "
                          "images as the weights declare")
-    return chosen
+    return record, chosen
 
 
 def model_logits(model: torch.nn.Module, images: Sequence[tuple[torch.Tensor, int]], *, batch_size: int = 64,

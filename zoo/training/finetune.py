@@ -45,7 +45,6 @@ import os
 import platform
 import random
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +58,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 import zoo
+from zoo.catalog.api import weights_source
 from zoo.context import current
-from zoo.datasets import ImageData, image_data
+from zoo.datasets import ImageData, dataset_name, image_data
 from zoo.errors import UsageError, excerpt, first_line
 from zoo.modeling.freezing import freeze
 from zoo.modeling.optim import param_groups
@@ -68,7 +68,7 @@ from zoo.modeling.surgery import has_submodule
 from zoo.outputs import file_lock, make_folders, move_into_place, partial_file
 from zoo.preprocessing import PreprocessSpec
 from zoo.records import ModelRecord
-from zoo.registry import replace_heads, build_model, weights_or_published
+from zoo.registry import replace_heads, build_model
 from zoo.training.distributed import World, join, launch, read_recipe, write_error, write_result
 from zoo.training.images import (
     Augmentation,
@@ -87,6 +87,7 @@ from zoo.training.recipe import (
     EpochMetrics,
     FinetuneResult,
     Recipe,
+    inherited_options,
 )
 
 #: What a run record's ``format`` says: its layout's version.
@@ -97,7 +98,8 @@ _LEFTOVERS = rf"\.({'|'.join(re.escape(n) for n in (BEST_FILE, CHECKPOINT_FILE, 
 _LISTED_SKIPPED = 100
 
 
-def finetune(model: str, data: str | os.PathLike[str], **options: Any) -> FinetuneResult:
+def finetune(model: str | None = None, data: str | os.PathLike[str] | None = None, *, recipe_from: str | None = None,
+             **options: Any) -> FinetuneResult:
     """Fine-tune catalog model `model` on the labelled images at `data`; the module docstring says how.
 
     `data` is a folder of class folders (split by `val_fraction` and `seed`, or with ``train/``
@@ -129,9 +131,26 @@ def finetune(model: str, data: str | os.PathLike[str], **options: Any) -> Finetu
       ``master_port`` [29500] (each giving its ``node_rank``) or at a c10d ``rdzv_endpoint`` (HOST:PORT).
     - ``quiet`` [False]: no progress bar (there is none when stderr is not a terminal) and no lines.
 
+    - ``recipe_from`` [None]: published weights ``NAMESPACE/NAME[:VERSION|@ALIAS]`` made by ``zoo finetune``:
+      re-run their recipe (model, base weights, every training argument, seed) on `data`, without `model`
+      (`zoo.training.recipe.inherited_options`); options given here override the recipe's.
+
     Returns the metrics of every epoch, the best epoch and where the files are. Bad arguments and bad
     data are refused in one line (`zoo.UsageError`) before anything is written.
     """
+    if data is None:
+        raise UsageError("finetune needs data: a folder of class folders or a CSV file of path,label rows")
+    if recipe_from is not None:
+        if model is not None:
+            raise UsageError(f"recipe_from (--recipe-from) {excerpt(recipe_from)} names the model already; "
+                             f"drop the model {excerpt(model)}")
+        from zoo.publish import resolve_published
+
+        published = resolve_published(recipe_from)
+        inherited = inherited_options(published.spec, published.run)
+        model, options = inherited.pop("model"), {**inherited, **options}
+    elif model is None:
+        raise UsageError("finetune needs a model (or recipe_from, published weights whose recipe to re-run)")
     try:
         recipe = Recipe(model=model, data=data, **options)
     except TypeError as exc:
@@ -284,20 +303,11 @@ def _base_model(recipe: Recipe, classes: tuple[str, ...]) -> _Base:
     weights = recipe.weights
     if weights is not None and weights.upper() == "DEFAULT" and record.default_weights is None:
         weights = None  # a model without weights trains from random initialisation
-    member, published = weights_or_published(weights, record.qualified_name)
-    built = build_model(record.qualified_name, weights=published.spec if published is not None else member,
-                        num_classes=len(classes))
-    entry = record.weights_named(member.name) if member is not None else None
-    if published is not None:
-        name, sha256, categories, transforms = (published.spec, published.sha256, published.categories,
-                                                published.preprocessing)
-    elif member is not None:
-        name, categories = (entry.name if entry is not None else str(member)), member.meta.get("categories")
-        # a file first fetched by this build taught the catalog its hash (zoo.registry)
-        sha256 = (entry.sha256 or catalog.known_sha256(entry.url)) if entry is not None else None
-        transforms = entry.transforms if entry is not None else None
-    else:
-        name = sha256 = categories = transforms = None
+    built = build_model(record.qualified_name, weights=weights, num_classes=len(classes))
+    # after the build: a file first fetched by it taught the catalog its hash (zoo.registry)
+    source = weights_source(catalog, record, weights) if weights is not None else None
+    name, sha256, categories, transforms = ((source.name, source.sha256, source.categories, source.preprocessing)
+                                            if source is not None else (None, None, None, None))
     if not transforms:  # no weights, or weights without preprocessing: the default weights' (as zoo export takes)
         default = next((w for w in record.weights if w.is_default), None)
         transforms = default.transforms if default is not None else None
@@ -381,14 +391,6 @@ def _versions() -> dict[str, str | None]:
         timm = None
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm, "zoo": zoo.__version__}
-
-
-def dataset_name(source: str) -> str:
-    """The name metrics are published under: the data folder's (a CSV file's stem), in letters, digits,
-    ``.``, ``_`` and ``-`` (anything else, ``:`` included, becomes ``-``)."""
-    path = Path(source).resolve()
-    name = path.stem if path.is_file() else path.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "data"
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -515,7 +517,7 @@ class _Run:
 
     def _epoch(self) -> EpochMetrics:
         """Train one epoch and validate; its metrics."""
-        from tqdm import tqdm
+        from zoo import progress
 
         recipe, epoch = self.recipe, self.epoch
         self.sampler.set_epoch(epoch)
@@ -524,9 +526,8 @@ class _Run:
         criterion = nn.CrossEntropyLoss()
         loss_sum, images = torch.zeros((), device=self.device), 0  # this process's
         began = time.perf_counter()
-        with tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
-                  leave=False, file=sys.stderr, dynamic_ncols=True,
-                  disable=recipe.quiet or not self.world.main or not sys.stderr.isatty()) as bar:
+        with progress.bar(len(self.train_loader), f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
+                          show=not recipe.quiet and self.world.main, leave=False) as bar:
             for inputs, labels in self.train_loader:
                 inputs = inputs.to(self.device, non_blocking=True, memory_format=self.memory_format)
                 labels = labels.to(self.device, non_blocking=True)

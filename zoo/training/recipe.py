@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import UsageError, excerpt
+from zoo.errors import UsageError, excerpt, first_line
 from zoo.records import parse_spec
 
 #: The files a run writes into its output folder.
@@ -35,7 +35,7 @@ DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "sgd": 1e-4}
 #: compared by its manifest hash instead of its path; the augmentation of each image is seeded by the image
 #: (`zoo.training.images`), so the number of loader workers does not change it either.
 EXECUTION = ("data", "output", "resume", "force", "publish", "device", "workers", "quiet", "node_rank", "master_addr",
-             "master_port", "rdzv_endpoint")
+             "master_port", "rdzv_endpoint", "recipe_from")
 #: Loader workers by default where the device is a GPU (on the CPU images load in the training process).
 GPU_WORKERS = 8
 #: The most epochs, workers and the largest batch a recipe may ask for (a bound on a typo's cost).
@@ -90,6 +90,7 @@ class Recipe:
     master_addr: str | None = None
     master_port: int | None = None
     rdzv_endpoint: str | None = None
+    recipe_from: str | None = None  # the published version whose recipe this is (`inherited_options`)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -136,6 +137,8 @@ class Recipe:
                              "starts it afresh: give one of them")
         if self.publish is not None:
             parse_spec(self.publish, bare=True)
+        if self.recipe_from is not None:
+            _text(self.recipe_from, "recipe_from")
         if self.device is not None:
             _text(self.device, "device")
         if self.workers is not None:
@@ -202,6 +205,26 @@ class Recipe:
         mine, theirs = self.to_json(), other.to_json()
         return [f"{name}: {mine[name]!r} vs {theirs[name]!r}" for name in mine
                 if name not in EXECUTION and mine[name] != theirs[name]]
+
+
+def inherited_options(published: str, run: Any) -> dict[str, Any]:
+    """The options (`zoo.finetune`'s, the model included) of the recipe in the run record `run` of published
+    version `published`, for a new run on other data: every field outside `EXECUTION` (where and how that run
+    ran, and its outputs, are this run's own), with the base weights pinned to the ones that run used (its
+    record's canonical name: ``DEFAULT`` then still means what it meant), and `recipe_from` naming `published`.
+    A version published without a run record, or with one this zoo cannot read, is refused in one line."""
+    if not isinstance(run, dict) or not isinstance(run.get("recipe"), dict):
+        raise UsageError(f"{published} has no run record (it was not published by zoo finetune --publish): "
+                         "there is no recipe to re-run")
+    try:
+        recipe = Recipe.from_json(run["recipe"])
+    except (TypeError, UsageError) as exc:
+        raise UsageError(f"the recipe of {published} cannot be re-run here: {first_line(exc)}") from None
+    options = {k: v for k, v in recipe.to_json().items() if k not in EXECUTION}
+    base = run.get("base_weights")
+    if isinstance(base, dict) and "name" in base and (base["name"] is None or isinstance(base["name"], str)):
+        options["weights"] = base["name"]
+    return {**options, "recipe_from": published}
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,13 @@ import numpy as np
 import sklearn
 import torch
 import torchvision
-from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.modeling.weights import Weights
 from zoo_digits.cnn import SIZE, DigitsCNN, evaluate, transforms_preset
-from zoo_digits.data import HELDOUT, RECORD
+from zoo_digits.data import HELDOUT, RECORD, digits_uint8
 
 SEED = 0
 TEST_SIZE = 0.25
@@ -53,12 +52,6 @@ WEIGHTS_PREFIX = "digits_cnn-"
 #: How far a rerun's held-out accuracy may be from the shipped one on another machine:
 #: 1.5 points (7 of 450 images). Six seeds on one machine spread from 98.2% to 99.6%.
 ACC_TOLERANCE = 0.015
-
-
-def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
-    """All of load_digits as (N, 8, 8) uint8 images in 0..255 (from 0..16) and int64 labels."""
-    x, y = load_digits(return_X_y=True)
-    return np.rint(x * 255 / 16).astype(np.uint8).reshape(-1, SIZE, SIZE), y.astype(np.int64)
 
 
 def split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
