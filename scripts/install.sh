@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # onnxruntime-gpu only: the CPU package `onnxruntime` would overwrite the same files.
 .venv/bin/python -m pip install --quiet -c constraints.txt \
-    -e ".[runtime,torch,export,postgres,serve,s3,test]" \
+    -e ".[runtime,torch,export,postgres,serve,s3,docs,test]" \
     -e plugins/zoo-torchvision \
     -e plugins/zoo-digits \
     -e plugins/zoo-timm \

@@ -136,6 +136,10 @@ def test_publish_fetch_build_export_and_predict_without_torch(in_process: Servic
 
     local = Predictor(onnx_file).predict([PICTURE])[0].to_json()
     assert json.loads(ran)["results"] == [local]
+    assert json.loads(ran)["published"] == {"model": "digits_cnn", "weights": name}
+    said = _output(deploy, "-m", "zoo", "predict", "--model", "digits_cnn", "--weights", name, str(PICTURE),
+                   cwd=tmp_path, blocked=NOT_ON_DEPLOYMENT_HOST)  # named as asked, not by its cache path
+    assert said.startswith(f"digits_cnn with {name} (published export {record['sha256'][:16]}): classification")
     code = ("import sys; from zoo.runtime import Predictor; "
             "p = Predictor.from_registry('digits_cnn', sys.argv[1]); print(p.path.name, p.task)")
     ran = _output(deploy, "-c", code, f"{name}:1", cwd=tmp_path, blocked=NOT_ON_DEPLOYMENT_HOST)

@@ -148,10 +148,17 @@ def test_export_measures_as_the_model_does_also_without_torch(
         assert picture.format == "PNG" and picture.mode == "RGB"
         assert 200 <= picture.width <= 1500 and 200 <= picture.height <= 1500
         assert len(picture.getcolors(1 << 16)) > 10  # cells shaded by count, text: not a blank canvas
+    # drawn again: zoo's own drawing is replaced; a picture zoo did not draw only with --force
     again = python_without(NOT_ON_DEPLOYMENT_HOST, "-m", "zoo", "eval", str(export), str(digits),
                            "--draw", str(drawing))
-    assert again.returncode == 1 and len(again.stderr.splitlines()) == 1
-    assert "is not a file zoo wrote; pass --force" in again.stderr
+    assert again.returncode == 0, again.stderr
+    Image.new("RGB", (4, 4)).save(drawing)
+    refused = python_without(NOT_ON_DEPLOYMENT_HOST, "-m", "zoo", "eval", str(export), str(digits),
+                             "--draw", str(drawing))
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+    assert "is not a file zoo wrote; pass --force" in refused.stderr
+    with Image.open(drawing) as picture:
+        assert picture.size == (4, 4)
 
 
 def test_a_label_outside_the_head_is_one_line(synced_catalog: str, export: Path, digits: Path, tmp_path: Path,

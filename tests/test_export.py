@@ -375,8 +375,9 @@ def test_an_existing_file_is_replaced_only_if_zoo_wrote_it_or_when_forced(synced
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "exists and is not a file zoo wrote; pass --force" in done.stderr
     assert notes.read_bytes() == b"my notes" and stat.S_IMODE(notes.stat().st_mode) == 0o640
-    run_zoo("export", "digits_cnn", "-o", str(notes), "--force")
-    assert read_metadata(notes)["model"] == "digits_cnn"
+    random = run_zoo("export", "digits_cnn", "-o", str(notes), "--force").stdout
+    assert read_metadata(notes)["model"] == "digits_cnn" and read_metadata(notes)["weights"] is None
+    assert "weights: none: random initialisation, its predictions mean nothing (--weights DEFAULT" in random
     assert stat.S_IMODE(notes.stat().st_mode) == 0o640  # the replacement keeps the file's mode
     again = export_onnx("digits_cnn", notes, weights="DEFAULT")  # an earlier zoo export: no overwrite needed
     assert again.reused is False and read_metadata(notes)["weights"] == again.weights

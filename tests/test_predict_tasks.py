@@ -277,6 +277,9 @@ def test_zoo_predict_draw_writes_pngs_and_replaces_only_with_force(colour_classi
     assert done.stdout.splitlines()[-1] == f"drew 4 file(s) in {out}"
     assert sorted(p.name for p in out.iterdir()) == ["blue.png", "green.png", "grid.png", "red.png"]
 
+    again = run_zoo("predict", str(colour_classifier), str(tmp_path / "photos"), "--draw", str(out), "--topk", "1")
+    assert again.stdout.splitlines()[-1] == f"drew 4 file(s) in {out}"  # zoo's own drawings: replaced
+
     unrelated = out / "green.png"
     unrelated.write_text("someone's notes")
     refused = run_zoo("predict", str(colour_classifier), str(tmp_path / "photos"), "--draw", str(out),

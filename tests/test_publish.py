@@ -408,6 +408,11 @@ def test_publish_export_records_a_verified_export(catalog: str, tmp_path: Path) 
     assert find_export("digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1") == published
     assert find_export("digits/digits_cnn", "DigitsCNN_Weights.SKLEARN_DIGITS_V1") == published
     assert find_export("digits_cnn", None) is None
+    # zoo exports lists the exports made here and the published ones
+    assert [e["sha256"] for e in json.loads(run_zoo("exports", "--published", "--json").stdout)] == [result.sha256]
+    listed = run_zoo("exports").stdout
+    assert listed.count(str(result.path.resolve())) == 1 and "published (zoo publish export):" in listed
+    assert listed.split("published (zoo publish export):")[1].count(result.sha256[:16]) == 1
 
     proto = onnx.load(str(result.path))
     for prop in proto.metadata_props:

@@ -4,7 +4,7 @@ and the one parser of counts as users write them."""
 import pytest
 
 from zoo.errors import UsageError
-from zoo.text import parse_count, table
+from zoo.text import count_text, parse_count, table
 
 
 def test_columns_align_and_none_is_empty() -> None:
@@ -33,3 +33,11 @@ def test_counts_are_exact_integers(text: str, count: int) -> None:
 def test_anything_else_is_one_line_naming_it(text: str) -> None:
     with pytest.raises(UsageError, match="max params .* is not a count; use e.g. 10M"):
         parse_count(text, "max params")
+
+
+@pytest.mark.parametrize("count,text", [(None, "-"), (512, "512"), (1_234, "1.2k"), (25_557_032, "25.6M"),
+                                        (1_200_000_000, "1.2B"), (7_000_000_000, "7.0B")])
+def test_counts_are_told_as_people_tell_model_sizes_and_read_back(count: int | None, text: str) -> None:
+    assert count_text(count) == text
+    if count is not None:  # what is shown reads back as the same count, to its precision
+        assert parse_count(text) == pytest.approx(count, rel=0.05)

@@ -45,7 +45,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from filelock import FileLock, Timeout, UnixFileLock
 
@@ -58,6 +58,9 @@ COMPANIONS = (".data",)
 _MAX_ONNX_BYTES = 2**31 - 1
 #: A saved ModelProto starts with its field 1, ir_version (a varint): tag byte 0x08. Other files are not read on.
 _ONNX_FIRST_BYTE = b"\x08"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The text chunk (key, value) of the PNG files zoo draws (`png_info`).
+_PNG_MARK = ("Software", "zoo")
 _FORCE = "pass --force (overwrite=True in Python) to replace it"
 #: How a folder is opened to be fsynced, and the errors of file systems that cannot fsync one (not a failure).
 _FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
@@ -457,17 +460,33 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "special file")
 
 
+def png_info() -> Any:
+    """The text chunk of every PNG file zoo draws (``save(..., pnginfo=png_info())``): a later run that is asked
+    to write the same file knows it as zoo's, as it knows its ONNX models by their metadata."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*_PNG_MARK)
+    return info
+
+
 def _written_by_zoo(target: Path) -> bool:
-    """Whether `target` is an ONNX model with zoo's provenance (read only up to protobuf's size limit)."""
+    """Whether `target` is an ONNX model with zoo's provenance (read only up to protobuf's size limit), or a PNG
+    file zoo drew (`png_info`)."""
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_ONNX_BYTES or f.read(1) != _ONNX_FIRST_BYTE:
+        if not stat.S_ISREG(st.st_mode):
             return False
-        data = _ONNX_FIRST_BYTE + f.read()
+        first = f.read(len(_PNG_SIGNATURE))
+        if first == _PNG_SIGNATURE:
+            return _drawn_by_zoo(f)
+        if st.st_size > _MAX_ONNX_BYTES or first[:1] != _ONNX_FIRST_BYTE:
+            return False
+        data = first + f.read()
     import onnx
 
     try:
@@ -475,6 +494,19 @@ def _written_by_zoo(target: Path) -> bool:
     except Exception:  # noqa: BLE001 - whatever does not parse is not an ONNX model
         return False
     return "model" in metadata.decode((p.key, p.value) for p in proto.metadata_props)
+
+
+def _drawn_by_zoo(f: BinaryIO) -> bool:
+    """Whether the PNG file open as `f` carries zoo's text chunk (`png_info`; PIL reads the text chunks before
+    the image data when it opens a file, and decodes no pixels here)."""
+    from PIL import Image
+
+    f.seek(0)
+    try:
+        with Image.open(f, formats=["PNG"]) as image:
+            return image.info.get(_PNG_MARK[0]) == _PNG_MARK[1]
+    except Exception:  # noqa: BLE001 - whatever PIL cannot read is not zoo's drawing
+        return False
 
 
 def _publish(staged: Path, target: Path, before: os.stat_result | None) -> None:

@@ -27,6 +27,17 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Conta
     ]
 
 
+def count_text(count: float | None, *, spec: str = ".1f", none: str = "-") -> str:
+    """A count for people, in the form `parse_count` reads back: 25.6M, 1.2k, 512, and billions as B (7.1B
+    parameters, as model sizes are told); `spec` formats the scaled number, `none` stands for None."""
+    if count is None:
+        return none
+    for scale, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if abs(count) >= scale:
+            return f"{count / scale:{spec}}{suffix}"
+    return f"{count:g}"
+
+
 def parse_metric(text: str) -> tuple[str, float]:
     """``[DATASET:]METRIC=VALUE`` as (metric, value), as `list_models`' min_metric and publishing take it."""
     name, sep, value = text.partition("=")

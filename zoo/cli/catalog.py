@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-from zoo.cli.common import Commands, add_json, argument, count_argument, emit, human, metric_argument, table
+from zoo.cli.common import Commands, add_json, argument, count_argument, emit, metric_argument, table
+from zoo.text import count_text
 
 
 def register(commands: Commands) -> None:
@@ -62,7 +63,7 @@ def _list(args: argparse.Namespace) -> int:
     )
     emit(args, records, lambda: table(
         ["NAME", "TASK", "PARAMS", "GFLOPS", *columns, "WEIGHTS", "PLUGIN"],
-        [[r["name"], r["task"], human(r["num_params"]), _number(r["gflops"]),
+        [[r["name"], r["task"], count_text(r["num_params"]), _number(r["gflops"]),
           *(_number(r["metrics"].get(c)) for c in columns), len(r["weights"]), r["plugin"]] for r in records],
     ) + f"\n{len(records)} model(s)")
     return 0

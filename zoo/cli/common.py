@@ -39,16 +39,6 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(table(headers, rows))
 
 
-def human(count: int | None) -> str:
-    """A count for people: 25.6M, 1.2k, 512; ``-`` for none."""
-    if count is None:
-        return "-"
-    for limit, suffix in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
-        if count >= limit:
-            return f"{count / limit:.1f}{suffix}"
-    return str(count)
-
-
 def argument(parse: Callable[[str], Any], text: str) -> Any:
     """`parse(text)`, its `ZooError` turned into argparse's error for the argument."""
     try:

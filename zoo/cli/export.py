@@ -8,13 +8,16 @@ from functools import partial
 from typing import Any
 
 from zoo.cli.common import Commands, add_json, argument, emit, table
-from zoo.errors import UsageError, excerpt
+from zoo.errors import UsageError, ZooError, excerpt
 from zoo.shapes import dims_text
 
 
 def register(commands: Commands) -> None:
     _add_export(commands)
-    p = commands.add_parser("exports", help="list the verified ONNX exports the catalog recorded")
+    p = commands.add_parser("exports", help="list the verified ONNX exports the catalog recorded: made here, and "
+                                            "published (zoo publish export)")
+    p.add_argument("--published", action="store_true",
+                   help="only the published exports (with --json: their records instead of the local ones)")
     add_json(p)
     p.set_defaults(run=_exports)
     _add_view(commands)
@@ -95,22 +98,46 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _exports(args: argparse.Namespace) -> int:
+    from zoo.context import current
     from zoo.export import list_exports
 
+    published = current().catalog.exports()
+    if args.published:
+        emit(args, [e.to_json() for e in published], lambda: _published_exports(published))
+        return 0
     records = list_exports()
-    emit(args, records, lambda: table(
+    here = table(
         ["MODEL", "WEIGHTS", "OPSET", "EXPORTER", "MAX ABS ERROR", "SIZE", "CREATED", "PATH"],
         [[r["model"], r["weights"] or "-", r["opset"], r["exporter"],
           f"{max((c['max_abs_error'] for c in r['verification']), default=0.0):.2e}", f"{r['size'] / 1e6:.1f} MB",
           r["created_at"][:19], r["path"] + ("" if r["exists"] else " (gone)")] for r in records],
-    ) if records else "no exports recorded")
+    ) if records else "no exports made here"
+    emit(args, records, lambda: here + "\n\npublished (zoo publish export):\n" + _published_exports(published))
     return 0
+
+
+def _published_exports(published: list[Any]) -> str:
+    return table(["MODEL", "WEIGHTS", "SHA256", "SIZE", "VERIFIED BY", "PUBLISHED"],
+                 [[e.model, e.weights or "-", e.sha256[:16], f"{e.size / 1e6:.1f} MB", e.verified_by,
+                   e.created_at.isoformat()[:19]] for e in published]) if published else "none"
+
+
+def _no_weights(model: str) -> str:
+    """How an export without weights is named: its predictions mean nothing where the model has pretrained ones."""
+    from zoo.context import current
+
+    try:
+        has_weights = bool(current().catalog.describe(model).weights)
+    except ZooError:  # a module exported from Python: not in the catalog
+        has_weights = False
+    return ("none: random initialisation, its predictions mean nothing (--weights DEFAULT exports the pretrained "
+            "ones)" if has_weights else "none")
 
 
 def _export_text(r: Any) -> str:
     lines = [
         f"{'reused' if r.reused else 'wrote'} {r.path} ({r.size / 1e6:.1f} MB, sha256 {r.sha256[:16]})",
-        f"  model:     {r.model}  weights: {r.weights or 'none'}",
+        f"  model:     {r.model}  weights: {r.weights or _no_weights(r.model)}",
         f"  exporter:  {r.exporter}, opset {r.opset}, IR {r.ir_version}"
         + (f" (dynamo exporter failed: {r.fallback_reason})" if r.fallback_reason else ""),
         f"  input:     {', '.join(r.input_names)} {dims_text(r.input_shape)}"

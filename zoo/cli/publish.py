@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zoo.cli.common import Commands, add_json, comma_list, emit, human, metric_argument, table
+from zoo.cli.common import Commands, add_json, comma_list, emit, metric_argument, table
 from zoo.errors import UsageError, first_line
 from zoo.service.client import upload_progress
 
@@ -109,7 +109,7 @@ def _published(args: argparse.Namespace) -> int:
     emit(args, [r.to_json() for r in records], lambda: table(
         ["NAME", "VERSION", "MODEL", "ALIASES", "METRICS", "SIZE", "PUBLISHED"],
         [[r.full_name, r.version, r.model, ",".join(r.aliases) or "-",
-          ", ".join(f"{k}={v:g}" for k, v in r.metrics.items()) or "-", human(r.size),
+          ", ".join(f"{k}={v:g}" for k, v in r.metrics.items()) or "-", f"{r.size / 1e6:.1f} MB",
           r.created_at.isoformat()[:19]] for r in records],
     ) if records else "no published weights")
     return 0

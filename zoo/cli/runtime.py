@@ -75,16 +75,19 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError("--model and --weights go together: the published export of MODEL with WEIGHTS")
     if args.model is not None:
         file, images = published_export(args.model, args.weights), args.inputs
+        shown = f"{args.model} with {args.weights} (published export {file.name[:16]})"
     elif len(args.inputs) < 2:
         raise UsageError("zoo predict needs an ONNX model FILE and at least one IMAGE (or --model and --weights)")
     else:
         file, images = Path(args.inputs[0]), args.inputs[1:]
+        shown = str(file)
     predictor = Predictor(file, providers=_providers(args.provider), threads=args.threads)
     results = predictor.predict(image_files(images), topk=args.topk, score_threshold=args.score_threshold)
     drawings = save_drawings(results, args.draw, overwrite=args.force) if args.draw is not None else []
     data = {"model": str(file), "providers": predictor.providers, "results": [r.to_json() for r in results],
+            **({"published": {"model": args.model, "weights": args.weights}} if args.model is not None else {}),
             **({"drawings": [str(p) for p in drawings]} if args.draw is not None else {})}
-    emit(args, data, lambda: "\n".join([f"{file}: {predictor.task} on {', '.join(predictor.providers)}",
+    emit(args, data, lambda: "\n".join([f"{shown}: {predictor.task} on {', '.join(predictor.providers)}",
                                         *(str(r) for r in results),
                                         *([f"drew {len(drawings)} file(s) in {args.draw}"] if drawings else [])]))
     return 0

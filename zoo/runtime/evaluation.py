@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from zoo.datasets import ImageData, Sample, image_data
 from zoo.errors import UsageError, excerpt
-from zoo.outputs import staged_output
+from zoo.outputs import png_info, staged_output
 from zoo.preprocessing import check_image_size
 from zoo.progress import bar
 from zoo.text import table
@@ -368,7 +368,7 @@ def save_confusion(evaluation: Evaluation, path: str | os.PathLike[str], *, over
     target = _png(path)
     picture = draw_confusion(evaluation)
     with staged_output(target, overwrite=overwrite, what="drawing") as work:
-        picture.save(work / target.name, format="PNG")
+        picture.save(work / target.name, format="PNG", pnginfo=png_info())
     return target
 
 

@@ -39,7 +39,7 @@ from PIL import Image
 from zoo import metadata
 from zoo.runtime.drawing import make_grid
 from zoo.errors import UsageError, excerpt, first_line
-from zoo.outputs import staged_output
+from zoo.outputs import png_info, staged_output
 from zoo.preprocessing import (IMAGES_PER_CALL, MAX_IMAGE_PIXELS, MAX_SIDE, PreprocessSpec, check_image_size,
                                preprocess_image, to_8bit)
 from zoo.shapes import onnx_shape_text
@@ -319,7 +319,7 @@ def save_drawings(results: Sequence[Result], folder: str | os.PathLike[str], *,
 
 def _save_png(image: Image.Image, path: Path, overwrite: bool) -> Path:
     with staged_output(path, overwrite=overwrite, what="drawing") as work:
-        image.save(work / path.name, format="PNG")
+        image.save(work / path.name, format="PNG", pnginfo=png_info())
     return path
 
 
