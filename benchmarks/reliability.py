@@ -1,4 +1,4 @@
-"""Tally the hostile and faulty inputs of ``tests/hostile`` for the README's Reliability table.
+"""Tally the hostile and faulty inputs of ``tests/hostile`` for the Reliability table (docs/reliability.md).
 
 Runs every case of ``tests/hostile/cases_*.py`` on the real ``zoo`` command line,
 exactly as ``tests/test_hostile.py`` does, but without stopping at a failure, and

@@ -1,4 +1,4 @@
-"""Draw the README's pictures into docs/pictures/ with `zoo.runtime.draw` and `save_drawings`.
+"""Draw the docs' pictures (docs/guide/deploy.md) into docs/pictures/ with `zoo.runtime.draw` and `save_drawings`.
 
 - ``digits_grid.png``: the shipped digits model, exported to ONNX and run by the
   torch-free `Predictor` on twelve of its held-out scikit-learn digits, the top-3

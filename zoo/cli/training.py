@@ -84,7 +84,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1 (default: CUDA when there is one)")
     p.add_argument("--workers", type=int, metavar="N", help="image loading processes (default: 0 on the CPU, "
                                                              f"{GPU_WORKERS} on a GPU)")
-    processes = p.add_argument_group("several processes (torchrun's arguments; README: several machines)")
+    processes = p.add_argument_group("several processes (torchrun's arguments; several machines: docs/guide/finetune.md)")
     processes.add_argument("--nproc", type=int, metavar="N", help="training processes on this machine, one per GPU "
                                                                    "on CUDA (default 1: no torchrun)")
     processes.add_argument("--nnodes", type=int, metavar="N", help="machines training together (default 1)")
