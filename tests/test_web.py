@@ -346,3 +346,74 @@ def test_models_too_large_to_build_get_a_line_instead_of_layers(site: Service) -
         answer = client.get(f"/layers/{large['name']}")
     assert answer.status_code == 200
     assert re.search(rf"{large['name']} has [0-9,]+ parameters: more than the server builds", answer.text)
+
+
+# -- every page on a phone and a desktop, light and dark ---------------------------------------------
+
+#: What each page is checked at, and the element that says it is drawn (its data loaded, its script run).
+SCREENS = {"catalog": ("/", "#catalog tbody tr"), "compare": ("/compare?task=classification", "#plot circle"),
+           "card": ("/models/digits_cnn", "#published tbody tr"), "layers": ("/layers/digits_cnn", "table.layers"),
+           "try": ("/try", "#try"), "graph": ("/graph/{export}/", "#canvas .node"),
+           "docs": ("/api/v1/docs", ".opblock"), "error": ("/models/no_such_model", "#error")}
+#: The axe rules the pages of others fail in their own markup, which these pages serve as they come: netron's
+#: (an empty sidebar heading until a node is chosen, no page zoom since it zooms the graph itself, no main
+#: landmark) and Swagger UI's (its colours, its headings, buttons inside its operations' buttons).
+THEIRS = {"graph": {"empty-heading", "meta-viewport", "landmark-one-main", "region"},
+          "docs": {"color-contrast", "heading-order", "nested-interactive"}}
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_fits_the_screen_and_passes_axe(browser: Browser, site: Service, width: int, scheme: str) -> None:
+    from tests.browser import axe_violations, evaluated
+
+    tab, elsewhere = offline_page(browser, site.url, width=width, color_scheme=scheme)
+    found: dict[str, list[str]] = {}
+    try:
+        for name, (path, drawn) in SCREENS.items():
+            tab.goto(site.url + path.format(export=export_sha256(site)))
+            tab.wait_for_selector(drawn, state="attached", timeout=30_000)
+            if name == "try":  # with a prediction shown, its data unfolded
+                tab.click("#try button[type=submit]")
+                tab.wait_for_selector("#try[data-done]")
+                tab.click(".drawn details summary")
+            wide = evaluated(tab, "document.documentElement.scrollWidth")
+            failed = sorted({v["id"] for v in axe_violations(tab)} - THEIRS.get(name, set()))
+            if wide > width or failed:
+                found[name] = [*([f"{wide} px wide"] if wide > width else []), *failed]
+    finally:
+        tab.context.close()
+    assert found == {} and elsewhere == []
+
+
+def test_the_try_page_forgets_a_chosen_sample_when_opened_again(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, elsewhere = page
+    tab.goto(f"{site.url}/try")
+    samples = tab.locator("input[name=sample]")
+    samples.nth(1).check()
+    tab.goto(f"{site.url}/compare")
+    tab.go_back()  # a browser restores a form's choices from its history unless the form says not to
+    tab.wait_for_selector("#try")
+    assert [samples.nth(i).is_checked() for i in range(samples.count())] == [True] + [False] * (samples.count() - 1)
+    assert elsewhere == []
+
+
+def test_a_prediction_is_summed_up_in_words(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, elsewhere = page
+    tab.goto(f"{site.url}/try?export={export_sha256(site)}")
+    assert not tab.is_visible(".drawn")  # nothing shown before a prediction
+    drawn_picture(tab)
+    top = json.loads(tab.text_content("#result"))["top"]
+    assert tab.text_content("#summary") == "image: " + ", ".join(f"{t['label']} {t['probability']:.1%}" for t in top)
+    assert not tab.is_visible("#result")  # the data only when asked for
+    assert elsewhere == []
+
+
+def test_the_graph_page_leads_back_to_the_model(page: tuple[Page, list[str]], site: Service) -> None:
+    tab, elsewhere = page
+    tab.goto(f"{site.url}/graph/{export_sha256(site)}/")
+    tab.wait_for_selector("#canvas .node", timeout=30_000)
+    with tab.expect_navigation():
+        tab.click("header.zoo-bar a[rel=up]")
+    assert tab.text_content("#model-name") == "digits_cnn"
+    assert elsewhere == []

@@ -66,7 +66,8 @@ def router(site: Web) -> APIRouter:
         def render() -> str:
             record = current().catalog.describe(name).to_json()  # read only: no copy
             exports = [x.to_json() for x in current().catalog.exports(model=record["qualified_name"])]
-            return pages.card_page(record, exports)
+            measured = [m.to_json() for m in current().catalog.measurements(record["qualified_name"])]
+            return pages.card_page(record, exports, measured)
 
         return html(render)
 
@@ -76,7 +77,7 @@ def router(site: Web) -> APIRouter:
 
         def render() -> str:
             answered.append(layer_summary(name, credentials))
-            return pages.layout(f"{name}: layers", pages.layers_fragment(answered[0].summary, answered[0].reason))
+            return pages.layers_page(name, answered[0].summary, answered[0].reason)
 
         try:
             page = html(render)
@@ -183,7 +184,7 @@ def layer_summary(name: str, credentials: Credentials = None) -> Summary:
     Kept by the model's qualified name, however it was spelled; built one at a time (`SummaryBusy`)."""
     record = current().catalog.describe(name).to_json()  # read only: no copy
     if importlib.util.find_spec("torch") is None:
-        return Summary(None, "The per-layer summary needs torch on the server (pip install 'zoo[torch]'); it has none.",
+        return Summary(None, "The per-layer summary needs torch on the server (pip install 'zoo-registry[torch]'); it has none.",
                        "refused")
     refused = _too_large(record, credentials)
     if refused is not None:

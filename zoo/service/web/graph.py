@@ -15,6 +15,7 @@ import re
 import time
 from html import escape, unescape
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -43,12 +44,17 @@ def netron_folder() -> Path:
 
 
 def index_page(sha256: str, model: str) -> str:
-    """netron's index page, set to open the export next to it, named after its `model`."""
+    """netron's index page, set to open the export next to it, named after its `model`, with the web catalog's
+    bar (``/static/graph.css``) above it: the way back to the model's card and the catalog."""
     page = (netron_folder() / "index.html").read_text(encoding="utf-8")
     meta = "\n".join(f'<meta name="{k}" content="{escape(v)}">' for k, v in (
         ("type", "Python"), ("version", "0.0.0"), ("file", _MODEL_FILE), ("identifier", _MODEL_FILE),
         ("name", f"{model} {sha256[:12]}.onnx")))
-    return re.sub(r'<meta name="version" content=".*">', lambda _: meta, page, count=1)
+    meta += '\n<link rel="stylesheet" href="/static/graph.css">'
+    bar = (f'<header class="zoo-bar"><a href="/">zoo</a><a href="/models/{quote(model)}" rel="up">'
+           f'\u2190 {escape(model)}</a></header>')
+    page = re.sub(r'<meta name="version" content=".*">', lambda _: meta, page, count=1)
+    return re.sub(r"<body[^>]*>", lambda found: found[0] + bar, page, count=1)
 
 
 def policy(page: str) -> str:

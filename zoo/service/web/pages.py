@@ -11,8 +11,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from zoo.records import VERIFIED_BY_REGISTRY, PublishedWeights, is_spec, parse_spec
-from zoo.service.web.query import COLUMNS, PER_PAGE, X_AXES, Filters, Page, Point
+from zoo.records import VERIFIED_BY_REGISTRY, Measurement, PublishedWeights, is_spec, parse_spec
+from zoo.service.web.query import COLUMNS, PER_PAGE, X_AXES, Filters, ModelRow, Page, Point
 
 _TITLES = {"name": "Name", "task": "Task", "plugin": "Plugin", "params": "Parameters", "metric": "Best metric",
            "weights": "Weights", "published": "Published"}
@@ -44,6 +44,12 @@ def size_text(size: int | None) -> str:
     return f"{size} B"
 
 
+def scrolling(label: str, table: str) -> str:
+    """`table` in a container that scrolls sideways where the screen is narrower than it: focusable (keyboard
+    users scroll it too) and named `label` for screen readers."""
+    return f'<div class="scroll" role="region" aria-label="{e(label)}" tabindex="0">{table}</div>'
+
+
 def layout(title: str, body: str, *, active: str = "", scripts: Sequence[str] = ()) -> str:
     """A whole page: head, navigation, `body`, then `scripts` (files of /static)."""
     nav = "".join(f'<a href="{href}"{" class=active" if key == active else ""}>{label}</a>'
@@ -53,7 +59,7 @@ def layout(title: str, body: str, *, active: str = "", scripts: Sequence[str] = 
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)} · zoo</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<link rel="stylesheet" href="/static/style.css">{tags}</head>'
-            f'<body><header><a class="brand" href="/">zoo</a><nav>{nav}</nav>'
+            f'<body><header><a class="brand" href="/">zoo</a><nav aria-label="site">{nav}</nav>'
             f'<a class="api" href="/api/v1/docs">API</a></header><main>{body}</main></body></html>')
 
 
@@ -101,17 +107,24 @@ def catalog_page(page: Page) -> str:
     """The catalog: the filter form, the table of one page of models, and links to the other pages."""
     f = page.filters
     heads = "".join(f'<th class="{"num" if c in _NUMERIC else ""}">{_sort_link(f, c)}</th>' for c in COLUMNS)
-    rows = "".join(
-        f'<tr data-name="{e(r.name)}"><td><a href="/models/{quote(r.name)}">{e(r.name)}</a></td>'
-        f'<td>{e(r.task)}</td><td>{e(r.plugin)}</td><td class="num" title="{e(r.params)}">{human(r.params)}</td>'
-        f'<td class="num" title="{e(r.metric)}">{_metric_cell(r.metric, r.metric_value)}</td>'
-        f'<td class="num">{r.weights}</td><td class="num">{r.published or ""}</td></tr>'
-        for r in page.rows)
+    rows = "".join(f'<tr data-name="{e(r.name)}">{_row_cells(r)}</tr>' for r in page.rows)
     count = (f'<p id="count"><span id="total">{page.total}</span> model(s); page {f.page} of {page.pages} · '
              f'<a href="/compare{e(f.query(page=1))}">compare these</a></p>')
+    table = f'<table id="catalog"><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>'
     body = (f'<h1>Models</h1>{_filter_form(f, page.tasks, page.plugins, "/")}{count}'
-            f'<table id="catalog"><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>{_pager(page)}')
+            f'{scrolling("models", table)}{_pager(page)}')
     return layout("Catalog", body, active="catalog", scripts=["catalog.js"])
+
+
+def _row_cells(r: ModelRow) -> str:
+    """The cells of model `r`'s row in `COLUMNS` order, each labelled with its column's title (which a narrow
+    screen shows beside the value, the table reflowed into one block per model)."""
+    cells = {"name": ("", f'<a href="/models/{quote(r.name)}">{e(r.name)}</a>'), "task": ("", e(r.task)),
+             "plugin": ("", e(r.plugin)), "params": (f' title="{e(r.params)}"', human(r.params)),
+             "metric": (f' title="{e(r.metric)}"', _metric_cell(r.metric, r.metric_value)),
+             "weights": ("", str(r.weights)), "published": ("", str(r.published or ""))}
+    return "".join(f'<td data-label="{_TITLES[c]}"{" class=num" if c in _NUMERIC else ""}{cells[c][0]}>'
+                   f'{cells[c][1]}</td>' for c in COLUMNS)
 
 
 def _metric_cell(label: str | None, value: float | None) -> str:
@@ -127,7 +140,7 @@ def _pager(page: Page) -> str:
              (last, "last", "last »")]
     parts = [f'<a href="/{e(f.query(page=n))}" rel="{rel}">{e(label)}</a>'
              if 1 <= n <= last and n != f.page else f"<span>{e(label)}</span>" for n, rel, label in links]
-    return f'<nav id="pager">{" ".join(parts)}</nav>'
+    return f'<nav id="pager" aria-label="pages">{" ".join(parts)}</nav>'
 
 
 # -- the compare view ---------------------------------------------------------------------
@@ -157,7 +170,8 @@ def compare_page(page: Page, metrics: Sequence[str], points: Sequence[Point]) ->
 
 
 def scatter_svg(points: Sequence[Point], metric: str, x_axis: str) -> str:
-    """An SVG scatter plot of `points`, x on a log scale, the Pareto front joined and marked."""
+    """An SVG scatter plot of `points`, x on a log scale, the Pareto front joined and marked; it scales to its
+    container's width (its viewBox; the stylesheet sets the width), and each point links to its model's card."""
     if not points:
         return '<p id="plot" class="empty">Nothing to plot: no model here has this metric.</p>'
     xs, ys = [math.log10(p.x) for p in points], [p.y for p in points]
@@ -181,13 +195,14 @@ def scatter_svg(points: Sequence[Point], metric: str, x_axis: str) -> str:
     front = [p for p in points if p.pareto]
     line = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in front)
     dots = "".join(
-        f'<a href="/models/{quote(p.row.name)}"><circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="{5 if p.pareto else 3.5}" '
+        f'<a href="/models/{quote(p.row.name)}" aria-label="{e(p.row.name)}: {p.y:g} at {human(p.x)}"><circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="{5 if p.pareto else 3.5}" '
         f'class="{"pareto" if p.pareto else "dot"}" data-name="{e(p.row.name)}" data-x="{p.x!r}" data-y="{p.y!r}">'
         f'<title>{e(p.row.name)}: {p.y:g}, '
         f'{human(p.x)}</title></circle></a>' for p in points)
     label = "parameters (log scale)" if x_axis == "params" else "GFLOPS (log scale)"
-    return (f'<svg id="plot" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" role="img" '
-            f'xmlns="http://www.w3.org/2000/svg"><title>{e(metric)} against {label}</title>{"".join(grid)}'
+    return (f'<svg id="plot" viewBox="0 0 {_W} {_H}" role="group" aria-labelledby="plot-title" '
+            f'xmlns="http://www.w3.org/2000/svg"><title id="plot-title">{e(metric)} against {label}</title>'
+            f'{"".join(grid)}'
             f'<polyline points="{line}" class="front"/>{dots}'
             f'<text x="{(_W + _LEFT) / 2}" y="{_H - 8}" text-anchor="middle" class="axis">{label}</text>'
             f'<text x="14" y="{(_H - _BOTTOM) / 2}" text-anchor="middle" class="axis" '
@@ -233,9 +248,18 @@ def _metrics_list(metrics: dict[str, Any]) -> str:
                    for dataset, values in (metrics or {}).items() if isinstance(values, dict))
 
 
-def _weights_section(record: dict[str, Any]) -> str:
+def _measured(measurements: Sequence[dict[str, Any]], weights: str, label: str = "") -> str:
+    """The figures ``zoo eval --record`` measured for `weights`, as a list marked measured (each item after
+    `label`); empty for none."""
+    items = "".join(f'<li data-kind="{e(m.kind)}">{label}{e(m.summary())}</li>'
+                    for m in map(Measurement.from_json, measurements) if m.weights == weights)
+    return f'<ul class="measured" aria-label="measured by zoo eval --record">{items}</ul>' if items else ""
+
+
+def _weights_section(record: dict[str, Any], measurements: Sequence[dict[str, Any]]) -> str:
     items = []
     for w in record["weights"]:
+        measured = _measured(measurements, w["name"])
         meta = w["meta"]
         categories = meta.get("categories") or []
         extras = "".join(f"<dt>{label}</dt><dd>{_link_or_text(meta[key]) if key != '_docs' else e(meta[key])}</dd>"
@@ -248,13 +272,15 @@ def _weights_section(record: dict[str, Any]) -> str:
             f'{" <small>default</small>" if w["is_default"] else ""}</h3><dl>'
             f'<dt>task</dt><dd>{e(w["task"])}</dd><dt>file</dt><dd>{size_text(w["file_size"])} · '
             f'{_link_or_text(w["url"])}</dd><dt>SHA-256</dt><dd><code class="sha256">{e(w["sha256"] or "not known until the file is fetched and verified")}'
-            f'</code></dd><dt>metrics</dt><dd><ul>{_metrics_list(meta.get("_metrics", {})) or "<li>none</li>"}</ul></dd>'
+            f'</code></dd><dt>claimed metrics</dt><dd><ul>{_metrics_list(meta.get("_metrics", {})) or "<li>none</li>"}</ul></dd>'
+            f'{f"<dt>measured metrics</dt><dd>{measured}</dd>" if measured else ""}'
             f'<dt>preprocessing</dt><dd>{e(preprocessing_words(w["transforms"]))}</dd>{extras}</dl>{cats}</section>')
     return "".join(items) or "<p>No pretrained weights.</p>"
 
 
-def _published_section(record: dict[str, Any]) -> str:
-    """The published versions: a table, then the lineage of each that has one (`_lineage_section`)."""
+def _published_section(record: dict[str, Any], measurements: Sequence[dict[str, Any]]) -> str:
+    """The published versions: a table (claimed metrics, then those measured), then the lineage of each that has
+    one (`_lineage_section`)."""
     published = record["published"]
     if not published:
         return "<p>Nothing published for this model.</p>"
@@ -262,12 +288,13 @@ def _published_section(record: dict[str, Any]) -> str:
         f'<tr id="published-{e(p["spec"])}"><td>{e(p["spec"])}</td>'
         f'<td>{e(", ".join("@" + a for a in p["aliases"]))}</td>'
         f'<td><code class="sha256">{e(p["sha256"])}</code></td><td class="num">{size_text(p["size"])}</td>'
-        f'<td>{e(", ".join(f"{k} {v:g}" for k, v in p["metrics"].items()))}</td>'
+        f'<td>{e(", ".join(f"{k} {v:g}" for k, v in p["metrics"].items()))}'
+        f'{_measured(measurements, p["spec"], "measured: ")}</td>'
         f'<td>{e(p["description"])}</td><td>{e(p["created_at"][:10])}</td></tr>' for p in published)
     lineages = "".join(_lineage_section(record, PublishedWeights.from_json(p)) for p in published)
-    return ('<table id="published"><thead><tr><th>version</th><th>aliases</th><th>SHA-256</th><th>size</th>'
-            f'<th>metrics</th><th>description</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>'
-            f'{lineages}')
+    table = ('<table id="published"><thead><tr><th>version</th><th>aliases</th><th>SHA-256</th><th>size</th>'
+             f'<th>metrics</th><th>description</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>')
+    return scrolling("published versions", table) + lineages
 
 
 def _lineage_section(record: dict[str, Any], p: PublishedWeights) -> str:
@@ -310,7 +337,7 @@ def curves_svg(epochs: Sequence[dict[str, float]], title: str) -> str:
     numbers = [(m.get("epoch", i + 1), m) for i, m in enumerate(epochs)]  # (epoch, its metrics)
     first, last = min(n for n, _ in numbers), max(n for n, _ in numbers)
 
-    def panel(left: float, name: str, series: Sequence[tuple[str, str, str]], low: float, high: float) -> str:
+    def panel(left: float, name: str, series: Sequence[tuple[str, str]], low: float, high: float) -> str:
         def sx(epoch: float) -> float:  # one epoch alone: in the middle
             share = (epoch - first) / (last - first) if last != first else 0.5
             return left + _PAD + share * (_CW - 1.5 * _PAD)
@@ -318,33 +345,33 @@ def curves_svg(epochs: Sequence[dict[str, float]], title: str) -> str:
         def sy(value: float) -> float:
             return _CH - _PAD - (value - low) / ((high - low) or 1) * (_CH - 1.5 * _PAD)
 
-        legend = " ".join(f'<tspan fill="{colour}">{e(label)}</tspan>' for _, label, colour in series)
+        legend = " ".join(f'<tspan class="{_CURVE_CLASSES[key]}">{e(label)}</tspan>' for key, label in series)
         parts = [f'<text x="{left + _CW / 2:.1f}" y="14" text-anchor="middle" class="axis">{e(name)}: {legend}</text>',
-                 f'<line x1="{left + _PAD}" x2="{left + _CW - _PAD / 2}" y1="{sy(low):.1f}" y2="{sy(low):.1f}" '
-                 f'class="grid" stroke="#ccc"/>',
+                 (f'<line x1="{left + _PAD}" x2="{left + _CW - _PAD / 2}" y1="{sy(low):.1f}" y2="{sy(low):.1f}" '
+                  'class="grid"/>'),
                  f'<text x="{left + _PAD - 4}" y="{sy(high) + 4:.1f}" text-anchor="end" class="tick">{high:.3g}</text>',
                  f'<text x="{left + _PAD - 4}" y="{sy(low) + 4:.1f}" text-anchor="end" class="tick">{low:.3g}</text>',
                  f'<text x="{sx(first):.1f}" y="{_CH - _PAD + 14}" text-anchor="middle" class="tick">{first:g}</text>',
                  f'<text x="{sx(last):.1f}" y="{_CH - _PAD + 14}" text-anchor="middle" class="tick">{last:g}</text>',
                  f'<text x="{left + _CW / 2:.1f}" y="{_CH - 4}" text-anchor="middle" class="axis">epoch</text>']
-        for key, label, colour in series:
+        for key, label in series:
             points = [(n, m[key]) for n, m in numbers if key in m]
             line = " ".join(f"{sx(n):.1f},{sy(v):.1f}" for n, v in points)
-            parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-            parts += [f'<circle cx="{sx(n):.1f}" cy="{sy(v):.1f}" r="2.5" fill="{colour}" class="{_CURVE_CLASSES[key]}" '
+            parts.append(f'<polyline points="{line}" class="{_CURVE_CLASSES[key]}"/>')
+            parts += [f'<circle cx="{sx(n):.1f}" cy="{sy(v):.1f}" r="2.5" class="{_CURVE_CLASSES[key]}" '
                       f'data-epoch="{n:g}"><title>epoch {n:g}: {e(label)} {v:.4g}</title></circle>' for n, v in points]
         return "".join(parts)
 
     accs = [m["acc@1"] for m in epochs if "acc@1" in m]
     losses = [m[k] for m in epochs for k in ("train_loss", "val_loss") if k in m]
-    acc = panel(0, "percent", [("acc@1", "val acc@1", "#2b6cb0")], *((min(accs), max(accs)) if accs else (0, 100)))
-    loss = panel(_CW, "loss", [("train_loss", "train loss", "#c05621"), ("val_loss", "val loss", "#2f855a")],
+    acc = panel(0, "percent", [("acc@1", "val acc@1")], *((min(accs), max(accs)) if accs else (0, 100)))
+    loss = panel(_CW, "loss", [("train_loss", "train loss"), ("val_loss", "val loss")],
                  0.0, max(losses, default=1.0))
     return (f'<svg class="curves" viewBox="0 0 {2 * _CW} {_CH}" width="100%" role="img" '
             f'xmlns="http://www.w3.org/2000/svg"><title>training curves of {e(title)}</title>{acc}{loss}</svg>')
 
 
-#: The class of each training curve's points (`curves_svg`).
+#: The class of each training curve's line, points and legend (`curves_svg`; the stylesheet colours them).
 _CURVE_CLASSES = {"acc@1": "acc1", "train_loss": "train-loss", "val_loss": "val-loss"}
 
 
@@ -366,6 +393,8 @@ def _exports_section(exports: Sequence[dict[str, Any]]) -> str:
             f'<td>{"passed" if c.get("passed") else "FAILED"}</td></tr>'
             for c in x["metadata"].get("verification", []) if isinstance(c, dict))
         sha = e(x["sha256"])
+        table = ('<table class="checks"><thead><tr><th>output</th><th>input</th><th>max abs error</th>'
+                 f'<th>max rel error</th><th>verification</th></tr></thead><tbody>{checks}</tbody></table>')
         items.append(
             f'<section class="export" data-sha256="{sha}"><h3>{e(x["weights"])} · opset '
             f'{e(x["metadata"].get("opset", "?"))}</h3><p><code class="sha256">{sha}</code> · {size_text(x["size"])} · '
@@ -373,13 +402,14 @@ def _exports_section(exports: Sequence[dict[str, Any]]) -> str:
             f'<a href="/api/v1/exports/{sha}/file" download="{sha[:12]}.onnx">download</a></p>'
             f'<p class="verified-by" data-verified-by="{e(x["verified_by"])}">'
             f'{e(verification_words(x["verified_by"]))}. The checks the file records:</p>'
-            f'<table class="checks"><thead><tr><th>output</th><th>input</th><th>max abs error</th>'
-            f'<th>max rel error</th><th>verification</th></tr></thead><tbody>{checks}</tbody></table></section>')
+            f'{scrolling(f"checks of {sha[:12]}", table)}</section>')
     return "".join(items)
 
 
-def card_page(record: dict[str, Any], exports: Sequence[dict[str, Any]]) -> str:
-    """A model's card: its catalog record, published versions, exports and (fetched) per-layer summary."""
+def card_page(record: dict[str, Any], exports: Sequence[dict[str, Any]],
+              measurements: Sequence[dict[str, Any]] = ()) -> str:
+    """A model's card: its catalog record (claimed metrics and those `measurements` measured), published
+    versions, exports and (fetched) per-layer summary."""
     plugin = record["plugin"]
     facts = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in (
         ("qualified name", e(record["qualified_name"])), ("task", e(record["task"])),
@@ -390,13 +420,21 @@ def card_page(record: dict[str, Any], exports: Sequence[dict[str, Any]]) -> str:
         ("providers", e(", ".join(record["providers"])))))
     name = quote(record["name"])
     body = (f'<h1 id="model-name">{e(record["name"])}</h1><dl class="facts">{facts}</dl>'
-            f'<h2>Weights</h2>{_weights_section(record)}'
-            f'<h2>Published versions</h2>{_published_section(record)}'
+            f'<h2>Weights</h2>{_weights_section(record, measurements)}'
+            f'<h2>Published versions</h2>{_published_section(record, measurements)}'
             f'<h2>Exports</h2>{_exports_section(exports)}'
             f'<h2>Layers</h2><details id="layers" data-src="/layers/{name}"><summary>per-layer summary '
             f'(builds the model on the server)</summary><div class="layers-body"><a href="/layers/{name}">open</a>'
             f'</div></details>')
     return layout(record["name"], body, scripts=["card.js"])
+
+
+def layers_page(name: str, summary: dict[str, Any] | None, reason: str | None) -> str:
+    """The per-layer summary of model `name` as a page of its own, linked back to its card; the card's script
+    shows its ``.layers-fragment`` in the card."""
+    body = (f'<h1>{e(name)}: layers</h1><p><a href="/models/{quote(name)}">Back to the card of {e(name)}</a></p>'
+            f'<div class="layers-fragment">{layers_fragment(summary, reason)}</div>')
+    return layout(f"{name}: layers", body)
 
 
 def layers_fragment(summary: dict[str, Any] | None, reason: str | None) -> str:
@@ -407,10 +445,10 @@ def layers_fragment(summary: dict[str, Any] | None, reason: str | None) -> str:
                    f'<td>{e(r["output_shape"])}</td><td class="num">{r["params"]:,}</td>'
                    f'<td>{e(r["trainable"])}</td></tr>' for r in summary["layers"])
     totals = summary["totals"]
+    table = ('<table class="layers"><thead><tr><th>module</th><th>type</th><th>output</th><th>params</th>'
+             f'<th>trainable</th></tr></thead><tbody>{rows}</tbody></table>')
     return (f'<p>input {e(summary["inputs"])}: {totals["params"]:,} parameters, '
-            f'{size_text(totals["activation_bytes"])} of activations</p><table class="layers"><thead><tr>'
-            f'<th>module</th><th>type</th><th>output</th><th>params</th><th>trainable</th></tr></thead>'
-            f'<tbody>{rows}</tbody></table>')
+            f'{size_text(totals["activation_bytes"])} of activations</p>{scrolling("layers", table)}')
 
 
 # -- try it -----------------------------------------------------------------------------------
@@ -432,11 +470,13 @@ def try_page(exports: Iterable[dict[str, Any]], samples: Sequence[str], chosen: 
         f'<label class="sample"><input type="radio" name="sample" value="/static/samples/{e(s)}"'
         f'{" checked" if i == 0 else ""}><img src="/static/samples/{e(s)}" alt="{e(s)}" width="96"></label>'
         for i, s in enumerate(samples))
-    body = (f'<h1>Try it</h1><form id="try" data-max-bytes="{max_bytes}"><label>Export <select id="export" '
+    body = (f'<h1>Try it</h1><form id="try" data-max-bytes="{max_bytes}" autocomplete="off"><label>Export '
+            f'<select id="export" '
             f'name="export">{options}</select></label><fieldset><legend>Image</legend>{pictures}<label>or upload '
             f'<input type="file" id="upload" accept="image/*"></label></fieldset><button type="submit">Predict'
-            f'</button></form>{_claimed_note(exports)}<p id="status"></p><div class="drawn"><img id="drawn" alt="">'
-            f'</div><pre id="result"></pre>')
+            f'</button></form>{_claimed_note(exports)}<p id="status" role="status"></p><div class="drawn" hidden>'
+            f'<p id="summary"></p><img id="drawn" alt=""><details><summary>the result as data (JSON)</summary>'
+            f'<pre id="result" tabindex="0" aria-label="the result as data"></pre></details></div>')
     return layout("Try it", body, active="try", scripts=["try.js"])
 
 

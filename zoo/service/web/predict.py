@@ -2,10 +2,10 @@
 
 ``GET /try`` is the page (`zoo.service.web.pages.try_page`); its script posts the image's bytes to
 ``POST /try/SHA256`` and shows the answer: the drawing (`zoo.runtime.draw`) as a PNG data URL, the
-decoded result and the latency of the prediction alone. A prediction reads: it needs a token only
-where reading does. Only published exports run (verified against PyTorch by the registry when they
-were published, or marked as only claimed, which the page says; an unknown one is 404 before the body
-is read); each export's session is kept for the
+decoded result in words (as ``zoo predict`` prints it) and as data, and the latency of the prediction
+alone. A prediction reads: it needs a token only where reading does. Only published exports run
+(verified against PyTorch by the registry when they were published, or marked as only claimed, which
+the page says; an unknown one is 404 before the body is read); each export's session is kept for the
 next image. The body is bounded by the server's upload limit (``--max-upload``) before it is read,
 passes the app's gate for request bodies (`zoo.service.common.Bodies`: a bounded number at once,
 each in time) and streams to a file, never into memory; the image is bounded by the runtime's own
@@ -87,7 +87,7 @@ def prediction(sha256: str, image: Path) -> dict[str, Any]:
     draw(result, picture).save(drawn, format="PNG")
     return {"png": "data:image/png;base64," + base64.b64encode(drawn.getvalue()).decode("ascii"),
             "latency_ms": round(latency * 1000, 2), "task": predictor.task, "providers": predictor.providers,
-            "size": list(picture.size), "result": result.to_json()}
+            "size": list(picture.size), "summary": str(result), "result": result.to_json()}
 
 
 def _check_drawable(image: Path) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
+from zoo.catalog.search import MAX_SEARCH, words
 from zoo.context import current
 from zoo.errors import UsageError, excerpt
 from zoo.registry import summarize_models
@@ -33,7 +35,7 @@ _WILDCARDS = set("*?[")
 class Filters:
     """One view of the catalog, as its URL holds it: `summarize_models`' filters, sort and page."""
 
-    q: str = ""  # an fnmatch pattern; text without wildcards matches names containing it
+    q: str = ""  # an fnmatch pattern; text without wildcards finds names containing it, and searches (`search`)
     task: str = ""
     plugin: str = ""
     max_params: int | None = None
@@ -85,6 +87,14 @@ class Filters:
         if not self.q:
             return None
         return [self.q if _WILDCARDS & set(self.q) else f"*{self.q}*"]
+
+    @property
+    def search(self) -> str | None:
+        """`summarize_models`' full-text search for `q`: text without wildcards that has words (at most
+        `MAX_SEARCH` characters of it); None otherwise."""
+        if _WILDCARDS & set(self.q) or not words(self.q):
+            return None
+        return self.q[:MAX_SEARCH]
 
 
 def _whole(text: str, name: str, default: int, low: int, high: int | None) -> int:
@@ -139,10 +149,15 @@ class Page:
 
 
 def catalog_rows(filters: Filters) -> list[ModelRow]:
-    """Every model the filters find (`summarize_models`), with its headline metric and published counts."""
+    """Every model the filters find (`summarize_models`), with its headline metric and published counts: for text
+    without wildcards, the models whose names contain it and those a full-text search for it finds."""
     min_metric = dict([parse_metric(filters.min_metric)]) if filters.min_metric else None
-    found = summarize_models(filters.patterns, task=filters.task or None, plugin=filters.plugin or None,
-                             max_params=filters.max_params, min_metric=min_metric)
+    listing = partial(summarize_models, task=filters.task or None, plugin=filters.plugin or None,
+                      max_params=filters.max_params, min_metric=min_metric)
+    found = listing(filters.patterns)
+    if filters.search is not None:
+        named = {r["qualified_name"] for r in found}
+        found += [r for r in listing(search=filters.search) if r["qualified_name"] not in named]
     facts = current().catalog.model_facts()
     return [ModelRow(r["name"], r["qualified_name"], r["task"], r["plugin"], r["num_params"], len(r["weights"]),
                      *facts.headline.get(r["qualified_name"], (None, None)),

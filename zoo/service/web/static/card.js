@@ -9,6 +9,6 @@ if (layers) {
     body.textContent = "building the model on the server…";
     const response = await fetch(layers.dataset.src);
     const page = new DOMParser().parseFromString(await response.text(), "text/html");
-    body.replaceChildren(...page.querySelector("main").childNodes);
+    body.replaceChildren(...(page.querySelector(".layers-fragment") || page.querySelector("main")).childNodes);
   });
 }
