@@ -69,10 +69,12 @@ def list_models(
     pretrained: bool | None = None,
     max_params: int | None = None,
     min_metric: Mapping[str, float] | None = None,
+    search: str | None = None,
     sort: str | None = None,
     limit: int | None = None,
 ) -> list[str]:
-    """Sorted names of the registered models that match, as torchvision's ``list_models`` takes them.
+    """Sorted names (with `search`, most relevant first) of the registered models that match, as torchvision's
+    ``list_models`` takes them.
 
     `module` (optional, as in torchvision) keeps the models whose builder is defined
     in a module directly inside it, e.g. ``torchvision.models.detection``; a pattern
@@ -84,7 +86,10 @@ def list_models(
     model's, or one of its weights'); `plugin` (namespace, plugin or distribution
     name); `pretrained` (has weights or not); `max_params`; `min_metric`, e.g.
     ``{"ImageNet-1K:acc@1": 75}``, met by at least one of the model's weights (a bare
-    ``{"acc@1": 75}`` is taken on the one dataset with acc@1, refused when several have it).
+    ``{"acc@1": 75}`` is taken on the one dataset with acc@1, refused when several have it);
+    `search`, words that every model listed has (each as a prefix) in its name, tags, task,
+    plugin, weights names, paper names, notes or docs, e.g. ``"vision transformer"``: the
+    names come most relevant first, a model named exactly `search` first (`zoo.catalog.search`).
     `sort` ranks the names instead: ``"name"``, ``"params"``, ``"gflops"`` or a metric
     (``"ImageNet-1K:acc@1"``), each in its natural order (metrics best first, the others
     ascending), ``"-KEY"`` descending, ``"+KEY"`` ascending, models without a value last;
@@ -97,7 +102,7 @@ def list_models(
     module, include = _module_or_include(module, include)
     catalog, limit = current().catalog, check_limit(limit)
     filters = {"task": task, "plugin": plugin, "pretrained": pretrained, "max_params": max_params,
-               "min_metric": min_metric}
+               "min_metric": min_metric, "search": search}
     found = (catalog.names(include or None, exclude or None, **filters) if sort is None else
              [(m.name, m.builder) for m in catalog.models(include or None, exclude or None, sort=sort,
                                                           limit=limit if module is None else None, **filters)])
@@ -106,7 +111,7 @@ def list_models(
 
 def summarize_models(include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
                      limit: int | None = None, **filters: Any) -> list[dict[str, Any]]:
-    """Like `list_models` (same arguments), but one summary per model, as plain data:
+    """Like `list_models` (same arguments, `search` among the filters), but one summary per model, as plain data:
     name, qualified_name, task, plugin (namespace), builder, num_params, weights (full
     names), default_weights, gflops (of the default weights) and metrics (each
     ``DATASET:METRIC``, the best value of any of the model's weights)."""

@@ -69,13 +69,17 @@ class Catalog(Protocol):
 
     settings: Settings
 
-    def names(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[tuple[str, str]]:
-        """(name, builder) of the models that match, by name: what `zoo.list_models` needs, without summaries."""
+    def names(self, include: Patterns = None, exclude: Patterns = None, *, search: str | None = None,
+              **filters: Any) -> list[tuple[str, str]]:
+        """(name, builder) of the models that match, by name (by relevance with `search`): what
+        `zoo.list_models` needs, without summaries."""
 
     def models(self, include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
-               limit: int | None = None, **filters: Any) -> list[ModelSummary]:
+               limit: int | None = None, search: str | None = None, **filters: Any) -> list[ModelSummary]:
         """The models that match (fnmatch patterns and the filters of `zoo.list_models`), by name, or the first
-        `limit` in the order of the sort key `sort` (`zoo.catalog.ranking`)."""
+        `limit` in the order of the sort key `sort` (`zoo.catalog.ranking`). With the full-text `search`
+        (`zoo.catalog.search`: words every model found has, at most ``MAX_SEARCH`` characters), only the models
+        it finds, most relevant first unless `sort` is given."""
 
     def metric_names(self) -> list[str]:
         """Every ``DATASET:METRIC`` some weights of the catalog have, sorted (`zoo.catalog.ranking` resolves bare
@@ -172,6 +176,10 @@ class Catalog(Protocol):
 
     def token_scopes(self, secret: str) -> frozenset[str] | None:
         """The scopes of the live token with `secret`; None for an unknown or revoked one."""
+
+    def live_token(self, *, secret: str | None = None, name: str | None = None) -> tuple[str, frozenset[str]] | None:
+        """The name and scopes of the live token with `secret` (or named `name`); None for an unknown or revoked
+        one."""
 
     def is_published(self, sha256: str, kind: str) -> bool:
         """Whether a published weights file (`kind` "weights") or export ("export") has `sha256`."""

@@ -49,7 +49,7 @@ from zoo.plugins import (
 )
 
 #: The Alembic head revision; a test checks that it matches ``migrations/versions``.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 #: Bump when what a sync writes changes without a schema change (e.g. the transforms format).
 DATA_FORMAT = 3
 #: The project name a Requires-Dist line starts with (PEP 508).

@@ -33,6 +33,7 @@ from zoo.catalog.api import ExportCheck, FitCheck, Patterns, weights_source
 from zoo.catalog.engine import open_engine, remember, write_transaction
 from zoo.catalog.fingerprint import ensure_current
 from zoo.catalog.plugin_records import plugin_records
+from zoo.catalog.search import relevance, search_words
 from zoo.catalog.tables import (
     CHANGES_KEY,
     GENERATION_KEY,
@@ -103,24 +104,35 @@ class SqlCatalog:
 
     # -- models ---------------------------------------------------------------------------
 
-    def names(self, include: Patterns = None, exclude: Patterns = None, **filters: Any) -> list[tuple[str, str]]:
-        """(name, builder) of the models that match, by name: `models` without building their summaries."""
+    def names(self, include: Patterns = None, exclude: Patterns = None, *, search: str | None = None,
+              **filters: Any) -> list[tuple[str, str]]:
+        """(name, builder) of the models that match, by name (by relevance with `search`): `models` without
+        building their summaries."""
+        found = search_words(search) if search is not None else None
         with self.engine.connect() as conn:
             naming = _naming(conn, self.settings.prefer)
             ids = set(_filtered_ids(conn, naming, **filters))
+            relevant = _relevance(conn, naming, search, found)
         matches = _matcher(include, exclude)
-        return [(name, naming.entries[i].builder) for i, name in naming.ordered
-                if i in ids and matches(naming.entries[i])]
+        ordered = [(i, name) for i, name in naming.ordered if i in ids and matches(naming.entries[i])
+                   and (relevant is None or i in relevant)]
+        if relevant is not None:
+            ordered.sort(key=lambda item: relevant[item[0]])  # stable: ties stay by name
+        return [(name, naming.entries[i].builder) for i, name in ordered]
 
     def models(self, include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
-               limit: int | None = None, **filters: Any) -> list[ModelSummary]:
-        """The models that match, by name, or the first `limit` in the order of `sort` (`zoo.catalog.ranking`)."""
+               limit: int | None = None, search: str | None = None, **filters: Any) -> list[ModelSummary]:
+        """The models that match, by name (by relevance with `search`), or the first `limit` in the order of
+        `sort` (`zoo.catalog.ranking`)."""
         ranking.check_limit(limit)
+        found = search_words(search) if search is not None else None
         with self.engine.connect() as conn:
             naming = _naming(conn, self.settings.prefer)
             order = ranking.sort_key(sort, browse.metric_names(conn)) if sort is not None else None
             matches = _matcher(include, exclude)
-            ids = {i for i in _filtered_ids(conn, naming, **filters) if matches(naming.entries[i])}
+            relevant = _relevance(conn, naming, search, found)
+            ids = {i for i in _filtered_ids(conn, naming, **filters) if matches(naming.entries[i])
+                   and (relevant is None or i in relevant)}
             summaries = select(models.c.id, models.c.task, models.c.num_params)
             names = select(weights.c.model_id, weights.c.enum_name, weights.c.member_name, weights.c.is_default,
                            browse.OPS)
@@ -141,11 +153,14 @@ class SqlCatalog:
                     if is_default:
                         default_of[model_id] = full
             metrics_of = browse.best_metrics(conn, ids if few else None)
-        records = [ModelSummary(shown[i], naming.entries[i].qualified, task, naming.entries[i].namespace,
-                                naming.entries[i].builder, num_params, tuple(weights_of.get(i, [])), default_of.get(i),
-                                gflops_of.get(i), metrics_of.get(i, {}))
-                   for i, task, num_params in rows]
-        return ranking.ranked(sorted(records, key=lambda r: r.name), order, limit)
+        records = {i: ModelSummary(shown[i], naming.entries[i].qualified, task, naming.entries[i].namespace,
+                                   naming.entries[i].builder, num_params, tuple(weights_of.get(i, [])),
+                                   default_of.get(i), gflops_of.get(i), metrics_of.get(i, {}))
+                   for i, task, num_params in rows}
+        listed = sorted(records, key=lambda i: records[i].name)
+        if relevant is not None and order is None:
+            listed.sort(key=relevant.__getitem__)  # stable: ties stay by name
+        return ranking.ranked([records[i] for i in listed], order, limit)
 
     def metric_names(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -395,6 +410,9 @@ class SqlCatalog:
 
     def token_scopes(self, secret: str) -> frozenset[str] | None:
         return tokens.token_scopes(self.engine, secret)
+
+    def live_token(self, *, secret: str | None = None, name: str | None = None) -> tuple[str, frozenset[str]] | None:
+        return tokens.live_token(self.engine, secret=secret, name=name)
 
     # -- this machine's exports (`zoo export`'s records) ------------------------------------
 
@@ -779,6 +797,18 @@ def _query_ids(conn: Connection, naming: _Naming, task: str | None, plugin: str 
     if not ids:
         _check_known(conn, task, plugin)
     return ids
+
+
+def _relevance(conn: Connection, naming: _Naming, search: str | None,
+               found: tuple[str, ...] | None) -> dict[int, tuple[bool, float]] | None:
+    """The models the search text `search` (its words `found`) finds, by id, with their order: a model named
+    exactly `search` (bare, as listed or qualified) first, then by relevance (`zoo.catalog.search`); None
+    without a search."""
+    if search is None or found is None:
+        return None
+    exact = search.strip().lower()
+    return {i: (exact not in (naming.entries[i].name, naming.shown[i], naming.entries[i].qualified), rank)
+            for i, rank in relevance(conn, found).items() if i in naming.entries}
 
 
 def _names_plugin(plugin: str) -> Any:

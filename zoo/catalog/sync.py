@@ -29,6 +29,8 @@ given in load order).
 
 A weights entry's category list (``meta["categories"]``) is stored once in
 ``category_lists`` for all entries that share it; lists no entry uses are deleted.
+Every sync that writes remakes the full-text search index of all the catalog's models
+(`zoo.catalog.search`), made anew where it was lost.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import Session
 
 from zoo import progress
-from zoo.catalog import tables
+from zoo.catalog import search, tables
 from zoo.catalog.tables import GENERATION_KEY
 from zoo.catalog.engine import (
     REGISTRY_URL,
@@ -354,6 +356,7 @@ def _write_catalog(conn: Connection, loaded: Sequence[LoadedPlugin], prune: Sequ
         tables.category_lists.c.id.not_in(select(tables.weights.c.categories_id)
                                           .where(tables.weights.c.categories_id.is_not(None)))))
     _choose_preferred(conn, answered)
+    search.refresh(conn)
     _new_generation(conn)
     return pruned
 

@@ -28,6 +28,15 @@ from sqlalchemy import (
 metadata = MetaData()
 GENERATION_KEY = "generation"
 CHANGES_KEY = "changes"
+#: The full-text search index of the models (`zoo.catalog.search`): an FTS5 virtual table (with its shadow
+#: tables, named after it) on SQLite, a table of tsvectors on PostgreSQL; made and filled outside this metadata.
+SEARCH_INDEX = "model_search"
+
+
+def in_metadata(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name``: schema comparisons leave out the search index, which `metadata` lacks."""
+    return not (type_ == "table" and name is not None and name.startswith(SEARCH_INDEX))
+
 
 plugins = Table(
     "plugins",

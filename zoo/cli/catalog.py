@@ -27,6 +27,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--min-metric", type=metric_argument, action="append", default=[], metavar="NAME=VALUE",
                    help="some weights reach at least VALUE on metric NAME, e.g. ImageNet-1K:acc@1=75, or acc@1=75 "
                         "where one dataset alone has acc@1 (repeatable)")
+    p.add_argument("--search", metavar="TEXT", help=(
+        "only models that have every word of TEXT (each as a prefix) in their name, tags, task, plugin, weights "
+        "names or docs (paper names, notes), e.g. 'vision transformer'; most relevant first unless --sort"))
     p.add_argument("--sort", metavar="KEY", help=(
         "rank by name, params, gflops or a metric [DATASET:]METRIC (e.g. ImageNet-1K:acc@1): metrics best first, "
         "the others ascending; --sort=-KEY descending, --sort=+KEY ascending; models without a value last"))
@@ -58,6 +61,7 @@ def _list(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         max_params=args.max_params,
         min_metric=dict(args.min_metric),
+        search=args.search,
         sort=args.sort,
         limit=args.limit,
     )

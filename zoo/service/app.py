@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from zoo.catalog.engine import where
 from zoo.catalog.fingerprint import ensure_current
+from zoo.catalog.search import MAX_SEARCH
 from zoo.errors import UsageError, ZooError, excerpt
 from zoo.outputs import write_atomically
 from zoo.measurements import MAX_MEASUREMENT_BYTES, list_measurements, record_measurement
@@ -541,7 +542,8 @@ def _catalog_routes(settings: Settings) -> APIRouter:
         current().catalog.health()
         return {"status": "ok"}
 
-    @router.get("/models", summary="models, with the filters of zoo.list_models, sorted by name or `sort`; paginated",
+    @router.get("/models", summary="models, with the filters of zoo.list_models, sorted by name, relevance to "
+                "`search` or `sort`; paginated",
                 dependencies=[Depends(reads)], response_class=JSONResponse)
     async def models(
         request: Request,
@@ -556,15 +558,18 @@ def _catalog_routes(settings: Settings) -> APIRouter:
         sort: Annotated[str | None, Query(max_length=400, description=(
             "name, params, gflops or [DATASET:]METRIC (metrics best first, the others ascending); "
             "-KEY descending, +KEY ascending"))] = None,
+        search: Annotated[str | None, Query(max_length=MAX_SEARCH, description=(
+            "words every model found has in its name, tags or docs (most relevant first unless sorted), "
+            "e.g. vision transformer"))] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> Response:
         metrics = dict(parse_metric(m) for m in min_metric or [])
         filters = (tuple(pattern or ()), tuple(exclude or ()), task, plugin, pretrained, max_params,
-                   tuple(sorted(metrics.items())), sort)
+                   tuple(sorted(metrics.items())), sort, search)
         found = await answers.value(("models", filters), partial(
             summarize_models, pattern, exclude, task=task, plugin=plugin, pretrained=pretrained,
-            max_params=max_params, min_metric=metrics, sort=sort))
+            max_params=max_params, min_metric=metrics, sort=sort, search=search))
         return await answers.answer(request, ("models", filters, limit, offset), lambda: {
             "total": len(found), "offset": offset, "limit": limit, "models": found[offset:offset + limit]})
 

@@ -171,10 +171,11 @@ class HttpCatalog:
     def models(self, include: Patterns = None, exclude: Patterns = None, *, sort: str | None = None,
                limit: int | None = None, task: str | None = None, plugin: str | None = None,
                pretrained: bool | None = None, max_params: int | None = None,
-               min_metric: Mapping[str, float] | None = None) -> list[ModelSummary]:
-        """The service's listing (sorted there), page by page until `limit` models or the last page."""
+               min_metric: Mapping[str, float] | None = None, search: str | None = None) -> list[ModelSummary]:
+        """The service's listing (sorted, or ranked by `search`, there), page by page until `limit` models or the
+        last page."""
         params: dict[str, Any] = {"pattern": _listed(include), "exclude": _listed(exclude), "task": task,
-                                  "plugin": plugin, "max_params": max_params, "sort": sort,
+                                  "plugin": plugin, "max_params": max_params, "sort": sort, "search": search,
                                   "pretrained": None if pretrained is None else str(bool(pretrained)).lower(),
                                   "min_metric": [f"{k}={v}" for k, v in (min_metric or {}).items()]}
         wanted = check_limit(limit)
@@ -377,6 +378,9 @@ class HttpCatalog:
         raise _no_tokens()
 
     def token_scopes(self, secret: str) -> frozenset[str] | None:
+        raise _no_tokens()
+
+    def live_token(self, *, secret: str | None = None, name: str | None = None) -> tuple[str, frozenset[str]] | None:
         raise _no_tokens()
 
     # -- this machine's exports: a client keeps no records (the file carries its provenance) --
