@@ -82,7 +82,15 @@ def revoke_token(engine: Engine, name: str) -> None:
 
 def token_scopes(engine: Engine, secret: str) -> frozenset[str] | None:
     """The scopes of the live token whose secret is `secret`; None for an unknown or revoked one."""
+    found = live_token(engine, secret=secret)
+    return found[1] if found is not None else None
+
+
+def live_token(engine: Engine, *, secret: str | None = None, name: str | None = None
+               ) -> tuple[str, frozenset[str]] | None:
+    """The name and scopes of the live token whose secret is `secret` (or, without one, named `name`: a web
+    session's token, `zoo.service.sessions`); None for an unknown or revoked one."""
+    match = tokens.c.hash == _hash(secret) if secret is not None else tokens.c.name == name
     with engine.connect() as conn:
-        scopes = conn.scalar(select(tokens.c.scopes).where(tokens.c.hash == _hash(secret),
-                                                           tokens.c.revoked_at.is_(None)))
-    return frozenset(scopes) if scopes is not None else None
+        row = conn.execute(select(tokens.c.name, tokens.c.scopes).where(match, tokens.c.revoked_at.is_(None))).first()
+    return (row.name, frozenset(row.scopes)) if row is not None else None

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import sys
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -74,6 +75,7 @@ from zoo.service.common import (
 )
 from zoo.service.web import install as install_web
 from zoo.service.guards import install as install_guards
+from zoo.service.sessions import Sessions
 from zoo.context import Context, current, using
 from zoo.settings import Settings as ZooSettings
 from zoo.store import ArtifactStore
@@ -107,7 +109,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, kin
 def create_app(catalog_url: str | None = None, store: ArtifactStore | None = None, read_token_required: bool = False,
                *, allowed_hosts: tuple[str, ...] = (), max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                settings: ZooSettings | None = None, body_limits: BodyLimits = BodyLimits(),
-               artifacts: ArtifactServing = ArtifactServing()) -> FastAPI:
+               artifacts: ArtifactServing = ArtifactServing(), session_key: bytes | None = None) -> FastAPI:
     """The registry service for the catalog at `catalog_url` and the artifact `store`.
 
     The app answers from a context of its own (`zoo.context.Context`): the catalog and
@@ -117,7 +119,8 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     name); uploads larger than `max_upload_bytes` are refused before they are read, and
     request bodies are read within `body_limits` (`zoo.service.common.Bodies`). `artifacts` says how a
     published file is answered: streamed by the service, or by a 307 to a presigned URL of the store, which
-    must be able to make one (`zoo.service.common.ArtifactServing`, `zoo.service.blobs`).
+    must be able to make one (`zoo.service.common.ArtifactServing`, `zoo.service.blobs`). `session_key` signs
+    the web's session cookies (`zoo.service.sessions`; default: a random one of this app's own).
     """
     if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
         raise UsageError(f"the upload limit must be a positive number of bytes, not {excerpt(max_upload_bytes)}")
@@ -127,7 +130,8 @@ def create_app(catalog_url: str | None = None, store: ArtifactStore | None = Non
     context = Context(zoo_settings, store=store)
     answers = Answers(lambda: context.catalog.state(), zoo_settings.check_interval)
     settings = Settings(context.store, bool(read_token_required), frozenset(h.lower() for h in allowed_hosts),
-                        max_upload_bytes, answers, Bodies(body_limits), artifact_mode(artifacts, context.store))
+                        max_upload_bytes, answers, Bodies(body_limits), artifact_mode(artifacts, context.store),
+                        Sessions(session_key) if session_key is not None else Sessions())
     app = FastAPI(title="zoo registry", version="1", openapi_url=f"{API}/openapi.json", docs_url=None,
                   redoc_url=None, description=_DESCRIPTION)
     app.state.settings, app.state.context = settings, context
@@ -163,12 +167,14 @@ class ServeConfig:
     body_limits: BodyLimits = BodyLimits()
     artifacts: ArtifactServing = ArtifactServing()
     access_log: bool = True
+    #: Signs the web's session cookies (`zoo.service.sessions`): one per `serve`, the same in every worker.
+    session_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def app(self) -> FastAPI:
         """The service's app for these settings (`create_app`)."""
         return create_app(read_token_required=self.read_token_required, allowed_hosts=self.allowed_hosts,
                           max_upload_bytes=self.max_upload_bytes, body_limits=self.body_limits,
-                          settings=self.settings, artifacts=self.artifacts)
+                          settings=self.settings, artifacts=self.artifacts, session_key=self.session_key)
 
     def uvicorn_config(self, app: FastAPI) -> Any:
         """uvicorn's configuration for serving `app`: HTTP parsed by httptools where it is installed (bounded by

@@ -46,6 +46,7 @@ from zoo.fetch import FULL_HASH
 from zoo.catalog.tokens import READ_SCOPES
 from zoo.context import current
 from zoo.outputs import write_atomically
+from zoo.service.sessions import COOKIE, Sessions, cross_origin, signed_in
 from zoo.store import ArtifactStore
 
 if TYPE_CHECKING:
@@ -229,6 +230,7 @@ class Settings:
     answers: Answers
     bodies: Bodies = field(default_factory=Bodies)
     artifacts: ArtifactServing = ArtifactServing()
+    sessions: Sessions = field(default_factory=Sessions)  # the web's sign-in (`zoo.service.sessions`)
 
 
 class ApiError(Exception):
@@ -265,15 +267,29 @@ def require(credentials: HTTPAuthorizationCredentials | None, scopes: frozenset[
                             f"this one has {', '.join(sorted(granted))}")
 
 
-def reader(settings: Settings) -> Callable[[Credentials], Awaitable[None]]:
+def reader(settings: Settings) -> Callable[[Request, Credentials], Awaitable[None]]:
     """The dependency of every read, API or page: a token (scope read or publish) only if the server asks for one
-    (checked in a thread: it is a query), else nothing to do on the event loop."""
+    (checked in a thread: it is a query), else nothing to do on the event loop. Without a bearer token, a
+    GET or HEAD may present a web session instead (`zoo.service.sessions`)."""
 
-    async def check(credentials: Credentials) -> None:
+    async def check(request: Request, credentials: Credentials) -> None:
         if settings.read_token_required:
-            await settings.answers.run(partial(require, credentials, READ_SCOPES, "reading"))
+            by_session = await settings.answers.run(partial(_read_allowed, settings.sessions, request, credentials))
+            signed_in.set(by_session)
 
     return check
+
+
+def _read_allowed(sessions: Sessions, request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """Refuse a read as `require` does, unless it comes without a bearer token and with a session cookie that
+    names a live token with a read scope, and is a GET or HEAD or else was sent from this server's own pages
+    (a "try it" post); whether the session allowed it."""
+    from_here = request.method in ("GET", "HEAD") or cross_origin(request) is False
+    if credentials is None and from_here and COOKIE in request.cookies:
+        if (sessions.scopes(request.cookies) or frozenset()) & READ_SCOPES:
+            return True
+    require(credentials, READ_SCOPES, "reading")
+    return False
 
 
 def declared_length(request: Request, limit: int) -> int:
