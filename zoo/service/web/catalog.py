@@ -1,4 +1,5 @@
-"""The pages over the catalog: the table, the compare view, a model's card and its layers."""
+"""The pages over the catalog: the table, the compare view, a model's card, its layers and the categories
+of its weights."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from zoo.catalog.tokens import READ_SCOPES
 from zoo.context import current
-from zoo.errors import PluginError, first_line
+from zoo.errors import PluginError, UnknownWeightsError, first_line
 from zoo.service.common import Credentials, require
 from zoo.service.web import pages
 from zoo.service.web.query import Filters, ModelRow, Page, catalog_rows, compare_points, menus, metric_names, page_of
@@ -68,6 +69,17 @@ def router(site: Web) -> APIRouter:
             exports = [x.to_json() for x in current().catalog.exports(model=record["qualified_name"])]
             measured = [m.to_json() for m in current().catalog.measurements(record["qualified_name"])]
             return pages.card_page(record, exports, measured)
+
+        return html(render)
+
+    @web.get("/categories/{name:path}", response_class=HTMLResponse)
+    def categories(name: str, weights: Annotated[str, Query(max_length=400)]) -> HTMLResponse:
+        def render() -> str:
+            record = current().catalog.describe(name)
+            entry = next((w for w in record.weights if w.name == weights), None)
+            if entry is None:
+                raise UnknownWeightsError(weights, [w.name for w in record.weights])
+            return pages.categories_page(record.name, entry.name, entry.meta.get("categories") or [])
 
         return html(render)
 

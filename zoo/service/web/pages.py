@@ -5,13 +5,18 @@ Content-Security-Policy allows only this server)."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
+import re
+import shlex
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import quote
 
 from zoo.records import VERIFIED_BY_REGISTRY, Measurement, PublishedWeights, is_spec, parse_spec
+from zoo.service.sessions import signed_in
 from zoo.service.web.query import COLUMNS, PER_PAGE, X_AXES, Filters, ModelRow, Page, Point
 
 _TITLES = {"name": "Name", "task": "Task", "plugin": "Plugin", "params": "Parameters", "metric": "Best metric",
@@ -60,7 +65,13 @@ def layout(title: str, body: str, *, active: str = "", scripts: Sequence[str] = 
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<link rel="stylesheet" href="/static/style.css">{tags}</head>'
             f'<body><header><a class="brand" href="/">zoo</a><nav aria-label="site">{nav}</nav>'
-            f'<a class="api" href="/api/v1/docs">API</a></header><main>{body}</main></body></html>')
+            f'<a class="api" href="/api/v1/docs">API</a>{_sign_out()}</header><main>{body}</main></body></html>')
+
+
+def _sign_out() -> str:
+    """The header's "Sign out" button, on a page read with a web session (`zoo.service.sessions`)."""
+    return ('<form id="logout" method="post" action="/logout"><button type="submit">Sign out</button></form>'
+            if signed_in.get() else "")
 
 
 def error_page(status: int, message: str) -> str:
@@ -85,7 +96,7 @@ def _filter_form(filters: Filters, tasks: Sequence[str], plugins: Sequence[str],
                                 ("per", str(filters.per) if filters.per != PER_PAGE else "")) if v)
     max_params = "" if filters.max_params is None else str(filters.max_params)
     return (f'<form id="filters" method="get" action="{action}">'
-            f'<label>Name <input name="q" id="q" value="{e(filters.q)}" placeholder="resnet* or text"></label>'
+            f'<label>Search <input name="q" id="q" value="{e(filters.q)}" placeholder="name, tag or words (resnet*, metaformer)"></label>'
             f'<label>Task {options("task", tasks, filters.task)}</label>'
             f'<label>Plugin {options("plugin", plugins, filters.plugin)}</label>'
             f'<label>Max params <input name="max_params" id="max_params" value="{e(max_params)}" '
@@ -239,6 +250,9 @@ def preprocessing_words(spec: dict[str, Any] | None) -> str:
 
 
 def _link_or_text(value: Any) -> str:
+    """`value` as text, linked when it is an http(s) URL; empty for None."""
+    if value is None:
+        return ""
     text = str(value)
     return f'<a href="{e(text)}" rel="noreferrer">{e(text)}</a>' if text.startswith(("https://", "http://")) else e(text)
 
@@ -256,45 +270,198 @@ def _measured(measurements: Sequence[dict[str, Any]], weights: str, label: str =
     return f'<ul class="measured" aria-label="measured by zoo eval --record">{items}</ul>' if items else ""
 
 
-def _weights_section(record: dict[str, Any], measurements: Sequence[dict[str, Any]]) -> str:
+#: The most category names a card shows in its own page; a longer list is a page of its own
+#: (``/categories/NAME?weights=WEIGHTS``), loaded into the card when opened.
+CATEGORIES_INLINE = 1000
+
+
+def file_bytes(w: dict[str, Any]) -> int | None:
+    """The size of weights entry `w`'s file: as the catalog knows it (declared with the file's hash, or learned by
+    verifying the file), else as its plugin's metadata declares it (``_file_size``, in MiB as torchvision gives
+    it, which ``zoo show`` shows too); None when neither says."""
+    if w["file_size"]:
+        return w["file_size"]
+    declared = w["meta"].get("_file_size")
+    return round(declared * (1 << 20)) if isinstance(declared, (int, float)) and declared > 0 else None
+
+
+def file_words(url: str) -> str:
+    """Where a weights file comes from, for a visitor: an http(s) URL linked; anything else (a ``file://`` URL
+    of a plugin's file, a path, another store's URL) by its file name only, never the server's folders."""
+    if url.startswith(("https://", "http://")):
+        return f'<a href="{e(url)}" rel="noreferrer">{e(url)}</a>'
+    name = re.split(r"[/\\]", url.rstrip("/\\"))[-1]
+    bundled = url.startswith("file:") or "://" not in url
+    return f'<code>{e(name)}</code>{" (bundled with the plugin)" if bundled else ""}'
+
+
+#: reST's inline markup, matched in HTML-escaped text: ``literal``, :role:`target` (also ``~`` and
+#: ``title <target>`` forms), `text <url>`_ and `interpreted text`.
+_INLINE = re.compile(r"``(?P<literal>.+?)``"
+                     r"|:[\w.+-]+:`(?P<tilde>~?)(?P<role>[^`]+)`"
+                     r"|`(?P<text>[^`]+?)\s*&lt;(?P<url>[^`\s]+)&gt;`__?"
+                     r"|`(?P<cited>[^`]+)`_{0,2}")
+_BULLET = re.compile(r"^\s*[-*+]\s+")
+
+
+def _inline(escaped: str) -> str:
+    """The inline markup of `escaped` (reST, already HTML-escaped) as HTML: literals and roles as code, links to
+    http(s) as links (any other link as its text)."""
+    def one(match: re.Match[str]) -> str:
+        if match["literal"] is not None:
+            return f"<code>{match['literal']}</code>"
+        if match["role"] is not None:
+            titled = re.fullmatch(r"(.+?)\s*&lt;.*&gt;", match["role"])
+            shown = titled[1] if titled else match["role"].rsplit(".", 1)[-1] if match["tilde"] else match["role"]
+            return f"<code>{shown}</code>"
+        if match["url"] is not None:
+            url = match["url"]
+            return (f'<a href="{url}" rel="noreferrer">{match["text"]}</a>'
+                    if url.startswith(("https://", "http://")) else match["text"])
+        return f"<em>{match['cited']}</em>"
+
+    return _INLINE.sub(one, escaped)
+
+
+def docs_html(text: str) -> str:
+    """A plugin's docs text (reST, as torchvision's docstrings write it) as HTML: paragraphs, bullet lists,
+    ``literals`` and :roles:`targets` as code, `links <https://...>`_ as links (http and https only). The text
+    is HTML-escaped before any of it is read, so that no markup of its own reaches the page."""
+    parts = []
+    for block in re.split(r"\n\s*\n", inspect.cleandoc(text)):
+        lines = [line for line in block.splitlines() if line.strip()]
+        if not lines:
+            continue
+        if _BULLET.match(lines[0]):
+            items: list[str] = []
+            for line in lines:
+                if _BULLET.match(line):
+                    items.append(_BULLET.sub("", line))
+                else:
+                    items[-1] += " " + line.strip()
+            parts.append("<ul>" + "".join(f"<li>{_inline(escape(item))}</li>" for item in items) + "</ul>")
+        else:
+            parts.append(f"<p>{_inline(escape(' '.join(line.strip() for line in lines)))}</p>")
+    return f'<div class="docs">{"".join(parts)}</div>'
+
+
+def usage_snippet(lines: Sequence[str], label: str) -> str:
+    """Lines of code to copy, as a block that the card's script gives a copy button."""
+    return f'<pre class="usage" data-label="{e(label)}"><code>{e(chr(10).join(lines))}</code></pre>'
+
+
+def _usage_lines(model: str, weights: str, exports: Sequence[dict[str, Any]]) -> list[str]:
+    """How to use `weights` of `model`: zoo.get_model and zoo export, and the runtime's Predictor where an export
+    of them is published."""
+    py = json.dumps
+    lines = ["import zoo", f"model = zoo.get_model({py(model)}, weights={py(weights)})", "",
+             "# an ONNX file, from the command line",
+             f"zoo export {shlex.quote(model)} --weights {shlex.quote(weights)}"]
+    if any(x["weights"] == weights for x in exports):
+        lines += ["", "# the published export, without torch", "from zoo.runtime import Predictor",
+                  f"predictor = Predictor.from_registry({py(model)}, {py(weights)})"]
+    return lines
+
+
+def _category_list(w: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(map(str, w["meta"].get("categories") or ()))
+
+
+def _categories(record: dict[str, Any], w: dict[str, Any], first: dict[tuple[str, ...], str]) -> str:
+    """The categories of weights `w`: collapsed, the names in the card up to `CATEGORIES_INLINE` and a page of
+    their own (loaded when opened) beyond; "the same as" the first weights of `first` that has the same list."""
+    categories = _category_list(w)
+    if not categories:
+        return ""
+    if categories in first:
+        owner = first[categories]
+        return (f'the same {len(categories):,} as <a href="#weights-{e(quote(owner, safe="/:@."))}">'
+                f'{e(owner)}</a>')
+    first[categories] = w["name"]
+    summary = f"<summary>{len(categories):,} categories</summary>"
+    if len(categories) <= CATEGORIES_INLINE:
+        return f'<details class="categories">{summary}<p>{e(", ".join(categories))}</p></details>'
+    href = f"/categories/{quote(record['name'])}?weights={quote(w['name'], safe='')}"
+    return (f'<details class="categories" data-src="{e(href)}">{summary}<div class="loaded-body">'
+            f'<a href="{e(href)}">open the list</a></div></details>')
+
+
+def _weights_facts(w: dict[str, Any]) -> dict[str, str]:
+    """What the card says of weights `w` besides its categories, as HTML by label: only what it has."""
+    meta, size = w["meta"], file_bytes(w)
+    facts = {"task": e(w["task"]),
+             "file": f'{size_text(size) if size else "size not known until fetched"} · {file_words(w["url"])}',
+             "SHA-256": f'<code class="sha256">{e(w["sha256"] or "not known until the file is fetched and verified")}'
+                        '</code>',
+             "claimed metrics": f"<ul>{_metrics_list(meta.get('_metrics', {}))}</ul>",
+             "preprocessing": e(preprocessing_words(w["transforms"])),
+             "recipe": _link_or_text(meta.get("recipe")), "docs": docs_html(str(meta.get("_docs") or "")),
+             "GFLOPS": e(meta.get("_ops")), "license": _link_or_text(meta.get("license"))}
+    return {label: html for label, html in facts.items()
+            if html not in ("", "<ul></ul>", '<div class="docs"></div>')}
+
+
+def _facts_list(facts: dict[str, str]) -> str:
+    return "".join(f"<dt>{e(label)}</dt><dd>{html}</dd>" for label, html in facts.items())
+
+
+def _weights_section(record: dict[str, Any], measurements: Sequence[dict[str, Any]],
+                     exports: Sequence[dict[str, Any]]) -> str:
+    """Each weights entry: what it alone has (what all have in common said once before them), what
+    ``zoo eval --record`` measured of it, and how to use it."""
+    weights = record["weights"]
+    if not weights:
+        return "<p>No pretrained weights.</p>"
+    facts = [_weights_facts(w) for w in weights]
+    first: dict[tuple[str, ...], str] = {}
+    if len({_category_list(w) for w in weights}) == 1:
+        facts[0]["categories"] = _categories(record, weights[0], first)
+        facts[1:] = [{**f, "categories": facts[0]["categories"]} for f in facts[1:]]
+    else:
+        facts = [{**f, "categories": _categories(record, w, first)} for f, w in zip(facts, weights)]
+    facts = [{label: html for label, html in f.items() if html} for f in facts]
+    shared = {label: html for label, html in facts[0].items()
+              if len(facts) > 1 and all(f.get(label) == html for f in facts[1:])}
+    common = f'<dl class="common">{_facts_list(shared)}</dl>' if shared else ""
     items = []
-    for w in record["weights"]:
+    for w, own in zip(weights, facts):
         measured = _measured(measurements, w["name"])
-        meta = w["meta"]
-        categories = meta.get("categories") or []
-        extras = "".join(f"<dt>{label}</dt><dd>{_link_or_text(meta[key]) if key != '_docs' else e(meta[key])}</dd>"
-                         for key, label in (("recipe", "recipe"), ("_docs", "docs"), ("_ops", "GFLOPS"),
-                                            ("license", "license")) if meta.get(key) not in (None, ""))
-        cats = (f'<details class="categories"><summary>{len(categories)} categories</summary>'
-                f'<p>{e(", ".join(map(str, categories)))}</p></details>' if categories else "")
         items.append(
             f'<section class="weights" id="weights-{e(w["name"])}" data-weights="{e(w["name"])}"><h3>{e(w["name"])}'
-            f'{" <small>default</small>" if w["is_default"] else ""}</h3><dl>'
-            f'<dt>task</dt><dd>{e(w["task"])}</dd><dt>file</dt><dd>{size_text(w["file_size"])} · '
-            f'{_link_or_text(w["url"])}</dd><dt>SHA-256</dt><dd><code class="sha256">{e(w["sha256"] or "not known until the file is fetched and verified")}'
-            f'</code></dd><dt>claimed metrics</dt><dd><ul>{_metrics_list(meta.get("_metrics", {})) or "<li>none</li>"}</ul></dd>'
-            f'{f"<dt>measured metrics</dt><dd>{measured}</dd>" if measured else ""}'
-            f'<dt>preprocessing</dt><dd>{e(preprocessing_words(w["transforms"]))}</dd>{extras}</dl>{cats}</section>')
-    return "".join(items) or "<p>No pretrained weights.</p>"
+            f'{" <small>default</small>" if w["is_default"] else ""}</h3>'
+            f'<dl>{_facts_list({k: v for k, v in own.items() if k not in shared})}'
+            f'{f"<dt>measured metrics</dt><dd>{measured}</dd>" if measured else ""}</dl>'
+            f'{usage_snippet(_usage_lines(record["name"], w["name"], exports), "using " + w["name"])}</section>')
+    intro = f"<p>Common to all {len(weights)}:</p>" if shared else ""
+    return intro + common + "".join(items)
 
 
-def _published_section(record: dict[str, Any], measurements: Sequence[dict[str, Any]]) -> str:
-    """The published versions: a table (claimed metrics, then those measured), then the lineage of each that has
-    one (`_lineage_section`)."""
+def _published_section(record: dict[str, Any], measurements: Sequence[dict[str, Any]],
+                       exports: Sequence[dict[str, Any]]) -> str:
+    """The published versions: a table (the file to download, what each was fine-tuned from, claimed metrics,
+    then those measured), how to use each, then the lineage of each that has one (`_lineage_section`)."""
     published = record["published"]
     if not published:
         return "<p>Nothing published for this model.</p>"
     rows = "".join(
         f'<tr id="published-{e(p["spec"])}"><td>{e(p["spec"])}</td>'
         f'<td>{e(", ".join("@" + a for a in p["aliases"]))}</td>'
-        f'<td><code class="sha256">{e(p["sha256"])}</code></td><td class="num">{size_text(p["size"])}</td>'
+        f'<td><code class="sha256">{e(p["sha256"])}</code></td>'
+        f'<td class="num">{size_text(p["size"])} · <a class="download" href="/api/v1/weights/{e(p["sha256"])}" '
+        f'download>download</a></td>'
+        f'<td class="from">{_parent_link(record, p["from_weights"]) if p["from_weights"] else ""}</td>'
         f'<td>{e(", ".join(f"{k} {v:g}" for k, v in p["metrics"].items()))}'
         f'{_measured(measurements, p["spec"], "measured: ")}</td>'
         f'<td>{e(p["description"])}</td><td>{e(p["created_at"][:10])}</td></tr>' for p in published)
+    usage = "".join(f'<figure class="usage-published" data-spec="{e(p["spec"])}"><figcaption>Using '
+                    f'{e(p["spec"])}</figcaption>'
+                    f'{usage_snippet(_usage_lines(record["name"], p["spec"], exports), "using " + p["spec"])}</figure>'
+                    for p in published)
     lineages = "".join(_lineage_section(record, PublishedWeights.from_json(p)) for p in published)
-    table = ('<table id="published"><thead><tr><th>version</th><th>aliases</th><th>SHA-256</th><th>size</th>'
-             f'<th>metrics</th><th>description</th><th>published</th></tr></thead><tbody>{rows}</tbody></table>')
-    return scrolling("published versions", table) + lineages
+    table = ('<table id="published"><thead><tr><th>version</th><th>aliases</th><th>SHA-256</th><th>file</th>'
+             '<th>fine-tuned from</th><th>metrics</th><th>description</th><th>published</th></tr></thead>'
+             f'<tbody>{rows}</tbody></table>')
+    return scrolling("published versions", table) + usage + lineages
 
 
 def _lineage_section(record: dict[str, Any], p: PublishedWeights) -> str:
@@ -414,27 +581,38 @@ def card_page(record: dict[str, Any], exports: Sequence[dict[str, Any]],
     facts = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in (
         ("qualified name", e(record["qualified_name"])), ("task", e(record["task"])),
         ("plugin", e(f'{plugin["namespace"]} ({plugin["distribution"] or plugin["name"]} {plugin["version"] or ""})')),
-        ("parameters", f'{human(record["num_params"])} <small>{e(record["num_params"])}</small>'),
+        ("parameters", f'{human(record["num_params"])} <small>{e(record["num_params"])}</small>'
+                       if record["num_params"] is not None else ""),
         ("builder", f'<code>{e(record["builder"])}</code>'), ("tags", e(", ".join(record["tags"] or []))),
         ("input size", e("x".join(map(str, record["input_size"] or [])) or "any")),
-        ("providers", e(", ".join(record["providers"])))))
+        ("providers", e(", ".join(record["providers"])))) if v)
     name = quote(record["name"])
     body = (f'<h1 id="model-name">{e(record["name"])}</h1><dl class="facts">{facts}</dl>'
-            f'<h2>Weights</h2>{_weights_section(record, measurements)}'
-            f'<h2>Published versions</h2>{_published_section(record, measurements)}'
+            f'<h2>Weights</h2>{_weights_section(record, measurements, exports)}'
+            f'<h2>Published versions</h2>{_published_section(record, measurements, exports)}'
             f'<h2>Exports</h2>{_exports_section(exports)}'
             f'<h2>Layers</h2><details id="layers" data-src="/layers/{name}"><summary>per-layer summary '
-            f'(builds the model on the server)</summary><div class="layers-body"><a href="/layers/{name}">open</a>'
+            f'(builds the model on the server)</summary><div class="loaded-body"><a href="/layers/{name}">open</a>'
             f'</div></details>')
     return layout(record["name"], body, scripts=["card.js"])
 
 
 def layers_page(name: str, summary: dict[str, Any] | None, reason: str | None) -> str:
     """The per-layer summary of model `name` as a page of its own, linked back to its card; the card's script
-    shows its ``.layers-fragment`` in the card."""
+    shows its ``.fragment`` in the card."""
     body = (f'<h1>{e(name)}: layers</h1><p><a href="/models/{quote(name)}">Back to the card of {e(name)}</a></p>'
-            f'<div class="layers-fragment">{layers_fragment(summary, reason)}</div>')
+            f'<div class="fragment">{layers_fragment(summary, reason)}</div>')
     return layout(f"{name}: layers", body)
+
+
+def categories_page(name: str, weights: str, categories: Sequence[str]) -> str:
+    """The categories of weights `weights` of model `name`, numbered as the head's outputs are, as a page of its
+    own linked back to the card; the card's script shows its ``.fragment`` in the card when opened."""
+    items = "".join(f"<li>{e(c)}</li>" for c in categories)
+    body = (f'<h1>{e(weights)}: categories</h1><p><a href="/models/{quote(name)}#weights-{e(quote(weights))}">'
+            f'Back to the card of {e(name)}</a></p><div class="fragment"><ol class="categories" start="0">'
+            f'{items}</ol></div>')
+    return layout(f"{weights}: categories", body)
 
 
 def layers_fragment(summary: dict[str, Any] | None, reason: str | None) -> str:
