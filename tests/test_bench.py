@@ -51,7 +51,7 @@ def test_result_says_what_it_ran_on(result: BenchResult) -> None:
     assert result.settings["iterations"] == 10 and result.settings["batches"] == [1, 4]
     assert result.calibration["source"] == "scikit-image sample photographs"
     assert result.calibration["count"] == len(result.calibration["images"]) > 0
-    assert any("fp16 skipped" in note for note in result.notes)
+    assert result.settings["precisions"] == ["fp32"] and {r.precision for r in result.rows} == {"fp32"}
 
 
 def test_json_and_table(result: BenchResult) -> None:
@@ -63,7 +63,7 @@ def test_json_and_table(result: BenchResult) -> None:
     assert "scikit-image sample photographs" in table and result.machine["cpu"] in table
     lines = table.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("engine"))
-    assert lines[header].split() == ["engine", "provider", "batch", "p50", "ms", "p90", "ms", "p99", "ms",
+    assert lines[header].split() == ["engine", "precision", "provider", "batch", "p50", "ms", "p90", "ms", "p99", "ms",
                                      "images/s", "vs", "eager"]
     assert [line.split()[0] for line in lines[header + 1:]] == [r.engine for r in result.rows]
 
@@ -112,8 +112,8 @@ def test_bad_arguments_fail_before_any_work(synced_catalog: str, tmp_path: Path)
         bench("digits_cnn", batches="1,a")
     with pytest.raises(UsageError, match="iterations must be an integer of at least 1"):
         bench("digits_cnn", iterations=0)
-    with pytest.raises(UsageError, match="fp16 runs on CUDAExecutionProvider only"):
-        bench("digits_cnn", providers="CPUExecutionProvider", fp16=True)
+    with pytest.raises(UsageError, match="precision bf16 is not benchmarked"):
+        bench("digits_cnn", precisions="fp32,bf16")
     with pytest.raises(UsageError, match="no ONNX file at"):
         bench(tmp_path / "missing.onnx")
     with pytest.raises(UnknownModelError, match="digits_cnn"):

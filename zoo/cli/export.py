@@ -47,6 +47,12 @@ def _add_export(commands: Commands) -> None:
                    help="fixed input shape: no dynamic batch (nor image size, which detection models have)")
     p.add_argument("--dynamic-image-size", action="store_true",
                    help="symbolic height and width, verified at a second size (the default for detection)")
+    p.add_argument("--precision", default="fp32", metavar="P",
+                   help="what the file computes in: fp32 (default) or fp16 (converted after the float32 export is "
+                        "verified, then verified against float32 PyTorch at the task's float16 tolerance); bf16 is "
+                        "refused")
+    p.add_argument("--io-precision", default="fp32", metavar="P",
+                   help="with --precision fp16: inputs and outputs in fp32 (default: what users feed) or fp16")
     p.add_argument("--builder-arg", action="append", type=_builder_arg, default=[], metavar="KEY=VALUE",
                    help="pass to the model builder, e.g. min_size=320 (VALUE read as JSON, else text); repeatable")
     add_json(p)
@@ -92,7 +98,8 @@ def _export(args: argparse.Namespace) -> int:
     result = export_onnx(args.name, args.output, weights=args.weights, input_shape=args.input_shape,
                          dynamic_batch=False if args.static else None,
                          dynamic_image_size=False if args.static else args.dynamic_image_size or None,
-                         opset=args.opset, builder_kwargs=dict(args.builder_arg), overwrite=args.force)
+                         opset=args.opset, builder_kwargs=dict(args.builder_arg), overwrite=args.force,
+                         precision=args.precision, io_precision=args.io_precision)
     emit(args, result.to_json(), lambda: _export_text(result))
     return 0
 
@@ -145,6 +152,10 @@ def _export_text(r: Any) -> str:
         f"  shapes:    {r.intermediate_tensors - len(r.tensors_without_shape)}/{r.intermediate_tensors} "
         "intermediate tensors shaped",
     ]
+    precision = r.metadata.get("precision")
+    if isinstance(precision, dict):
+        lines.append(f"  precision: {precision['compute']} (inputs and outputs {precision['io']}), against "
+                     f"{precision['reference']}; verified {precision['verified']}")
     detection = any(c.detections is not None for c in r.verification)
     rows = [[c.name, dims_text(c.input_shape), f"{c.max_abs_error:.2e}", f"{c.max_rel_error:.2e}",
              f"rtol={c.rtol:g} atol={c.atol:g}", *([f"{c.detections} ({c.unmatched} at the cut)"] if detection else []),

@@ -46,15 +46,26 @@ def _add_predict(commands: Commands) -> None:
 
 
 def _add_bench(commands: Commands) -> None:
-    p = commands.add_parser("bench", help="latency and throughput: eager PyTorch, ONNX Runtime, int8, fp16",
+    p = commands.add_parser("bench", help="latency and throughput: eager PyTorch, torch.compile, ONNX Runtime, int8",
                             description=("Time TARGET (a catalog model, exported to a temporary file with random "
                                          "weights unless --weights; or an exported .onnx file) in one run on every "
-                                         "engine: eager PyTorch, ONNX Runtime float, int8 (static quantisation, "
-                                         "CPU) and fp16 (CUDA), at each batch size. Prints p50/p90/p99 latency "
-                                         "and throughput, and the speed-up over eager PyTorch."))
+                                         "engine: eager PyTorch, torch.compile (--compile; default on CUDA), ONNX "
+                                         "Runtime (on CUDA also through IO binding and in a CUDA graph), int8 "
+                                         "(static quantisation, CPU), at each batch size and --precision. Prints "
+                                         "p50/p90/p99 latency, throughput, the speed-up over eager PyTorch at the "
+                                         "same precision and, on CUDA, GPU memory."))
     p.add_argument("target", metavar="NAME|FILE", help="a model name (e.g. resnet50) or an exported .onnx file")
     p.add_argument("--batch", default="1", metavar="N[,N...]", help="batch sizes, e.g. 1,8,32 (default 1)")
     p.add_argument("--provider", metavar="P", help="cpu, cuda or tensorrt (default: cuda if usable, then cpu)")
+    p.add_argument("--device", choices=["cpu", "cuda"],
+                   help="cpu or cuda: ONNX Runtime's provider and PyTorch's device together (cuda is refused in one "
+                        "line where it is not usable); instead of --provider")
+    p.add_argument("--precision", default="fp32", metavar="P[,P]",
+                   help="fp32, fp16 or fp32,fp16 (default fp32): eager under autocast, ONNX Runtime on the model "
+                        "converted to float16 at load")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="also time torch.compile (default on CUDA, mode max-autotune)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="do not time torch.compile")
     p.add_argument("--weights", metavar="WEIGHTS", help="load these weights into a catalog model, e.g. DEFAULT")
     p.add_argument("--iterations", type=int, default=50, metavar="N", help="timed calls per engine and batch")
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed calls first (default 5)")
@@ -102,6 +113,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = bench(args.target, batches=args.batch, providers=_providers(args.provider), weights=args.weights,
                    iterations=args.iterations, warmup=args.warmup, threads=args.threads, int8=args.int8,
-                   calibration=args.calibration)
+                   calibration=args.calibration, precisions=args.precision, device=args.device,
+                   compile=args.compile)
     emit(args, result.to_json(), lambda: str(result))
     return 0

@@ -13,6 +13,13 @@ TorchScript exporter when that fails, then, before the file appears at its path:
   categories, task, input/output names and layouts, library versions, exporter,
   opset, verification) into the model's ``metadata_props``.
 
+With ``precision="fp16"`` the verified float32 file is then converted to float16
+(`zoo.runtime.float16_model`, inputs and outputs float32 unless ``io_precision="fp16"``)
+and verified again against the same float32 PyTorch at the task's `float16_tolerance`;
+``precision`` in the metadata says what it computes in, what it was compared with and
+on what (ONNX Runtime's CPU provider runs float16 nodes it has no float16 kernel for in
+float32, so there the float16 weights are verified, not float16 arithmetic).
+
 `verify_file` runs that verification again on an existing export, from what its metadata
 says (not from the file's own verification record): the registry's check of a published
 export (`zoo.publish_export`).
@@ -31,6 +38,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +87,8 @@ def export_onnx(
     builder_kwargs: Mapping[str, Any] | None = None,
     record: bool = True,
     overwrite: bool = False,
+    precision: str = "fp32",
+    io_precision: str = "fp32",
 ) -> ExportResult:
     """Export a catalog model (by name, with `weights`) or an ``nn.Module`` to ONNX at `path`, verified.
 
@@ -92,7 +102,10 @@ def export_onnx(
     symbolic, and `dynamic_image_size` (default: the task's, yes for detection) height
     and width. `opset` defaults to `default_opset`. `rtol`/`atol` default to the task's
     tolerance. `builder_kwargs` go to the model's builder (e.g. ``min_size`` of a
-    detection model). Without weights the random initialisation is seeded, so the
+    detection model). `precision` is what the file computes in: ``"fp32"``, or ``"fp16"``
+    (verified at the task's `float16_tolerance` unless `rtol`/`atol`; ``"bf16"`` is refused
+    in one line), with inputs and outputs in `io_precision` (``"fp32"``, what users feed,
+    or ``"fp16"``). Without weights the random initialisation is seeded, so the
     same request exports the same model. `record=False` keeps a throwaway export (a
     benchmark's temporary file) out of the catalog's exports table.
 
@@ -106,9 +119,10 @@ def export_onnx(
     from PyTorch's beyond the tolerances.
     """
     path = Path(path)
-    shape = check_arguments(input_shape=input_shape, opset=opset, rtol=rtol, atol=atol, builder_kwargs=builder_kwargs)
+    shape = check_arguments(input_shape=input_shape, opset=opset, rtol=rtol, atol=atol, builder_kwargs=builder_kwargs,
+                            precision=precision, io_precision=io_precision)
     options = dict(input_shape=shape, dynamic_batch=dynamic_batch, dynamic_image_size=dynamic_image_size, opset=opset,
-                   rtol=rtol, atol=atol, builder_kwargs=builder_kwargs)
+                   rtol=rtol, atol=atol, builder_kwargs=builder_kwargs, precision=precision, io_precision=io_precision)
     with staged_output(path, overwrite=overwrite, what="export path") as work:
         request = None
         if isinstance(model_or_name, str) and record:
@@ -152,8 +166,13 @@ def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
         _save(proto, staged, large, meta)
         onnx.checker.check_model(str(staged), full_check=True)
 
-    checks = _verify(plan, staged, runs, output_names, flatten)
-    _check_passed(plan, checks, "no file written")
+    # a float16 file is converted from a float32 one verified first at float32's tolerance
+    full = plan if plan.precision == "fp32" else replace(plan, precision="fp32", io_precision="fp32",
+                                                         rtol=plan.adapter.tolerance[0], atol=plan.adapter.tolerance[1])
+    checks = _verify(full, staged, runs, output_names, flatten)
+    _check_passed(full, checks, "no file written")
+    if plan.precision == "fp16":
+        proto, checks = _float16(plan, staged, runs, output_names, flatten, large, meta, checks)
 
     meta.update(metadata.encode({"verification": [c.to_json() for c in checks]}))
     _save(proto, staged, large, meta)
@@ -180,6 +199,46 @@ def _export_staged(plan: ExportPlan, work: Path, path: Path) -> ExportResult:
         verification=checks,
         metadata=read_metadata(staged),
     )
+
+
+def _float16(plan: ExportPlan, staged: Path, runs: list[tuple[torch.Tensor, ...]], output_names: list[str],
+             flatten: Any, large: bool, meta: dict[str, str],
+             float32_checks: list[OutputCheck]) -> tuple[Any, list[OutputCheck]]:
+    """The verified float32 file at `staged` converted to float16 in place, verified at `plan`'s tolerance; its proto
+    and checks (none where this machine's ONNX Runtime has no kernel to run it with), `meta` given ``precision``."""
+    import onnx
+
+    from zoo.runtime.predictor import float16_model
+
+    with status(f"converting {plan.name} to float16"):
+        proto = float16_model(staged, keep_io_types=plan.io_precision == "fp32")
+        _save(proto, staged, large, meta)
+        try:
+            onnx.checker.check_model(str(staged), full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise ExportVerificationError(f"the float16 conversion of {plan.name} is not a valid ONNX graph "
+                                          f"({first_line(exc)}); export it with precision fp32", []) from None
+    record: dict[str, Any] = {
+        "compute": "fp16", "io": plan.io_precision, "reference": "eager PyTorch in float32",
+        "rtol": plan.rtol, "atol": plan.atol,
+        "float32_max_abs_error": max((c.max_abs_error for c in float32_checks), default=0.0),
+    }
+    try:
+        checks = _verify(plan, staged, runs, output_names, flatten)
+    except Exception as exc:  # noqa: BLE001 - a graph ONNX Runtime cannot load (UsageError) or run (its own types)
+        if "Could not find an implementation" not in str(exc):
+            raise ExportVerificationError(f"the float16 conversion of {plan.name} does not run in ONNX Runtime "
+                                          f"({first_line(exc)}); export it with precision fp32", []) from None
+        checks = []
+        record["verified"] = ("not on this machine (no fp16 kernels on CPUExecutionProvider: "
+                              f"{first_line(exc)[:200]})")
+    else:
+        _check_passed(plan, checks, "no file written")
+        record["verified"] = ("on CPUExecutionProvider, which runs float16 nodes it has no float16 kernel for "
+                              "(convolutions among them) in float32: the float16 weights and graph are verified, "
+                              "float16 arithmetic is not")
+    meta.update(metadata.encode({"precision": record}))
+    return proto, checks
 
 
 def verify_file(path: str | os.PathLike[str]) -> list[OutputCheck]:
@@ -210,11 +269,13 @@ def verify_file(path: str | os.PathLike[str]) -> list[OutputCheck]:
     name, shape = _recorded_input(path, meta)
     _check_reproducible(path, meta, model, shape)
     symbolic = dynamic_axes_of(path).get(name, {}).keys()  # the file's symbolic axes are verified at another size
+    precision = meta.get("precision") if isinstance(meta.get("precision"), dict) else {}
     try:
         with status(f"building {model} with {weights}"):
             plan = make_plan(model, weights=weights, input_shape=shape, dynamic_batch=0 in symbolic,
                              dynamic_image_size=bool({len(shape) - 2, len(shape) - 1} & symbolic), opset=None,
-                             rtol=None, atol=None, builder_kwargs=None)
+                             rtol=None, atol=None, builder_kwargs=None, precision=precision.get("compute", "fp32"),
+                             io_precision=precision.get("io", "fp32"))
     except (ImportError, PluginError, WeightsError) as exc:  # torch, the plugin or the weights are not here
         raise CannotVerifyError(f"{model} with {weights} cannot be built here: {first_line(exc)}") from exc
     runs, output_names, flatten = _verification_runs(plan)
@@ -302,18 +363,19 @@ def _check_passed(plan: ExportPlan, checks: list[OutputCheck], outcome: str) -> 
 def _verify(plan: ExportPlan, onnx_path: Path, runs: list[tuple[torch.Tensor, ...]], output_names: list[str],
             flatten: Any) -> list[OutputCheck]:
     """Every output of ONNX Runtime (CPU) against eager PyTorch, on each run's inputs, compared by the task."""
-    import onnxruntime as ort
     import torch
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from zoo.runtime import create_session
+
     checks: list[OutputCheck] = []
     with status(f"verifying {onnx_path.name} in ONNX Runtime against {plan.name} in PyTorch"):
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        session = create_session(onnx_path, providers="cpu")
+        half = {i.name for i in session.get_inputs() if i.type == "tensor(float16)"}
         for inputs in runs:
             with torch.inference_mode():
                 expected = [t.detach().numpy() for t in flatten_output(plan.module(*inputs), flatten)]
-            got = session.run(output_names, {name: x.numpy() for name, x in zip(plan.input_names, inputs)})
+            got = session.run(output_names, {name: x.numpy().astype("float16" if name in half else "float32")
+                                             for name, x in zip(plan.input_names, inputs)})
             checks += plan.adapter.compare(output_names, expected, got, tuple(inputs[0].shape), plan.rtol, plan.atol)
     return checks
 

@@ -29,9 +29,23 @@ if TYPE_CHECKING:
 __all__ = ["ExportRequest", "ExportPlan", "check_arguments", "make_plan"]
 
 
+#: What an export computes in (``precision=``), and the precisions its inputs and outputs may have.
+PRECISIONS = ("fp32", "fp16")
+IO_PRECISIONS = ("fp32", "fp16")
+
+
 def check_arguments(*, input_shape: Sequence[int] | str | None, opset: int | None, rtol: float | None,
-                    atol: float | None, builder_kwargs: Any) -> tuple[int, ...] | None:
+                    atol: float | None, builder_kwargs: Any, precision: str = "fp32",
+                    io_precision: str = "fp32") -> tuple[int, ...] | None:
     """One-line `UsageError`s for bad arguments, before anything is built; the parsed input shape."""
+    if precision == "bf16":
+        raise UsageError("precision bf16 is not offered: ONNX Runtime ships no bfloat16 converter, and ONNX's Conv "
+                         "takes bfloat16 only from opset 22, which this machine cannot verify; use fp16")
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {excerpt(precision)}; use {' or '.join(PRECISIONS)}")
+    if io_precision not in IO_PRECISIONS or (io_precision == "fp16" and precision == "fp32"):
+        raise UsageError(f"io_precision {excerpt(io_precision)} is not accepted with precision {precision}; use fp32 "
+                         "(inputs and outputs as given), or fp16 with precision fp16")
     if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < MIN_OPSET):
         raise UsageError(f"opset must be an integer of at least {MIN_OPSET}, not {excerpt(opset)}")
     if opset is not None and opset > onnxruntime_limits()[0]:  # before building: some builders are slow
@@ -58,11 +72,14 @@ class ExportRequest:
     rtol: float | None
     atol: float | None
     builder_kwargs: Mapping[str, Any]
+    precision: str = "fp32"
+    io_precision: str = "fp32"
 
     @classmethod
     def resolve(cls, name: str, weights: Any, *, input_shape: tuple[int, ...] | None, dynamic_batch: bool | None,
                 dynamic_image_size: bool | None, opset: int | None, rtol: float | None, atol: float | None,
-                builder_kwargs: Mapping[str, Any] | None) -> ExportRequest:
+                builder_kwargs: Mapping[str, Any] | None, precision: str = "fp32",
+                io_precision: str = "fp32") -> ExportRequest:
         """The request for catalog model `name` with `weights` (any spelling the registry accepts)."""
         from zoo.registry import describe, weights_or_published
 
@@ -70,7 +87,8 @@ class ExportRequest:
         named = published.spec if published is not None else (
             f"{type(member).__name__}.{member.name}" if member is not None else None)
         return cls(describe(name)["name"], named,
-                   input_shape, dynamic_batch, dynamic_image_size, opset, rtol, atol, dict(builder_kwargs or {}))
+                   input_shape, dynamic_batch, dynamic_image_size, opset, rtol, atol, dict(builder_kwargs or {}),
+                   precision, io_precision)
 
     def to_json(self) -> dict[str, Any]:
         """As the catalog's exports table stores it (``options``)."""
@@ -79,6 +97,8 @@ class ExportRequest:
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "dynamic_batch": self.dynamic_batch, "dynamic_image_size": self.dynamic_image_size, "opset": self.opset,
             "rtol": self.rtol, "atol": self.atol, "builder_kwargs": dict(self.builder_kwargs),
+            # only when not float32, so that the records of exports made before precisions existed still match
+            **({"precision": self.precision, "io_precision": self.io_precision} if self.precision != "fp32" else {}),
         }
 
 
@@ -99,9 +119,11 @@ class ExportPlan:
     dynamic_batch: bool
     dynamic_image_size: bool
     opset: int | None  # None: the highest the exporter writes
-    rtol: float
+    rtol: float  # the file's tolerance, at its precision
     atol: float
     builder_kwargs: Mapping[str, Any]  # what the builder was given beyond the catalog's own arguments
+    precision: str = "fp32"  # what the file computes in (`PRECISIONS`)
+    io_precision: str = "fp32"  # what its inputs and outputs are
 
     @property
     def input_layout(self) -> str | None:
@@ -132,7 +154,8 @@ class _Built:
 
 def make_plan(model_or_name: str | torch.nn.Module, *, weights: Any, input_shape: tuple[int, ...] | None,
               dynamic_batch: bool | None, dynamic_image_size: bool | None, opset: int | None, rtol: float | None,
-              atol: float | None, builder_kwargs: Mapping[str, Any] | None) -> ExportPlan:
+              atol: float | None, builder_kwargs: Mapping[str, Any] | None, precision: str = "fp32",
+              io_precision: str = "fp32") -> ExportPlan:
     """Build the model (random weights seeded) and resolve the export: defaults from its task's adapter."""
     built = _build(model_or_name, weights, dict(builder_kwargs or {}))
     task = adapter(built.task) if built.task else TaskAdapter()
@@ -146,7 +169,7 @@ def make_plan(model_or_name: str | torch.nn.Module, *, weights: Any, input_shape
     check_size(shape)  # a default from the builder's arguments (min_size=...) is bounded too
     if not batched and shape[0] != 1:
         raise UsageError(f"{built.name} takes one image: input_shape must start with 1, not {shape[0]}")
-    default_rtol, default_atol = task.tolerance
+    default_rtol, default_atol = task.float16_tolerance if precision == "fp16" else task.tolerance
     return ExportPlan(
         name=built.name, task=built.task, adapter=task, module=task.wrap(model).eval(), weights=built.weights,
         weights_sha256=built.sha256, categories=built.categories, preprocessing=built.preprocessing,
@@ -155,6 +178,7 @@ def make_plan(model_or_name: str | torch.nn.Module, *, weights: Any, input_shape
         dynamic_image_size=task.dynamic_image_size if dynamic_image_size is None else dynamic_image_size,
         opset=opset, rtol=default_rtol if rtol is None else float(rtol),
         atol=default_atol if atol is None else float(atol), builder_kwargs=dict(builder_kwargs or {}),
+        precision=precision, io_precision=io_precision,
     )
 
 

@@ -2,7 +2,8 @@
 
 `create_session` is the one place sessions are made (execution providers, threads,
 graph optimisation, a cache of the optimised model, FP16, CUDA graphs);
-`select_providers` resolves what to ask ONNX Runtime for. A `Predictor` reads the
+`select_providers` resolves what to ask ONNX Runtime for, and `float16_model` converts a
+model to float16 (for a session, and for ``zoo export --precision fp16``). A `Predictor` reads the
 zoo provenance that `zoo.export.export_onnx` writes into the model (task,
 preprocessing, categories) through ONNX Runtime itself, preprocesses images with
 `zoo.preprocessing.preprocess_image`, runs the session, and turns its outputs into
@@ -24,6 +25,7 @@ import ctypes
 import functools
 import io
 import math
+import mmap
 import os
 import sys
 import warnings
@@ -51,8 +53,9 @@ from zoo.runtime.tasks.optical_flow import Flow
 from zoo.runtime.tasks.segmentation import SegmentationResult as Segmentation
 
 __all__ = [
-    "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Embedding", "Flow", "Predictor",
-    "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "image_files", "make_grid", "open_image", "predict",
+    "CUDA_OPTIONS", "PROVIDERS", "OPTIMIZATION_LEVELS", "TASKS", "Classification", "Detections", "Embedding", "Flow",
+    "Predictor", "Result", "Segmentation", "create_session", "cuda_device_count", "draw", "file_metadata",
+    "float16_model", "image_files", "make_grid", "open_image", "predict",
     "published_export", "save_drawings",
     "select_providers", "session_metadata",
 ]
@@ -80,6 +83,21 @@ MAX_CATEGORIES = 100_000
 MAX_LABEL_CHARS = 1000
 #: Most values of a model input whose sizes are fixed (a batch of 64 images of 3 x 1024 x 1024 is 2**28).
 MAX_INPUT_VALUES = 1 << 28
+#: CUDAExecutionProvider options a session takes (``provider_options=``), and the values each accepts.
+CUDA_OPTIONS = {
+    "prefer_nhwc": ("0", "1"),
+    "cudnn_conv_algo_search": ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+    "cudnn_conv_use_max_workspace": ("0", "1"),
+    "enable_cuda_graph": ("0", "1"),
+    "do_copy_in_default_stream": ("0", "1"),
+    "use_tf32": ("0", "1"),
+}
+#: What a CUDA session of a float16 model gets unless ``provider_options`` says otherwise: NHWC convolutions,
+#: which cuDNN's float16 tensor-core kernels take natively. Float32 models keep ONNX Runtime's defaults.
+FLOAT16_CUDA_OPTIONS = {"prefer_nhwc": "1"}
+#: ONNX Runtime's CPU optimiser that crashed (segmentation fault) on a float16 ViT-B/16 in onnxruntime 1.31.1:
+#: left out of CPU sessions of float16 models (it reorders float32 convolutions only, which they lack).
+_FLOAT16_CPU_UNSAFE = ["NchwcTransformer"]
 #: numpy types of the ONNX tensor types a CUDA graph's preallocated outputs can have.
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 _ACCEPTED_IMAGES = "image files Pillow can read (PNG, JPEG, ...), PIL images or numpy arrays"
@@ -173,6 +191,7 @@ def create_session(
     optimized_model_path: str | os.PathLike[str] | None = None,
     fp16: bool = False,
     cuda_graph: bool = False,
+    provider_options: Mapping[str, Any] | None = None,
 ) -> ort.InferenceSession:
     """An ONNX Runtime session for the model at `path`.
 
@@ -184,6 +203,11 @@ def create_session(
     with float32 inputs and outputs (meant for CUDA; it needs the ``onnx`` package
     while converting). `cuda_graph` captures the model in a CUDA graph on its first
     run (CUDA only; inputs must keep one shape, run through `Predictor`'s IO binding).
+    `provider_options` are CUDAExecutionProvider options (`CUDA_OPTIONS`: ``prefer_nhwc``,
+    ``cudnn_conv_algo_search``, ...), refused in one line when the session has no CUDA. A
+    float16 model (`fp16`, or a file whose zoo metadata says so, read by `file_metadata`)
+    gets `FLOAT16_CUDA_OPTIONS` under them on CUDA, and on CPU runs without the optimiser
+    that crashed on one (``NchwcTransformer``).
 
     What the session really runs on is ``session.get_providers()``. When explicitly
     requested providers did not start, raises `UsageError`; when the default CUDA
@@ -195,14 +219,20 @@ def create_session(
     chosen = select_providers(providers)
     if cuda_graph and _CUDA not in chosen:
         raise UsageError("cuda_graph runs on CUDAExecutionProvider only; ask for provider 'cuda'")
+    asked = _cuda_options(provider_options, chosen)
     if _CUDA in chosen:
         _preload_cuda_libraries()
     options = _session_options(threads, optimization, optimized_model_path)
-    model = _float16_model(path) if fp16 else str(path)
+    half = fp16 or file_precision(path) == "fp16"
+    cuda = {**(FLOAT16_CUDA_OPTIONS if half else {}), **asked}
+    graph = cuda_graph or cuda.get("enable_cuda_graph") == "1"
     try:
-        session = ort.InferenceSession(model, options, providers=_with_options(chosen, cuda_graph))
+        session = ort.InferenceSession(_float16_model(path) if fp16 else str(path), options,
+                                       providers=_with_options(chosen, cuda_graph, cuda),
+                                       disabled_optimizers=_FLOAT16_CPU_UNSAFE if half and _CUDA not in chosen else None)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
-        raise UsageError(f"onnxruntime cannot load {path}: {first_line(exc)}") from exc
+        why = " (a CUDA graph needs every node on CUDAExecutionProvider: make it without cuda_graph)" if graph else ""
+        raise UsageError(f"onnxruntime cannot load {path}{why}: {first_line(exc)}") from exc
     _check_started(session, chosen, explicit=providers is not None)
     return session
 
@@ -223,27 +253,162 @@ def _session_options(threads: int | None, optimization: str,
     return options
 
 
-def _with_options(providers: list[str], cuda_graph: bool) -> list[str | tuple[str, dict[str, str]]]:
-    """`providers` as ONNX Runtime takes them, CUDA with its options when it has any.
+def _with_options(providers: list[str], cuda_graph: bool,
+                  cuda: Mapping[str, str] | None = None) -> list[str | tuple[str, dict[str, str]]]:
+    """`providers` as ONNX Runtime takes them, CUDA with its options (`cuda`, and a CUDA graph) when it has any.
 
     Only options that differ from the defaults are passed: since ONNX Runtime 1.26 any
     ``device_id``, even the default 0, makes it look for a plugin execution provider
     and log "No registered plugin EP device found" at every CUDA session.
     """
-    if not cuda_graph:
+    options = {**(cuda or {}), **({"enable_cuda_graph": "1"} if cuda_graph else {})}
+    if not options:
         return list(providers)
-    return [(name, {"enable_cuda_graph": "1"}) if name == _CUDA else name for name in providers]
+    return [(name, dict(options)) if name == _CUDA else name for name in providers]
 
 
-def _float16_model(path: Path) -> bytes:
-    """The model at `path` in float16, inputs and outputs kept float32, serialised."""
+def _cuda_options(options: Mapping[str, Any] | None, chosen: list[str]) -> dict[str, str]:
+    """`options` checked against `CUDA_OPTIONS`, as ONNX Runtime takes them (strings; True is "1"), or one line
+    saying what is wrong: an unknown option or value, or any option for a session without CUDA."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise UsageError(f"provider_options is a mapping of CUDA options ({', '.join(CUDA_OPTIONS)}), "
+                         f"not {excerpt(options)}")
+    out: dict[str, str] = {}
+    for key, value in options.items():
+        text = str(int(value)) if isinstance(value, bool) else str(value)
+        if key not in CUDA_OPTIONS:
+            raise UsageError(f"unknown provider option {excerpt(key)}; CUDA options: {', '.join(CUDA_OPTIONS)}")
+        if text not in CUDA_OPTIONS[key]:
+            raise UsageError(f"provider option {key} takes {', '.join(CUDA_OPTIONS[key])}, not {excerpt(value)}")
+        out[key] = text
+    if out and _CUDA not in chosen:
+        raise UsageError(f"provider options {', '.join(out)} are CUDAExecutionProvider options and this session "
+                         f"runs on {', '.join(chosen)}; give them with provider 'cuda' on a machine with a GPU")
+    return out
+
+
+def float16_model(model: Any, *, keep_io_types: bool = True) -> Any:
+    """`model` (an ``onnx.ModelProto`` or a path to one) converted to float16 by ONNX Runtime's converter
+    (``onnxruntime.transformers.float16``); inputs and outputs stay float32 with `keep_io_types`.
+
+    The converter's default block list (NonMaxSuppression, RoiAlign, TopK, ...) stays float32. It names the
+    cast it puts before a blocked node after the tensor cast, so a tensor read by two blocked nodes gets two
+    identical casts, which ONNX Runtime refuses as duplicate node names: the second is dropped here.
+    Needs the ``onnx`` package; a one-line `UsageError` says so.
+    """
     try:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError as exc:
         raise UsageError(f"fp16 conversion needs the onnx package ({first_line(exc)}); "
                          "pip install onnx, or convert once elsewhere and deploy the converted file") from exc
-    return convert_float_to_float16(onnx.load(str(path)), keep_io_types=True).SerializeToString()
+    proto = onnx.load(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter warns about values it clamps to float16's range
+        converted = convert_float_to_float16(proto, keep_io_types=keep_io_types)
+    seen: set[tuple[str, ...]] = set()
+    nodes = []
+    for node in converted.graph.node:
+        key = (node.op_type, node.name, *node.input, "->", *node.output)
+        if node.op_type != "Cast" or key not in seen:
+            nodes.append(node)
+        seen.add(key)
+    del converted.graph.node[:]
+    converted.graph.node.extend(_topological(nodes))
+    return converted
+
+
+def _topological(nodes: list[Any]) -> list[Any]:
+    """`nodes` with each after the nodes that make its inputs (the converter appends its casts at the end;
+    the ONNX checker wants the order), otherwise in their order."""
+    producer = {output: i for i, node in enumerate(nodes) for output in node.output}
+    order: list[Any] = []
+    placed: set[int] = set()
+    for start in range(len(nodes)):
+        stack = [start]
+        while stack:
+            i = stack[-1]
+            if i in placed:
+                stack.pop()
+                continue
+            waiting = [producer[name] for name in nodes[i].input
+                       if name in producer and producer[name] not in placed and producer[name] != i]
+            if waiting and waiting[0] not in stack:
+                stack.append(waiting[0])
+                continue
+            placed.add(i)
+            order.append(nodes[i])
+            stack.pop()
+    return order
+
+
+def _float16_model(path: Path) -> bytes:
+    """The model at `path` in float16, inputs and outputs kept float32, serialised."""
+    return float16_model(path).SerializeToString()
+
+
+def file_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The zoo provenance in the ONNX file at `path`, read without ONNX Runtime or the ``onnx`` package.
+
+    Only the model's top-level protobuf fields are walked (memory-mapped); its graph, weights included, is
+    skipped by its length, so a 1 GB model costs what a 1 MB one does. What a session is made with is chosen
+    from it before the session exists. A file that is not a model gives what it read before it stopped making
+    sense, usually {}.
+    """
+    props: list[tuple[str, str]] = []
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return {}
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            position = 0
+            try:
+                while position < len(data):
+                    tag, position = _varint(data, position)
+                    if tag & 7 == 0:
+                        position = _varint(data, position)[1]
+                    elif tag & 7 in (1, 5):
+                        position += 8 if tag & 7 == 1 else 4
+                    elif tag & 7 == 2:
+                        length, position = _varint(data, position)
+                        if tag >> 3 == 14:  # ModelProto.metadata_props: StringStringEntryProto
+                            props.append(_string_pair(data[position:position + length]))
+                        position += length
+                    else:
+                        break
+            except (IndexError, UnicodeDecodeError):
+                pass
+    return metadata.decode(props, os.fspath(path))
+
+
+def file_precision(path: str | os.PathLike[str]) -> str:
+    """What the export at `path` computes in, from its zoo metadata: "fp16", or "fp32" (every file without it)."""
+    precision = file_metadata(path).get("precision")
+    return precision.get("compute", "fp32") if isinstance(precision, dict) else "fp32"
+
+
+def _varint(data: Any, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80 or shift > 63:
+            return value, position
+        shift += 7
+
+
+def _string_pair(data: bytes) -> tuple[str, str]:
+    """The key and value of one serialised ``StringStringEntryProto`` (fields 1 and 2)."""
+    found = {1: "", 2: ""}
+    position = 0
+    while position < len(data):
+        tag, position = _varint(data, position)
+        length, position = _varint(data, position)
+        found[tag >> 3] = bytes(data[position:position + length]).decode("utf-8")
+        position += length
+    return found[1], found[2]
 
 
 def _check_started(session: ort.InferenceSession, chosen: list[str], explicit: bool) -> None:
@@ -371,9 +536,10 @@ class Predictor:
     `categories` and `preprocessing` (a `PreprocessSpec` or its JSON) override them,
     and are how a model exported by other tools is given them. The task's adapter
     (`zoo.runtime.tasks.adapter`) says how outputs are checked and decoded and whether images
-    go in batches. Session keywords are `create_session`'s. `io_binding` runs through
-    ONNX Runtime's IO binding, the inputs copied to the provider's device first and
-    outputs left there until read (always on with `cuda_graph`).
+    go in batches. Session keywords are `create_session`'s (`provider_options`: CUDA's, over
+    what the export and device choose). `io_binding` runs through ONNX Runtime's IO
+    binding, the inputs copied to the provider's device first and outputs left there
+    until read (default: on CUDA; always on with a CUDA graph).
 
     A model of several inputs (the adapter's `input_names`: optical flow takes two)
     is run on consecutive images: frames 0 and 1, 1 and 2, ...; N images give N - 1
@@ -389,15 +555,17 @@ class Predictor:
         optimization: str = "all",
         optimized_model_path: str | os.PathLike[str] | None = None,
         fp16: bool = False,
-        io_binding: bool = False,
+        io_binding: bool | None = None,
         cuda_graph: bool = False,
+        provider_options: Mapping[str, Any] | None = None,
         task: str | None = None,
         categories: Sequence[str] | None = None,
         preprocessing: PreprocessSpec | Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.session = create_session(path, providers=providers, threads=threads, optimization=optimization,
-                                      optimized_model_path=optimized_model_path, fp16=fp16, cuda_graph=cuda_graph)
+                                      optimized_model_path=optimized_model_path, fp16=fp16, cuda_graph=cuda_graph,
+                                      provider_options=provider_options)
         self.metadata = session_metadata(self.session, str(self.path))
         self.task = _task(task) if task is not None else self._from_file("task", _task)
         self.adapter: RuntimeTask | None = adapter(self.task) if self.task is not None else None
@@ -410,8 +578,13 @@ class Predictor:
         self.input_name = self.input_names[0]
         self.input_shape: list[int | str | None] = _input_shape(self.path, model_inputs[0].shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        #: inputs of an export with float16 inputs (``io_precision="fp16"``): `run` takes float32 and casts
+        self._half_inputs = {i.name for i in model_inputs if i.type == "tensor(float16)"}
         self._check_model()
-        self._binding = _Binding(self.session, cuda_graph) if io_binding or cuda_graph else None
+        on_cuda = self.session.get_providers()[0] in _GPU_PROVIDERS
+        graph = cuda_graph or (provider_options or {}).get("enable_cuda_graph") in ("1", 1, True)
+        binding = on_cuda if io_binding is None else io_binding
+        self._binding = _Binding(self.session, graph) if binding or graph else None
 
     @classmethod
     def from_registry(cls, model: str, weights: str, **options: Any) -> Predictor:
@@ -463,10 +636,12 @@ class Predictor:
                              f"({', '.join(self.input_names)}), got {len(batches)}")
         for batch in batches:
             self._check_batch(batch)
-        feeds = dict(zip(self.input_names, batches))
-        if self._binding is not None:
-            return self._binding.run(feeds)
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        feeds = {name: batch.astype(np.float16) if name in self._half_inputs else batch
+                 for name, batch in zip(self.input_names, batches)}
+        outputs = (self._binding.run(feeds) if self._binding is not None
+                   else dict(zip(self.output_names, self.session.run(self.output_names, feeds))))
+        # float16 outputs (io_precision="fp16") are read as float32, as the task's decoding expects
+        return {name: v.astype(np.float32) if v.dtype == np.float16 else v for name, v in outputs.items()}
 
     def predict(self, images: ImageLike | Sequence[ImageLike], *, topk: int = 5,
                 score_threshold: float = 0.5) -> list[Result]:
