@@ -83,7 +83,9 @@ def test_zoo_list_in_client_mode_is_the_services_catalog(in_process: Service, cl
 
 def test_show_plugins_and_published_in_client_mode(in_process: Service, client_env: dict[str, str],  # noqa: F811
                                                    tmp_path: Path) -> None:
-    assert _json(zoo_client(client_env, "show", "resnet18", "--json", cwd=tmp_path)) == zoo.describe("resnet18")
+    measured = [m.to_json() for m in zoo.list_measurements("resnet18")]  # zoo show adds what was measured
+    assert _json(zoo_client(client_env, "show", "resnet18", "--json", cwd=tmp_path)) == {
+        **zoo.describe("resnet18"), "measurements": measured}
     plugins = _json(zoo_client(client_env, "plugins", "--json", cwd=tmp_path))
     assert plugins == zoo.list_plugins()
     assert {p["namespace"] for p in plugins} == {"digits", "torchvision"}

@@ -432,12 +432,13 @@ def test_a_redirected_download_verifies_without_sending_the_token_there(redirect
 
 def test_zoo_weights_fetch_downloads_published_weights_with_a_bar(redirecting: Redirecting, tmp_path: Path) -> None:
     gets = len(redirecting.door.presigned_gets())
-    done = zoo_client(redirecting.client_env(tmp_path), "weights", "fetch", "acme/digits:1", cwd=tmp_path)
-    path = Path(done.stdout.strip())
+    # the bar shows on a terminal only (zoo.progress): stderr is a pseudo-terminal here
+    stdout, shown = on_a_terminal(redirecting.client_env(tmp_path), "weights", "fetch", "acme/digits:1", cwd=tmp_path)
+    path = Path(stdout.strip())
     assert path.is_relative_to(tmp_path / "torch")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == redirecting.published["sha256"]
     assert len(redirecting.door.presigned_gets()) == gets + 1  # from the object store, not through the service
-    bar = done.stderr.replace("\r", "\n").splitlines()
+    bar = shown.replace("\r", "\n").splitlines()
     assert any(line.startswith(f"{redirecting.published['sha256']}: 100%") for line in bar), bar
 
 

@@ -411,6 +411,8 @@ class ModelSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelSummary:
+        """The inverse of `to_json` (a registry service's answer; one without ``gflops`` and ``metrics``, from a
+        service older than the fields, has none)."""
         return cls(data["name"], data["qualified_name"], data["task"], data["plugin"], data["builder"],
-                   data["num_params"], tuple(data["weights"]), data["default_weights"], data["gflops"],
-                   data["metrics"])
+                   data["num_params"], tuple(data["weights"]), data["default_weights"], data.get("gflops"),
+                   data.get("metrics", {}))

@@ -3,6 +3,7 @@ and the one parser each of a metric and a count as users write them."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Container, Iterable, Sequence
 from typing import Any
@@ -44,9 +45,12 @@ def parse_metric(text: str) -> tuple[str, float]:
     try:
         if not sep or not name.strip():
             raise ValueError
-        return name.strip(), float(value)
+        number = float(value)
     except ValueError:
         raise UsageError(f"{excerpt(text)} is not NAME=VALUE (NAME: [DATASET:]METRIC); use e.g. ImageNet-1K:acc@1=75") from None
+    if not math.isfinite(number):
+        raise UsageError(f"metric {excerpt(name.strip())} must be a finite number, not {value.strip()}")
+    return name.strip(), number
 
 
 def parse_count(text: str, what: str = "") -> int:

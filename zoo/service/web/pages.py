@@ -18,6 +18,7 @@ from urllib.parse import quote
 from zoo.records import VERIFIED_BY_REGISTRY, Measurement, PublishedWeights, is_spec, parse_spec
 from zoo.service.sessions import signed_in
 from zoo.service.web.query import COLUMNS, PER_PAGE, X_AXES, Filters, ModelRow, Page, Point
+from zoo.text import count_text
 
 _TITLES = {"name": "Name", "task": "Task", "plugin": "Plugin", "params": "Parameters", "metric": "Best metric",
            "weights": "Weights", "published": "Published"}
@@ -30,13 +31,8 @@ def e(value: Any) -> str:
 
 
 def human(count: int | float | None) -> str:
-    """A count for people: 25.6M, 3.5k, 812."""
-    if count is None:
-        return ""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(count) >= scale:
-            return f"{count / scale:.3g}{suffix}"
-    return f"{count:g}"
+    """A count for people, as the CLI shows it (`zoo.text.count_text`) to three digits: 25.6M, 3.5k, 1.2B."""
+    return count_text(count, spec=".3g", none="")
 
 
 def size_text(size: int | None) -> str:
