@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet -c constraints.txt \
     -e ".[runtime,torch,export,postgres,serve,s3,docs,test]" \
     -e plugins/zoo-torchvision \
-    -e plugins/zoo-digits \
+    -e "plugins/zoo-digits[train]" \
     -e plugins/zoo-timm \
     netron
 if .venv/bin/python -m pip show --quiet onnxruntime >/dev/null 2>&1; then

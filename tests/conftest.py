@@ -263,6 +263,30 @@ def pip_install(source: Path, target: Path) -> None:
     )
 
 
+def put_in_mirror(catalog_url: str, mirror: Path, url: str, data: bytes) -> Path:
+    """Place `data` in the weights mirror folder `mirror` as the file of `url`, and record its full SHA-256 in the
+    catalog at `catalog_url` as a verified first download does: offline, the zoo then takes it as that file (the
+    stand-in for pretrained weights that cannot be downloaded here)."""
+    import hashlib
+
+    from sqlalchemy import delete
+
+    from zoo.catalog.engine import open_engine, write_transaction
+    from zoo.catalog.tables import weight_files
+
+    path = mirror / Path(url).name
+    path.write_bytes(data)
+    engine = open_engine(catalog_url)
+    try:
+        with write_transaction(engine) as conn:
+            conn.execute(delete(weight_files).where(weight_files.c.url == url))
+            conn.execute(weight_files.insert().values(url=url, sha256=hashlib.sha256(data).hexdigest(),
+                                                      file_size=len(data)))
+    finally:
+        engine.dispose()
+    return path
+
+
 class CodeOnLoad:
     """Pickles as a call of ``os.mkdir(marker)``: loading it with pickle's full power runs code."""
 

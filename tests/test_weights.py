@@ -25,7 +25,7 @@ import zoo
 from zoo.fetch import WeightsFile, cache_dir, fetch, verify
 from zoo.modeling.weights import Weights, WeightsEnum, load_state_dict
 
-from conftest import FIXTURES, WeightsServer, code_on_load, pip_install, run_zoo
+from conftest import FIXTURES, WeightsServer, code_on_load, pip_install, put_in_mirror, run_zoo
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -281,18 +281,12 @@ def learned_mirror(synced_catalog: str, tmp_path: Path, monkeypatch: pytest.Monk
     mirror.mkdir()
     monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", str(mirror))
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    engine = open_engine(synced_catalog)
 
     def put(member, data: bytes) -> Path:
-        path = mirror / Path(member.url).name
-        path.write_bytes(data)
-        with write_transaction(engine) as conn:  # as a verified first download records it
-            conn.execute(delete(weight_files).where(weight_files.c.url == member.url))
-            conn.execute(weight_files.insert().values(url=member.url, sha256=hashlib.sha256(data).hexdigest(),
-                                                      file_size=len(data)))
-        return path
+        return put_in_mirror(synced_catalog, mirror, member.url, data)
 
     yield put
+    engine = open_engine(synced_catalog)
     with write_transaction(engine) as conn:
         conn.execute(delete(weight_files))
 

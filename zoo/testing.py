@@ -84,7 +84,8 @@ class Served:
 
 @contextlib.contextmanager
 def serving(*args: str, env: Mapping[str, str | None] | None = None, cwd: str | os.PathLike[str] | None = None,
-            log: str | os.PathLike[str] | None = None, timeout: float = 300.0) -> Iterator[Served]:
+            log: str | os.PathLike[str] | None = None, timeout: float = 300.0,
+            python: str | os.PathLike[str] = sys.executable) -> Iterator[Served]:
     """Run ``zoo serve --port 0 --ready-file FILE ARGS`` until the block ends; yield it once it is ready.
 
     `env`: variables set for the server on top of this process's environment (None
@@ -92,14 +93,16 @@ def serving(*args: str, env: Mapping[str, str | None] | None = None, cwd: str | 
     directory; `log`: the file its stdout and stderr go to (default: one in a temporary
     folder, removed afterwards). The wait ends when the server writes its ready file;
     `ServeFailed` (with the log's tail) if it exits first or is not ready within
-    `timeout` seconds. On exit the server is stopped (`Served.stop`).
+    `timeout` seconds; `python`: the interpreter that runs it (default this one; another
+    virtual environment's, for a zoo installed there). On exit the server is stopped
+    (`Served.stop`).
     """
     folder = Path(tempfile.mkdtemp(prefix="zoo-serving-"))
     ready_file, log_path = folder / "ready.json", Path(log) if log is not None else folder / "serve.log"
     try:
         with log_path.open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-c", _ZOO_PROGRAM, "serve", "--port", "0", "--ready-file", str(ready_file), *args],
+                [str(python), "-c", _ZOO_PROGRAM, "serve", "--port", "0", "--ready-file", str(ready_file), *args],
                 env=environment_with(env or {}), cwd=cwd, stdin=subprocess.DEVNULL,
                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )
