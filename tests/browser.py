@@ -14,8 +14,6 @@ it works offline, and a test can say that it asked for nothing else.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,39 +22,28 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from zoo import testing
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
 
-CHROMIUM_ENV = "ZOO_TEST_CHROMIUM"
 WINDOW = {"width": 1280, "height": 800}
 TIMEOUT_MS = 20_000  # for any one wait of a page: a slow machine is slow, but not this slow
-#: Headless without a sandbox (the tests run as root in containers), GPU or any network chatter of its own.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def chromium_path() -> str:
-    """The Chromium executable: ``$ZOO_TEST_CHROMIUM``, else /usr/bin/chromium, else chromium on PATH."""
-    named = os.environ.get(CHROMIUM_ENV, "/usr/bin/chromium")
-    path = named if os.access(named, os.X_OK) else shutil.which("chromium")
-    if not path:
-        pytest.fail(f"Chromium is missing (no {named}, no chromium on PATH); install Debian's chromium package "
-                    f"as root (scripts/install_chromium.sh) or set {CHROMIUM_ENV}", pytrace=False)
-    return path
+    """The Chromium executable (`zoo.testing.chromium_path`); the test fails with its install hint if there is none."""
+    try:
+        return testing.chromium_path()
+    except testing.ChromiumMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
 
 
 @contextmanager
 def chromium() -> Iterator[Browser]:
     """A headless Chromium (the installed one), closed afterwards."""
-    from playwright.sync_api import sync_playwright
-
-    path = chromium_path()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, headless=True, args=FLAGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with testing.chromium(chromium_path()) as browser:
+        yield browser
 
 
 def offline_page(browser: Browser, origin: str, *, consent_for: str | None = None, width: int = WINDOW["width"],

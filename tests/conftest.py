@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import pty
 import select
@@ -19,6 +20,7 @@ import termios
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +39,35 @@ POSTGRES_URL = os.environ.get("ZOO_TEST_POSTGRES_URL", "postgresql+psycopg://pos
 ALL_PLUGINS = "digits,torchvision"
 FIXTURES = ROOT / "tests" / "plugins"  # plugin distributions the tests install
 FULL_SWEEP_ENV = "ZOO_FULL_SWEEP"
+
+
+#: Fixtures whose parameter is the catalog's backend ("sqlite", "postgresql"): see `pytest_collection_modifyitems`.
+BACKEND_FIXTURES = ("catalog_url", "service")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In CI a test parametrized by the catalog's backend runs on one of the two, picked by a stable hash of its
+    id (so that both backends run, each under half of such tests); on both with ``ZOO_FULL_SWEEP=1``. Tests of
+    what differs between the backends (full-text search, migrations, concurrency on PostgreSQL) ask for the
+    backend they test by name and always run."""
+    if os.environ.get(FULL_SWEEP_ENV) == "1":
+        return
+    pairs: dict[str, list[tuple[pytest.Item, str]]] = {}
+    for item in items:
+        params = item.callspec.params if isinstance(item, pytest.Function) and hasattr(item, "callspec") else {}
+        backend = next((params[name] for name in BACKEND_FIXTURES if params.get(name) in ("sqlite", "postgresql")), None)
+        if backend is not None:
+            base = item.nodeid.partition("[")[0] + "[" + item.callspec.id.replace(backend, "*") + "]"
+            pairs.setdefault(base, []).append((item, backend))
+    dropped = []
+    for base, members in pairs.items():
+        if {backend for _, backend in members} == {"sqlite", "postgresql"}:
+            kept = ("sqlite", "postgresql")[zlib.crc32(base.encode()) % 2]
+            dropped += [item for item, backend in members if backend != kept]
+    if dropped:
+        gone = set(map(id, dropped))
+        items[:] = [item for item in items if id(item) not in gone]
+        config.hook.pytest_deselected(items=dropped)
 
 
 @pytest.fixture
@@ -173,6 +204,14 @@ def run_zoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return done
 
 
+def run_in(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """`command`'s standard output, run in `cwd` with exactly the environment `env` (a reader's shell); its exit
+    status and output in the failure when it fails. The timeout is only against a hung command."""
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, f"{command[-1]} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
 def _pseudo_terminal() -> tuple[int, int]:
     """A pseudo-terminal 120 columns wide (tqdm draws no bar 0 columns wide): its (master, slave) descriptors."""
     terminal, its_end = pty.openpty()
@@ -285,6 +324,33 @@ def put_in_mirror(catalog_url: str, mirror: Path, url: str, data: bytes) -> Path
     finally:
         engine.dispose()
     return path
+
+
+def photos(folder: Path) -> None:
+    """``folder/CLASS/N.jpg``: crops of two scikit-image photographs, six of each."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    for name, image in (("cat", data.chelsea()), ("coffee", data.coffee())):
+        (folder / name).mkdir(parents=True)
+        height, width = image.shape[:2]
+        for index in range(6):
+            size = int(rng.integers(min(height, width) // 2, min(height, width)))
+            top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+            Image.fromarray(image[top:top + size, left:left + size]).save(folder / name / f"{index}.jpg")
+
+
+def random_weights(builder: str) -> bytes:
+    """A torchvision model's state dict with random tensors, saved as torchvision's files are."""
+    import torch
+    import torchvision.models
+
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.save(getattr(torchvision.models, builder)().state_dict(), buffer)
+    return buffer.getvalue()
 
 
 class CodeOnLoad:

