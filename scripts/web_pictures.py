@@ -75,9 +75,10 @@ def main() -> None:
 
 
 def zoo_command(*args: str, env: dict[str, str]) -> None:
-    """Run ``zoo ARGS`` in a child process with `env` on top of this one's; exit with its error if it fails."""
-    done = subprocess.run([sys.executable, "-m", "zoo", *args], env={**os.environ, **env}, capture_output=True,
-                          text=True)
+    """Run ``zoo ARGS`` (the command installed beside this interpreter, which imports nothing from the working
+    directory) in a child process with `env` on top of this one's; exit with its error if it fails."""
+    done = subprocess.run([str(Path(sys.executable).with_name("zoo")), *args], env={**os.environ, **env},
+                          capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         sys.exit(f"web_pictures: zoo {' '.join(args[:2])} failed: {last}")

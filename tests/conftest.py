@@ -12,6 +12,7 @@ import fcntl
 import io
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -62,7 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     dropped = []
     for base, members in pairs.items():
         if {backend for _, backend in members} == {"sqlite", "postgresql"}:
-            kept = ("sqlite", "postgresql")[zlib.crc32(base.encode()) % 2]
+            kept = "sqlite" if in_stable_half(base) else "postgresql"
             dropped += [item for item, backend in members if backend != kept]
     if dropped:
         gone = set(map(id, dropped))
@@ -202,6 +203,26 @@ def run_zoo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     if check and done.returncode != 0:
         raise AssertionError(f"zoo {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def in_stable_half(key: str) -> bool:
+    """Whether `key` falls in the stable half of a CI sample (by its CRC-32: the same on every machine and run)."""
+    return zlib.crc32(key.encode()) % 2 == 0
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, code) of each fenced block of the Markdown `text`, in order."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def reader_shell(folder: Path, bin_folder: Path) -> dict[str, str | None]:
+    """The changes to this process's environment that make a reader's shell for running the docs' examples
+    (`zoo.settings.environment_with`): `bin_folder` first on PATH, a home, torch cache and weights mirror
+    (``folder/mirror``) under `folder`, offline, and nothing of the tests' own ``ZOO_*``/``TORCH_*`` settings."""
+    inherited = {name: None for name in os.environ if name.startswith(("ZOO_", "TORCH_", "VIRTUAL_ENV"))}
+    return inherited | {"PATH": f"{bin_folder}{os.pathsep}{os.environ['PATH']}", "HOME": str(folder / "home"),
+                        "TORCH_HOME": str(folder / "torch"), "ZOO_WEIGHTS_MIRROR": str(folder / "mirror"),
+                        "ZOO_OFFLINE": "1"}
 
 
 def run_in(command: list[str], cwd: Path, env: dict[str, str]) -> str:

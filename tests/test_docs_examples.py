@@ -19,17 +19,15 @@ install line by tests/test_readme_tour.py, its quick start by CI itself.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
 
 import pytest
 
-from conftest import photos, put_in_mirror, random_weights, run_in
+from conftest import photos, put_in_mirror, random_weights, reader_shell, run_in
 from zoo.settings import environment_with
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,9 +87,7 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     base = tmp_path_factory.mktemp("docs")
     folder, mirror = base / "reader", base / "mirror"
     mirror.mkdir()
-    env = environment_with({name: None for name in os.environ if name.startswith(("ZOO_", "TORCH_"))} | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HOME": str(base / "home"),
-        "TORCH_HOME": str(base / "torch"), "ZOO_WEIGHTS_MIRROR": str(mirror), "ZOO_OFFLINE": "1"})
+    env = environment_with(reader_shell(base, Path(sys.executable).parent))
     photos(folder / "photos")
     Image.fromarray(data.chelsea()).save(folder / "cat.jpg")
     write_image_folder(folder / "digits")
@@ -110,10 +106,10 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     return folder, env
 
 
-def _finish(driver: subprocess.Popen[str], out: IO[str]) -> tuple[str, str]:
+def _finish(driver: subprocess.Popen[str]) -> tuple[str, str]:
     """What the driver printed for one block, and its status."""
     printed = []
-    for line in out:
+    for line in driver.stdout:
         if line.startswith(_DONE):
             return "".join(printed), line[len(_DONE):].strip()
         printed.append(line)
@@ -132,16 +128,13 @@ def test_the_pages_blocks_run(page: Path, reader: tuple[Path, dict[str, str]], t
         for number, (language, code, why) in enumerate(blocks(page), 1):
             if why is not None:
                 continue
-            where = f"{page.relative_to(ROOT)}, block {number} ({language}):\n{code}"
             if language == "python":
                 driver.stdin.write(json.dumps(code) + "\n")
                 driver.stdin.flush()
-                printed, status = _finish(driver, driver.stdout)
-                assert status == "ok", f"{where}\n{printed[-4000:]}"
+                printed, status = _finish(driver)
+                assert status == "ok", f"{page.relative_to(ROOT)}, block {number}:\n{code}\n{printed[-4000:]}"
             else:
-                done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=folder, env=env,
-                                      capture_output=True, text=True, timeout=TIMEOUT)
-                assert done.returncode == 0, f"{where}\nexit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+                run_in(["bash", "-e", "-o", "pipefail", "-c", code], folder, env)
     finally:
         driver.stdin.close()
         driver.wait(TIMEOUT)

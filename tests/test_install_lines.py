@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import code_blocks
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -34,7 +36,7 @@ def _commands() -> list[tuple[str, str]]:
     found = []
     for doc in DOCS:
         text = doc.read_text(encoding="utf-8")
-        spans = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S) + re.findall(r"`([^`\n]+)`", text)
+        spans = [code for _, code in code_blocks(text)] + re.findall(r"`([^`\n]+)`", text)
         for span in spans:
             for match in re.finditer(r"pip install ([^\n]*)", span):
                 found.append((f"{doc.relative_to(ROOT)}: pip install {match[1]}", match[1]))

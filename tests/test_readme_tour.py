@@ -31,7 +31,7 @@ import httpx
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import photos, put_in_mirror, random_weights, run_in
+from conftest import code_blocks, photos, put_in_mirror, random_weights, reader_shell, run_in
 
 from zoo.settings import environment_with
 from zoo.testing import serving
@@ -45,11 +45,6 @@ def section(title: str) -> str:
     start = README.index(f"\n## {title}\n")
     end = README.find("\n## ", start + 1)
     return README[start:end if end != -1 else None]
-
-
-def code_blocks(text: str) -> list[tuple[str, str]]:
-    """(language, code) of each fenced block of `text`, in order."""
-    return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
 
 
 INSTALL = [code for language, block in code_blocks(section("Installing")) if language == "bash"
@@ -137,17 +132,15 @@ def test_the_readme_installs_from_a_fresh_clone_and_its_tour_runs(tmp_path: Path
     python = venv / "bin" / "python"
     link_folder(dependency_closure(local_projects(arguments, clone)), links)
     site = Path(run_in([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
-                    os.environ).strip())
+                       dict(os.environ)).strip())
     (site / "test-links.pth").write_text(f"{links}\n")
-    changes = {name: None for name in os.environ if name.startswith(("ZOO_", "TORCH_", "VIRTUAL_ENV"))} | {
-        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path / "home"),
-        "TORCH_HOME": str(tmp_path / "torch"), "ZOO_WEIGHTS_MIRROR": str(tmp_path / "mirror"), "ZOO_OFFLINE": "1"}
+    changes = reader_shell(tmp_path, venv / "bin")
     shell = environment_with(changes)  # the user's shell: the new environment first, offline, nothing of the tests'
     run_in([str(python), "-m", "pip", "install", "--no-index", "--no-build-isolation", "--disable-pip-version-check",
-         "--quiet", *arguments], clone, shell)
+            "--quiet", *arguments], clone, shell)
     assert shutil.which("zoo", path=shell["PATH"]) == str(venv / "bin" / "zoo")
     imported = run_in([str(python), "-c", "import zoo, zoo_digits, zoo_timm, zoo_torchvision as t; print(t.__file__)"],
-                   tmp_path, shell)
+                      tmp_path, shell)
     assert imported.startswith(str(clone)), imported  # the clone's code, not the test environment's
 
     # an empty folder with photos/, and a mirror of the two pretrained files the tour downloads

@@ -21,7 +21,7 @@ import time
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -589,11 +589,9 @@ def _measure(engines: list[_Engine], shape: tuple[int, ...], warmup: int, iterat
             calls[e.key]()  # untimed: the engine's threads and caches take over from the last engine's
             times[e.key] += _timed(calls[e.key], per_round)
             done(per_round)
-    rows = [replace(_row(e, shape[0], times[e.key]), gpu_memory_mb=memory[e.key]) for e in engines]
     # "vs eager": images/s over eager's at the same precision (the images/s column's ratio, so they never disagree)
-    eager = {row.precision: row.throughput for row in rows if row.engine == "eager"}
-    return [replace(row, speedup=row.throughput / eager[row.precision] if row.precision in eager else None)
-            for row in rows]
+    eager = {e.precision: _throughput(shape[0], times[e.key]) for e in engines if e.name == "eager"}
+    return [_row(e, shape[0], times[e.key], memory[e.key], eager.get(e.precision)) for e in engines]
 
 
 def _timed(call: Callable[[], None], count: int) -> list[int]:
@@ -605,13 +603,22 @@ def _timed(call: Callable[[], None], count: int) -> list[int]:
     return out
 
 
-def _row(engine: _Engine, batch: int, nanoseconds: list[int]) -> BenchRow:
+def _throughput(batch: int, nanoseconds: list[int]) -> float:
+    """Images per second of timed calls on batches of `batch` images."""
+    return batch * len(nanoseconds) * 1e9 / float(sum(nanoseconds))
+
+
+def _row(engine: _Engine, batch: int, nanoseconds: list[int], gpu_memory_mb: float | None,
+         eager_throughput: float | None) -> BenchRow:
+    """The row of `engine`'s timed calls; its speedup over `eager_throughput` (None without an eager row)."""
     ms = np.asarray(nanoseconds, dtype=np.float64) / 1e6
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    throughput = _throughput(batch, nanoseconds)
     return BenchRow(
         engine=engine.name, provider=engine.provider, batch=batch, p50_ms=p50, p90_ms=p90, p99_ms=p99,
-        mean_ms=float(ms.mean()), min_ms=float(ms.min()), throughput=batch * len(ms) * 1000 / float(ms.sum()),
-        speedup=None, precision=engine.precision,
+        mean_ms=float(ms.mean()), min_ms=float(ms.min()), throughput=throughput,
+        speedup=throughput / eager_throughput if eager_throughput is not None else None, precision=engine.precision,
+        gpu_memory_mb=gpu_memory_mb,
     )
 
 
